@@ -1,0 +1,91 @@
+"""Dense: the fully connected layer.
+
+Shapes (m = batch, n = input features, u = units):
+X (m, n), W (n, u), b (1, u), Z and A (m, u).
+
+Forward::
+
+    Z = X . W + b
+    A = f(Z)
+
+Backward (dA = dL/dA from the next layer)::
+
+    dZ = dA * f'(Z)            (softmax: dZ = A * (dA - sum(dA * A)) / T)
+    dX = dZ . W^T
+    dW = X^T . dZ
+    db = sum_m dZ              (shape (1, u), like b)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
+from epynn_jax.maths import activations, initializers
+
+__all__ = ["Dense"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer with ``units`` outputs and activation ``activate``."""
+
+    units: int = 1
+    activate: str = "sigmoid"
+    initialization: str = "xavier"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "activate", activations.check_activation(self.activate, "Dense"))
+        object.__setattr__(
+            self, "initialization", initializers.check_initializer(self.initialization, "Dense")
+        )
+        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
+            raise LayerError(f"Dense: units must be a positive int, got {self.units!r}")
+
+    @property
+    def d(self) -> dict:
+        return {"u": self.units, "n": self._require_built("d")[0]}
+
+
+def compute_shapes(layer: Dense, X_shape: tuple[int, ...]) -> Dense:
+    """Input must be (m, n): put a Flatten before a Dense for higher ranks."""
+    if len(X_shape) != 1:
+        raise LayerError(
+            f"Dense: expected 2-D input (m, n) but got sample shape {tuple(X_shape)}; "
+            "add a Flatten layer before Dense"
+        )
+    check_input(layer, X_shape, 1)
+    return dataclasses.replace(layer, input_shape=tuple(X_shape))
+
+
+def initialize_parameters(layer: Dense, key: jax.Array) -> dict:
+    """W (n, u) by ``initialization``; b (1, u) zeros."""
+    (n,) = layer._require_built("initialize_parameters")
+    init = initializers.INITIALIZERS[layer.initialization]
+    return {
+        "W": init(key, (n, layer.units), float_dtype()),
+        "b": jnp.zeros((1, layer.units), float_dtype()),
+    }
+
+
+def forward(layer: Dense, p: dict, X: jax.Array, key=None, training: bool = False):
+    """Z = X . W + b; A = f(Z). ``fc = {'X', 'Z', 'A'}``."""
+    Z = jnp.dot(X, p["W"]) + p["b"]
+    A = activations.activate(layer.activate, Z, layer.hpars)
+    return A, {"X": X, "Z": Z, "A": A}
+
+
+def backward(layer: Dense, p: dict, fc: dict, dA: jax.Array):
+    """dZ = dA * f'(Z); dX = dZ . W^T. ``bc = {'dA', 'dZ', 'dX'}``."""
+    dZ = activations.backprop(layer.activate, dA, fc["Z"], fc["A"], layer.hpars)
+    dX = jnp.dot(dZ, p["W"].T)
+    return dX, {"dA": dA, "dZ": dZ, "dX": dX}
+
+
+def compute_gradients(layer: Dense, p: dict, fc: dict, bc: dict) -> dict:
+    """dW = X^T . dZ; db = sum over the batch of dZ."""
+    dZ = bc["dZ"]
+    return {"dW": jnp.dot(fc["X"].T, dZ), "db": jnp.sum(dZ, axis=0, keepdims=True)}

@@ -1,0 +1,58 @@
+"""Embedding: the input layer.
+
+In EpyNN the Embedding layer holds the data set; here the data live in
+:mod:`epynn_jax.data.dataset` (arrays are never layer fields) and the layer is
+the identity at the head of a network that records the sample shape.
+
+Shapes: X (m, ...) -> A = X; backward dX = dA. No parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+from epynn_jax.layers.base import Layer, check_input
+
+__all__ = ["Embedding"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedding(Layer):
+    """Input layer: A = X. ``vocabulary_size`` records EpyNN's ``d['e']`` when inputs are one-hot."""
+
+    vocabulary_size: int | None = None
+
+    @property
+    def d(self) -> dict:
+        d = super().d
+        if self.vocabulary_size is not None:
+            d["e"] = self.vocabulary_size
+        return d
+
+
+def compute_shapes(layer: Embedding, X_shape: tuple[int, ...]) -> Embedding:
+    """Record the sample shape."""
+    check_input(layer, X_shape)
+    return dataclasses.replace(layer, input_shape=tuple(X_shape))
+
+
+def initialize_parameters(layer: Embedding, key: jax.Array) -> dict:
+    """No parameters."""
+    return {}
+
+
+def forward(layer: Embedding, p: dict, X: jax.Array, key=None, training: bool = False):
+    """A = X; ``fc = {'X', 'A'}``."""
+    return X, {"X": X, "A": X}
+
+
+def backward(layer: Embedding, p: dict, fc: dict, dA: jax.Array):
+    """dX = dA; ``bc = {'dA', 'dX'}`` (EpyNN returns None: it is the first layer)."""
+    return dA, {"dA": dA, "dX": dA}
+
+
+def compute_gradients(layer: Embedding, p: dict, fc: dict, bc: dict) -> dict:
+    """No parameters."""
+    return {}

@@ -1,0 +1,48 @@
+"""Flatten: reshape (m, d1, ..., dk) to (m, n) with n = d1 * ... * dk.
+
+Forward A = reshape(X, (m, n)); backward dX = reshape(dA, X.shape). No parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+
+from epynn_jax.layers.base import Layer, check_input
+
+__all__ = ["Flatten"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten(Layer):
+    """Flatten every axis but the batch axis."""
+
+
+def compute_shapes(layer: Flatten, X_shape: tuple[int, ...]) -> Flatten:
+    """Record the input shape (any rank)."""
+    check_input(layer, X_shape)
+    return dataclasses.replace(layer, input_shape=tuple(X_shape))
+
+
+def initialize_parameters(layer: Flatten, key: jax.Array) -> dict:
+    """No parameters."""
+    return {}
+
+
+def forward(layer: Flatten, p: dict, X: jax.Array, key=None, training: bool = False):
+    """A = X reshaped to (m, n); ``fc = {'X', 'A'}``."""
+    A = X.reshape(X.shape[0], math.prod(X.shape[1:]))
+    return A, {"X": X, "A": A}
+
+
+def backward(layer: Flatten, p: dict, fc: dict, dA: jax.Array):
+    """dX = dA reshaped to X's shape; ``bc = {'dA', 'dX'}``."""
+    dX = dA.reshape(fc["X"].shape)
+    return dX, {"dA": dA, "dX": dX}
+
+
+def compute_gradients(layer: Flatten, p: dict, fc: dict, bc: dict) -> dict:
+    """No parameters."""
+    return {}

@@ -1,0 +1,128 @@
+"""Loss functions: per-sample values and dL/dA, as EpyNN defines them.
+
+Each loss takes labels ``Y`` and outputs ``A`` of shape (m, ...) and returns a
+per-sample vector (m,). ``U`` is the number of output values per sample. The
+derivative ``dL/dA`` is the derivative of the per-sample loss, so summed over
+the batch the training objective is ``sum_i L_i`` (no ``1/m``); the reported
+cost is the mean of the per-sample values.
+
+======  ===============================================  =========================================
+name    per-sample loss                                  dL/dA
+======  ===============================================  =========================================
+MSE     (1/U) sum (Y - A)^2                              -(2/U) (Y - A)
+MAE     (1/U) sum |Y - A|                                -(1/U) (Y - A) / (|Y - A| + eps)
+MSLE    (1/U) sum (log1p Y - log1p A)^2                  -(2/U) (log1p Y - log1p A) / (A + 1)
+CCE     -sum Y log(A + eps)                              -Y / A
+BCE     -(1/U) sum Y log(A+eps) + (1-Y) log(1-A+eps)     (1/U) (A - Y) / (A - A^2 + eps)
+======  ===============================================  =========================================
+
+with eps = 1e-16 (EpyNN's ``E_SAFE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["E_SAFE", "LOSSES", "loss", "loss_deriv", "check_loss"]
+
+E_SAFE = 1e-16
+
+
+def _units(A: jax.Array) -> int:
+    n = 1
+    for s in A.shape[1:]:
+        n *= s
+    return n
+
+
+def _sum(x: jax.Array) -> jax.Array:
+    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
+
+
+def MSE(Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Mean squared error per sample."""
+    return _sum((Y - A) ** 2) / _units(A)
+
+
+def MSE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
+    return -2.0 * (Y - A) / _units(A)
+
+
+def MAE(Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Mean absolute error per sample."""
+    return _sum(jnp.abs(Y - A)) / _units(A)
+
+
+def MAE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
+    return -(Y - A) / (jnp.abs(Y - A) + E_SAFE) / _units(A)
+
+
+def MSLE(Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Mean squared logarithmic error per sample."""
+    return _sum((jnp.log1p(Y) - jnp.log1p(A)) ** 2) / _units(A)
+
+
+def MSLE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
+    return -2.0 * (jnp.log1p(Y) - jnp.log1p(A)) / (A + 1.0) / _units(A)
+
+
+def CCE(Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Categorical cross-entropy per sample."""
+    return -_sum(Y * jnp.log(A + E_SAFE))
+
+
+def CCE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
+    return -Y / A
+
+
+def BCE(Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Binary cross-entropy per sample."""
+    return -_sum(Y * jnp.log(A + E_SAFE) + (1 - Y) * jnp.log(1 - A + E_SAFE)) / _units(A)
+
+
+def BCE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
+    return (A - Y) / (A - A**2 + E_SAFE) / _units(A)
+
+
+LOSSES: dict[str, tuple[Callable, Callable]] = {
+    "MSE": (MSE, MSE_deriv),
+    "MAE": (MAE, MAE_deriv),
+    "MSLE": (MSLE, MSLE_deriv),
+    "CCE": (CCE, CCE_deriv),
+    "BCE": (BCE, BCE_deriv),
+}
+
+
+def check_loss(name: object, output_activation: str | None = None) -> str:
+    """Validate a loss name against the output activation, as EpyNN does.
+
+    CCE needs a softmax output; CCE, BCE and MSLE refuse a tanh output (its
+    negative values have no logarithm).
+    """
+    if callable(name) and getattr(name, "__name__", None) in LOSSES:
+        name = name.__name__
+    if not isinstance(name, str):
+        raise TypeError(f"loss must be a name such as 'MSE', got {name!r}")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    if name == "CCE" and output_activation is not None and output_activation != "softmax":
+        raise ValueError(
+            f"loss 'CCE' needs a softmax output layer, got output activation "
+            f"{output_activation!r}"
+        )
+    if name in ("CCE", "BCE", "MSLE") and output_activation == "tanh":
+        raise ValueError(f"loss {name!r} cannot be used with a tanh output (values < 0)")
+    return name
+
+
+def loss(name: str, Y: jax.Array, A: jax.Array) -> jax.Array:
+    """Per-sample loss values, shape (m,)."""
+    return LOSSES[name][0](Y, A)
+
+
+def loss_deriv(name: str, Y: jax.Array, A: jax.Array) -> jax.Array:
+    """dL_i/dA for each sample i, shape of A."""
+    return LOSSES[name][1](Y, A)

@@ -1,0 +1,76 @@
+"""Learning-rate schedules of EpyNN, per epoch, and as optax schedules.
+
+With ``e`` training epochs, ``lr`` the initial rate, ``epc = cycle_epochs or e``
+epochs per cycle, ``d = cycle_descent`` and ``k = decay_k`` (``5 / epc`` when
+0, so the rate falls to about 1 % of ``lr`` at the end of a cycle), the rate at
+epoch ``x`` is:
+
+- ``steady``:    lr
+- ``exp_decay``: lr * (1 - d) ** (x // epc) * exp(-k * (x % epc))
+- ``lin_decay``: lr / (1 + 100 * k * x)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Schedule", "SCHEDULES", "learning_rates", "optax_schedule"]
+
+SCHEDULES = ("steady", "exp_decay", "lin_decay")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """EpyNN's schedule hyperparameters (``se_hPars`` keys)."""
+
+    learning_rate: float = 0.1
+    schedule: str = "steady"
+    decay_k: float = 0.0
+    cycle_epochs: int = 0
+    cycle_descent: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}"
+            )
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be a finite number, got {self.learning_rate!r}")
+        if self.cycle_epochs < 0:
+            raise ValueError(f"cycle_epochs must be >= 0, got {self.cycle_epochs!r}")
+
+    @classmethod
+    def from_hpars(cls, se_hPars: dict) -> Schedule:
+        """Build from an EpyNN ``se_hPars`` dict (other keys are ignored)."""
+        keys = ("learning_rate", "schedule", "decay_k", "cycle_epochs", "cycle_descent")
+        return cls(**{k: se_hPars[k] for k in keys if k in se_hPars})
+
+
+def learning_rates(schedule: Schedule, epochs: int) -> np.ndarray:
+    """The learning rate of each epoch, shape (epochs,), float64."""
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    s = schedule
+    x = np.arange(epochs, dtype=np.float64)
+    epc = s.cycle_epochs if s.cycle_epochs else epochs
+    k = s.decay_k if s.decay_k else 5 / epc
+    if s.schedule == "steady":
+        return np.full(epochs, float(s.learning_rate))
+    if s.schedule == "exp_decay":
+        return s.learning_rate * (1 - s.cycle_descent) ** (x // epc) * np.exp(-(x % epc) * k)
+    return s.learning_rate / (1 + k * 100 * x)
+
+
+def optax_schedule(rates: np.ndarray, steps_per_epoch: int):
+    """An optax schedule: step -> ``rates[step // steps_per_epoch]`` (last rate after the end)."""
+    table = jnp.asarray(np.asarray(rates))
+    n = table.shape[0]
+
+    def schedule(count):
+        return table[jnp.minimum(count // steps_per_epoch, n - 1)]
+
+    return schedule
