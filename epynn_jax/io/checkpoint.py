@@ -153,7 +153,8 @@ class _Resolver:
 
     def resolve(self, path: Any, where: str) -> type:
         if not isinstance(path, str) or not _CLASS_PATH.match(path):
-            raise ModelFileError(f"{where}: invalid class path {path!r} (expected 'module:QualName')")
+            raise ModelFileError(f"{where}: invalid class path {path!r} "
+                                 "(expected 'module:QualName')")
         module, qualname = path.split(":")
         for name in (path, qualname):
             if name in self.custom:
@@ -280,8 +281,9 @@ def _param_arrays(net: Network, params: Params) -> dict[str, np.ndarray]:
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         expected = layer.param_shapes()
         if not isinstance(p, Mapping) or set(p) != set(expected):
+            got = sorted(p) if isinstance(p, Mapping) else p
             raise ValueError(f"save_model: layer {i} ({layer.name}) expects parameters "
-                             f"{sorted(expected)}, got {sorted(p) if isinstance(p, Mapping) else p}")
+                             f"{sorted(expected)}, got {got}")
         for k, shape in expected.items():
             where = f"layer {i} ({layer.name}) parameter {k!r}"
             arr, _ = _host_array(p[k], where, _PARAM_KINDS)
@@ -606,7 +608,7 @@ def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
 
 
 def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
-    """Rebuild an optimizer state pytree from saved leaves with ``optimizer.init(params)``'s structure.
+    """Rebuild an optimizer state from saved leaves, shaped like ``optimizer.init(params)``.
 
     Raises :class:`ModelFileError` when the number, shapes or kinds of the
     leaves do not match what ``optimizer`` keeps.
