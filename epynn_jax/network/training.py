@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -25,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from epynn_jax.errors import NonFiniteError, TrainingInterrupted
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
@@ -41,6 +45,7 @@ __all__ = [
     "train_step",
     "epoch_batches",
     "run_epoch",
+    "run_epoch_guarded",
     "evaluate",
     "fit",
     "predict",
@@ -65,6 +70,7 @@ class FitResult:
     key: jax.Array
     history: dict[str, dict[str, list[float]]]
     epochs: int
+    checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 # -- gradients -----------------------------------------------------------------
@@ -169,6 +175,78 @@ def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
     return state, costs, scores
 
 
+def _all_finite(tree) -> jax.Array:
+    """One bool: every element of every leaf of ``tree`` is finite."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+class Guard(NamedTuple):
+    """Non-finite watch carried through the scan of :func:`run_epoch_guarded`.
+
+    ``ok``: no bad step yet; ``bad_layers`` (n_layers,) bool: the layers whose
+    gradient or updated parameters were non-finite at the first bad step;
+    ``bad_step``: its index in the epoch (-1: none); ``step``: steps seen.
+    """
+
+    ok: jax.Array
+    bad_layers: jax.Array
+    bad_step: jax.Array
+    step: jax.Array
+
+
+def guarded_train_step(net: Network, optimizer: optax.GradientTransformation, loss: str,
+                       carry: tuple[TrainState, Guard], X, Y):
+    """:func:`train_step` that freezes params and optimizer state after the first bad step.
+
+    A step is bad when its batch cost, or any layer's gradient or updated
+    parameters, is NaN or inf (``jnp.isfinite`` reduced per layer). The update
+    of a bad step and of every later step is dropped (``jnp.where``), so the
+    last good state survives the scan.
+    """
+    state, guard = carry
+    key, sub = jax.random.split(state.key)
+    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    cost = jnp.mean(losses.loss(loss, Y, A))
+    layer_ok = jnp.stack([_all_finite((g, p)) for g, p in zip(grads, params)])
+    keep = guard.ok & jnp.all(layer_ok) & jnp.isfinite(cost)
+    first_bad = guard.ok & ~keep
+    params, opt_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(keep, new, old), (params, opt_state),
+        (state.params, state.opt_state))
+    guard = Guard(keep, jnp.where(first_bad, ~layer_ok, guard.bad_layers),
+                  jnp.where(first_bad, guard.step, guard.bad_step), guard.step + 1)
+    return (TrainState(params, opt_state, key), guard), cost
+
+
+@functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
+                                              "batch_size"))
+def run_epoch_guarded(net: Network, optimizer: optax.GradientTransformation, loss: str,
+                      metric_names: tuple[str, ...], batch_size: int, state: TrainState,
+                      train: tuple, splits: Mapping[str, tuple]):
+    """:func:`run_epoch` with the non-finite guard of :func:`guarded_train_step`.
+
+    Returns ``(state, batch_costs, scores, guard)``: ``state`` holds the last
+    good params and optimizer state; the host checks ``guard.ok`` once per epoch.
+    """
+    X, Y = train
+    key, shuffle_key = jax.random.split(state.key)
+    idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
+    n = len(net.layers)
+    guard = Guard(jnp.array(True), jnp.zeros(n, bool), jnp.array(-1), jnp.array(0))
+
+    def step(carry, batch_idx):
+        return guarded_train_step(net, optimizer, loss, carry, X[batch_idx], Y[batch_idx])
+
+    (state, guard), costs = jax.lax.scan(step, (state._replace(key=key), guard), idx)
+    scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
+    return state, costs, scores, guard
+
+
 # -- fit and predict ------------------------------------------------------------------
 
 
@@ -210,6 +288,170 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
     return out
 
 
+# -- checkpoints, resume and the non-finite check (host side of fit) ----------------------
+
+CHECKPOINT_SUFFIX = ".epynn"
+
+
+class _Progress(NamedTuple):
+    """State, history and epochs done, replaced as ONE object so Ctrl-C never splits them."""
+
+    state: TrainState
+    history: dict
+    epoch: int
+
+
+class _Checkpointing(NamedTuple):
+    directory: Path | None
+    every: int | None
+    best: tuple[str, str, str] | None
+
+
+def _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best,
+                         metric_names: tuple[str, ...], splits: Mapping) -> _Checkpointing:
+    """Validate fit's checkpoint arguments (before any tracing)."""
+    if checkpoint_dir is None:
+        if checkpoint_every is not None or checkpoint_best is not None:
+            raise ValueError("fit: checkpoint_every/checkpoint_best need a checkpoint_dir")
+        return _Checkpointing(None, None, None)
+    directory = Path(checkpoint_dir)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"fit: checkpoint_dir {str(directory)!r} is not a directory")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or isinstance(
+            checkpoint_every, bool) or checkpoint_every < 1):
+        raise ValueError(f"fit: checkpoint_every must be a positive int, got {checkpoint_every!r}")
+    best = None
+    if checkpoint_best is not None:
+        if not (isinstance(checkpoint_best, (tuple, list)) and len(checkpoint_best) == 3):
+            raise ValueError("fit: checkpoint_best must be a (metric, split, mode) triple, e.g. "
+                             f"('accuracy', 'dval', 'max'), got {checkpoint_best!r}")
+        metric, split, mode = checkpoint_best
+        metric = metrics_lib.check_metric(metric)
+        if metric not in metric_names:
+            raise ValueError(f"fit: checkpoint_best metric {metric!r} is not computed "
+                             f"(metrics: {', '.join(metric_names)})")
+        if split not in splits:
+            raise ValueError(f"fit: checkpoint_best split {split!r} is not in data "
+                             f"(splits: {', '.join(splits)})")
+        if mode not in ("max", "min"):
+            raise ValueError(f"fit: checkpoint_best mode must be 'max' or 'min', got {mode!r}")
+        best = (metric, split, mode)
+    directory.mkdir(parents=True, exist_ok=True)
+    return _Checkpointing(directory, checkpoint_every, best)
+
+
+def _best_value(values: Sequence[float], mode: str) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def _improved(history: dict, best: tuple[str, str, str]) -> bool:
+    """Whether the last epoch is the best so far (strictly better than every earlier one)."""
+    metric, split, mode = best
+    values = history[metric][split]
+    last, before = values[-1], _best_value(values[:-1], mode)
+    if not math.isfinite(last):
+        return False
+    return before is None or (last > before if mode == "max" else last < before)
+
+
+def _save(ck: _Checkpointing, name: str, net: Network, progress: _Progress,
+          metadata: dict) -> Path:
+    from epynn_jax.io.checkpoint import save_checkpoint
+
+    path = ck.directory / f"{name}{CHECKPOINT_SUFFIX}"
+    state = progress.state
+    return save_checkpoint(path, net, state.params, opt_state=state.opt_state, key=state.key,
+                           epoch=progress.epoch, history=progress.history, metadata=metadata)
+
+
+def _resume(resume, net: Network, optimizer, params: Params, metadata: dict,
+            empty_history: dict, epochs: int) -> _Progress:
+    """Load the checkpoint ``resume`` (a file, or a directory holding ``last.epynn``)."""
+    from epynn_jax.io.checkpoint import load_checkpoint
+
+    path = Path(resume)
+    if path.is_dir():
+        path = path / f"last{CHECKPOINT_SUFFIX}"
+    ck = load_checkpoint(path, optimizer)
+    if ck.net != net:
+        raise ValueError(f"fit: resume checkpoint {str(path)!r} holds another architecture "
+                         f"({', '.join(layer.name for layer in ck.net.layers)})")
+    if ck.key is None:
+        raise ValueError(f"fit: resume checkpoint {str(path)!r} has no PRNG key")
+    for field in ("loss", "batch_size", "train_split"):
+        if ck.metadata.get(field) != metadata[field]:
+            raise ValueError(f"fit: resume checkpoint was trained with {field}="
+                             f"{ck.metadata.get(field)!r}, this fit has {metadata[field]!r}")
+    history = ck.history or {}
+    if {m: set(v) for m, v in history.items()} != {m: set(v) for m, v in empty_history.items()} \
+            or any(len(v) != ck.epoch for d in history.values() for v in d.values()):
+        raise ValueError("fit: resume checkpoint's history has other metrics or splits "
+                         f"({sorted(history)}) than this fit ({sorted(empty_history)})")
+    if ck.epoch > epochs:
+        raise ValueError(f"fit: resume checkpoint is at epoch {ck.epoch}, beyond epochs={epochs} "
+                         "(epochs is the TOTAL number of epochs)")
+    if metadata.get("epochs") != ck.metadata.get("epochs") and metadata.get("schedule"):
+        warnings.warn(f"fit: resuming a run planned for {ck.metadata.get('epochs')} epochs with "
+                      f"epochs={epochs}: the default schedule depends on the total, so this run "
+                      "will not match an uninterrupted one", stacklevel=3)
+    return _Progress(TrainState(tuple(ck.params), ck.opt_state, ck.key), history, ck.epoch)
+
+
+def _append(history: dict, scores: dict) -> dict:
+    """A new history with one more epoch of ``scores`` ({split: {metric: value}})."""
+    out = {m: {s: list(v) for s, v in d.items()} for m, d in history.items()}
+    for split, values in scores.items():
+        for m, v in values.items():
+            out[m][split].append(float(v))
+    return out
+
+
+def _non_finite(net: Network, epoch: int, guard: Guard, state: TrainState,
+                progress: _Progress) -> NonFiniteError:
+    bad = tuple(int(i) for i in np.flatnonzero(np.asarray(guard.bad_layers)))
+    step = int(guard.bad_step)
+    if bad:
+        origin = max(bad)  # backward runs last-to-first: the deepest bad layer is where it began
+        what = (f"the gradient or update of layer {origin} ({net.layers[origin].name}) "
+                f"(non-finite in layers {list(bad)})")
+    else:
+        origin, what = None, "the training loss"
+    return NonFiniteError(
+        f"fit: {what} became NaN or inf at epoch {epoch}, batch {step}; training stopped and "
+        "err.params holds the last good parameters. Try a lower learning rate, scaled inputs, "
+        "or fit(debug=True) to find the operation.",
+        epoch=epoch, step=step, layer_index=origin,
+        layer_name=None if origin is None else net.layers[origin].name, bad_layers=bad,
+        params=state.params, opt_state=state.opt_state, key=state.key, history=progress.history)
+
+
+def _debug_error(epoch: int, err: FloatingPointError, progress: _Progress) -> NonFiniteError:
+    s = progress.state
+    return NonFiniteError(
+        f"fit: NaN or inf at epoch {epoch} (debug mode, jax.debug_nans): {err}; err.params "
+        "holds the parameters at the start of that epoch",
+        epoch=epoch, params=s.params, opt_state=s.opt_state, key=s.key, history=progress.history)
+
+
+def _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
+           check_finite: bool, debug: bool):
+    """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
+    if debug:
+        with jax.debug_nans(True), jax.debug_infs(True):
+            return _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
+                          check_finite, False)
+    if check_finite:
+        state, _, scores, guard = run_epoch_guarded(net, optimizer, loss, metric_names,
+                                                    batch_size, state, train, splits)
+        return state, jax.device_get(scores), jax.device_get(guard)
+    state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
+                                 train, splits)
+    return state, jax.device_get(scores), None
+
+
 def fit(
     net: Network,
     params: Params,
@@ -225,17 +467,48 @@ def fit(
     key: jax.Array | None = None,
     train_split: str = "dtrain",
     callbacks: Sequence[Callable[[int, dict], Any]] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_best: tuple[str, str, str] | None = None,
+    resume: str | Path | None = None,
+    check_finite: bool = True,
+    debug: bool = False,
 ) -> FitResult:
-    """Train ``net`` for ``epochs`` epochs; evaluate every split after each one.
+    """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
     ``data`` maps split names to ``(X, Y)``; ``data[train_split]`` is trained
     on (shuffled each epoch from ``key``, ``N // batch_size`` batches, the
     remainder dropped; ``batch_size=None`` is one full batch). ``metrics`` are
     metric or loss names; the training loss is always appended. The default
-    optimizer is EpyNN's SGD with ``schedule``. Each callback is called as
-    ``callback(epoch, history)`` after every epoch and may return ``False`` to
-    stop. Returns params, optimizer state, key and the history
-    ``{metric: {split: [value per epoch]}}``.
+    optimizer is EpyNN's SGD with ``schedule`` (which depends on the total
+    ``epochs``). Each callback is called as ``callback(epoch, history)`` after
+    every epoch and may return ``False`` to stop. Returns params, optimizer
+    state, key and the history ``{metric: {split: [value per epoch]}}``.
+
+    Checkpoints (files ``last.epynn`` and ``best.epynn`` in ``checkpoint_dir``,
+    written atomically by :mod:`epynn_jax.io.checkpoint`): ``last`` every
+    ``checkpoint_every`` epochs, at the end, and on Ctrl-C; ``best`` whenever
+    the ``checkpoint_best=(metric, split, 'max'|'min')`` value improves.
+
+    ``resume`` (a checkpoint file, or a directory holding ``last.epynn``)
+    continues a run: params, optimizer state (with the schedule's step count),
+    PRNG key and history come from the checkpoint (overriding ``params``,
+    ``opt_state`` and ``key``), and training runs from the saved epoch up to
+    ``epochs``, which counts the TOTAL epochs. Resuming with the same arguments
+    gives bitwise the parameters of an uninterrupted run.
+
+    Ctrl-C: the ``KeyboardInterrupt`` is caught, the state of the last
+    COMPLETED epoch is checkpointed (when ``checkpoint_dir`` is set), and
+    :class:`~epynn_jax.errors.TrainingInterrupted` (a ``KeyboardInterrupt``) is
+    raised with ``.result`` (that state as a ``FitResult``) and ``.checkpoint``.
+
+    Non-finite guard (``check_finite=True``): when a batch's loss or any
+    layer's gradient or updated parameters become NaN or inf, the rest of the
+    epoch's updates are dropped on the device and
+    :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
+    and layer, with the last good ``params``/``opt_state`` and the ``history``.
+    ``debug=True`` also runs the epoch under ``jax.debug_nans``/``debug_infs``,
+    which reports the first offending operation.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
@@ -245,6 +518,8 @@ def fit(
         raise ValueError(f"fit: data has no training split {train_split!r} "
                          f"(splits: {', '.join(data)})")
     splits = check_data(net, data, loss)
+    ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
+                              splits)
     n_train = splits[train_split][0].shape[0]
     if batch_size is None:
         batch_size = n_train
@@ -252,24 +527,54 @@ def fit(
         raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
     batch_size = min(batch_size, n_train)
     steps = max(n_train // batch_size, 1)
+    metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
+                "train_split": train_split, "epochs": epochs,
+                "schedule": dataclasses.asdict(schedule) if optimizer is None else None}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
-    if opt_state is None:
-        opt_state = optimizer.init(params)
-    key = jax.random.key(0) if key is None else key
-    state = TrainState(tuple(params), opt_state, key)
-
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
-    for epoch in range(epochs):
-        state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
-                                     splits[train_split], splits)
-        for split, values in jax.device_get(scores).items():
-            for m, v in values.items():
-                history[m][split].append(float(v))
-        if any(cb(epoch, history) is False for cb in callbacks):
-            epochs = epoch + 1
-            break
-    return FitResult(state.params, state.opt_state, state.key, history, epochs)
+    if resume is not None:
+        progress = _resume(resume, net, optimizer, params, metadata, history, epochs)
+    else:
+        opt_state = optimizer.init(params) if opt_state is None else opt_state
+        key = jax.random.key(0) if key is None else key
+        progress = _Progress(TrainState(tuple(params), opt_state, key), history, 0)
+
+    saved: dict[str, Path] = {}
+    last_epoch = None
+    try:
+        for epoch in range(progress.epoch, epochs):
+            try:
+                state, scores, guard = _epoch(net, optimizer, loss, metric_names, batch_size,
+                                              progress.state, splits[train_split], splits,
+                                              check_finite, debug)
+            except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
+                raise _debug_error(epoch, err, progress) from err
+            if guard is not None and not bool(guard.ok):
+                raise _non_finite(net, epoch, guard, state, progress)
+            progress = _Progress(state, _append(progress.history, scores), epoch + 1)
+            if ck.best is not None and _improved(progress.history, ck.best):
+                saved["best"] = _save(ck, "best", net, progress, metadata)
+            if ck.every is not None and progress.epoch % ck.every == 0:
+                saved["last"], last_epoch = _save(ck, "last", net, progress, metadata), epoch + 1
+            if any(cb(epoch, progress.history) is False for cb in callbacks):
+                break
+        if ck.directory is not None and last_epoch != progress.epoch:
+            saved["last"] = _save(ck, "last", net, progress, metadata)
+    except KeyboardInterrupt as err:
+        last = saved.get("last") if last_epoch == progress.epoch else None
+        if ck.directory is not None and last is None:
+            last = saved["last"] = _save(ck, "last", net, progress, metadata)
+        raise TrainingInterrupted(
+            f"fit interrupted after {progress.epoch} completed epochs"
+            + (f"; checkpoint saved to {last}" if last else ""),
+            result=_result(progress, saved), checkpoint=last) from err
+    return _result(progress, saved)
+
+
+def _result(progress: _Progress, saved: dict) -> FitResult:
+    s = progress.state
+    return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
 
 
 @functools.partial(jax.jit, static_argnames=("net",))
