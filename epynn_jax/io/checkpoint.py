@@ -41,6 +41,7 @@ import math
 import os
 import re
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -315,12 +316,13 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
                              f"which does not fit an array {shape} of {dtype}")
     with zf.open(info) as fp:
         version = np.lib.format.read_magic(fp)
-        if version == (1, 0):
-            hshape, fortran, hdtype = np.lib.format.read_array_header_1_0(fp)
-        elif version == (2, 0):
-            hshape, fortran, hdtype = np.lib.format.read_array_header_2_0(fp)
-        else:
+        if version not in ((1, 0), (2, 0)):
             raise ModelFileError(f"{where}: unsupported .npy version {version}")
+        with warnings.catch_warnings():  # a mangled header can warn while it is parsed
+            warnings.simplefilter("ignore")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            hshape, fortran, hdtype = read_header(fp)
         if tuple(hshape) != shape or hdtype != dtype or fortran:
             raise ModelFileError(f"{where}: .npy header says {hdtype} {tuple(hshape)}"
                                  f"{' fortran' if fortran else ''}, the index says "
@@ -555,42 +557,44 @@ def _check_history(history: Any) -> dict | None:
     return history
 
 
-def _load(path: str | os.PathLike, allow_modules: Sequence[str],
-          custom_layers: Mapping[str, type] | None) -> tuple[Model, dict]:
-    resolver = _Resolver(allow_modules, custom_layers)
-    path = Path(path)
-    with open(path, "rb") as f:
-        try:
-            zf = zipfile.ZipFile(f)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
-            raise ModelFileError(f"{path}: not a zip archive (truncated, corrupted or not a "
-                                 f"model file): {err}") from None
-        with zf:
-            try:
-                doc = _read_doc(zf)
-                net = _build_network(doc, resolver)
-                arrays = _read_arrays(zf, net, doc)
-                history = _check_history(doc.get("history"))
-            except ModelFileError as err:
-                raise ModelFileError(f"{path}: {err}") from None
-            except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, TypeError,
-                    KeyError, OverflowError, NotImplementedError, RuntimeError,
-                    MemoryError) as err:
-                raise ModelFileError(f"{path}: corrupted model file ({type(err).__name__}: "
-                                     f"{err})") from None
+def _parse(zf: zipfile.ZipFile, path: Path, resolver: _Resolver) -> Model:
+    doc = _read_doc(zf)
+    net = _build_network(doc, resolver)
+    arrays = _read_arrays(zf, net, doc)
+    history = _check_history(doc.get("history"))
     params = tuple({k: jnp.asarray(arrays[f"params/{i}/{k}"]) for k in layer.param_shapes()}
                    for i, layer in enumerate(net.layers))
     ck = doc.get("checkpoint") or {}
-    key = _wrap_key(arrays["key"], doc["arrays"]["key"], f"{path}") if "key" in arrays else None
+    key = _wrap_key(arrays["key"], doc["arrays"]["key"], "key") if "key" in arrays else None
     epoch = ck.get("epoch")
     if epoch is not None and not (_is_int(epoch) and epoch >= 0):
-        raise ModelFileError(f"{path}: invalid checkpoint epoch {epoch!r}")
+        raise ModelFileError(f"invalid checkpoint epoch {epoch!r}")
     opt_state = None
     if ck.get("opt_state") is not None:
         opt_state = tuple(
-            _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], f"{path}")
+            _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
             for j in range(ck["opt_state"]))
-    return Model(net, params, doc["metadata"], history, opt_state, key, epoch), doc
+    return Model(net, params, doc["metadata"], history, opt_state, key, epoch)
+
+
+def _load(path: str | os.PathLike, allow_modules: Sequence[str],
+          custom_layers: Mapping[str, type] | None) -> Model:
+    resolver = _Resolver(allow_modules, custom_layers)
+    path = Path(path)
+    with open(path, "rb") as f:  # a missing or unreadable file raises the usual OSError
+        try:
+            zf = zipfile.ZipFile(f)
+        except Exception as err:  # noqa: BLE001 - whatever the bytes, report a bad file
+            raise ModelFileError(f"{path}: not a zip archive (truncated, corrupted or not a "
+                                 f"model file): {type(err).__name__}: {err}") from None
+        with zf:
+            try:
+                return _parse(zf, path, resolver)
+            except ModelFileError as err:
+                raise ModelFileError(f"{path}: {err}") from None
+            except Exception as err:  # noqa: BLE001 - content we could not anticipate
+                raise ModelFileError(f"{path}: corrupted model file ({type(err).__name__}: "
+                                     f"{err})") from None
 
 
 def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
@@ -604,7 +608,7 @@ def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
     any problem with the file's content. In a checkpoint, ``opt_state`` is the
     tuple of the optimizer state's leaves (see :func:`load_checkpoint`).
     """
-    return _load(path, allow_modules, custom_layers)[0]
+    return _load(path, allow_modules, custom_layers)
 
 
 def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
