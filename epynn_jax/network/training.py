@@ -370,15 +370,16 @@ def _save(ck: _Checkpointing, name: str, net: Network, progress: _Progress,
 def _resume(resume, net: Network, optimizer, params: Params, metadata: dict,
             empty_history: dict, epochs: int) -> _Progress:
     """Load the checkpoint ``resume`` (a file, or a directory holding ``last.epynn``)."""
-    from epynn_jax.io.checkpoint import load_checkpoint
+    from epynn_jax.io.checkpoint import load_checkpoint, restore_opt_state
 
     path = Path(resume)
     if path.is_dir():
         path = path / f"last{CHECKPOINT_SUFFIX}"
-    ck = load_checkpoint(path, optimizer)
+    ck = load_checkpoint(path)
     if ck.net != net:
         raise ValueError(f"fit: resume checkpoint {str(path)!r} holds another architecture "
                          f"({', '.join(layer.name for layer in ck.net.layers)})")
+    ck = ck._replace(opt_state=restore_opt_state(optimizer, ck.params, ck.opt_state))
     if ck.key is None:
         raise ValueError(f"fit: resume checkpoint {str(path)!r} has no PRNG key")
     for field in ("loss", "batch_size", "train_split"):
