@@ -432,16 +432,17 @@ def _non_finite(net: Network, epoch: int, guard: Guard, state: TrainState,
 def _debug_error(epoch: int, err: FloatingPointError, progress: _Progress) -> NonFiniteError:
     s = progress.state
     return NonFiniteError(
-        f"fit: NaN or inf at epoch {epoch} (debug mode, jax.debug_nans): {err}; err.params "
-        "holds the parameters at the start of that epoch",
+        f"fit: NaN or inf at epoch {epoch} (debug mode, jax.debug_nans): {err}; the chained "
+        "traceback shows the operation; err.params holds the parameters at the start of "
+        "that epoch",
         epoch=epoch, params=s.params, opt_state=s.opt_state, key=s.key, history=progress.history)
 
 
 def _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
            check_finite: bool, debug: bool):
     """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
-    if debug:
-        with jax.debug_nans(True), jax.debug_infs(True):
+    if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
+        with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
             return _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
                           check_finite, False)
     if check_finite:
@@ -508,8 +509,9 @@ def fit(
     epoch's updates are dropped on the device and
     :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
     and layer, with the last good ``params``/``opt_state`` and the ``history``.
-    ``debug=True`` also runs the epoch under ``jax.debug_nans``/``debug_infs``,
-    which reports the first offending operation.
+    ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
+    ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
+    or inf raises (slow; for finding the cause).
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
