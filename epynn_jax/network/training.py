@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -254,9 +255,72 @@ def _as_float(a, where: str) -> jax.Array:
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: contains NaN or inf values")
-    return jnp.asarray(arr, dtype=float_dtype())
+    with np.errstate(over="ignore"):  # finite float64 beyond float32's range becomes inf
+        arr = arr.astype(np.dtype(float_dtype()))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: contains NaN or inf values (after conversion to "
+                         f"{arr.dtype})")
+    return jnp.asarray(arr)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """A Python or NumPy int >= 1 (not a bool), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_params(net: Network, params: Any, where: str = "fit") -> Params:
+    """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes."""
+    if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
+        raise ValueError(f"{where}: params must be a tuple of {len(net.layers)} dicts (one per "
+                         f"layer, from network.init), got {type(params).__name__} of "
+                         f"{len(params) if isinstance(params, (tuple, list)) else '?'}")
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        expected = layer.param_shapes()
+        if not isinstance(p, Mapping) or set(p) != set(expected):
+            got = sorted(map(str, p)) if isinstance(p, Mapping) else repr(p)
+            raise ValueError(f"{where}: layer {i} ({layer.name}) has parameters "
+                             f"{sorted(expected)}, got {got}")
+        for k, shape in expected.items():
+            got, dtype = tuple(np.shape(p[k])), getattr(p[k], "dtype", np.asarray(p[k]).dtype)
+            if got != shape or np.dtype(dtype).kind != "f":
+                raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be "
+                                 f"float {shape}, got {np.dtype(dtype)} {got}")
+    return tuple(params)
+
+
+def _check_key(key: Any) -> jax.Array:
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) \
+            and key.shape == ():
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return key  # a legacy jax.random.PRNGKey
+    raise TypeError(f"fit: key must be a PRNG key such as jax.random.key(0), got {key!r}")
+
+
+def _check_options(schedule, optimizer, callbacks, metrics) -> tuple:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"fit: schedule must be a Schedule, got {schedule!r}")
+    if optimizer is not None and not (callable(getattr(optimizer, "init", None))
+                                      and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"fit: optimizer must be an optax GradientTransformation, got "
+                        f"{optimizer!r}")
+    if not all(callable(cb) for cb in callbacks):
+        raise TypeError(f"fit: every callback must be callable, got {list(callbacks)!r}")
+    return (metrics,) if isinstance(metrics, str) else tuple(metrics)
+
+
+def _check_opt_state(optimizer, params: Params, opt_state: Any) -> None:
+    expected = jax.eval_shape(optimizer.init, params)
+    same = jax.tree.structure(expected) == jax.tree.structure(opt_state) and all(
+        tuple(np.shape(a)) == tuple(b.shape)
+        for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(expected)))
+    if not same:
+        raise ValueError("fit: opt_state does not match the optimizer's state for these params "
+                         "(pass the optimizer it came from, or opt_state=None)")
 
 
 def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
@@ -513,8 +577,12 @@ def fit(
     ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
     or inf raises (slow; for finding the cause).
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    epochs = _positive_int(epochs, "epochs")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
+    metrics = _check_options(schedule, optimizer, callbacks, metrics)
+    if resume is None or params is not None:  # resuming takes the checkpoint's params
+        params = check_params(net, params)
     loss = losses.check_loss(loss, net.output_activation)
     metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
     if train_split not in data:
@@ -524,11 +592,8 @@ def fit(
     ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
                               splits)
     n_train = splits[train_split][0].shape[0]
-    if batch_size is None:
-        batch_size = n_train
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
-    batch_size = min(batch_size, n_train)
+    batch_size = min(n_train if batch_size is None else _positive_int(batch_size, "batch_size"),
+                     n_train)
     steps = max(n_train // batch_size, 1)
     metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                 "train_split": train_split, "epochs": epochs,
@@ -539,8 +604,11 @@ def fit(
     if resume is not None:
         progress = _resume(resume, net, optimizer, params, metadata, history, epochs)
     else:
-        opt_state = optimizer.init(params) if opt_state is None else opt_state
-        key = jax.random.key(0) if key is None else key
+        if opt_state is None:
+            opt_state = optimizer.init(params)
+        else:
+            _check_opt_state(optimizer, params, opt_state)
+        key = _check_key(key)
         progress = _Progress(TrainState(tuple(params), opt_state, key), history, 0)
 
     saved: dict[str, Path] = {}
@@ -588,7 +656,7 @@ def _predict(net: Network, params: Params, X):
 def predict(net: Network, params: Params, X) -> jax.Array:
     """The network's output on ``X`` (no dropout)."""
     check_X(net, X)
-    return _predict(net, tuple(params), _as_float(X, "X"))
+    return _predict(net, check_params(net, params, "predict"), _as_float(X, "X"))
 
 
 def decide(A: jax.Array) -> jax.Array:
