@@ -46,7 +46,8 @@ __all__ = [
     "train_step",
     "epoch_batches",
     "run_epoch",
-    "run_epoch_guarded",
+    "Guard",
+    "guarded_train_step",
     "evaluate",
     "fit",
     "predict",
@@ -155,27 +156,6 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str]) ->
     return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
 
 
-@functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size"))
-def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
-              metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-              train: tuple, splits: Mapping[str, tuple]):
-    """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
-
-    Returns ``(state, batch_costs, {split: {metric: value}})``.
-    """
-    X, Y = train
-    key, shuffle_key = jax.random.split(state.key)
-    idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
-
-    def step(state, batch_idx):
-        return train_step(net, optimizer, loss, state, X[batch_idx], Y[batch_idx])
-
-    state, costs = jax.lax.scan(step, state._replace(key=key), idx)
-    scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
-    return state, costs, scores
-
-
 def _all_finite(tree) -> jax.Array:
     """One bool: every element of every leaf of ``tree`` is finite."""
     leaves = jax.tree_util.tree_leaves(tree)
@@ -185,7 +165,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 class Guard(NamedTuple):
-    """Non-finite watch carried through the scan of :func:`run_epoch_guarded`.
+    """Non-finite watch carried through the scan of ``run_epoch(..., guard=True)``.
 
     ``ok``: no bad step yet; ``bad_layers`` (n_layers,) bool: the layers whose
     gradient or updated parameters were non-finite at the first bad step;
@@ -225,27 +205,36 @@ def guarded_train_step(net: Network, optimizer: optax.GradientTransformation, lo
 
 
 @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size"))
-def run_epoch_guarded(net: Network, optimizer: optax.GradientTransformation, loss: str,
-                      metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-                      train: tuple, splits: Mapping[str, tuple]):
-    """:func:`run_epoch` with the non-finite guard of :func:`guarded_train_step`.
+                                              "batch_size", "guard"))
+def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
+              metric_names: tuple[str, ...], batch_size: int, state: TrainState,
+              train: tuple, splits: Mapping[str, tuple], guard: bool = False):
+    """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
 
-    Returns ``(state, batch_costs, scores, guard)``: ``state`` holds the last
-    good params and optimizer state; the host checks ``guard.ok`` once per epoch.
+    Returns ``(state, batch_costs, {split: {metric: value}})``. With
+    ``guard=True`` (what :func:`fit` uses) each step is
+    :func:`guarded_train_step` and a fourth value, the :class:`Guard`, is
+    returned: ``state`` then holds the last good params and optimizer state,
+    and the host checks ``guard.ok`` once per epoch.
     """
     X, Y = train
     key, shuffle_key = jax.random.split(state.key)
     idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
-    n = len(net.layers)
-    guard = Guard(jnp.array(True), jnp.zeros(n, bool), jnp.array(-1), jnp.array(0))
+    if guard:
+        watch = Guard(jnp.array(True), jnp.zeros(len(net.layers), bool), jnp.array(-1),
+                      jnp.array(0))
 
-    def step(carry, batch_idx):
-        return guarded_train_step(net, optimizer, loss, carry, X[batch_idx], Y[batch_idx])
+        def guarded(carry, batch_idx):
+            return guarded_train_step(net, optimizer, loss, carry, X[batch_idx], Y[batch_idx])
 
-    (state, guard), costs = jax.lax.scan(step, (state._replace(key=key), guard), idx)
+        (state, watch), costs = jax.lax.scan(guarded, (state._replace(key=key), watch), idx)
+    else:
+        def step(state, batch_idx):
+            return train_step(net, optimizer, loss, state, X[batch_idx], Y[batch_idx])
+
+        state, costs = jax.lax.scan(step, state._replace(key=key), idx)
     scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
-    return state, costs, scores, guard
+    return (state, costs, scores, watch) if guard else (state, costs, scores)
 
 
 # -- fit and predict ------------------------------------------------------------------
@@ -510,8 +499,8 @@ def _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
             return _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
                           check_finite, False)
     if check_finite:
-        state, _, scores, guard = run_epoch_guarded(net, optimizer, loss, metric_names,
-                                                    batch_size, state, train, splits)
+        state, _, scores, guard = run_epoch(net, optimizer, loss, metric_names, batch_size,
+                                            state, train, splits, guard=True)
         return state, jax.device_get(scores), jax.device_get(guard)
     state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
                                  train, splits)

@@ -214,8 +214,8 @@ class Reached(Exception):
 def _traced_epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
                   check_finite, debug):
     def epoch(state, train, splits):
-        return training.run_epoch_guarded(net, optimizer, loss, metric_names, batch_size,
-                                          state, train, splits)
+        return training.run_epoch(net, optimizer, loss, metric_names, batch_size, state, train,
+                                  splits, guard=True)
 
     jax.eval_shape(epoch, state, train, splits)
     raise Reached
