@@ -420,8 +420,8 @@ def _save(ck: _Checkpointing, name: str, net: Network, progress: _Progress,
                            epoch=progress.epoch, history=progress.history, metadata=metadata)
 
 
-def _resume(resume, net: Network, optimizer, params: Params, metadata: dict,
-            empty_history: dict, epochs: int) -> _Progress:
+def _resume(resume, net: Network, optimizer, metadata: dict, empty_history: dict,
+            epochs: int) -> _Progress:
     """Load the checkpoint ``resume`` (a file, or a directory holding ``last.epynn``)."""
     from epynn_jax.io.checkpoint import load_checkpoint, restore_opt_state
 
@@ -578,11 +578,11 @@ def fit(
         raise ValueError(f"fit: data has no training split {train_split!r} "
                          f"(splits: {', '.join(data)})")
     splits = check_data(net, data, loss)
-    ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
-                              splits)
     n_train = splits[train_split][0].shape[0]
     batch_size = min(n_train if batch_size is None else _positive_int(batch_size, "batch_size"),
                      n_train)
+    ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
+                              splits)
     steps = max(n_train // batch_size, 1)
     metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                 "train_split": train_split, "epochs": epochs,
@@ -591,7 +591,7 @@ def fit(
         optimizer = epynn_sgd(schedule, epochs, steps)
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
     if resume is not None:
-        progress = _resume(resume, net, optimizer, params, metadata, history, epochs)
+        progress = _resume(resume, net, optimizer, metadata, history, epochs)
     else:
         if opt_state is None:
             opt_state = optimizer.init(params)
