@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import sys
+import tempfile
 import textwrap
 import zipfile
 
@@ -15,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from epynn_jax import layers, network
 from epynn_jax.errors import ModelFileError
@@ -379,3 +382,32 @@ def test_pickle_and_truncated_archive_and_missing_file(saved, tmp_path):
 def test_encode_rejects_unstorable_field(tmp_path):
     with pytest.raises(TypeError, match="cannot store"):
         ckpt._encode(object(), "Layer.field")
+
+
+# -- any valid architecture round-trips ----------------------------------------------------------
+
+LAYERS = st.one_of(
+    st.builds(layers.Dense, st.integers(1, 4), st.sampled_from(["relu", "softmax", "elu"]),
+              st.sampled_from(["xavier", "orthogonal"]),
+              hpars=st.builds(ActivationHPars, st.floats(0.1, 2), st.floats(0.01, 1),
+                              st.floats(0.5, 3), st.booleans())),
+    st.builds(layers.Dropout, st.floats(0, 0.9), st.sampled_from([(), (1,), (-1,)])),
+    st.builds(layers.Embedding, st.none() | st.integers(1, 5)),
+    st.builds(layers.Flatten),
+    st.builds(layers.Template),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stack=st.lists(LAYERS, min_size=1, max_size=4),
+       shape=st.lists(st.integers(1, 3), min_size=1, max_size=3), seed=st.integers(0, 2**16))
+def test_any_valid_architecture_round_trips(stack, shape, seed):
+    if any(isinstance(la, layers.Dense) for la in stack) and len(shape) > 1:
+        stack = [layers.Flatten(), *stack]
+    net = network.build(stack, tuple(shape))
+    rng = np.random.default_rng(seed)
+    params = tuple({k: rng.normal(size=s).astype(np.float32) for k, s in
+                    layer.param_shapes().items()} for layer in net.layers)
+    with tempfile.TemporaryDirectory() as d:
+        m = load_model(save_model(os.path.join(d, "m.epynn"), net, params))
+    assert m.net == net and _same_params(m.params, params)

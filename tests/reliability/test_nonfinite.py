@@ -69,3 +69,14 @@ def test_debug_mode_reports_through_jax_debug_nans():
     with pytest.raises(NonFiniteError, match="debug mode"):
         _fit({"dtrain": (X * np.float32(1e30), Y)}, debug=True)
     assert not jax.config.jax_debug_nans  # switched off again
+
+
+def test_the_guard_does_not_change_a_healthy_run(full_run):
+    plain = network.fit(NET, problem.params0(), DATA, key=problem.train_key(), check_finite=False,
+                        **problem.KW)
+    if jax.default_backend() == "cpu":
+        assert same_tree(plain.params, full_run.params)
+    else:  # other backends may fuse the two programs differently
+        for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(full_run.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert plain.history == full_run.history or jax.default_backend() != "cpu"
