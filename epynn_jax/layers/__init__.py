@@ -5,6 +5,9 @@ from epynn_jax.layers.dense import Dense
 from epynn_jax.layers.dropout import Dropout
 from epynn_jax.layers.embedding import Embedding
 from epynn_jax.layers.flatten import Flatten
+from epynn_jax.layers.gru import GRU
+from epynn_jax.layers.lstm import LSTM
+from epynn_jax.layers.rnn import RNN
 from epynn_jax.layers.template import Template
 
 __all__ = [
@@ -15,5 +18,8 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
+    "LSTM",
+    "RNN",
     "Template",
 ]
