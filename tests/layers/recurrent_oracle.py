@@ -25,11 +25,18 @@ def close(ours, theirs, what: str, rtol: float = RTOL) -> None:
     assert err <= rtol, f"{what}: relative error {err:.3g} > {rtol:g}"
 
 
-def epynn_layer(epynn_cls, p: dict, **kwargs):
-    """An EpyNN layer object holding float64 NumPy copies of our parameters ``p``."""
-    layer = epynn_cls(**kwargs)
-    layer.p = {k: np.array(v, dtype=np.float64) for k, v in p.items()}
-    return layer
+HPARS = {"LRELU_alpha": 0.3, "ELU_alpha": 1.0, "softmax_temperature": 1.0}
+
+
+def epynn_twin(epynn_cls, layer, p: dict):
+    """EpyNN's layer with our ``layer``'s settings, holding float64 NumPy copies of ``p``."""
+    from epynn.commons import maths  # noqa: PLC0415
+
+    acts = {k: getattr(maths, v) for k, v in layer.activation.items()}
+    their = epynn_cls(layer.unit_cells, **acts, clip_gradients=layer.clip_gradients,
+                      sequences=layer.sequences, se_hPars=dict(HPARS))
+    their.p = {k: np.array(v, dtype=np.float64) for k, v in p.items()}
+    return their
 
 
 def setup(layer, X_shape, batch: int = 3, seed: int = 0):
@@ -90,9 +97,10 @@ def _mse_grad(Y, A):
     return -2.0 / A.shape[1] * (Y - A)
 
 
-def sgd_parity(epynn, layer, p, X, their, epochs: int = 4, lr: float = 0.05) -> None:
+def sgd_parity(layer, p, X, their, epochs: int = 4, lr: float = 0.05) -> None:
     """Full-batch SGD, MSE into a Dense(2, softmax) head (last state) or directly on the
     sequence output: parameters of both libraries agree after ``epochs`` updates."""
+    from epynn.commons.maths import softmax  # noqa: PLC0415
     from epynn.dense.models import Dense as EDense  # noqa: PLC0415
 
     rng = np.random.default_rng(7)
@@ -101,8 +109,7 @@ def sgd_parity(epynn, layer, p, X, their, epochs: int = 4, lr: float = 0.05) -> 
     if head:
         dense = Dense(2, "softmax").compute_shapes((layer.unit_cells,))
         pd = dense.initialize_parameters(jax.random.key(3))
-        edense = EDense(2, _epynn_fn(epynn, "softmax"),
-                        se_hPars={"softmax_temperature": 1.0, "LRELU_alpha": 0.3, "ELU_alpha": 1.0})
+        edense = EDense(2, softmax, se_hPars=dict(HPARS))
         edense.p = {k: np.array(v, np.float64) for k, v in pd.items()}
         Y = np.eye(2)[rng.integers(0, 2, m)]
     else:
@@ -145,12 +152,6 @@ def sgd_parity(epynn, layer, p, X, their, epochs: int = 4, lr: float = 0.05) -> 
     if head:
         for k in pd_ours:
             close(pd_ours[k], edense.p[k], f"Dense p[{k!r}] after {epochs} SGD epochs")
-
-
-def _epynn_fn(epynn, name):
-    from epynn.commons import maths  # noqa: PLC0415
-
-    return getattr(maths, name)
 
 
 def _train_step(layer, lr: float = 0.01):
@@ -235,3 +236,19 @@ def check_bad_input(cls, activation_fields) -> None:
         cls(3, sequences="yes")
     with pytest.raises(ValueError, match="unknown initializer"):
         cls(3, initialization="he")
+
+
+def check_clipping(layer, clipped, p, X, dA) -> None:
+    """``clipped`` (clip_gradients=True) gives EpyNN's rule applied to ``layer``'s exact g,
+    on a draw where it fires; gradients of norm under 0.25 are left exactly as they are."""
+    g = run_ours(layer, p, X, dA)[-1]
+    gc = run_ours(clipped, p, X, dA)[-1]
+    expected = clip_formula(g)
+    norm = np.sqrt(sum(np.sum(np.asarray(v) ** 2) for v in g.values()))
+    assert norm > 0.25, "the draw should make the rule fire"
+    for k in g:
+        close(gc[k], expected[k], f"clipped {k}", rtol=1e-12)
+    g_small = run_ours(clipped, p, X, dA * 1e-6)[-1]
+    g_ref = run_ours(layer, p, X, dA * 1e-6)[-1]
+    for k in g:
+        np.testing.assert_array_equal(np.asarray(g_small[k]), np.asarray(g_ref[k]))
