@@ -31,7 +31,9 @@ Two formulations compute the same numbers; ``impl`` chooses one statically:
   stack is P (m, oh, ow, fh*fw*c) and ``Z = P . W.reshape(fh*fw*c, u) + b``.
   Backward: dP = dZ . W^T, and each offset's slice of dP is added back into
   dXp at its strided positions (a scatter-add written as an interior-padded
-  ``lax.pad``, the transpose of a strided slice); dW = P^T . dZ.
+  ``lax.pad``, the transpose of a strided slice); dW = P^T . dZ. When the
+  windows tile the input (strides == filter size, EpyNN's default) P is a
+  reshape and transpose of the input, and dXp the inverse.
 - ``'auto'`` (default): ``'patches'`` on CPU, ``'lax'`` on GPU/TPU, chosen at
   trace time from ``jax.default_backend()``.
 
@@ -194,13 +196,44 @@ def _offset_unslice(piece: jax.Array, a: int, b: int, hp: int, wp: int, sh: int,
                                  (0, 0, 0)))
 
 
+def _tiled(layer: Convolution) -> bool:
+    """Whether windows tile the input (strides == filter size, EpyNN's default)."""
+    return layer.strides == layer.filter_size
+
+
 def _patches(layer: Convolution, Xp: jax.Array) -> jax.Array:
-    """P (m, oh, ow, fh*fw*c): the window of every output position, offsets outer, c inner."""
+    """P (m, oh, ow, fh*fw*c): the window of every output position, offsets outer, c inner.
+
+    Tiled windows (strides == filter size) are a reshape and a transpose of the used
+    input; otherwise one strided slice per offset, stacked.
+    """
     d = layer.d
+    m, c = Xp.shape[0], Xp.shape[3]
+    if _tiled(layer):
+        P = _used(layer, Xp).reshape(m, d["oh"], d["fh"], d["ow"], d["fw"], c)
+        return P.transpose(0, 1, 3, 2, 4, 5).reshape(m, d["oh"], d["ow"], -1)
     pieces = [_offset_slice(Xp, a, b, d["oh"], d["ow"], d["sh"], d["sw"])
               for a in range(d["fh"]) for b in range(d["fw"])]
     P = jnp.stack(pieces, axis=3)  # (m, oh, ow, fh*fw, c)
     return P.reshape(*P.shape[:3], -1)
+
+
+def _unpatch(layer: Convolution, dP: jax.Array) -> jax.Array:
+    """Transpose of :func:`_patches`: dXp (m, h + 2p, w + 2p, c) from dP (m, oh, ow, fh*fw*c),
+    each window's entries added back at their input positions."""
+    d = layer.d
+    fh, fw, sh, sw, oh, ow = d["fh"], d["fw"], d["sh"], d["sw"], d["oh"], d["ow"]
+    hp, wp = d["h"] + 2 * d["p"], d["w"] + 2 * d["p"]
+    m, c = dP.shape[0], d["d"]
+    dP = dP.reshape(m, oh, ow, fh, fw, c)
+    if _tiled(layer):
+        dXu = dP.transpose(0, 1, 3, 2, 4, 5).reshape(m, oh * fh, ow * fw, c)
+        return jnp.pad(dXu, ((0, 0), (0, hp - oh * fh), (0, wp - ow * fw), (0, 0)))
+    dXp = jnp.zeros((m, hp, wp, c), dP.dtype)
+    for a in range(fh):
+        for b in range(fw):
+            dXp = dXp + _offset_unslice(dP[:, :, :, a, b, :], a, b, hp, wp, sh, sw)
+    return dXp
 
 
 def _used(layer: Convolution, Xp: jax.Array) -> jax.Array:
@@ -231,13 +264,7 @@ def _input_grad(layer: Convolution, W: jax.Array, dZ: jax.Array) -> jax.Array:
         return lax.conv_general_dilated(
             dZ, Wt, (1, 1), ((fh - 1, fh - 1 + rh), (fw - 1, fw - 1 + rw)),
             lhs_dilation=(sh, sw), dimension_numbers=_DIMS)
-    m, c = dZ.shape[0], W.shape[2]
-    dP = jnp.dot(dZ, W.reshape(-1, W.shape[-1]).T).reshape(m, d["oh"], d["ow"], fh * fw, c)
-    dXp = jnp.zeros((m, hp, wp, c), dZ.dtype)
-    for k in range(fh * fw):
-        a, b = divmod(k, fw)
-        dXp = dXp + _offset_unslice(dP[:, :, :, k, :], a, b, hp, wp, sh, sw)
-    return dXp
+    return _unpatch(layer, jnp.dot(dZ, W.reshape(-1, W.shape[-1]).T))
 
 
 def _kernel_grad(layer: Convolution, Xp: jax.Array, dZ: jax.Array) -> jax.Array:

@@ -25,10 +25,13 @@ it with the pool size); mean pooling has the correct gradient above (EpyNN's
 backward for ``np.mean`` masks elements equal to the mean); EpyNN's
 ``fc['Xb']`` window tensor is not stored.
 
-Implementation: for each of the ph*pw window offsets (a, b), the strided slice
-``X[:, a::sh, b::sw, :]`` (oh x ow positions) is reduced element-wise; the
-backward adds each offset's contribution back at its strided places (an
-interior-padded ``lax.pad``, the transpose of the strided slice).
+Implementation: when the windows tile the input (strides == pool size, the
+default) X is reshaped to (m, oh, ph, ow, pw, c) and reduced over the window
+axes; the backward is one masked broadcast reshaped back. Otherwise, for each
+of the ph*pw window offsets (a, b), the strided slice ``X[:, a::sh, b::sw, :]``
+(oh x ow positions) is reduced element-wise, and the backward adds each
+offset's contribution back at its strided places (an interior-padded
+``lax.pad``, the transpose of the strided slice).
 """
 
 from __future__ import annotations
@@ -134,8 +137,28 @@ def _offset_unslice(layer: Pooling, piece: jax.Array, a: int, b: int, h: int, w:
                                  (0, 0, 0)))
 
 
+def _tiled(layer: Pooling) -> bool:
+    """Whether windows tile the input (strides == pool size, the default)."""
+    return layer.strides == layer.pool_size
+
+
+def _blocks(layer: Pooling, X: jax.Array) -> jax.Array:
+    """Tiled windows as (m, oh, ph, ow, pw, c): a reshape of the used input."""
+    m, h, w, c = X.shape
+    ph, pw = layer.pool_size
+    oh, ow = h // ph, w // pw
+    return X[:, :oh * ph, :ow * pw, :].reshape(m, oh, ph, ow, pw, c)
+
+
+def _pool(layer: Pooling, x: jax.Array, axis) -> jax.Array:
+    return {"max": jnp.max, "min": jnp.min, "mean": jnp.mean}[layer.pool](x, axis=axis)
+
+
 def forward(layer: Pooling, p: dict, X: jax.Array, key=None, training: bool = False):
     """Z = A = pool of each window. ``fc = {'X', 'Z', 'A'}``."""
+    if _tiled(layer):
+        Z = _pool(layer, _blocks(layer, X), (2, 4))
+        return Z, {"X": X, "Z": Z, "A": Z}
     pieces = [_offset_slice(layer, X, a, b) for a, b in _offsets(layer)]
     if layer.pool == "mean":
         Z = functools.reduce(jnp.add, pieces) / len(pieces)
@@ -144,10 +167,28 @@ def forward(layer: Pooling, p: dict, X: jax.Array, key=None, training: bool = Fa
     return Z, {"X": X, "Z": Z, "A": Z}
 
 
+def _tiled_backward(layer: Pooling, X: jax.Array, Z: jax.Array, dA: jax.Array) -> jax.Array:
+    """dX for tiled windows: one masked (or scaled) broadcast of dA, reshaped back."""
+    m, h, w, c = X.shape
+    ph, pw = layer.pool_size
+    oh, ow = Z.shape[1], Z.shape[2]
+    dA6 = dA[:, :, None, :, None, :]
+    if layer.pool == "mean":
+        dXb = jnp.broadcast_to(dA6 / (ph * pw), (m, oh, ph, ow, pw, c))
+    else:
+        mask = _blocks(layer, X) == Z[:, :, None, :, None, :]
+        dXb = jnp.where(mask, dA6, jnp.zeros((), dA.dtype))
+    dXu = dXb.reshape(m, oh * ph, ow * pw, c)
+    return jnp.pad(dXu, ((0, 0), (0, h - oh * ph), (0, w - ow * pw), (0, 0)))
+
+
 def backward(layer: Pooling, p: dict, fc: dict, dA: jax.Array):
     """dX: each window's dA sent to its max/min elements (all ties), or dA/(ph*pw) to each
     element for mean; summed over overlapping windows. ``bc = {'dA', 'dX'}``."""
     X, Z = fc["X"], fc["Z"]
+    if _tiled(layer):
+        dX = _tiled_backward(layer, X, Z, dA)
+        return dX, {"dA": dA, "dX": dX}
     _, h, w, _ = X.shape
     dX = jnp.zeros_like(X, dtype=dA.dtype)
     for a, b in _offsets(layer):

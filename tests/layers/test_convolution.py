@@ -267,8 +267,8 @@ def _build(layers, shape):
 @pytest.mark.parametrize(
     "impl, conv_kwargs, pool_kwargs",
     [
-        ("lax", {"unit_filters": 3, "filter_size": (2, 2)}, {"pool_size": (2, 2)}),
-        ("patches", {"unit_filters": 2, "filter_size": (3, 2), "strides": (1, 2)},
+        ("patches", {"unit_filters": 3, "filter_size": (2, 2)}, {"pool_size": (2, 2)}),
+        ("lax", {"unit_filters": 2, "filter_size": (3, 2), "strides": (1, 2)},
          {"pool_size": (2, 3), "strides": (1, 1), "pool": "min"}),
     ],
 )
