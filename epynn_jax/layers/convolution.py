@@ -243,7 +243,8 @@ def _used(layer: Convolution, Xp: jax.Array) -> jax.Array:
 
 
 def _linear(layer: Convolution, p: dict, Xp: jax.Array) -> jax.Array:
-    """Z = Xp (*) W + b, by the chosen formulation."""
+    """Z = Xp (*) W + b, by the chosen formulation (integer/bool inputs are promoted)."""
+    Xp = Xp.astype(jnp.result_type(Xp, p["W"]))
     if layer.resolved_impl == "lax":
         Z = lax.conv_general_dilated(Xp, p["W"], layer.strides, "VALID", dimension_numbers=_DIMS)
     else:
@@ -300,6 +301,6 @@ def backward(layer: Convolution, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Convolution, p: dict, fc: dict, bc: dict) -> dict:
     """dW = pad(X) correlated with dZ; db = sum over m, oh, ow of dZ (zeros without bias)."""
     dZ = bc["dZ"]
-    dW = _kernel_grad(layer, _pad(layer, fc["X"]), dZ)
+    dW = _kernel_grad(layer, _pad(layer, fc["X"]).astype(dZ.dtype), dZ)
     db = jnp.sum(dZ, axis=(0, 1, 2))
     return {"dW": dW, "db": db if layer.use_bias else jnp.zeros_like(db)}

@@ -129,6 +129,19 @@ def test_implementations_agree_with_each_other_and_the_definition(case, x64):
     assert dX.shape == X.shape
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_integer_images_are_promoted(impl):
+    layer = Convolution(2, 2, 1, impl=impl).compute_shapes((4, 5, 1))
+    p = layer.initialize_parameters(jax.random.key(0))
+    X = np.random.default_rng(0).integers(0, 16, (2, 4, 5, 1)).astype(np.uint8)
+    dA = jnp.ones((2, *layer.output_shape))
+    for a, b in zip(_run(layer, p, jnp.asarray(X), dA),
+                    _run(layer, p, jnp.asarray(X, jnp.float32), dA), strict=True):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            assert x.dtype == y.dtype
+            assert testing.relative_error(x, y) < 1e-6
+
+
 # -- shapes, dimensions, fixes over EpyNN -----------------------------------------------
 
 
