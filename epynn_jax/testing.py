@@ -121,7 +121,8 @@ def _fd_entries(fn: Callable, x: np.ndarray, rng, eps: float, max_entries: int, 
     for i in idx:
         e = np.zeros(n)
         e[i] = eps
-        partials.append((fn((flat + e).reshape(x.shape)) - fn((flat - e).reshape(x.shape))) / (2 * eps))
+        plus, minus = fn((flat + e).reshape(x.shape)), fn((flat - e).reshape(x.shape))
+        partials.append((plus - minus) / (2 * eps))
     dirs = rng.standard_normal((directions, n))
     dir_derivs = [
         (fn((flat + eps * v).reshape(x.shape)) - fn((flat - eps * v).reshape(x.shape))) / (2 * eps)
@@ -144,7 +145,7 @@ def check_layer(
     X: np.ndarray | None = None,
     params: dict | None = None,
 ) -> GradientReport:
-    """Compare a layer's hand-written ``dX`` and every ``g`` entry with autodiff and finite differences.
+    """Compare a layer's hand-written ``dX`` and every ``g`` entry with autodiff and FD.
 
     ``layer`` is a functional layer (built or not) or a facade layer (anything
     with ``to_functional()``); ``X_shape`` is the sample shape without the batch
@@ -167,7 +168,8 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
         # Non-zero biases so that their gradients are exercised away from 0.
         params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}
     p = {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in params.items()}
-    X = jnp.asarray(rng.standard_normal((batch, *X_shape)) if X is None else np.asarray(X, np.float64))
+    X = rng.standard_normal((batch, *X_shape)) if X is None else np.asarray(X, np.float64)
+    X = jnp.asarray(X)
     fkey = jax.random.fold_in(key, 2)
     A, fc = layer.forward(p, X, fkey, training)
     R = jnp.asarray(rng.standard_normal(A.shape))
@@ -179,7 +181,8 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
     def objective(p, X):
         return jnp.sum(layer.forward(p, X, fkey, training)[0] * R)
 
-    gp, gX = jax.grad(objective, argnums=(0, 1))(p, X)
+    objective = jax.jit(objective)
+    gp, gX = jax.jit(jax.grad(objective, argnums=(0, 1)))(p, X)
     auto = {"dX": np.asarray(gX), **{"d" + k: np.asarray(v) for k, v in gp.items()}}
 
     def fd_for(name):

@@ -20,7 +20,10 @@ __all__ = ["Embedding"]
 
 @dataclasses.dataclass(frozen=True)
 class Embedding(Layer):
-    """Input layer: A = X. ``vocabulary_size`` records EpyNN's ``d['e']`` when inputs are one-hot."""
+    """Input layer: A = X.
+
+    ``vocabulary_size`` records EpyNN's ``d['e']`` when inputs are one-hot.
+    """
 
     vocabulary_size: int | None = None
 
