@@ -212,6 +212,32 @@ def test_bad_hyperparameters_raise(kwargs, match):
         Convolution(**kwargs)
 
 
+# -- inside a network ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_network_gradients_match_autodiff(impl, x64):
+    """Padded stride-1 conv -> max pool with a remainder -> dense, through epynn_jax.network:
+    the hand-written chain, jax.grad through the custom VJPs, and plain autodiff agree."""
+    from epynn_jax import network
+
+    net = network.build([Convolution(3, (3, 2), 1, 1, impl=impl), Pooling(2), Flatten(),
+                         Dense(2, "softmax")], (6, 8, 2))
+    assert net.layers[1].input_shape == (6, 9, 3)  # odd width: pool drops a column
+    params = network.init(net, jax.random.key(0))
+    rng = np.random.default_rng(2)
+    X = jnp.asarray(rng.standard_normal((3, 6, 8, 2)))
+    Y = jnp.asarray(np.eye(2)[[0, 1, 1]])
+    grads = jax.jit(lambda p: network.gradients(net, p, X, Y, "MSE")[0])(params)
+    via_vjp = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "MSE"))(params)
+    plain = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "MSE",
+                                                         custom_vjp=False))(params)
+    for g, v, a in zip(jax.tree.leaves(grads), jax.tree.leaves(via_vjp),
+                       jax.tree.leaves(plain), strict=True):
+        assert testing.relative_error(g, a) < 1e-8
+        assert testing.relative_error(v, a) < 1e-8
+
+
 # -- parity with EpyNN 1.2.13 ----------------------------------------------------------
 
 
