@@ -342,3 +342,6 @@ def test_parity_with_epynn_over_several_sgd_epochs(epynn, x64, impl, conv_kwargs
     for p, ep in zip(params, eparams, strict=True):
         for k in p:
             assert testing.relative_error(p[k], ep[k]) < 1e-8, k
+    for layer, elayer in zip(layers[:2], elayers[:2], strict=True):
+        assert layer.d == {k: v for k, v in elayer.d.items() if k != "m"}
+        assert layer.activation == elayer.activation
