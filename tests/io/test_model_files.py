@@ -411,3 +411,16 @@ def test_any_valid_architecture_round_trips(stack, shape, seed):
     with tempfile.TemporaryDirectory() as d:
         m = load_model(save_model(os.path.join(d, "m.epynn"), net, params))
     assert m.net == net and _same_params(m.params, params)
+
+
+@pytest.mark.parametrize("stack, shape", [
+    (lambda: [layers.RNN(3, sequences=True), layers.LSTM(2, sequences=True), layers.GRU(2),
+              layers.Dense(2, "softmax")], (4, 3)),
+    (lambda: [layers.Convolution(2, (2, 2), strides=(1, 1), padding=1),
+              layers.Pooling((2, 2), pool="mean"), layers.Flatten(), layers.Dense(2)], (5, 5, 1)),
+])
+def test_recurrent_and_image_layers_round_trip(tmp_path, stack, shape):
+    net = network.build(stack(), shape)
+    params = network.init(net, jax.random.key(0))
+    m = load_model(save_model(tmp_path / "m.epynn", net, params))
+    assert m.net == net and _same_params(m.params, params)
