@@ -6,6 +6,7 @@ reuses one compiled epoch, which keeps the suite fast.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import jax
@@ -47,6 +48,13 @@ def digest(params) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def reference_run():
+    """The uninterrupted run, computed once per process (test modules wrap it in a fixture;
+    no conftest.py here, which would shadow tests/conftest.py for ``from conftest import``)."""
+    return network.fit(NET, params0(), data(), key=train_key(), **KW)
+
+
 def same_tree(a, b) -> bool:
     """Bitwise equality of two pytrees (PRNG keys compared by their key data)."""
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
@@ -62,5 +70,4 @@ def same_tree(a, b) -> bool:
 
 
 if __name__ == "__main__":  # used by test_determinism: train once, print the digest
-    result = network.fit(NET, params0(), data(), key=train_key(), **KW)
-    print(digest(result.params))
+    print(digest(reference_run().params))

@@ -7,17 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import pytest
 import reliability_problem as problem
 from reliability_problem import KW, NET, same_tree
 
 from epynn_jax import network
 
+
+@pytest.fixture(scope="module")
+def full_run():
+    """The uninterrupted reference run of the shared problem."""
+    return problem.reference_run()
+
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(seed: int = 2):
-    import jax
-
     return network.fit(NET, problem.params0(), problem.data(), key=jax.random.key(seed), **KW)
 
 

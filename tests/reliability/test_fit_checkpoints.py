@@ -16,6 +16,13 @@ from epynn_jax.errors import ModelFileError, TrainingInterrupted
 from epynn_jax.io import load_checkpoint, load_model, save_checkpoint
 from epynn_jax.maths import metrics
 
+
+@pytest.fixture(scope="module")
+def full_run():
+    """The uninterrupted reference run of the shared problem."""
+    return problem.reference_run()
+
+
 DATA = problem.data()
 
 

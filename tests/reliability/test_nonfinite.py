@@ -13,6 +13,13 @@ from reliability_problem import NET, same_tree
 from epynn_jax import network
 from epynn_jax.errors import NonFiniteError
 
+
+@pytest.fixture(scope="module")
+def full_run():
+    """The uninterrupted reference run of the shared problem."""
+    return problem.reference_run()
+
+
 DATA = problem.data()
 
 
