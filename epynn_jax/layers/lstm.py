@@ -52,7 +52,9 @@ from epynn_jax.layers._recurrent import (
     check_sample_shape,
     check_sequence,
     clip,
+    derivative,
     full_dA,
+    previous,
     time_major,
 )
 from epynn_jax.layers.base import Layer, float_dtype
@@ -133,18 +135,19 @@ def _forward(layer: LSTM, p: dict, X: jax.Array):
 
     def step(carry, xu):
         hp, Cp_ = carry
-        pre = dict(zip(GATES, jnp.split(xu + jnp.dot(hp, V), len(GATES), axis=-1), strict=True))
+        pre = jnp.split(xu + jnp.dot(hp, V), len(GATES), axis=-1)
+        pre = dict(zip(GATES, pre, strict=True))
         out = {k: activations.activate(act[k], pre[k], layer.hpars) for k in GATES}
         C_ = Cp_ * out["f"] + out["i"] * out["g"]
         C = activations.activate(layer.activate, C_, layer.hpars)
         h = out["o"] * C
-        cache = {"h": h, "hp": hp, "C_": C_, "Cp_": Cp_, "C": C}
-        return (h, C_), {**cache, **{k + "_": pre[k] for k in GATES}, **out}
+        return (h, C_), {"h": h, "C_": C_, "C": C, **{k + "_": pre[k] for k in GATES}, **out}
 
     zeros = jnp.zeros((X.shape[0], layer.unit_cells), XU.dtype)
-    _, steps = jax.lax.scan(step, (zeros, zeros), XU)
+    (h_last, _), steps = jax.lax.scan(step, (zeros, zeros), XU)
     fc = {"X": X, **{k: time_major(v) for k, v in steps.items()}}
-    A = fc["h"] if layer.sequences else fc["h"][:, -1]
+    fc["hp"], fc["Cp_"] = previous(fc["h"]), previous(fc["C_"])
+    A = fc["h"] if layer.sequences else h_last
     return A, {**fc, "A": A}
 
 
@@ -160,19 +163,19 @@ def _backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
     act = layer.gate_activations
     V = _stack(p, "V")
 
-    def deriv(name, Z):
-        return activations.derivative(name, Z, layer.hpars)
-
-    def step(carry, xs):
+    def step(carry, c):
         dhn, dCn = carry
-        c = xs
+
+        def deriv(name, k):  # f'(k_) of the gate or state k
+            return derivative(name, c[k + "_"], c[k], layer.hpars)
+
         dh_ = c["dA"] + dhn
-        dC_ = dh_ * c["o"] * deriv(layer.activate, c["C_"]) + dCn
+        dC_ = dh_ * c["o"] * deriv(layer.activate, "C") + dCn
         d = {
-            "f": dC_ * c["Cp_"] * deriv(act["f"], c["f_"]),
-            "i": dC_ * c["g"] * deriv(act["i"], c["i_"]),
-            "g": dC_ * c["i"] * deriv(act["g"], c["g_"]),
-            "o": dh_ * c["C"] * deriv(act["o"], c["o_"]),
+            "f": dC_ * c["Cp_"] * deriv(act["f"], "f"),
+            "i": dC_ * c["g"] * deriv(act["i"], "i"),
+            "g": dC_ * c["i"] * deriv(act["g"], "g"),
+            "o": dh_ * c["C"] * deriv(act["o"], "o"),
         }
         dgates = jnp.concatenate([d[k] for k in GATES], axis=-1)  # (m, 4u)
         dC = dC_ * c["f"]

@@ -42,7 +42,9 @@ from epynn_jax.layers._recurrent import (
     check_sample_shape,
     check_sequence,
     clip,
+    derivative,
     full_dA,
+    previous,
     time_major,
 )
 from epynn_jax.layers.base import Layer, float_dtype
@@ -102,12 +104,13 @@ def _forward(layer: RNN, p: dict, X: jax.Array):
     def step(hp, xu):
         h_ = xu + jnp.dot(hp, p["V"])
         h = activations.activate(layer.activate, h_, layer.hpars)
-        return h, {"hp": hp, "h_": h_, "h": h}
+        return h, {"h_": h_, "h": h}
 
     h0 = jnp.zeros((X.shape[0], layer.unit_cells), XU.dtype)
-    _, steps = jax.lax.scan(step, h0, XU)
+    h_last, steps = jax.lax.scan(step, h0, XU)
     fc = {"X": X, **{k: time_major(v) for k, v in steps.items()}}
-    A = fc["h"] if layer.sequences else fc["h"][:, -1]
+    fc["hp"] = previous(fc["h"])
+    A = fc["h"] if layer.sequences else h_last
     return A, {**fc, "A": A}
 
 
@@ -121,13 +124,14 @@ def _backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     dA = full_dA(layer, dA, fc["h"])
 
     def step(dhn, xs):
-        dA_t, h__t = xs
-        dh_ = (dA_t + dhn) * activations.derivative(layer.activate, h__t, layer.hpars)
+        dA_t, h__t, h_t = xs
+        dh_ = (dA_t + dhn) * derivative(layer.activate, h__t, h_t, layer.hpars)
         dh = jnp.dot(dh_, p["V"].T)
         return dh, {"dhn": dhn, "dh_": dh_, "dh": dh}
 
     dh0 = jnp.zeros_like(fc["h"][:, 0])
-    _, steps = jax.lax.scan(step, dh0, (time_major(dA), time_major(fc["h_"])), reverse=True)
+    xs = (time_major(dA), time_major(fc["h_"]), time_major(fc["h"]))
+    _, steps = jax.lax.scan(step, dh0, xs, reverse=True)
     bc = {k: time_major(v) for k, v in steps.items()}
     dX = jnp.einsum("msu,eu->mse", bc["dh_"], p["U"])
     return dX, {"dA": dA, **bc, "dX": dX}
