@@ -45,6 +45,10 @@ def test_backward_matches_autodiff_and_finite_differences(variant):
     assert len(report.checks) == 13  # dX and 12 parameter gradients
 
 
+
+def test_gradients_in_a_network_match_autodiff():
+    oracle.check_network(make("sequences"), SHAPE)
+
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_parity_with_epynn(x64, ELSTM, variant, clip):
