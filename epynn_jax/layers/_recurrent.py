@@ -26,6 +26,7 @@ __all__ = [
     "check_sequence",
     "time_major",
     "previous",
+    "check_dA",
     "full_dA",
     "derivative",
     "clip",
@@ -90,6 +91,16 @@ def time_major(x: jax.Array) -> jax.Array:
 def previous(x: jax.Array) -> jax.Array:
     """The previous step's value (m, s, u): zeros at step 0, then x[:, :-1]."""
     return jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+
+def check_dA(layer: Layer, dA: jax.Array, h: jax.Array) -> None:
+    """Raise a LayerError unless dA has the shape of the output A (h is the (m, s, u) cache)."""
+    expected = h.shape if layer.sequences else (h.shape[0], h.shape[2])
+    if tuple(dA.shape) != tuple(expected):
+        raise LayerError(
+            f"{layer.name}: dA must have the shape of the output A {tuple(expected)} "
+            f"(sequences={layer.sequences}) but got {tuple(dA.shape)}"
+        )
 
 
 def full_dA(layer: Layer, dA: jax.Array, h: jax.Array) -> jax.Array:

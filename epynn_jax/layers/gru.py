@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._recurrent import (
+    check_dA,
     check_fields,
     check_sample_shape,
     check_sequence,
@@ -149,6 +150,7 @@ def _forward(layer: GRU, p: dict, X: jax.Array):
 
 def backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dhh_, dz_, dr_, dX."""
+    check_dA(layer, dA, fc["h"])
     return _backward(layer, p, fc, dA)
 
 

@@ -55,6 +55,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._recurrent import (
+    check_dA,
     check_fields,
     check_sample_shape,
     check_sequence,
@@ -161,6 +162,7 @@ def _forward(layer: LSTM, p: dict, X: jax.Array):
 def backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dC_, dC, dCn, do_, dg_, di_,
     df_, dX (EpyNN's never-used ``dz_`` is left out)."""
+    check_dA(layer, dA, fc["h"])
     return _backward(layer, p, fc, dA)
 
 

@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._recurrent import (
+    check_dA,
     check_fields,
     check_sample_shape,
     check_sequence,
@@ -122,6 +123,7 @@ def _forward(layer: RNN, p: dict, X: jax.Array):
 
 def backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc = {'dA', 'dhn', 'dh_', 'dh', 'dX'}``, (m, s, .)."""
+    check_dA(layer, dA, fc["h"])
     return _backward(layer, p, fc, dA)
 
 

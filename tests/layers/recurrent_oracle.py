@@ -222,6 +222,9 @@ def check_bad_input(cls, activation_fields) -> None:
         built.forward(p, jnp.ones((2, 4, 3)))
     with pytest.raises(LayerError, match="expected 2 features"):
         jax.jit(built.forward)(p, jnp.ones((2, 4, 3)))
+    A, fc = built.forward(p, jnp.ones((2, 4, 2)))
+    with pytest.raises(LayerError, match="dA must have the shape of the output"):
+        built.backward(p, fc, jnp.ones((2, 4, 3)))
     for field in activation_fields:
         with pytest.raises(LayerError, match="softmax is only allowed in Dense"):
             cls(3, **{field: "softmax"})
