@@ -26,12 +26,9 @@ def make(variant: str, clip: bool = False) -> GRU:
     return GRU(3, **acts, clip_gradients=clip, sequences=sequences)
 
 
-@pytest.fixture(scope="module")
-def EGRU():
-    """EpyNN's GRU class."""
-    from conftest import load_epynn  # noqa: PLC0415
-
-    load_epynn()
+@pytest.fixture
+def EGRU(epynn):
+    """EpyNN's GRU class (the test is skipped without EpyNN)."""
     from epynn.gru.models import GRU  # noqa: PLC0415
 
     return GRU
