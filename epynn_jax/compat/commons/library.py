@@ -183,6 +183,9 @@ def write_model(model, model_path: str | None = None) -> str:
                     zf.writestr(name, buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, model_path)
     except BaseException:
         if os.path.exists(tmp):

@@ -161,10 +161,15 @@ class EpyNN:
         net = Network(tuple(layer._fl for layer in self.layers))
         dt = float_dtype()
         params_d = tuple(to_device(layer.p) for layer in self.layers)
-        self._pending = (net, params_d, jnp.asarray(batch.X, dt), jnp.asarray(batch.Y, dt),
-                         self._key)
-        self._materialize()
-        for layer in reversed(self.layers):
+        Xb, Yb = jnp.asarray(batch.X, dt), jnp.asarray(batch.Y, dt)
+        # Trace (no compilation) to check every shape; the values are computed on first read.
+        fcs, bcs, _ = jax.eval_shape(
+            lambda p, X, Y, k: _engine.step_caches(net, self.loss, p, X, Y, k),
+            params_d, Xb, Yb, self._key)
+        self._pending = (net, params_d, Xb, Yb, self._key)
+        for layer, fc, bc in reversed(list(zip(self.layers, fcs, bcs))):
+            layer.fs.update({k: tuple(v.shape) for k, v in fc.items()})
+            layer.bs.update({k: tuple(v.shape) for k, v in bc.items()})
             self.network[id(layer)]["BW_Shapes"] = layer.bs
             say(f"backward: {layer.name} shape: {layer.bs.get('dX')}")
 
