@@ -41,7 +41,8 @@ def hpars_of(se_hPars: dict | None) -> ActivationHPars:
 
 def to_device(tree: dict) -> dict:
     """NumPy dict -> JAX arrays in the default float dtype."""
-    return {k: jnp.asarray(v, float_dtype()) for k, v in tree.items()}
+    dt = np.dtype(float_dtype())
+    return {k: jnp.asarray(np.asarray(v, dt)) for k, v in tree.items()}
 
 
 def to_host(tree: dict) -> dict:

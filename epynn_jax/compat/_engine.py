@@ -27,7 +27,7 @@ from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network.model import Network, backward, forward
 
-__all__ = ["Segment", "epoch_compiled", "step_caches", "evaluate_compiled", "sgd"]
+__all__ = ["Segment", "epoch_compiled", "step_caches", "sgd"]
 
 
 @dataclasses.dataclass
@@ -48,45 +48,50 @@ def sgd(params: tuple, gs: tuple, lrs: jax.Array) -> tuple:
     return tuple(out)
 
 
-def _scores(net: Network, params, evalsets: dict, metric_names: tuple[str, ...]):
-    out, outputs = {}, {}
-    for name, (X, Y) in evalsets.items():
-        A, _ = forward(net, params, X, None, False)
-        outputs[name] = A
-        out[name] = {m: metrics_lib.metric(m, Y, A) for m in metric_names}
-    return out, outputs
+def _scores(net: Network, params, Xe: jax.Array, Ye: jax.Array, sizes: tuple[int, ...],
+            metric_names: tuple[str, ...]):
+    """One forward of every set concatenated (no dropout), then each set's metrics.
+
+    Returns ``(scores, A)``: ``scores[k][metric]`` for set k, and all outputs.
+    """
+    A, _ = forward(net, params, Xe, None, False)
+    scores, start = [], 0
+    for n in sizes:
+        a, y = A[start:start + n], Ye[start:start + n]
+        scores.append({m: metrics_lib.metric(m, y, a) for m in metric_names})
+        start += n
+    return tuple(scores), A
 
 
-@functools.partial(jax.jit, static_argnames=("net", "loss", "metric_names"))
-def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], params: tuple,
-                   X: jax.Array, Y: jax.Array, idx: jax.Array, lrs: jax.Array, key: jax.Array,
-                   evalsets: dict):
+@functools.partial(jax.jit, static_argnames=("net", "loss", "metric_names", "sizes", "use_key"))
+def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes: tuple[int, ...],
+                   use_key: bool, params: tuple, X: jax.Array, Y: jax.Array, idx: jax.Array,
+                   lrs: jax.Array, key: jax.Array, Xe: jax.Array, Ye: jax.Array):
     """One epoch: scan SGD steps over ``idx`` (n_batches, batch), then evaluate every set.
 
+    ``Xe``/``Ye`` are the evaluation sets concatenated (``sizes`` samples each).
+    ``use_key=False`` (no layer draws random numbers) leaves the key untouched.
     Returns ``(params, key, params_before_last_step, last_step_key, last_batch_accuracy,
     last_batch_cost, scores, outputs)``.
     """
 
     def step(carry, b):
         params, key, _, _ = carry
-        key, sub = jax.random.split(key)
+        if use_key:
+            key, sub = jax.random.split(key)
+        else:
+            sub = None
         Xb, Yb = X[b], Y[b]
         A, fcs = forward(net, params, Xb, sub, True)
         _, gs, _ = backward(net, params, fcs, losses.loss_deriv(loss, Yb, A))
         cost = jnp.mean(losses.loss(loss, Yb, A))
-        return (sgd(params, gs, lrs), key, params, sub), (metrics_lib.accuracy(Yb, A), cost)
+        last = key if sub is None else sub
+        return (sgd(params, gs, lrs), key, params, last), (metrics_lib.accuracy(Yb, A), cost)
 
     (params, key, prev, last_key), (accs, costs) = jax.lax.scan(
         step, (params, key, params, key), idx)
-    scores, outputs = _scores(net, params, evalsets, metric_names)
+    scores, outputs = _scores(net, params, Xe, Ye, sizes, metric_names)
     return params, key, prev, last_key, accs[-1], costs[-1], scores, outputs
-
-
-@functools.partial(jax.jit, static_argnames=("net", "metric_names"))
-def evaluate_compiled(net: Network, metric_names: tuple[str, ...], params: tuple,
-                      evalsets: dict):
-    """Metrics and outputs of every set (no dropout)."""
-    return _scores(net, params, evalsets, metric_names)
 
 
 @functools.partial(jax.jit, static_argnames=("net", "loss"))

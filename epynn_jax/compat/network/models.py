@@ -161,12 +161,14 @@ class EpyNN:
         net = Network(tuple(layer._fl for layer in self.layers))
         dt = float_dtype()
         params_d = tuple(to_device(layer.p) for layer in self.layers)
-        Xb, Yb = jnp.asarray(batch.X, dt), jnp.asarray(batch.Y, dt)
+        Xb = jnp.asarray(np.asarray(batch.X, np.dtype(dt)))
+        Yb = jnp.asarray(np.asarray(batch.Y, np.dtype(dt)))
         # Trace (no compilation) to check every shape; the values are computed on first read.
         fcs, bcs, _ = jax.eval_shape(
             lambda p, X, Y, k: _engine.step_caches(net, self.loss, p, X, Y, k),
             params_d, Xb, Yb, self._key)
-        self._pending = (net, params_d, Xb, Yb, self._key)
+        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
+        self._pending = (net, params_d, Xb, Yb, self._key if use_key else None)
         for layer, fc, bc in reversed(list(zip(self.layers, fcs, bcs))):
             layer.fs.update({k: tuple(v.shape) for k, v in fc.items()})
             layer.bs.update({k: tuple(v.shape) for k, v in bc.items()})
@@ -259,14 +261,15 @@ class EpyNN:
         return segs
 
     def _device_sets(self):
-        dt = float_dtype()
-        emb = self.embedding
-        sets = {d.name: (jnp.asarray(d.X, dt), jnp.asarray(d.Y, dt)) for d in emb.dsets}
+        dt = np.dtype(float_dtype())
+        sets = {d.name: (jnp.asarray(np.asarray(d.X, dt)), jnp.asarray(np.asarray(d.Y, dt)))
+                for d in self.embedding.dsets}
         return sets["dtrain"], sets
 
     def _lrs(self, indices, e: int) -> jax.Array:
-        return jnp.asarray([self.layers[i].lrate[e] if getattr(self.layers[i], "trainable", False)
-                            else 0.0 for i in indices], float_dtype())
+        return jnp.asarray(np.asarray(
+            [self.layers[i].lrate[e] if getattr(self.layers[i], "trainable", False) else 0.0
+             for i in indices], np.dtype(float_dtype())))
 
     def _train_loop(self, start: int, stop: int) -> None:
         plan = self._plan()
@@ -287,21 +290,33 @@ class EpyNN:
         params = tuple(to_device(layer.p) for layer in self.layers)
         key = self._key
         indices = tuple(range(len(self.layers)))
+        sets = list(evalsets)
+        sizes = tuple(int(evalsets[k][0].shape[0]) for k in sets)
+        dt = np.dtype(float_dtype())
+        dsets = {d.name: d for d in self.embedding.dsets}
+        Xe = jnp.asarray(np.concatenate([np.asarray(dsets[k].X, dt) for k in sets]))
+        Ye = jnp.asarray(np.concatenate([np.asarray(dsets[k].Y, dt) for k in sets]))
+        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
         t0 = time.time()
         for e in range(start, stop):
             self._set_epoch(e)
-            idx = jnp.asarray(self.embedding.batch_indices())
+            idx = self.embedding.batch_indices()
             params, key, prev, last_key, acc, cost, scores, outputs = _engine.epoch_compiled(
-                net, self.loss, names, params, X, Y, idx, self._lrs(indices, e), key, evalsets)
-            self._record(jax.device_get(scores))
+                net, self.loss, names, sizes, use_key, params, X, Y, idx,
+                self._lrs(indices, e), key, Xe, Ye)
+            self._record(dict(zip(sets, jax.device_get(scores))))
             self._progress(e, t0, acc, cost)
             self.report()
         self._key = key
         for layer, p in zip(self.layers, params):
             layer.p.clear()
             layer.p.update(to_host(p))
-        self._pending = (net, prev, X[idx[-1]], Y[idx[-1]], last_key)
-        self._set_outputs({k: np.asarray(v) for k, v in jax.device_get(outputs).items()})
+        dtrain = self.embedding.dtrain
+        self._pending = (net, prev, jnp.asarray(np.asarray(dtrain.X[idx[-1]], dt)),
+                         jnp.asarray(np.asarray(dtrain.Y[idx[-1]], dt)),
+                         last_key if use_key else None)
+        outputs = np.asarray(outputs)
+        self._set_outputs(dict(zip(sets, np.split(outputs, np.cumsum(sizes)[:-1]))))
 
     def _materialize(self) -> None:
         """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch."""
