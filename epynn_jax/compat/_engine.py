@@ -39,10 +39,17 @@ class Segment:
     net: Network | None = None
 
 
-def sgd(params: tuple, gs: tuple, lrs: jax.Array) -> tuple:
-    """EpyNN's update, per layer: p[k] - lrate * g['d' + k]."""
+def sgd(net: Network, params: tuple, gs: tuple, lrs: jax.Array) -> tuple:
+    """EpyNN's update, per layer: p[k] - lrate * g['d' + k].
+
+    A compiled custom layer (one with an ``update`` method) applies its own
+    ``update_parameters`` instead.
+    """
     out = []
-    for i, (p, g) in enumerate(zip(params, gs)):
+    for i, (layer, p, g) in enumerate(zip(net.layers, params, gs)):
+        if hasattr(layer, "update"):
+            out.append(layer.update(p, g, lrs[i]))
+            continue
         gp = gradients_to_params(p, g)
         out.append({k: p[k] - lrs[i] * gp[k] for k in p})
     return tuple(out)
@@ -86,7 +93,7 @@ def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes
         _, gs, _ = backward(net, params, fcs, losses.loss_deriv(loss, Yb, A))
         cost = jnp.mean(losses.loss(loss, Yb, A))
         last = key if sub is None else sub
-        return (sgd(params, gs, lrs), key, params, last), (metrics_lib.accuracy(Yb, A), cost)
+        return (sgd(net, params, gs, lrs), key, params, last), (metrics_lib.accuracy(Yb, A), cost)
 
     (params, key, prev, last_key), (accs, costs) = jax.lax.scan(
         step, (params, key, params, key), idx)
@@ -113,7 +120,7 @@ def segment_forward(net: Network, params: tuple, X: jax.Array, key, training: bo
 def segment_backward(net: Network, params: tuple, fcs: tuple, dA: jax.Array, lrs: jax.Array):
     """Backward through a compiled segment, then its update: ``(dX, new_params, gs, bcs)``."""
     dX, gs, bcs = backward(net, params, fcs, dA)
-    return dX, sgd(params, gs, lrs), gs, bcs
+    return dX, sgd(net, params, gs, lrs), gs, bcs
 
 
 @functools.partial(jax.jit, static_argnames=("loss",))

@@ -12,8 +12,11 @@ X = RNG.normal(size=(40, 4))
 Y = (X[:, 0] * X[:, 1] > 0).astype(int)
 
 
-def make_affine(Layer):
-    """A layer with two parameters: A = tanh(X * s + t), s and t of shape (1, n)."""
+def make_affine(Layer, xp=np):
+    """A layer with two parameters: A = tanh(X * s + t), s and t of shape (1, n).
+
+    ``xp`` is the array module its methods use (NumPy, or jax.numpy to be compiled).
+    """
 
     class Affine(Layer):
         def __init__(self):
@@ -33,20 +36,20 @@ def make_affine(Layer):
             self.compute_shapes(A)
             X = self.fc["X"] = A
             Z = self.fc["Z"] = X * self.p["s"] + self.p["t"]
-            A = self.fc["A"] = np.tanh(Z)
+            A = self.fc["A"] = xp.tanh(Z)
             self.update_shapes(self.fc, self.fs)
             return A
 
         def backward(self, dX):
             dA = self.bc["dA"] = dX
-            dZ = self.bc["dZ"] = dA * (1 - np.tanh(self.fc["Z"]) ** 2)
+            dZ = self.bc["dZ"] = dA * (1 - xp.tanh(self.fc["Z"]) ** 2)
             dX = self.bc["dX"] = dZ * self.p["s"]
             self.update_shapes(self.bc, self.bs)
             return dX
 
         def compute_gradients(self):
-            self.g["ds"] = np.sum(self.bc["dZ"] * self.fc["X"], axis=0, keepdims=True)
-            self.g["dt"] = np.sum(self.bc["dZ"], axis=0, keepdims=True)
+            self.g["ds"] = xp.sum(self.bc["dZ"] * self.fc["X"], axis=0, keepdims=True)
+            self.g["dt"] = xp.sum(self.bc["dZ"], axis=0, keepdims=True)
 
         def update_parameters(self):
             if self.trainable:
@@ -56,10 +59,15 @@ def make_affine(Layer):
     return Affine
 
 
-@pytest.mark.parametrize("position", ["first", "middle"])
-def test_custom_numpy_layer_parity(position, epynn, x64):
+@pytest.mark.parametrize("position,xp", [("first", "numpy"), ("middle", "numpy"),
+                                         ("middle", "jax.numpy")])
+def test_custom_layer_parity(position, xp, epynn, x64):
+    """EpyNN runs the NumPy layer; the facade runs it eagerly, or compiled when written in jnp."""
+    import importlib
+
     def make(ns):
-        custom = make_affine(ns.Layer)()
+        mod = importlib.import_module(xp) if ns.Layer.__module__.startswith("epynn_jax") else np
+        custom = make_affine(ns.Layer, mod)()
         dense1, dense2 = ns.Dense(5, ns.maths.relu), ns.Dense(2, ns.maths.softmax)
         return [custom, dense1, dense2] if position == "first" else [dense1, custom, dense2]
 
@@ -72,6 +80,8 @@ def test_custom_numpy_layer_parity(position, epynn, x64):
     i = 1 if position == "first" else 2
     # the custom layer really trained (its parameters moved), in both
     assert helpers.rel_err(ours["p"][i]["s"], ours["init_p"][i]["s"]) > 1e-6
+    mode, reason = ours["model"].layers[i]._mode
+    assert mode == ("compiled" if xp == "jax.numpy" else "eager"), reason
 
 
 def test_init_logs_name_the_mode(x64):
@@ -85,3 +95,23 @@ def test_init_logs_name_the_mode(x64):
     model.train(1, init_logs=False)
     text = init_report(model)
     assert "eager NumPy" in text and "custom layer" in text and "compiled" in text
+
+
+def test_traced_custom_layer_opt_out_and_rng_guard(x64):
+    import jax.numpy as jnp
+
+    ns = helpers.lib("epynn_jax.compat")
+    emb = ns.Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=10)
+    off = make_affine(ns.Layer, jnp)()
+    off.jit = False
+
+    class Noisy(make_affine(ns.Layer, jnp)):
+        def forward(self, A):  # draws from np_rng: must not be frozen into compiled code
+            return super().forward(A * self.np_rng.uniform(0.9, 1.1, size=A.shape))
+
+    noisy = Noisy()
+    model = ns.EpyNN([emb, off, noisy, ns.Dense(2, ns.maths.softmax)], verbose=False)
+    model.initialize(seed=2)
+    assert off._mode == ("eager", "jit = False")
+    assert noisy._mode[0] == "eager"
+    model.train(1, init_logs=False)

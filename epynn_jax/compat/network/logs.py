@@ -22,7 +22,10 @@ def layer_mode(layer) -> str:
     """How ``layer`` runs during training, with the reason."""
     if isinstance(layer, BuiltinLayer):
         return "compiled\n(functional core)"
-    return "eager NumPy\n(custom layer:\nits own methods,\nbetween compiled\nsegments)"
+    mode, reason = getattr(layer, "_mode", ("eager", "not traced"))
+    if mode == "compiled":
+        return f"compiled\n(custom layer:\n{reason})"
+    return f"eager NumPy\n(custom layer:\n{reason};\nruns between\ncompiled segments)"
 
 
 def init_report(model) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from epynn_jax.compat import _engine, _report
 from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
+from epynn_jax.compat._traced import try_trace
 from epynn_jax.compat.commons.io import encode_dataset, scale_features
 from epynn_jax.compat.commons.loss import loss_functions
 from epynn_jax.compat.commons.models import dataSet
@@ -43,6 +44,13 @@ _TABLE_ROWS = 11
 
 def _is_builtin(layer) -> bool:
     return isinstance(layer, BuiltinLayer)
+
+
+def _compiled_layer(layer):
+    """The functional layer to compile for ``layer``, or None if it runs eagerly."""
+    if _is_builtin(layer):
+        return layer._fl
+    return layer.__dict__.get("_adapter")
 
 
 class EpyNN:
@@ -178,8 +186,10 @@ class EpyNN:
     def _dry_run_eager(self, batch, params: bool, say) -> None:
         """Layer by layer, each method called in turn (models with custom layers)."""
         A, Y = batch.X, batch.Y
+        shapes = []
         for i, layer in enumerate(self.layers):
             entry = self._check_layer(i, layer, say)
+            shapes.append(tuple(np.shape(A)))
             layer.compute_shapes(A)
             if params:
                 layer.initialize_parameters()
@@ -200,6 +210,12 @@ class EpyNN:
             self.network[id(layer)]["BW_Shapes"] = layer.bs
             layer.compute_gradients()
             say(f"backward: {layer.name} shape: {np.shape(dX)}")
+        for layer, shape in zip(self.layers, shapes):
+            if not _is_builtin(layer):
+                adapter, reason = try_trace(layer, shape, float_dtype())
+                layer._adapter = adapter
+                layer._mode = ("compiled" if adapter is not None else "eager", reason)
+                say(f"{layer.name}: runs {layer._mode[0]} ({reason})")
 
     def _debug_failure(self, err: Exception) -> None:
         i = getattr(self, "_failing", None)
@@ -246,7 +262,7 @@ class EpyNN:
     def _plan(self) -> list[_engine.Segment]:
         segs, run = [], []
         for i, layer in enumerate(self.layers):
-            if _is_builtin(layer):
+            if _compiled_layer(layer) is not None:
                 run.append(i)
                 continue
             if run:
@@ -257,7 +273,7 @@ class EpyNN:
             segs.append(_engine.Segment(True, tuple(run)))
         for s in segs:
             if s.compiled:
-                s.net = Network(tuple(self.layers[i]._fl for i in s.indices))
+                s.net = Network(tuple(_compiled_layer(self.layers[i]) for i in s.indices))
         return segs
 
     def _device_sets(self):
@@ -267,9 +283,13 @@ class EpyNN:
         return sets["dtrain"], sets
 
     def _lrs(self, indices, e: int) -> jax.Array:
-        return jnp.asarray(np.asarray(
-            [self.layers[i].lrate[e] if getattr(self.layers[i], "trainable", False) else 0.0
-             for i in indices], np.dtype(float_dtype())))
+        def rate(layer):
+            if not _is_builtin(layer):  # a compiled custom layer decides in its own update
+                return layer.lrate[e] if hasattr(layer, "lrate") else 0.0
+            return layer.lrate[e] if layer.trainable else 0.0
+
+        return jnp.asarray(np.asarray([rate(self.layers[i]) for i in indices],
+                                      np.dtype(float_dtype())))
 
     def _train_loop(self, start: int, stop: int) -> None:
         plan = self._plan()
@@ -325,11 +345,11 @@ class EpyNN:
         fcs, bcs, gs = _engine.step_caches(net, self.loss, prev, Xb, Yb, key)
         for layer, fc, bc, g in zip(self.layers, fcs, bcs, gs):
             for name, tree in (("fc", fc), ("bc", bc), ("g", g)):
-                target = layer.__dict__["_" + name]
+                target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
                 target.clear()
                 target.update(to_host(tree))
-            layer.update_shapes(layer._fc, layer.fs)
-            layer.update_shapes(layer._bc, layer.bs)
+            layer.update_shapes(layer.__dict__.get("_fc", layer.__dict__.get("fc")), layer.fs)
+            layer.update_shapes(layer.__dict__.get("_bc", layer.__dict__.get("bc")), layer.bs)
             layer.d["m"] = int(Xb.shape[0])
 
     def _train_segmented(self, plan, X, Y, evalsets, start, stop) -> None:
@@ -380,7 +400,7 @@ class EpyNN:
                 layer.p.update(to_host(seg_params[s][j]))
                 if s in last:
                     for name, tree in zip(("fc", "bc", "g"), last[s]):
-                        target = layer.__dict__["_" + name]
+                        target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
                         target.clear()
                         target.update(to_host(tree[j]))
         self._set_outputs(outputs)
