@@ -67,8 +67,8 @@ def _hpars():
             "cycle_descent": 0, "ELU_alpha": 1, "LRELU_alpha": 0.3, "softmax_temperature": 5}
 
 
-def time_epynn_like(root: str, X, Y, epochs: int) -> tuple[float, float]:
-    """(first-epoch seconds, steady seconds per epoch) for EpyNN or the facade."""
+def build_epynn_like(root: str, X, Y):
+    """The dummy_time RNN model of EpyNN (``root='epynn'``) or of the facade, initialized."""
     import importlib
 
     if root == "epynn" and not hasattr(np, "VisibleDeprecationWarning"):
@@ -82,20 +82,21 @@ def time_epynn_like(root: str, X, Y, epochs: int) -> tuple[float, float]:
                                   name="bench")
     with contextlib.redirect_stdout(io.StringIO()):
         model.initialize(loss="MSE", seed=1, se_hPars=_hpars())
-        t0 = time.perf_counter()
-        model.train(1, init_logs=False)
-        first = time.perf_counter() - t0
-        if root == "epynn":
-            # EpyNN's continued training repeats an epoch: count what it really runs
-            n0 = len(model.metrics["accuracy"][0])
+    return model
+
+
+def train_epynn_like(model, epochs: int) -> float:
+    """Seconds per epoch of ``model.train(epochs)`` (counting the epochs really run)."""
+    n0 = len(model.metrics["accuracy"][0])
+    with contextlib.redirect_stdout(io.StringIO()):
         t0 = time.perf_counter()
         model.train(epochs, init_logs=False)
         dt = time.perf_counter() - t0
-        ran = len(model.metrics["accuracy"][0]) - (n0 if root == "epynn" else 1)
-    return first, dt / ran
+    return dt / (len(model.metrics["accuracy"][0]) - n0)
 
 
-def time_functional(X, Y, epochs: int) -> tuple[float, float]:
+def functional_runner(X, Y):
+    """A function ``run(epochs) -> seconds per epoch`` training the same model with ``fit``."""
     import importlib
 
     import jax
@@ -107,36 +108,53 @@ def time_functional(X, Y, epochs: int) -> tuple[float, float]:
     from epynn_jax.maths.schedules import Schedule
 
     RNN = importlib.import_module("epynn_jax.layers.rnn").RNN
-
     splits, _ = dataset.embed(X, Y, relative_size=(2, 1, 0), Y_encode=True)
     data = {k: (v.X, v.Y) for k, v in splits.items()}
     hp = ActivationHPars(softmax_temperature=5, epynn_softmax_grad=True)
     net = network.build([RNN(10, hpars=hp), Dense(2, "softmax", hpars=hp)],
                         data["dtrain"][0].shape[1:])
-    params = network.init(net, jax.random.key(1))
+    state = {"params": network.init(net, jax.random.key(1))}
     kw = dict(loss="MSE", batch_size=32, schedule=Schedule(learning_rate=0.01),
               key=jax.random.key(0))
-    stamps = [time.perf_counter()]
-    network.fit(net, params, data, epochs=1 + epochs,
-                callbacks=[lambda e, h: stamps.append(time.perf_counter())], **kw)
-    steps = np.diff(stamps)
-    return float(steps[0]), float(np.mean(steps[1:]))
+
+    def run(epochs: int) -> float:
+        t0 = time.perf_counter()
+        res = network.fit(net, state["params"], data, epochs=epochs, **kw)
+        jax.block_until_ready(res.params)
+        state["params"] = res.params
+        return (time.perf_counter() - t0) / epochs
+
+    return run
 
 
-def model_benchmark(epochs: int) -> dict:
+def model_benchmark(epochs: int, rounds: int = 3) -> dict:
+    """Per-epoch times; facade and functional alternate (``rounds`` times) to share the load."""
     X, Y = dummy_time_data()
-    out = {}
-    for label, fn in (("EpyNN 1.2.13", lambda: time_epynn_like("epynn", X, Y, epochs)),
-                      ("facade", lambda: time_epynn_like("epynn_jax.compat", X, Y, epochs)),
-                      ("functional", lambda: time_functional(X, Y, epochs))):
-        first, per_epoch = fn()
-        out[label] = {"first_epoch_s": first, "s_per_epoch": per_epoch}
-        print(f"  {label:<14} first epoch {first:8.3f} s   steady {per_epoch * 1e3:9.2f} ms/epoch",
-              flush=True)
-    e, f, j = (out[k]["s_per_epoch"] for k in ("EpyNN 1.2.13", "facade", "functional"))
-    out["facade_vs_epynn"] = e / f
-    out["facade_vs_functional"] = j / f
-    print(f"  facade speed-up over EpyNN: {e / f:.1f}x;  facade / functional speed: {j / f:.2f}x")
+    epynn_model = build_epynn_like("epynn", X, Y)
+    epynn_s = train_epynn_like(epynn_model, epochs)
+    facade = build_epynn_like("epynn_jax.compat", X, Y)
+    t0 = time.perf_counter()
+    train_epynn_like(facade, 1)
+    facade_first = time.perf_counter() - t0
+    run = functional_runner(X, Y)
+    t0 = time.perf_counter()
+    run(epochs)
+    functional_first = time.perf_counter() - t0
+    f_times, j_times = [], []
+    for _ in range(rounds):
+        f_times.append(train_epynn_like(facade, epochs))
+        j_times.append(run(epochs))
+    f, j = float(np.median(f_times)), float(np.median(j_times))
+    out = {"EpyNN 1.2.13": {"s_per_epoch": epynn_s},
+           "facade": {"s_per_epoch": f, "all": f_times, "first_call_s": facade_first},
+           "functional": {"s_per_epoch": j, "all": j_times, "first_call_s": functional_first},
+           "facade_vs_epynn": epynn_s / f, "facade_vs_functional": j / f}
+    for label in ("EpyNN 1.2.13", "facade", "functional"):
+        print(f"  {label:<14} {out[label]['s_per_epoch'] * 1e3:9.2f} ms/epoch (median)", flush=True)
+    print(f"  compile + first call: facade {facade_first:.1f} s, functional "
+          f"{functional_first:.1f} s")
+    print(f"  facade speed-up over EpyNN: {epynn_s / f:.1f}x;  facade / functional speed: "
+          f"{j / f:.2f}x")
     return out
 
 
