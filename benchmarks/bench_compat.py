@@ -9,7 +9,9 @@
    (``epynnlive/dummy_*/train.py``, copied to a temporary directory) run by
    EpyNN 1.2.13 and by ``python -m epynn_jax.compat`` (fresh processes, so
    import and compilation are included; EpyNN's dummy_boolean includes its 4 s
-   start-up sleep).
+   start-up sleep): the facade cold (no persistent compilation cache) and warm
+   (second run with JAX's persistent compilation cache, which the runner
+   enables by default).
 
 Usage::
 
@@ -158,27 +160,38 @@ def model_benchmark(epochs: int, rounds: int = 3) -> dict:
     return out
 
 
+def _run_script(src: Path, name: str, cmd: list[str], env: dict) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / name
+        shutil.copytree(src / name, work, ignore=shutil.ignore_patterns("__pycache__"))
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            print(proc.stdout[-2000:], proc.stderr[-2000:])
+            return float("nan")
+        return time.perf_counter() - t0
+
+
 def script_benchmark() -> dict:
+    """Wall time of each example: EpyNN; the facade cold (no compilation cache) and warm."""
     src = examples_dir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg",
-           "EPYNN_JAX_QUIET": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "EPYNN_JAX_QUIET": "1"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    facade = [sys.executable, "-m", "epynn_jax.compat", "train.py"]
     out = {}
-    for name in ("dummy_boolean", "dummy_string", "dummy_time", "dummy_image"):
-        row = {}
-        for label, cmd in (("EpyNN 1.2.13", [sys.executable, "-c", EPYNN_SHIM]),
-                           ("facade", [sys.executable, "-m", "epynn_jax.compat", "train.py"])):
-            with tempfile.TemporaryDirectory() as tmp:
-                work = Path(tmp) / name
-                shutil.copytree(src / name, work, ignore=shutil.ignore_patterns("__pycache__"))
-                t0 = time.perf_counter()
-                proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-                row[label] = time.perf_counter() - t0
-                if proc.returncode:
-                    row[label] = float("nan")
-                    print(proc.stdout[-2000:], proc.stderr[-2000:])
-        out[name] = row
-        print(f"  {name:<14} EpyNN {row['EpyNN 1.2.13']:7.1f} s   facade {row['facade']:7.1f} s",
-              flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        warm_env = {**env, "JAX_COMPILATION_CACHE_DIR": cache}
+        for name in ("dummy_boolean", "dummy_string", "dummy_time", "dummy_image"):
+            row = {"EpyNN 1.2.13": _run_script(src, name, [sys.executable, "-c", EPYNN_SHIM],
+                                               env),
+                   "facade cold": _run_script(src, name, facade,
+                                              {**env, "EPYNN_JAX_NO_CACHE": "1"})}
+            _run_script(src, name, facade, warm_env)  # fills the cache
+            row["facade warm"] = _run_script(src, name, facade, warm_env)
+            out[name] = row
+            print(f"  {name:<14} EpyNN {row['EpyNN 1.2.13']:7.1f} s   facade cold "
+                  f"{row['facade cold']:7.1f} s   warm cache {row['facade warm']:7.1f} s",
+                  flush=True)
     return out
 
 
