@@ -9,6 +9,7 @@ epoch (see :mod:`epynn_jax.maths.schedules` for the formulas).
 
 from __future__ import annotations
 
+from epynn_jax.compat.settings import se_hPars as _DEFAULTS
 from epynn_jax.maths.schedules import Schedule, learning_rates
 
 __all__ = ["schedule_functions", "exp_decay", "lin_decay", "steady", "schedule_lrate"]
@@ -47,10 +48,11 @@ def schedule_functions(schedule: str, hPars) -> list[float]:
 def schedule_lrate(se_hPars: dict, training_epochs: int) -> tuple[dict, list[float]]:
     """Per-epoch rates for ``training_epochs`` epochs, and a completed copy of ``se_hPars``.
 
-    The copy gains ``epochs``, ``cycle_number`` and, when ``decay_k`` is 0,
+    Missing keys take the defaults of ``settings.se_hPars``. The copy gains
+    ``epochs``, ``cycle_number`` and, when ``decay_k`` is 0,
     ``decay_k = 5 / cycle_epochs`` (about 1 % of the rate at a cycle's end).
     """
-    hp = dict(se_hPars)
+    hp = {**_DEFAULTS, **se_hPars}
     e = hp["epochs"] = int(training_epochs)
     epc = hp["cycle_epochs"] or e
     hp["cycle_number"] = e // epc
