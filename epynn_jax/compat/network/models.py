@@ -386,7 +386,6 @@ class EpyNN:
                         dA = layer.backward(np.asarray(dA))
                         layer.compute_gradients()
                         layer.update_parameters()
-            self._segmented_params = (plan, seg_params)
             outputs = self._evaluate_sets(plan, seg_params, evalsets)
             self._progress(e, t0, acc, cost)
             self.report()
