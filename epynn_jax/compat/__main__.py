@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m epynn_jax.compat SCRIPT.py [ARGS...]\n\n"
               "Run a script written for EpyNN 1.2.13 with `epynn` resolving to epynn_jax.compat.")
         return 0 if argv else 2
+    if not os.path.isfile(argv[0]):
+        print(f"python -m epynn_jax.compat: no such script: {argv[0]}", file=sys.stderr)
+        return 2
     _enable_cache()
     run_script(argv[0], argv[1:])
     return 0
