@@ -235,3 +235,18 @@ def test_jax_arrays_are_float32_outside_x64():
         pytest.skip("x64 is on in this process")
     model = small_model(epochs=1)
     assert model.layers[2].p["W"].dtype == np.float32
+
+
+def test_runner_sets_argv_path_and_aliases(tmp_path):
+    (tmp_path / "helper_mod.py").write_text("VALUE = 42\n")
+    (tmp_path / "script.py").write_text(
+        "import sys\n"
+        "from helper_mod import VALUE\n"
+        "import epynn.network.models as m\n"
+        "import epynn_jax.compat.network.models as c\n"
+        "assert m.EpyNN is c.EpyNN\n"
+        "print('ARGS', sys.argv, VALUE, __name__)\n")
+    out = subprocess.run([sys.executable, "-m", "epynn_jax.compat", "script.py", "a", "b"],
+                         cwd=tmp_path, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": ROOT, "EPYNN_JAX_NO_CACHE": "1"})
+    assert "ARGS ['script.py', 'a', 'b'] 42 __main__" in out.stdout
