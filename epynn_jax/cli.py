@@ -88,27 +88,27 @@ def _examples() -> dict[str, dict[str, Recipe]]:
             "perceptron": Recipe(lambda: [L.Dense(1, "sigmoid")], "MSE", 0.1, 100),
         },
         "dummy_string": {
-            "feedforward": Recipe(lambda: [L.Flatten(), _softmax(2)], "BCE", 0.01, 50),
-            "rnn": Recipe(lambda: [rnn(1), _softmax(2)], "BCE", 0.01, 50),
-            "lstm": Recipe(lambda: [lstm(1), _softmax(2)], "BCE", 0.01, 50),
-            "gru": Recipe(lambda: [gru(1), _softmax(2)], "BCE", 0.01, 50),
+            "feedforward": Recipe(lambda: [L.Flatten(), _softmax(2)], "BCE", 0.001, 50),
+            "rnn": Recipe(lambda: [rnn(1), _softmax(2)], "BCE", 0.001, 50),
+            "lstm": Recipe(lambda: [lstm(1), _softmax(2)], "BCE", 0.005, 50),
+            "gru": Recipe(lambda: [gru(1), _softmax(2)], "BCE", 0.005, 50),
         },
         "dummy_time": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dense(64, "relu"), _softmax(2)],
                                   "MSE", 0.005, 100),
-            "rnn": Recipe(lambda: [rnn(10), _softmax(2, 5.0)], "MSE", 0.01, 100, 32, 10),
+            "rnn": Recipe(lambda: [rnn(10), _softmax(2, 5.0)], "MSE", 0.2, 100, 32, 15),
         },
         "dummy_image": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dropout(0.2), L.Dense(64, "relu"),
                                            L.Dropout(0.5), _softmax(2)], "MSE", 0.01, 100, 32),
             "cnn": Recipe(lambda: [conv(6, (4, 4)), pool((2, 2)), L.Flatten(), _softmax(2)],
-                          "MSE", 0.001, 100, 32),
+                          "MSE", 0.01, 100, 32, 30),
         },
         "ptm_protein": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dropout(0.2), L.Dense(64, "relu"),
                                            L.Dropout(0.3), _softmax(2)], "MSE", 0.001, 100, 32),
             "lstm": Recipe(lambda: [lstm(8, sequences=True), L.Flatten(), _softmax(2, 5.0)],
-                           "MSE", 0.1, 20, 32, 5),
+                           "MSE", 0.5, 20, 32, 8),
         },
         "author_music": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dense(64, "relu"), L.Dropout(0.5),
@@ -120,16 +120,16 @@ def _examples() -> dict[str, dict[str, Recipe]]:
         },
         "captcha_mnist": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dropout(0.2), L.Dense(64, "relu"),
-                                           L.Dropout(0.5), _softmax(10, 5.0)], "CCE", 0.001,
+                                           L.Dropout(0.5), _softmax(10, 5.0)], "CCE", 0.02,
                                   100, 32, 20),
             "cnn": Recipe(lambda: [conv(32, (4, 4)), pool((2, 2)), L.Flatten(),
-                                   _softmax(10, 5.0)], "CCE", 0.005, 100, 32, 10),
+                                   _softmax(10, 5.0)], "CCE", 0.05, 100, 32, 15),
         },
         "digits": {
             "dense": Recipe(lambda: [L.Flatten(), L.Dense(64, "relu"), _softmax(10)], "CCE",
-                            0.01, 30, 32, 15),
+                            0.01, 30, 32, 10),
             "cnn": Recipe(lambda: [conv(8, (3, 3), strides=(1, 1)), pool((2, 2)), L.Flatten(),
-                                   _softmax(10)], "CCE", 0.01, 30, 32, 10),
+                                   _softmax(10)], "CCE", 0.01, 30, 32, 5),
         },
     }
 

@@ -208,8 +208,9 @@ def captcha_mnist_synthetic(n: int = 750, size: int = 28,
                             seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Digit images (n, size, size, 1), values 0..255 like MNIST, labels 0..9.
 
-    Seven-segment digits with a random position, stroke width and
-    brightness, plus noise: a stand-in for MNIST of the same shape.
+    Seven-segment digits near the centre (shifted by up to ``size // 10``
+    pixels), with a random stroke width and brightness, plus noise: a
+    stand-in for MNIST of the same shape.
     """
     n, size = _positive_int(n, "n"), _positive_int(size, "size")
     if size < 14:
@@ -217,9 +218,11 @@ def captcha_mnist_synthetic(n: int = 750, size: int = 28,
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 10, n)
     X = np.empty((n, size, size, 1), np.float32)
-    slack_r, slack_c = size - size * 5 // 7, size - size * 3 // 7
+    top, left = (size - size * 5 // 7) // 2, (size - size * 3 // 7) // 2
+    jitter = max(size // 10, 1)
     for i in range(n):
-        img = _glyph(int(y[i]), size, int(rng.integers(0, slack_r)), int(rng.integers(0, slack_c)),
+        r, c = rng.integers(-jitter, jitter + 1, 2)
+        img = _glyph(int(y[i]), size, top + int(r), left + int(c),
                      int(rng.integers(1, 3 + size // 28)))
         img = img * rng.uniform(150, 255) + rng.uniform(0, 40, (size, size))
         X[i, :, :, 0] = np.clip(img, 0, 255)
@@ -534,9 +537,10 @@ def raw_data(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool =
         raise ValueError(f"unknown example {name!r}; known: {', '.join(DATASETS)}")
     generator, full, small, _ = DATASETS[name]
     sizes = small if quick else full
-    if name == "digits":
+    if name == "digits":  # shuffled like EpyNN's examples shuffle before the in-order split
         X, y = digits()
-        return (X[:900], y[:900]) if quick else (X, y)
+        order = np.random.default_rng(seed).permutation(len(y))
+        return X[order], y[order]
     if name in REMOTES and not synthetic:
         n = sizes.get("n")
         X, y = load_real(name, n, seed, cache=cache, url=url, sha256=sha256)
