@@ -3,6 +3,7 @@
 - Every ```` ```python ```` block of ``docs/**/*.md`` runs, page by page, in one
   namespace per page. A block starting with ``# file: NAME.py`` becomes the
   importable module ``NAME`` (how the pages show a layer module).
+- ```` ```py ```` blocks are shown, not run (code that needs EpyNN itself).
 - A python block immediately followed by a ```` ```text ```` block must print
   that text (numbers compared with a tolerance: gradient-check noise below
   1e-6 counts as equal).
