@@ -59,10 +59,11 @@ def same_output(got: str, expected: str) -> bool:
 
 
 def pages_with_code() -> list[Path]:
-    return sorted(p for p in DOCS.rglob("*.md") if "```python" in p.read_text())
+    pages = [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]
+    return [p for p in pages if "```python" in p.read_text()]
 
 
-@pytest.mark.parametrize("page", pages_with_code(), ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", pages_with_code(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_examples_run_and_print_what_the_page_shows(page):
     text = page.read_text()
     blocks = fenced_blocks(text)
@@ -97,6 +98,18 @@ def test_page_examples_run_and_print_what_the_page_shows(page):
     finally:
         for name in added:
             sys.modules.pop(name, None)
+
+
+def test_ci_runs_the_readme_quick_start_test_command():
+    commands = [code.strip() for lang, code, _, _ in
+                fenced_blocks((ROOT / "README.md").read_text()) if lang == "bash"]
+    install_and_train, install_and_test = commands[:2]
+    assert install_and_train.startswith("python3 -m venv .venv && .venv/bin/pip install . && "
+                                        ".venv/bin/epynn-jax train ")
+    assert "epynn==1.2.13" in install_and_test and install_and_test.endswith("pytest -q")
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert install_and_test in ci and "set -euo pipefail" in ci
+    assert '"$status" -eq 5' in ci  # "no tests collected" is handled explicitly
 
 
 def test_output_comparison_is_strict_where_it_matters():
