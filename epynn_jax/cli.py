@@ -48,40 +48,10 @@ def _softmax(units: int, temperature: float = 1.0):
     return Dense(units, "softmax", hpars=ActivationHPars(softmax_temperature=temperature))
 
 
-def _L():
-    """The layers module, with the layers from other branches when present."""
-    from epynn_jax import layers
-
-    return layers
-
-
-def _layer(module: str, cls: str):
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(f"epynn_jax.layers.{module}"), cls)
-    except (ImportError, AttributeError):
-        raise CLIError(f"this model needs the {cls} layer (epynn_jax.layers.{module}), "
-                       "which this installation lacks") from None
-
-
 def _examples() -> dict[str, dict[str, Recipe]]:
-    L = _L()
+    from epynn_jax import layers as L
 
-    def rnn(*a, **k):
-        return _layer("rnn", "RNN")(*a, **k)
-
-    def lstm(*a, **k):
-        return _layer("lstm", "LSTM")(*a, **k)
-
-    def gru(*a, **k):
-        return _layer("gru", "GRU")(*a, **k)
-
-    def conv(*a, **k):
-        return _layer("convolution", "Convolution")(*a, **k)
-
-    def pool(*a, **k):
-        return _layer("pooling", "Pooling")(*a, **k)
+    rnn, lstm, gru, conv, pool = L.RNN, L.LSTM, L.GRU, L.Convolution, L.Pooling
 
     return {
         "dummy_boolean": {
@@ -106,7 +76,7 @@ def _examples() -> dict[str, dict[str, Recipe]]:
         },
         "ptm_protein": {
             "feedforward": Recipe(lambda: [L.Flatten(), L.Dropout(0.2), L.Dense(64, "relu"),
-                                           L.Dropout(0.3), _softmax(2)], "MSE", 0.001, 100, 32),
+                                           L.Dropout(0.3), _softmax(2)], "MSE", 0.005, 100, 32, 20),
             "lstm": Recipe(lambda: [lstm(8, sequences=True), L.Flatten(), _softmax(2, 5.0)],
                            "MSE", 0.5, 20, 32, 8),
         },

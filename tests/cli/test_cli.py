@@ -166,3 +166,18 @@ def test_python_dash_m_is_the_command():
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().count("\n") == 0 and "unknown example" in bad.stderr
+
+
+def test_every_recipe_builds_on_its_data():
+    """Each model `train` offers fits its example's data (shape inference only, no training)."""
+    from epynn_jax import network
+    from epynn_jax.data import examples
+
+    for name, models in cli._examples().items():
+        if name == "digits":
+            pytest.importorskip("sklearn")
+        data, _ = examples.prepare(name, quick=True, synthetic=True)
+        X, Y = data["dtrain"]
+        for model, recipe in models.items():
+            net = network.build(recipe.layers(), X.shape[1:])
+            assert net.output_shape == Y.shape[1:], (name, model)
