@@ -77,7 +77,14 @@ def _positive_int(value: int, what: str) -> int:
 
 
 def dummy_boolean(n: int = 50, features: int = 11, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Random booleans (n, features); label 0 when True outnumbers False, else 1."""
+    """Random booleans (n, features); label 0 when True outnumbers False, else 1.
+
+    >>> X, y = dummy_boolean(n=4, seed=0)
+    >>> X.shape, y.shape
+    ((4, 11), (4,))
+    >>> bool(np.all((X.sum(axis=1) > 5.5) == (y == 0)))
+    True
+    """
     n, features = _positive_int(n, "n"), _positive_int(features, "features")
     X = np.random.default_rng(seed).integers(0, 2, (n, features)).astype(bool)
     y = np.where(X.sum(axis=1) > features / 2, 0, 1)
