@@ -21,6 +21,16 @@ from epynn_jax.io import report
 from epynn_jax.maths.schedules import Schedule
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
 def parse_args(doc: str, models: Sequence[str], argv: Sequence[str] | None,
                download: bool = False) -> argparse.Namespace:
     """Parse the common options of an example script."""
@@ -29,7 +39,7 @@ def parse_args(doc: str, models: Sequence[str], argv: Sequence[str] | None,
                         help="small data and few epochs (what the tests run)")
     parser.add_argument("--model", choices=list(models), action="append",
                         help="train only this model (repeatable; default: all)")
-    parser.add_argument("--epochs", type=int, help="override every model's epochs")
+    parser.add_argument("--epochs", type=_positive_int, help="override every model's epochs")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, init and shuffles")
     parser.add_argument("--out", help="folder for the metric plots (optional)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")

@@ -119,3 +119,12 @@ def test_checksum_mismatch_stops_a_download_example(tmp_path, capsys):
         module.main(["--quick", "--cache-dir", str(tmp_path / "c"), "--url",
                      fixtures.url(archive), "--sha256", "0" * 64])
     assert exit_.value.code == 2 and "SHA-256" in capsys.readouterr().err
+
+
+def test_bad_options_are_usage_errors(capsys):
+    module = load_example("dummy_boolean")
+    for argv in (["--epochs", "0"], ["--model", "nope"], ["--frobnicate"]):
+        with pytest.raises(SystemExit) as exit_:
+            module.main(argv)
+        assert exit_.value.code == 2
+    assert "Traceback" not in capsys.readouterr().err
