@@ -352,7 +352,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         return COMMANDS[args.command](args, out)
     except CLIError as e:
         err.write(f"epynn-jax {args.command}: error: {e}\n")
-    except (ValueError, TypeError, OSError) as e:  # LayerError, DataError, ModelFileError, ...
+    except (ValueError, TypeError, OSError, ArithmeticError) as e:
+        # LayerError, DataError, ModelFileError, NonFiniteError (a diverging run), ...
         err.write(f"epynn-jax {args.command}: error: {type(e).__name__}: {e}\n")
     except KeyboardInterrupt:
         err.write(f"epynn-jax {args.command}: interrupted\n")

@@ -181,3 +181,13 @@ def test_every_recipe_builds_on_its_data():
         for model, recipe in models.items():
             net = network.build(recipe.layers(), X.shape[1:])
             assert net.output_shape == Y.shape[1:], (name, model)
+
+
+def test_a_diverging_run_is_a_one_line_error():
+    try:
+        from epynn_jax.errors import NonFiniteError  # noqa: F401
+    except ImportError:
+        pytest.skip("fit has no divergence check on this branch")
+    code, _, err = run("train", "dummy_string", "--quick", "--lr", "1e6", "--epochs", "3",
+                       "--no-plot", "--out", "/nonexistent-not-written")
+    assert_one_line_error(code, err, 1, "NaN")
