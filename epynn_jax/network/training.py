@@ -29,6 +29,7 @@ from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
+from epynn_jax.network import parallel
 from epynn_jax.network.model import Network, Params, apply, backward, check_X, forward
 
 __all__ = [
@@ -149,22 +150,31 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str]) ->
 
 
 @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size"))
+                                              "batch_size", "mesh"))
 def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
               metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-              train: tuple, splits: Mapping[str, tuple]):
+              train: tuple, splits: Mapping[str, tuple], *, mesh=None):
     """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
 
-    Returns ``(state, batch_costs, {split: {metric: value}})``.
+    With a ``mesh`` (see :mod:`~epynn_jax.network.parallel`) every batch is
+    split over the mesh axis ``'data'``. Returns ``(state, batch_costs,
+    {split: {metric: value}})``.
     """
     X, Y = train
     key, shuffle_key = jax.random.split(state.key)
     idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
+    if mesh is not None:
+        idx = parallel.constrain_indices(idx, mesh)
 
     def step(state, batch_idx):
-        return train_step(net, optimizer, loss, state, X[batch_idx], Y[batch_idx])
+        batch = (X[batch_idx], Y[batch_idx])
+        if mesh is not None:
+            batch = parallel.constrain_batch(batch, mesh)
+        return train_step(net, optimizer, loss, state, *batch)
 
     state, costs = jax.lax.scan(step, state._replace(key=key), idx)
+    if mesh is not None:
+        splits = parallel.constrain_samples(splits, mesh)
     scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
     return state, costs, scores
 
@@ -225,6 +235,7 @@ def fit(
     key: jax.Array | None = None,
     train_split: str = "dtrain",
     callbacks: Sequence[Callable[[int, dict], Any]] = (),
+    mesh: Any = None,
 ) -> FitResult:
     """Train ``net`` for ``epochs`` epochs; evaluate every split after each one.
 
@@ -236,6 +247,12 @@ def fit(
     ``callback(epoch, history)`` after every epoch and may return ``False`` to
     stop. Returns params, optimizer state, key and the history
     ``{metric: {split: [value per epoch]}}``.
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with an axis ``'data'``, or a list of
+    devices) trains data-parallel: each batch is split over the devices,
+    parameters are replicated and gradients summed across devices (see
+    :mod:`~epynn_jax.network.parallel`); ``batch_size`` must be divisible by
+    the number of devices.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
@@ -251,6 +268,9 @@ def fit(
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
     batch_size = min(batch_size, n_train)
+    if mesh is not None:
+        mesh = parallel.as_mesh(mesh)
+        parallel.check_batch_size(mesh, batch_size)
     steps = max(n_train // batch_size, 1)
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
@@ -258,11 +278,13 @@ def fit(
         opt_state = optimizer.init(params)
     key = jax.random.key(0) if key is None else key
     state = TrainState(tuple(params), opt_state, key)
+    if mesh is not None:
+        state, splits = parallel.place(mesh, state, splits, train_split)
 
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
     for epoch in range(epochs):
         state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
-                                     splits[train_split], splits)
+                                     splits[train_split], splits, mesh=mesh)
         for split, values in jax.device_get(scores).items():
             for m, v in values.items():
                 history[m][split].append(float(v))
