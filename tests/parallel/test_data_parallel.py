@@ -108,6 +108,7 @@ def test_four_devices_match_one(runs):
     meta, arrays = _load(tmp / "single.npz")
     assert meta["devices"] == 4
     assert meta["sharding"] == "P()"  # parameters replicated
+    assert meta["predict_shape"] == [40, 2]  # predict takes the replicated parameters
     # float32: only the order of additions differs (partial sums + all-reduce)
     for a, b in zip(_stacks(arrays, "parallel"), _stacks(arrays, "single"), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

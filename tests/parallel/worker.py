@@ -71,6 +71,8 @@ def main() -> int:
     par = network.fit(net, params, data(np), mesh=jax.devices(), **kw)
     out["sharding"] = str(jax.tree_util.tree_leaves(par.params)[0].sharding.spec)
     out["history_parallel"] = par.history
+    pred = network.predict(net, par.params, data(np)["dval"][0])  # replicated params
+    out["predict_shape"] = list(np.shape(np.asarray(pred)))
     arrays.update({f"parallel_{i}": x for i, x in enumerate(leaves(par))})
     if args.process is None:
         single = network.fit(net, params, data(np), **kw)
