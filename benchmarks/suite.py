@@ -560,11 +560,15 @@ def task_peak(task: dict) -> dict:
     import jax.numpy as jnp
 
     dev = jax.devices()[0]
-    n = task["matmul_n"]
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     mm = jax.jit(lambda a, b: a @ b)
-    t = _time(lambda: mm(a, b).block_until_ready(), task["repeat"])
+    best = None
+    for n in task["matmul_sizes"]:  # the best rate over a few sizes and repeats
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        t = _time(lambda a=a, b=b: mm(a, b).block_until_ready(), task["repeat"])
+        if best is None or 2 * n**3 / t > 2 * best[0] ** 3 / best[1]:
+            best = (n, t)
+    n, t = best
     x = jnp.ones((task["copy_n"],), jnp.float32)
     add = jax.jit(lambda x: x * 1.5 + 1.0)
     tc = _time(lambda: add(x).block_until_ready(), task["repeat"])
@@ -639,7 +643,8 @@ def log(msg: str) -> None:
 
 def measure_peak(args) -> dict:
     gpu = _looks_like_gpu()
-    task = {"task": "peak", "matmul_n": 8192 if gpu else (1024 if args.quick else 2048),
+    task = {"task": "peak",
+            "matmul_sizes": [4096, 8192] if gpu else ([1024] if args.quick else [512, 1024, 2048]),
             "copy_n": 2**26 if gpu else 2**23, "repeat": 10}
     peak = run_worker(task, args.timeout)
     if "error" not in peak:
@@ -821,7 +826,8 @@ def render_result(res: dict) -> list[str]:
             e = row.get("epynn", {})
             frac = "–"
             if "epoch_s" in f and "matmul_flops" in peak:
-                frac = f"{100 * row['epoch_flops'] / f['epoch_s'] / peak['matmul_flops']:.3f}"
+                pct = 100 * row["epoch_flops"] / f["epoch_s"] / peak["matmul_flops"]
+                frac = f"{pct:.1f}" if pct >= 1 else f"{pct:.2f}"
             rss = (f"{e.get('rss_delta_mb', float('nan')):.0f} / "
                    f"{f.get('rss_delta_mb', float('nan')):.0f}")
             dev = f.get("device_peak_mb")
@@ -834,7 +840,7 @@ def render_result(res: dict) -> list[str]:
             for impl in IMPLS:
                 r = row.get(impl) or {}
                 if "skipped" in r:
-                    notes.append(f"- {name} / {impl}: skipped ({r['skipped']})")
+                    notes.append(f"- {impl}: skipped ({r['skipped']})")
                 elif "error" in r:
                     notes.append(f"- {name} / {impl}: error ({r['error'][:200]})")
         lines += ["", *sorted(set(notes), key=notes.index), ""]
@@ -899,7 +905,8 @@ def _render_scaling(scaling: dict) -> list[str]:
             lines += [f"- {curve}: {c['note']}", ""]
             continue
         fixed = ", ".join(f"{k}={v}" for k, v in c["fixed"].items())
-        lines += [f"{c['workload']}: epoch ms vs `{c['vary']}`" + (f" ({fixed})" if fixed else ""),
+        extra = "; ".join(x for x in (fixed, c.get("note_runs")) if x)
+        lines += [f"{c['workload']}: epoch ms vs `{c['vary']}`" + (f" ({extra})" if extra else ""),
                   "", f"| {c['vary']} | functional ms | pure JAX ms | functional / pure JAX |",
                   "|---:|---:|---:|---:|"]
         pts = {impl: {p["x"]: p for p in r.get("points", [])} for impl, r in c["impls"].items()}
@@ -964,8 +971,16 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{tag}.json"
     res = json.loads(path.read_text()) if path.exists() else {}
-    res.update({"meta": meta, "peak": peak})
+    old_peak = res.get("peak", {})
+    # the machine's peak: keep the best measurement (on a shared machine a low one is noise)
+    if old_peak.get("matmul_flops", 0) > peak.get("matmul_flops", 0):
+        peak = {**old_peak, "copy_gbps": peak.get("copy_gbps", 0)}
+    if "copy_gbps" in old_peak:
+        peak["copy_gbps"] = max(old_peak["copy_gbps"], peak.get("copy_gbps", 0))
+    res["peak"] = peak
+    res.setdefault("meta", meta)
     if not args.no_table:
+        res["meta"] = meta  # the meta describes the run that measured the table
         res["table"] = measure_table(args, args.size)
     if args.scaling:
         new = measure_scaling(args)
@@ -975,7 +990,8 @@ def main(argv: list[str] | None = None) -> int:
                                     if "note" not in v or k not in old}}
     if args.compile_cache:
         res["compile_cache"] = measure_compile_cache(args)
-    meta["load_after"] = os.getloadavg()
+    if not args.no_table:
+        meta["load_after"] = os.getloadavg()
     path.write_text(json.dumps(res, indent=1))
     print("\n".join(render_result(res)))
     DOC.parent.mkdir(parents=True, exist_ok=True)
