@@ -16,6 +16,7 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -71,6 +72,12 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int]) -> Network:
 
     Raises ``LayerError`` naming the layer (and its index) that rejects its input.
     """
+    ok = isinstance(input_shape, (tuple, list)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+        for s in input_shape)
+    if not ok:
+        raise LayerError(f"build: input_shape must be a tuple of positive ints (the sample "
+                         f"shape without the batch axis, e.g. (5,)), got {input_shape!r}")
     shape = tuple(int(s) for s in input_shape)
     built = []
     for i, layer in enumerate(layers):
