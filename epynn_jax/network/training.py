@@ -624,15 +624,16 @@ def fit(
     if mesh is not None:
         state, splits = parallel.place(mesh, progress.state, splits, train_split)
         progress = progress._replace(state=state)
+    run = _epoch if mesh is None else functools.partial(_epoch, mesh=mesh)
 
     saved: dict[str, Path] = {}
     last_epoch = None
     try:
         for epoch in range(progress.epoch, epochs):
             try:
-                state, scores, guard = _epoch(net, optimizer, loss, metric_names, batch_size,
-                                              progress.state, splits[train_split], splits,
-                                              check_finite, debug, mesh)
+                state, scores, guard = run(net, optimizer, loss, metric_names, batch_size,
+                                           progress.state, splits[train_split], splits,
+                                           check_finite, debug)
             except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
                 raise _debug_error(epoch, err, progress) from err
             if guard is not None and not bool(guard.ok):
