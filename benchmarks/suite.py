@@ -798,6 +798,8 @@ def render_result(res: dict) -> list[str]:
     lines.append(f"Run {meta.get('date', '?')} on {meta.get('host', '?')} "
                  f"({meta.get('cpus', '?')} CPUs), JAX {peak.get('jax', '?')}, "
                  f"{meta.get('epochs_note', '')}.")
+    for note in meta.get("partial_runs", []):
+        lines.append(f"Column(s) {note}.")
     if meta.get("load_before"):
         lines.append(f"Load average (1, 5, 15 min) before: "
                      f"{', '.join(f'{x:.1f}' for x in meta['load_before'])}; after: "
@@ -980,8 +982,19 @@ def main(argv: list[str] | None = None) -> int:
     res["peak"] = peak
     res.setdefault("meta", meta)
     if not args.no_table:
-        res["meta"] = meta  # the meta describes the run that measured the table
-        res["table"] = measure_table(args, args.size)
+        table = measure_table(args, args.size)
+        if set(args.impls) != set(IMPLS) and res.get("table"):
+            # a run of some columns only: merge them into the table measured before
+            for name, row in table.items():
+                old = res["table"].setdefault(name, row)
+                if old is not row and "note" not in row:
+                    old.update({k: v for k, v in row.items() if k in args.impls})
+            load = meta["load_before"][0]
+            res.setdefault("meta", meta).setdefault("partial_runs", []).append(
+                f"{', '.join(args.impls)} measured {meta['date']} (load {load:.1f})")
+        else:
+            res["meta"] = meta  # the meta describes the run that measured the table
+            res["table"] = table
     if args.scaling:
         new = measure_scaling(args)
         old = res.get("scaling", {})
