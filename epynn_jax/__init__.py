@@ -9,10 +9,12 @@ Functional API::
     result = network.fit(net, params, {"dtrain": (X, Y)}, epochs=10)
 """
 
-from epynn_jax import data, layers, maths, network
+from epynn_jax import config, data, layers, maths, network
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import Network, build, fit, init, predict
+
+config.setup()  # persistent compilation cache (opt out: EPYNN_JAX_NO_CACHE=1)
 
 __version__ = "0.1.0"
 

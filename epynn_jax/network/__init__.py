@@ -1,6 +1,6 @@
 """Networks: build, init, forward, backward, training and prediction."""
 
-from epynn_jax.network import model, training
+from epynn_jax.network import model, parallel, training
 from epynn_jax.network.model import Network, apply, backward, build, forward, init
 from epynn_jax.network.training import (
     FitResult,
@@ -17,7 +17,7 @@ from epynn_jax.network.training import (
 )
 
 __all__ = [
-    "model", "training", "Network", "apply", "backward", "build", "forward", "init",
+    "model", "parallel", "training", "Network", "apply", "backward", "build", "forward", "init",
     "FitResult", "TrainState", "autodiff_gradients", "epynn_sgd", "evaluate", "fit",
     "gradients", "loss_value", "predict", "run_epoch", "train_step",
 ]

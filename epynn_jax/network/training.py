@@ -34,6 +34,7 @@ from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
+from epynn_jax.network import parallel
 from epynn_jax.network.model import Network, Params, apply, backward, check_X, forward
 
 __all__ = [
@@ -205,34 +206,45 @@ def guarded_train_step(net: Network, optimizer: optax.GradientTransformation, lo
 
 
 @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size", "guard"))
+                                              "batch_size", "guard", "mesh"))
 def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
               metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-              train: tuple, splits: Mapping[str, tuple], guard: bool = False):
+              train: tuple, splits: Mapping[str, tuple], guard: bool = False, *, mesh=None):
     """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
 
     Returns ``(state, batch_costs, {split: {metric: value}})``. With
     ``guard=True`` (what :func:`fit` uses) each step is
     :func:`guarded_train_step` and a fourth value, the :class:`Guard`, is
     returned: ``state`` then holds the last good params and optimizer state,
-    and the host checks ``guard.ok`` once per epoch.
+    and the host checks ``guard.ok`` once per epoch. With a ``mesh`` (see
+    :mod:`~epynn_jax.network.parallel`) every batch is split over the mesh
+    axis ``'data'``.
     """
     X, Y = train
     key, shuffle_key = jax.random.split(state.key)
     idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
+    if mesh is not None:
+        idx = parallel.constrain_indices(idx, mesh)
+
+    def batch(batch_idx):
+        XY = (X[batch_idx], Y[batch_idx])
+        return XY if mesh is None else parallel.constrain_batch(XY, mesh)
+
     if guard:
         watch = Guard(jnp.array(True), jnp.zeros(len(net.layers), bool), jnp.array(-1),
                       jnp.array(0))
 
         def guarded(carry, batch_idx):
-            return guarded_train_step(net, optimizer, loss, carry, X[batch_idx], Y[batch_idx])
+            return guarded_train_step(net, optimizer, loss, carry, *batch(batch_idx))
 
         (state, watch), costs = jax.lax.scan(guarded, (state._replace(key=key), watch), idx)
     else:
         def step(state, batch_idx):
-            return train_step(net, optimizer, loss, state, X[batch_idx], Y[batch_idx])
+            return train_step(net, optimizer, loss, state, *batch(batch_idx))
 
         state, costs = jax.lax.scan(step, state._replace(key=key), idx)
+    if mesh is not None:
+        splits = parallel.constrain_samples(splits, mesh)
     scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
     return (state, costs, scores, watch) if guard else (state, costs, scores)
 
@@ -492,18 +504,18 @@ def _debug_error(epoch: int, err: FloatingPointError, progress: _Progress) -> No
 
 
 def _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
-           check_finite: bool, debug: bool):
+           check_finite: bool, debug: bool, mesh=None):
     """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
     if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
         with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
             return _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
-                          check_finite, False)
+                          check_finite, False, mesh)
     if check_finite:
         state, _, scores, guard = run_epoch(net, optimizer, loss, metric_names, batch_size,
-                                            state, train, splits, guard=True)
+                                            state, train, splits, guard=True, mesh=mesh)
         return state, jax.device_get(scores), jax.device_get(guard)
     state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
-                                 train, splits)
+                                 train, splits, mesh=mesh)
     return state, jax.device_get(scores), None
 
 
@@ -528,6 +540,7 @@ def fit(
     resume: str | Path | None = None,
     check_finite: bool = True,
     debug: bool = False,
+    mesh: Any = None,
 ) -> FitResult:
     """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
@@ -565,6 +578,12 @@ def fit(
     ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
     ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
     or inf raises (slow; for finding the cause).
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with an axis ``'data'``, or a list of
+    devices) trains data-parallel: each batch is split over the devices,
+    parameters are replicated and gradients summed across devices (see
+    :mod:`~epynn_jax.network.parallel`); ``batch_size`` must be divisible by
+    the number of devices.
     """
     epochs = _positive_int(epochs, "epochs")
     if not isinstance(data, Mapping):
@@ -581,6 +600,9 @@ def fit(
     n_train = splits[train_split][0].shape[0]
     batch_size = min(n_train if batch_size is None else _positive_int(batch_size, "batch_size"),
                      n_train)
+    if mesh is not None:
+        mesh = parallel.as_mesh(mesh)
+        parallel.check_batch_size(mesh, batch_size)
     ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
                               splits)
     steps = max(n_train // batch_size, 1)
@@ -599,15 +621,19 @@ def fit(
             _check_opt_state(optimizer, params, opt_state)
         key = _check_key(key)
         progress = _Progress(TrainState(tuple(params), opt_state, key), history, 0)
+    if mesh is not None:
+        state, splits = parallel.place(mesh, progress.state, splits, train_split)
+        progress = progress._replace(state=state)
+    run = _epoch if mesh is None else functools.partial(_epoch, mesh=mesh)
 
     saved: dict[str, Path] = {}
     last_epoch = None
     try:
         for epoch in range(progress.epoch, epochs):
             try:
-                state, scores, guard = _epoch(net, optimizer, loss, metric_names, batch_size,
-                                              progress.state, splits[train_split], splits,
-                                              check_finite, debug)
+                state, scores, guard = run(net, optimizer, loss, metric_names, batch_size,
+                                           progress.state, splits[train_split], splits,
+                                           check_finite, debug)
             except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
                 raise _debug_error(epoch, err, progress) from err
             if guard is not None and not bool(guard.ok):

@@ -1,0 +1,113 @@
+"""Runtime configuration: JAX's persistent compilation cache, on by default.
+
+A compiled epoch (one XLA program per network, batch size, optimizer and
+data shape) takes from a fraction of a second to several seconds to compile.
+JAX can keep compiled programs on disk and reuse them in the next process;
+:func:`setup` (called once when ``epynn_jax`` is imported) switches that on:
+
+- the cache lives in ``$XDG_CACHE_HOME/epynn_jax/jax`` (``~/.cache/epynn_jax/jax``
+  when ``XDG_CACHE_HOME`` is unset);
+- programs that took at least :data:`MIN_COMPILE_TIME_SECS` to compile are
+  written (JAX's own default, 1 s, would skip most of our epochs);
+- a cache directory the user already chose (``JAX_COMPILATION_CACHE_DIR`` or
+  ``jax.config.update('jax_compilation_cache_dir', ...)``) is left alone;
+- opt out with the environment variable ``EPYNN_JAX_NO_CACHE=1`` (before the
+  import) or :func:`enable_compilation_cache` ``(False)`` at any time.
+
+The cache is trusted code: do not point it at a directory others can write.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+
+__all__ = [
+    "ENV_NO_CACHE",
+    "MIN_COMPILE_TIME_SECS",
+    "default_cache_dir",
+    "enable_compilation_cache",
+    "compilation_cache_dir",
+    "setup",
+]
+
+ENV_NO_CACHE = "EPYNN_JAX_NO_CACHE"
+MIN_COMPILE_TIME_SECS = 0.1
+_JAX_DEFAULT_MIN_COMPILE_TIME = 1.0
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/epynn_jax/jax``, or ``~/.cache/epynn_jax/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "epynn_jax" / "jax"
+
+
+def compilation_cache_dir() -> str | None:
+    """The persistent cache directory in use (``None`` when the cache is off)."""
+    if not jax.config.jax_enable_compilation_cache:
+        return None
+    return jax.config.jax_compilation_cache_dir
+
+
+def _reset_jax_cache() -> None:
+    # JAX decides once per process whether the cache is used (at the first
+    # compile); resetting makes a later change of directory or switch apply.
+    from jax.experimental.compilation_cache import compilation_cache
+
+    compilation_cache.reset_cache()
+
+
+def enable_compilation_cache(enabled: bool = True, path: str | os.PathLike | None = None,
+                             min_compile_time_secs: float = MIN_COMPILE_TIME_SECS) -> str | None:
+    """Switch JAX's persistent compilation cache on (in ``path``) or off.
+
+    ``path`` defaults to the directory already configured, else
+    :func:`default_cache_dir`. Returns the directory in use (``None`` when off).
+    Takes effect for the next compilation, also after earlier ones.
+    """
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enable_compilation_cache: enabled must be a bool, got {enabled!r}")
+    if min_compile_time_secs < 0:
+        raise ValueError("enable_compilation_cache: min_compile_time_secs must be >= 0, "
+                         f"got {min_compile_time_secs!r}")
+    if not enabled:
+        jax.config.update("jax_enable_compilation_cache", False)
+        _reset_jax_cache()
+        return None
+    if path is None:
+        path = jax.config.jax_compilation_cache_dir or default_cache_dir()
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # An unwritable home must not stop the library from importing.
+        jax.config.update("jax_enable_compilation_cache", False)
+        _reset_jax_cache()
+        return None
+    jax.config.update("jax_enable_compilation_cache", True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
+    _reset_jax_cache()
+    return str(path)
+
+
+def setup() -> str | None:
+    """The import-time default: the cache on unless ``EPYNN_JAX_NO_CACHE`` is set.
+
+    Respects a directory and threshold the user configured in JAX before.
+    Returns the directory in use (``None`` when off).
+    """
+    if _truthy(os.environ.get(ENV_NO_CACHE)):
+        return enable_compilation_cache(False)
+    if not jax.config.jax_enable_compilation_cache:
+        return None  # switched off in JAX itself (JAX_ENABLE_COMPILATION_CACHE=0)
+    threshold = jax.config.jax_persistent_cache_min_compile_time_secs
+    if threshold == _JAX_DEFAULT_MIN_COMPILE_TIME:
+        threshold = MIN_COMPILE_TIME_SECS
+    return enable_compilation_cache(True, jax.config.jax_compilation_cache_dir, threshold)
