@@ -29,7 +29,15 @@ from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
-from epynn_jax.network.model import Network, Params, apply, backward, check_X, forward
+from epynn_jax.network.model import (
+    Network,
+    Params,
+    apply,
+    backward,
+    check_params,
+    check_X,
+    forward,
+)
 
 __all__ = [
     "TrainState",
@@ -239,6 +247,10 @@ def fit(
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"fit: data must be a mapping of split names to (X, Y) pairs such as "
+                        f"{{'dtrain': (X, Y)}}, got {type(data).__name__}")
+    check_params(net, params)
     loss = losses.check_loss(loss, net.output_activation)
     metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
     if train_split not in data:
@@ -280,6 +292,7 @@ def _predict(net: Network, params: Params, X):
 def predict(net: Network, params: Params, X) -> jax.Array:
     """The network's output on ``X`` (no dropout)."""
     check_X(net, X)
+    check_params(net, params)
     return _predict(net, tuple(params), _as_float(X, "X"))
 
 
