@@ -134,14 +134,23 @@ def epynn_sgd(schedule: Schedule = Schedule(), epochs: int = 1,
 # -- the compiled epoch ---------------------------------------------------------------
 
 
+def _sgd_step(net: Network, optimizer: optax.GradientTransformation, loss: str, params: Params,
+              opt_state, X, Y, key, batch_cost: bool = True):
+    """Gradients on one batch and one optimizer update; returns ``(params, opt_state, cost)``."""
+    grads, A, _, _, _ = gradients(net, params, X, Y, loss, key, True)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    cost = jnp.mean(losses.loss(loss, Y, A)) if batch_cost else None
+    return params, opt_state, cost
+
+
 def train_step(net: Network, optimizer: optax.GradientTransformation, loss: str,
                state: TrainState, X, Y):
     """One SGD step on one batch; returns ``(state, batch cost)`` (pure, jit-able)."""
     key, sub = jax.random.split(state.key)
-    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    return TrainState(params, opt_state, key), jnp.mean(losses.loss(loss, Y, A))
+    params, opt_state, cost = _sgd_step(net, optimizer, loss, state.params, state.opt_state,
+                                        X, Y, sub)
+    return TrainState(params, opt_state, key), cost
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
@@ -157,24 +166,33 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str]) ->
 
 
 @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size"))
+                                              "batch_size", "batch_costs"))
 def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
               metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-              train: tuple, splits: Mapping[str, tuple]):
+              train: tuple, splits: Mapping[str, tuple], batch_costs: bool = True):
     """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
 
-    Returns ``(state, batch_costs, {split: {metric: value}})``.
+    Returns ``(state, batch_costs, {split: {metric: value}})``; ``batch_costs`` is
+    the mean loss of each batch before its update, shape (n_batches,), or None when
+    ``batch_costs=False`` (``fit`` does not use them, and they cost a few small
+    kernels per step). The per-step keys are drawn in one vectorized split before
+    the loop (and dropped by XLA when no layer uses them), not split inside it.
     """
     X, Y = train
-    key, shuffle_key = jax.random.split(state.key)
+    key, shuffle_key, step_key = jax.random.split(state.key, 3)
     idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
+    step_keys = jax.random.split(step_key, idx.shape[0])
 
-    def step(state, batch_idx):
-        return train_step(net, optimizer, loss, state, X[batch_idx], Y[batch_idx])
+    def step(carry, xs):
+        batch_idx, k = xs
+        params, opt_state, cost = _sgd_step(net, optimizer, loss, *carry, X[batch_idx],
+                                            Y[batch_idx], k, batch_costs)
+        return (params, opt_state), cost
 
-    state, costs = jax.lax.scan(step, state._replace(key=key), idx)
-    scores = {name: evaluate(net, state.params, *xy, metric_names) for name, xy in splits.items()}
-    return state, costs, scores
+    (params, opt_state), costs = jax.lax.scan(step, (state.params, state.opt_state),
+                                              (idx, step_keys))
+    scores = {name: evaluate(net, params, *xy, metric_names) for name, xy in splits.items()}
+    return TrainState(params, opt_state, key), costs, scores
 
 
 # -- fit and predict ------------------------------------------------------------------
@@ -274,7 +292,7 @@ def fit(
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
     for epoch in range(epochs):
         state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
-                                     splits[train_split], splits)
+                                     splits[train_split], splits, batch_costs=False)
         for split, values in jax.device_get(scores).items():
             for m, v in values.items():
                 history[m][split].append(float(v))
