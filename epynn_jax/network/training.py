@@ -236,6 +236,28 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
     return out
 
 
+def _as_schedule(schedule) -> Schedule:
+    """A :class:`Schedule`, or an EpyNN ``se_hPars`` dict converted to one."""
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, Mapping):
+        return Schedule.from_hpars(schedule)
+    raise TypeError(f"fit: schedule must be a Schedule (or an se_hPars dict), got {schedule!r}; "
+                    f"e.g. Schedule(learning_rate=0.1, schedule='exp_decay')")
+
+
+def _as_key(key) -> jax.Array:
+    """A PRNG key from a key, an int seed, or None (seed 0)."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                       or (key.dtype == jnp.uint32 and key.shape == (2,))):
+        return key
+    raise TypeError(f"fit: key must be a jax.random.key, an int seed or None, got {key!r}")
+
+
 def fit(
     net: Network,
     params: Params,
@@ -243,12 +265,12 @@ def fit(
     *,
     epochs: int,
     loss: str = "MSE",
-    metrics: Sequence[str] = ("accuracy",),
+    metrics: Sequence[str] | str = ("accuracy",),
     batch_size: int | None = None,
-    schedule: Schedule = Schedule(),
+    schedule: Schedule | Mapping = Schedule(),
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
-    key: jax.Array | None = None,
+    key: jax.Array | int | None = None,
     train_split: str = "dtrain",
     callbacks: Sequence[Callable[[int, dict], Any]] = (),
 ) -> FitResult:
@@ -258,7 +280,8 @@ def fit(
     on (shuffled each epoch from ``key``, ``N // batch_size`` batches, the
     remainder dropped; ``batch_size=None`` is one full batch). ``metrics`` are
     metric or loss names; the training loss is always appended. The default
-    optimizer is EpyNN's SGD with ``schedule``. Each callback is called as
+    optimizer is EpyNN's SGD with ``schedule`` (a :class:`Schedule` or an EpyNN
+    ``se_hPars`` dict). ``key`` is a PRNG key or an int seed. Each callback is called as
     ``callback(epoch, history)`` after every epoch and may return ``False`` to
     stop. Returns params, optimizer state, key and the history
     ``{metric: {split: [value per epoch]}}``.
@@ -268,25 +291,26 @@ def fit(
     if not isinstance(data, Mapping):
         raise TypeError(f"fit: data must be a mapping of split names to (X, Y) pairs such as "
                         f"{{'dtrain': (X, Y)}}, got {type(data).__name__}")
+    if batch_size is not None and (not isinstance(batch_size, int)
+                                   or isinstance(batch_size, bool) or batch_size < 1):
+        raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
+    schedule = _as_schedule(schedule)
     check_params(net, params)
     loss = losses.check_loss(loss, net.output_activation)
+    metrics = (metrics,) if isinstance(metrics, str) else metrics
     metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
     if train_split not in data:
         raise ValueError(f"fit: data has no training split {train_split!r} "
                          f"(splits: {', '.join(data)})")
     splits = check_data(net, data, loss)
     n_train = splits[train_split][0].shape[0]
-    if batch_size is None:
-        batch_size = n_train
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
-    batch_size = min(batch_size, n_train)
+    batch_size = n_train if batch_size is None else min(batch_size, n_train)
     steps = max(n_train // batch_size, 1)
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
     if opt_state is None:
         opt_state = optimizer.init(params)
-    key = jax.random.key(0) if key is None else key
+    key = _as_key(key)
     state = TrainState(tuple(params), opt_state, key)
 
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
