@@ -229,3 +229,30 @@ def test_fit_wrong_params(net, params, no_trace):
     with pytest.raises(ValueError, match=r"params\[2\] \(Dense\): expected keys \['W', 'b'\]"):
         network.fit(net, (*params[:2], {"W": params[2]["W"]}), data, epochs=1)
     no_trace.assert_not_called()
+
+
+@pytest.mark.parametrize("schedule", ["exp_decay", 0.1, None])
+def test_fit_bad_schedule(net, params, no_trace, schedule):
+    with pytest.raises(TypeError, match="fit: schedule must be a Schedule"):
+        network.fit(net, params, {"dtrain": _XY()}, epochs=1, schedule=schedule)
+    no_trace.assert_not_called()
+
+
+@pytest.mark.parametrize("key", ["seed", 1.5, np.zeros(3)])
+def test_fit_bad_key(net, params, no_trace, key):
+    with pytest.raises(TypeError, match="fit: key must be a jax.random.key, an int seed or None"):
+        network.fit(net, params, {"dtrain": _XY()}, epochs=1, key=key)
+    no_trace.assert_not_called()
+
+
+def test_fit_accepts_seed_hpars_dict_and_single_metric(net, params):
+    hp = {"learning_rate": 0.05, "schedule": "exp_decay", "decay_k": 0, "cycle_epochs": 0,
+          "cycle_descent": 0, "ELU_alpha": 1, "LRELU_alpha": 0.3, "softmax_temperature": 1}
+    data = {"dtrain": _XY()}
+    a = network.fit(net, params, data, epochs=2, key=3, schedule=hp, metrics="accuracy",
+                    batch_size=2)
+    b = network.fit(net, params, data, epochs=2, key=jax.random.key(3),
+                    schedule=Schedule.from_hpars(hp), metrics=("accuracy",), batch_size=2)
+    assert set(a.history) == {"accuracy", "MSE"}
+    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
