@@ -181,7 +181,8 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
     def objective(p, X):
         return jnp.sum(layer.forward(p, X, fkey, training)[0] * R)
 
-    gp, gX = jax.grad(objective, argnums=(0, 1))(p, X)
+    objective = jax.jit(objective)
+    gp, gX = jax.jit(jax.grad(objective, argnums=(0, 1)))(p, X)
     auto = {"dX": np.asarray(gX), **{"d" + k: np.asarray(v) for k, v in gp.items()}}
 
     def fd_for(name):

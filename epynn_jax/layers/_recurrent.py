@@ -1,0 +1,85 @@
+"""Helpers shared by the recurrent layers (RNN, LSTM, GRU); not a layer.
+
+Validation of constructor fields and inputs, the (m, s, ...) <-> (s, m, ...)
+swap between EpyNN's cache layout and the scan's time-major layout, the
+expansion of dA for ``sequences=False``, and EpyNN's gradient clipping.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from epynn_jax.layers.base import Layer, LayerError, check_input
+from epynn_jax.maths import activations, initializers
+
+__all__ = ["check_fields", "check_sample_shape", "check_sequence", "time_major", "full_dA", "clip"]
+
+MAX_NORM = 0.25
+E_SAFE = 1e-16
+
+
+def check_fields(layer: Layer, activation_fields: tuple[str, ...]) -> None:
+    """Validate units, activations (softmax refused), initializer and flags."""
+    name = layer.name
+    u = layer.unit_cells
+    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
+        raise LayerError(f"{name}: unit_cells must be a positive int, got {u!r}")
+    for field in activation_fields:
+        act = activations.check_activation(getattr(layer, field), f"{name}.{field}")
+        if act == "softmax":
+            raise LayerError(
+                f"{name}: softmax is only allowed in Dense layers, not as {field} of {name}"
+            )
+        object.__setattr__(layer, field, act)
+    init = initializers.check_initializer(layer.initialization, name)
+    object.__setattr__(layer, "initialization", init)
+    for flag in ("clip_gradients", "sequences"):
+        if not isinstance(getattr(layer, flag), bool):
+            raise LayerError(f"{name}: {flag} must be True or False, got {getattr(layer, flag)!r}")
+
+
+def check_sample_shape(layer: Layer, X_shape: tuple[int, ...]) -> None:
+    """Raise a LayerError unless the sample shape is (s, e), i.e. the input (m, s, e)."""
+    if len(X_shape) != 2:
+        raise LayerError(
+            f"{layer.name}: expected 3-D input (m, steps, features) but got sample shape "
+            f"{tuple(X_shape)} (rank {len(X_shape) + 1})"
+        )
+    check_input(layer, X_shape, 2)
+
+
+def check_sequence(layer: Layer, e: int, X: jax.Array) -> None:
+    """Raise a LayerError for an input that is not (m, s, e) with this layer's e.
+
+    ``e`` is the feature count of the parameters; a built layer's own count wins.
+    """
+    e = layer.input_shape[-1] if layer.built else e
+    if X.ndim != 3:
+        raise LayerError(
+            f"{layer.name}: expected 3-D input (m, steps, features) but got shape {tuple(X.shape)}"
+        )
+    if X.shape[2] != e:
+        raise LayerError(
+            f"{layer.name}: expected {e} features per step (the layer was built for that) "
+            f"but got input shape {tuple(X.shape)}"
+        )
+
+
+def time_major(x: jax.Array) -> jax.Array:
+    """(m, s, ...) <-> (s, m, ...): caches keep EpyNN's layout, scans run over axis 0."""
+    return jnp.swapaxes(x, 0, 1)
+
+
+def full_dA(layer: Layer, dA: jax.Array, h: jax.Array) -> jax.Array:
+    """dL/dh at every step (m, s, u): dA itself, or zeros with dA at the last step."""
+    return dA if layer.sequences else jnp.zeros_like(h).at[:, -1].set(dA)
+
+
+def clip(layer: Layer, g: dict) -> dict:
+    """EpyNN's per-layer global-norm clipping to 0.25 (no Python branch on values)."""
+    if not layer.clip_gradients:
+        return g
+    total = jnp.sqrt(sum(jnp.sum((v + E_SAFE) ** 2) for v in g.values()))
+    coef = MAX_NORM / (total + E_SAFE)
+    return {k: jnp.where(coef < 1, v * coef, v) for k, v in g.items()}

@@ -1,0 +1,212 @@
+"""LSTM: long short-term memory, with backpropagation through time written out.
+
+Shapes (m = batch, s = steps, e = features per step, u = units):
+X (m, s, e); for each gate k in f (forget), i (input), g (candidate), o
+(output): Uk (e, u), Vk (u, u), bk (1, u). Every per-step cache is stacked
+over time as (m, s, u). A = h (m, s, u) with ``sequences=True``, else h[:, -1].
+
+Forward, from hp = 0 and Cp_ = 0, for t = 0 .. s-1 (one ``lax.scan``)::
+
+    f_ = X_t . Uf + hp . Vf + bf      f = sigma_f(f_)     (activate_forget)
+    i_ = X_t . Ui + hp . Vi + bi      i = sigma_i(i_)     (activate_input)
+    g_ = X_t . Ug + hp . Vg + bg      g = tanh_g(g_)      (activate_candidate)
+    o_ = X_t . Uo + hp . Vo + bo      o = sigma_o(o_)     (activate_output)
+    C_ = Cp_ * f + i * g              cell state (carried), Cp_ its previous value
+    C  = tanh(C_)                     (activate)
+    h  = o * C                        hidden state; hp is its previous value
+
+Inside the scan the four gates are one product: [f_ i_ g_ o_] = XU_t + hp . [Vf Vi Vg Vo],
+where XU = X . [Uf Ui Ug Uo] + [bf bi bg bo] is computed for all steps before it.
+
+Backward (dA = dL/dA, zeros but the last step without ``sequences``), from
+dh = dC = 0 after the last step, for t = s-1 .. 0 (one reverse ``lax.scan``)::
+
+    dhn = dh,  dCn = dC                            from step t+1
+    dh_ = dA_t + dhn
+    dC_ = dh_ * o * tanh'(C_) + dCn
+    do_ = dh_ * C * sigma_o'(o_)
+    dg_ = dC_ * i * tanh_g'(g_)
+    di_ = dC_ * g * sigma_i'(i_)
+    df_ = dC_ * Cp_ * sigma_f'(f_)
+    dC  = dC_ * f                                  to step t-1
+    dh  = sum_k dk_ . Vk^T                         to step t-1
+    dX_t = sum_k dk_ . Uk^T
+
+Gradients for each gate k, summed over the batch and the steps::
+
+    dUk = sum_t X_t^T . dk_     dVk = sum_t hp_t^T . dk_     dbk = sum_t sum_m dk_
+
+Optional clipping (``clip_gradients``, off by default) as in RNN: EpyNN's
+per-layer global norm of 0.25.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from epynn_jax.layers._recurrent import (
+    check_fields,
+    check_sample_shape,
+    check_sequence,
+    clip,
+    full_dA,
+    time_major,
+)
+from epynn_jax.layers.base import Layer, float_dtype
+from epynn_jax.maths import activations, initializers
+
+__all__ = ["LSTM"]
+
+GATES = ("f", "i", "g", "o")  # EpyNN's order of parameters and of drawing them
+
+
+@dataclasses.dataclass(frozen=True)
+class LSTM(Layer):
+    """LSTM with ``unit_cells`` units; returns all states if ``sequences``."""
+
+    unit_cells: int = 1
+    activate: str = "tanh"
+    activate_output: str = "sigmoid"
+    activate_candidate: str = "tanh"
+    activate_input: str = "sigmoid"
+    activate_forget: str = "sigmoid"
+    initialization: str = "orthogonal"
+    clip_gradients: bool = False
+    sequences: bool = False
+
+    def __post_init__(self) -> None:
+        check_fields(self, ("activate", "activate_output", "activate_candidate",
+                            "activate_input", "activate_forget"))
+
+    @property
+    def d(self) -> dict:
+        s, e = self._require_built("d")
+        return {"u": self.unit_cells, "s": s, "e": e}
+
+    @property
+    def gate_activations(self) -> dict[str, str]:
+        """Activation of each gate's pre-activation, by gate letter."""
+        return {"f": self.activate_forget, "i": self.activate_input,
+                "g": self.activate_candidate, "o": self.activate_output}
+
+
+def _stack(p: dict, prefix: str) -> jax.Array:
+    """[Pf Pi Pg Po] along the last axis: the four gates' parameters as one matrix."""
+    return jnp.concatenate([p[prefix + k] for k in GATES], axis=-1)
+
+
+def compute_shapes(layer: LSTM, X_shape: tuple[int, ...]) -> LSTM:
+    """Input must be (m, s, e): a sequence of s steps of e features."""
+    check_sample_shape(layer, X_shape)
+    return dataclasses.replace(layer, input_shape=tuple(X_shape))
+
+
+def initialize_parameters(layer: LSTM, key: jax.Array) -> dict:
+    """Uk (e, u), Vk (u, u) by ``initialization`` drawn in EpyNN's order
+    Uf, Vf, Ui, Vi, Ug, Vg, Uo, Vo (one key each); bk (1, u) zeros."""
+    _, e = layer._require_built("initialize_parameters")
+    u = layer.unit_cells
+    init = initializers.INITIALIZERS[layer.initialization]
+    keys = iter(jax.random.split(key, 2 * len(GATES)))
+    p = {}
+    for k in GATES:
+        p["U" + k] = init(next(keys), (e, u), float_dtype())
+        p["V" + k] = init(next(keys), (u, u), float_dtype())
+        p["b" + k] = jnp.zeros((1, u), float_dtype())
+    return p
+
+
+def forward(layer: LSTM, p: dict, X: jax.Array, key=None, training: bool = False):
+    """One scan over time. ``fc``: X, h, hp, o_, o, i_, i, f_, f, g_, g, C_, Cp_, C, A."""
+    check_sequence(layer, p["Uf"].shape[0], X)
+    return _forward(layer, p, X)
+
+
+@jax.jit
+def _forward(layer: LSTM, p: dict, X: jax.Array):
+    act = layer.gate_activations
+    XU = jnp.einsum("mse,ek->smk", X, _stack(p, "U")) + _stack(p, "b")  # (s, m, 4u)
+    V = _stack(p, "V")  # (u, 4u)
+
+    def step(carry, xu):
+        hp, Cp_ = carry
+        pre = dict(zip(GATES, jnp.split(xu + jnp.dot(hp, V), len(GATES), axis=-1), strict=True))
+        out = {k: activations.activate(act[k], pre[k], layer.hpars) for k in GATES}
+        C_ = Cp_ * out["f"] + out["i"] * out["g"]
+        C = activations.activate(layer.activate, C_, layer.hpars)
+        h = out["o"] * C
+        cache = {"h": h, "hp": hp, "C_": C_, "Cp_": Cp_, "C": C}
+        return (h, C_), {**cache, **{k + "_": pre[k] for k in GATES}, **out}
+
+    zeros = jnp.zeros((X.shape[0], layer.unit_cells), XU.dtype)
+    _, steps = jax.lax.scan(step, (zeros, zeros), XU)
+    fc = {"X": X, **{k: time_major(v) for k, v in steps.items()}}
+    A = fc["h"] if layer.sequences else fc["h"][:, -1]
+    return A, {**fc, "A": A}
+
+
+def backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
+    """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dC_, dC, dCn, do_, dg_, di_,
+    df_, dX (EpyNN's never-used ``dz_`` is left out)."""
+    return _backward(layer, p, fc, dA)
+
+
+@jax.jit
+def _backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
+    dA = full_dA(layer, dA, fc["h"])
+    act = layer.gate_activations
+    V = _stack(p, "V")
+
+    def deriv(name, Z):
+        return activations.derivative(name, Z, layer.hpars)
+
+    def step(carry, xs):
+        dhn, dCn = carry
+        c = xs
+        dh_ = c["dA"] + dhn
+        dC_ = dh_ * c["o"] * deriv(layer.activate, c["C_"]) + dCn
+        d = {
+            "f": dC_ * c["Cp_"] * deriv(act["f"], c["f_"]),
+            "i": dC_ * c["g"] * deriv(act["i"], c["i_"]),
+            "g": dC_ * c["i"] * deriv(act["g"], c["g_"]),
+            "o": dh_ * c["C"] * deriv(act["o"], c["o_"]),
+        }
+        dgates = jnp.concatenate([d[k] for k in GATES], axis=-1)  # (m, 4u)
+        dC = dC_ * c["f"]
+        dh = jnp.dot(dgates, V.T)
+        out = {"dhn": dhn, "dCn": dCn, "dh_": dh_, "dC_": dC_, "dC": dC, "dh": dh}
+        return (dh, dC), {**out, "dgates": dgates}
+
+    names = ("o", "C_", "C", "o_", "i", "g_", "g", "i_", "Cp_", "f_", "f")
+    xs = {"dA": time_major(dA), **{k: time_major(fc[k]) for k in names}}
+    zeros = jnp.zeros_like(fc["h"][:, 0])
+    _, steps = jax.lax.scan(step, (zeros, zeros), xs, reverse=True)
+    dgates = time_major(steps.pop("dgates"))  # (m, s, 4u)
+    bc = {k: time_major(v) for k, v in steps.items()}
+    for k, dk_ in zip(GATES, jnp.split(dgates, len(GATES), axis=-1), strict=True):
+        bc["d" + k + "_"] = dk_
+    dX = jnp.einsum("msk,ek->mse", dgates, _stack(p, "U"))
+    return dX, {"dA": dA, **bc, "dX": dX}
+
+
+def compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
+    """dUk, dVk, dbk for k in f, i, g, o (one contraction over m and s for all four
+    gates); then EpyNN's clipping if enabled."""
+    return _compute_gradients(layer, p, fc, bc)
+
+
+@jax.jit
+def _compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
+    dgates = jnp.concatenate([bc["d" + k + "_"] for k in GATES], axis=-1)  # (m, s, 4u)
+    X = fc["X"].astype(dgates.dtype)
+    dU = jnp.einsum("mse,msk->ek", X, dgates)
+    dV = jnp.einsum("msv,msk->vk", fc["hp"], dgates)
+    db = jnp.sum(dgates, axis=(0, 1))[None, :]
+    split = [jnp.split(a, len(GATES), axis=-1) for a in (dU, dV, db)]
+    g = {}
+    for j, k in enumerate(GATES):
+        g["dU" + k], g["dV" + k], g["db" + k] = (s[j] for s in split)
+    return clip(layer, g)

@@ -1,0 +1,111 @@
+"""LSTM: hand-written BPTT vs jax.grad and finite differences, EpyNN 1.2.13 parity
+(caches, gradients, clipping, SGD training), long sequences, and input errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+import recurrent_oracle as oracle
+
+from epynn_jax import testing
+from epynn_jax.layers import LSTM
+from epynn_jax.maths import activations, initializers
+
+SHAPE = (5, 2)  # (steps, features); batch 3, as check_layer uses, so compilations are shared
+FIELDS = ("activate", "activate_output", "activate_candidate", "activate_input",
+          "activate_forget")
+# Defaults, and one activation per gate all different (so that swapping two gates shows).
+DISTINCT = dict(zip(FIELDS, ("sigmoid", "tanh", "lrelu", "identity", "relu"), strict=True))
+VARIANTS = {"last": (False, {}), "sequences": (True, DISTINCT)}
+
+
+def make(variant: str, clip: bool = False) -> LSTM:
+    sequences, acts = VARIANTS[variant]
+    return LSTM(3, **acts, clip_gradients=clip, sequences=sequences)
+
+
+@pytest.fixture(scope="module")
+def ELSTM():
+    """EpyNN's LSTM class."""
+    from conftest import load_epynn  # noqa: PLC0415
+
+    load_epynn()
+    from epynn.lstm.models import LSTM  # noqa: PLC0415
+
+    return LSTM
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_backward_matches_autodiff_and_finite_differences(variant):
+    report = testing.check_layer(make(variant), SHAPE, max_entries=8, directions=2)
+    report.assert_ok()
+    assert len(report.checks) == 13  # dX and 12 parameter gradients
+
+
+@pytest.mark.parametrize("clip", [False, True])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parity_with_epynn(x64, ELSTM, variant, clip):
+    layer, p, X, dA = oracle.setup(make(variant, clip), SHAPE)
+    oracle.check_parity(layer, p, X, dA, oracle.epynn_twin(ELSTM, layer, p))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_clipping_is_epynns_rule(x64, variant):
+    layer, p, X, dA = oracle.setup(make(variant), SHAPE)
+    oracle.check_clipping(layer, dataclasses.replace(layer, clip_gradients=True), p, X, dA)
+
+
+@pytest.mark.parametrize("variant,clip", [("last", False), ("sequences", True)])
+def test_sgd_training_parity_with_epynn(x64, ELSTM, variant, clip):
+    layer, p, X, _ = oracle.setup(make(variant, clip), SHAPE)
+    oracle.sgd_parity(layer, p, X, oracle.epynn_twin(ELSTM, layer, p))
+
+
+def test_long_sequence_compiles_once_and_trains():
+    oracle.check_long_sequence(LSTM(4))
+
+
+def test_program_size_does_not_grow_with_steps():
+    oracle.check_program_size(LSTM(4))
+
+
+def test_bad_input_raises_layer_error():
+    oracle.check_bad_input(LSTM, FIELDS)
+
+
+def test_defaults_and_d_like_epynn(ELSTM):
+    from epynn.commons import maths  # noqa: PLC0415
+
+    ours, theirs = LSTM(), ELSTM()
+    assert ours.unit_cells == theirs.d["u"] == 1
+    assert ours.activation == theirs.activation
+    assert ours.initialization == theirs.initialization.__name__ == "orthogonal"
+    assert ours.clip_gradients is theirs.clip_gradients is False
+    assert ours.sequences is theirs.sequences is False
+    theirs.compute_shapes(np.zeros((2, *SHAPE)))
+    assert LSTM().compute_shapes(SHAPE).d == {k: v for k, v in theirs.d.items() if k != "m"}
+    assert LSTM(activate_forget=maths.tanh).activate_forget == "tanh"
+    assert LSTM(activate_input=activations.identity).activate_input == "identity"
+
+
+def test_initialization_draws_in_epynn_order_from_split_keys():
+    layer = LSTM(3).compute_shapes(SHAPE)
+    key = jax.random.key(5)
+    p = layer.initialize_parameters(key)
+    order = ("Uf", "Vf", "Ui", "Vi", "Ug", "Vg", "Uo", "Vo")
+    for k, sub in zip(order, jax.random.split(key, 8), strict=True):
+        shape = (2, 3) if k[0] == "U" else (3, 3)
+        np.testing.assert_array_equal(p[k], initializers.orthogonal(sub, shape), err_msg=k)
+    for gate in "figo":
+        np.testing.assert_array_equal(p["b" + gate], np.zeros((1, 3)))
+    assert list(p) == [f"{w}{gate}" for gate in "figo" for w in "UVb"]
+
+
+def test_layer_is_hashable_and_static():
+    a, b = LSTM(3).compute_shapes(SHAPE), LSTM(3).compute_shapes(SHAPE)
+    assert hash(a) == hash(b) and a == b
+    assert LSTM(3, activate_input="tanh") != LSTM(3)
+    assert jax.tree_util.tree_leaves(a) == []

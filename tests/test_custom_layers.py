@@ -1,0 +1,102 @@
+"""Custom functional layers work everywhere a built-in layer does (issue 9, functional API)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from customlayers.bad_scale import BadScale
+from customlayers.scale import Scale
+
+from epynn_jax import network, testing
+from epynn_jax.layers import Dense, Flatten
+from epynn_jax.layers.base import LayerError
+from epynn_jax.maths.schedules import Schedule
+
+
+def _data(m=24, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, 3, 2))
+    Y = np.eye(2)[(X.sum((1, 2)) > 0).astype(int)]
+    return X, Y
+
+
+def test_checker_passes_a_correct_custom_layer():
+    report = testing.check_layer(Scale(), (5,))
+    assert report.passed, str(report)
+    assert {c.key for c in report.checks} == {"dX", "da", "dc"}
+
+
+def test_checker_catches_a_wrong_backward_and_names_the_key():
+    report = testing.check_layer(BadScale(), (5,))
+    assert not report.passed
+    assert report.failed == ("dc",)
+    assert report["dc"].error_vs_autodiff > 1e-3
+    assert report["dc"].error_vs_finite_differences > 1e-3
+    with pytest.raises(AssertionError, match="BadScale.*dc"):
+        report.assert_ok()
+    assert "FAIL" in str(report)
+
+
+def test_custom_layer_is_static_and_hashable():
+    layer = Scale().compute_shapes((4,))
+    assert hash(layer) == hash(Scale(input_shape=(4,)))
+    assert layer.param_shapes() == {"a": (4,), "c": (4,)}
+    assert layer.fs(7)["X"] == (7, 4) and layer.bs(7)["dX"] == (7, 4)
+
+
+def test_custom_layer_in_a_network_matches_autodiff(x64):
+    X, Y = _data()
+    net = network.build([Flatten(), Scale(), Dense(4, "tanh"), Scale(), Dense(2, "softmax")],
+                        (3, 2))
+    params = network.init(net, jax.random.key(1))
+    hand = jax.jit(lambda p: network.gradients(net, p, X, Y, "BCE")[0])(params)
+    plain = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "BCE",
+                                                         custom_vjp=False))(params)
+    via_vjp = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "BCE"))(params)
+    for h, a, v in zip(hand, plain, via_vjp, strict=True):
+        for k in h:
+            np.testing.assert_allclose(h[k], a[k], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(v[k], a[k], rtol=1e-10, atol=1e-12)
+
+
+def test_custom_layer_trains_with_fit_inside_one_compiled_epoch():
+    X, Y = _data(48)
+    net = network.build([Flatten(), Scale(), Dense(2, "softmax")], (3, 2))
+    params = network.init(net, jax.random.key(0))
+    before = network.run_epoch._cache_size()
+    result = network.fit(net, params, {"dtrain": (X, Y)}, epochs=30, batch_size=8,
+                         loss="MSE", schedule=Schedule(learning_rate=0.05))
+    # One compiled program for the whole run (one trace), however many epochs.
+    assert network.run_epoch._cache_size() == before + 1
+    mse = result.history["MSE"]["dtrain"]
+    assert mse[-1] < 0.5 * mse[0]
+    assert not np.allclose(result.params[1]["a"], params[1]["a"])
+
+
+def test_custom_layer_rejects_bad_input_before_tracing():
+    with pytest.raises(LayerError, match="Scale"):
+        network.build([Scale()], (3, 2))
+
+
+def test_layer_module_without_functions_gets_a_clear_error():
+    import dataclasses
+
+    from epynn_jax.layers.base import Layer
+
+    @dataclasses.dataclass(frozen=True)
+    class Orphan(Layer):
+        pass
+
+    with pytest.raises(NotImplementedError, match="Orphan.*compute_shapes"):
+        Orphan().compute_shapes((2,))
+
+
+def test_grad_of_a_jnp_custom_layer_is_compiled():
+    X, Y = _data()
+    net = network.build([Flatten(), Scale(), Dense(2, "sigmoid")], (3, 2))
+    params = network.init(net, jax.random.key(0))
+    g = jax.jit(lambda p: network.autodiff_gradients(net, p, jnp.asarray(X, jnp.float32),
+                                                     jnp.asarray(Y, jnp.float32)))(params)
+    assert set(g[1]) == {"a", "c"} and np.all(np.isfinite(g[1]["a"]))
