@@ -10,7 +10,7 @@ from epynn_jax.data import dataset as ds
 
 @pytest.fixture(scope="module")
 def E():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import io

@@ -73,7 +73,7 @@ def test_forward_by_hand(x64):
 
 @pytest.fixture(scope="module")
 def epynn_dense():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import maths

@@ -114,7 +114,7 @@ def test_limits_at_large_inputs(x64):
 
 @pytest.fixture(scope="module")
 def epynn_maths():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import maths

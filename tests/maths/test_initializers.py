@@ -12,7 +12,7 @@ from epynn_jax.maths import initializers as init
 
 @pytest.fixture(scope="module")
 def epynn_maths():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import maths

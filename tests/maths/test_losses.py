@@ -69,7 +69,7 @@ def test_values_by_hand(x64):
 
 @pytest.fixture(scope="module")
 def epynn_loss():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import loss

@@ -15,7 +15,7 @@ BINARY = ["recall", "precision", "fscore", "specificity", "NPV"]
 
 @pytest.fixture(scope="module")
 def epynn_metrics():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import metrics as m

@@ -11,7 +11,7 @@ from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
 
 @pytest.fixture(scope="module")
 def schedule_lrate():
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.network.hyperparameters import schedule_lrate

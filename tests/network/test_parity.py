@@ -33,7 +33,7 @@ BASE_HPARS = {"learning_rate": 0.1, "schedule": "steady", "decay_k": 0, "cycle_e
 @pytest.fixture(scope="module")
 def E():
     """The EpyNN modules used here."""
-    from tests.conftest import load_epynn
+    from conftest import load_epynn
 
     load_epynn()
     from epynn.commons import maths
