@@ -32,7 +32,8 @@ class Dropout(Layer):
         if isinstance(self.axis, int):
             object.__setattr__(self, "axis", (self.axis,))
         object.__setattr__(self, "axis", tuple(int(a) for a in self.axis))
-        if not (0.0 <= float(self.drop_prob) < 1.0):
+        if (not isinstance(self.drop_prob, (int, float)) or isinstance(self.drop_prob, bool)
+                or not (0.0 <= self.drop_prob < 1.0)):
             raise LayerError(f"Dropout: drop_prob must be in [0, 1), got {self.drop_prob!r}")
 
     @property
