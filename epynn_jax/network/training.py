@@ -154,7 +154,11 @@ def train_step(net: Network, optimizer: optax.GradientTransformation, loss: str,
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
-    """Shuffled sample indices (n_batches, batch_size); the remainder is dropped."""
+    """Shuffled sample indices (n_batches, batch_size); the remainder is dropped.
+
+    A ``batch_size`` larger than ``n`` is one batch of all ``n`` samples (as in EpyNN).
+    """
+    batch_size = min(batch_size, n)
     n_batches = max(n // batch_size, 1)
     return jax.random.permutation(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
 
