@@ -62,3 +62,14 @@ def test_predict_compiles_once_per_shape():
     assert training._predict._cache_size() == before + 2
     network.predict(net, params, _data(5, 9)[0])
     assert training._predict._cache_size() == before + 2
+
+
+def test_epoch_batches_rule():
+    """EpyNN's batching: N // batch_size batches, remainder dropped, a large batch is all."""
+    key = jax.random.key(0)
+    idx = np.asarray(training.epoch_batches(key, 23, 5))
+    assert idx.shape == (4, 5) and len(set(idx.ravel().tolist())) == 20
+    assert set(idx.ravel().tolist()) <= set(range(23))
+    assert training.epoch_batches(key, 7, 20).shape == (1, 7)
+    assert sorted(np.asarray(training.epoch_batches(key, 7, 7)).ravel().tolist()) == list(
+        range(7))
