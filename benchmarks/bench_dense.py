@@ -25,7 +25,8 @@ remainder dropped), then a full forward pass with accuracy and loss on dtrain an
 ``OPENBLAS_NUM_THREADS=1`` (and the MKL/OMP equivalents) is set in this process before NumPy
 is imported, so EpyNN's NumPy runs single-threaded as on a shared 2-core box; JAX's CPU
 backend keeps its own threading. First-call (compile) time is reported apart; the per-epoch
-figure is the median over the measured epochs.
+figure is the median over the measured epochs, in wall time and in process CPU time (the
+latter is steadier on a loaded shared machine; for JAX it sums all of XLA's threads).
 """
 
 from __future__ import annotations
@@ -165,13 +166,14 @@ def bench_jax(c, X, Y, epochs):
         t = time.perf_counter()
         fn()
         first.append(time.perf_counter() - t)
-    times = ([], [])
+    wall, cpu = ([], []), ([], [])
     for _ in range(epochs):
-        for fn, out in zip((ours, ref), times):
-            t = time.perf_counter()
-            scores = fn()
-            out.append(time.perf_counter() - t)
-    return first, times, scores
+        for i, fn in enumerate((ours, ref)):
+            t, p = time.perf_counter(), time.process_time()
+            fn()
+            wall[i].append(time.perf_counter() - t)
+            cpu[i].append(time.process_time() - p)
+    return first, wall, cpu
 
 
 # -- EpyNN -----------------------------------------------------------------------------------------
@@ -198,15 +200,16 @@ def bench_epynn(c, X, Y, epochs):
           "cycle_descent": 0, "ELU_alpha": 1, "LRELU_alpha": 0.3, "softmax_temperature": 1}
     stamps = []
     report = model.report
-    model.report = lambda: (report(), stamps.append(time.perf_counter()))
+    model.report = lambda: (report(), stamps.append((time.perf_counter(), time.process_time())))
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.initialize(loss=c["loss"], se_hPars=hp, metrics=["accuracy"], seed=1)
-        start = time.perf_counter()
+        start = (time.perf_counter(), time.process_time())
         model.train(epochs, init_logs=False)
     assert len(model.embedding.batch_dtrain) == n // c["batch"]
-    durations = np.diff([start, *stamps])
-    return float(np.median(durations))
+    marks = np.array([start, *stamps])
+    wall, cpu = np.diff(marks[:, 0]), np.diff(marks[:, 1])
+    return float(np.median(wall)), float(np.median(cpu)), float(np.min(wall))
 
 
 def main() -> None:
@@ -227,26 +230,32 @@ def main() -> None:
     for name in args.cases:
         c = CASES[name]
         X, Y = make_data(c)
-        (ours_first, ref_first), (ours, ref), _ = bench_jax(c, X, Y, args.epochs)
+        first, wall, cpu = bench_jax(c, X, Y, args.epochs)
         ep = None if args.no_epynn else bench_epynn(c, X, Y, args.epynn_epochs)
-        rows.append((c["title"], ep, ours, ref, ours_first, ref_first))
+        rows.append((c["title"], ep, wall, cpu, first))
 
     med = statistics.median
-    print(f"\n{'case':<70}{'EpyNN':>9}{'epynn_jax':>11}{'reference':>11}{'x EpyNN':>9}"
-          f"{'ref/ours':>10}{'first call s':>14}")
-    print(f"{'':<70}{'ms/epoch':>9}{'ms/epoch':>11}{'ms/epoch':>11}{'':>9}{'':>10}"
-          f"{'ours / ref':>14}")
-    for title, ep, ours, ref, of, rf in rows:
-        ep_ms = f"{ep * 1e3:9.1f}" if ep is not None else f"{'-':>9}"
-        speed = f"{ep / med(ours):9.1f}" if ep is not None else f"{'-':>9}"
-        print(f"{title:<70}{ep_ms}{med(ours) * 1e3:11.2f}{med(ref) * 1e3:11.2f}{speed}"
-              f"{med(ref) / med(ours):10.2f}{of:7.2f} /{rf:5.2f}")
-        print(f"{'   fastest epoch (min)':<70}{'':>9}{min(ours) * 1e3:11.2f}{min(ref) * 1e3:11.2f}"
-              f"{'':>9}{min(ref) / min(ours):10.2f}")
-    print("\nms/epoch: medians over the measured epochs (min: the fastest epoch, less sensitive "
-          "to other load).\nx EpyNN = EpyNN / epynn_jax (want >= 10 for (a), >= 3 for (b)); "
-          "ref/ours = reference / epynn_jax (want >= 0.95).\nfirst call = trace + compile + "
-          "one epoch.")
+    print(f"\n{'':<64}{'EpyNN':>9}{'epynn_jax':>11}{'reference':>11}{'x EpyNN':>9}"
+          f"{'ref/ours':>10}")
+    for title, ep, wall, cpu, first in rows:
+        print(title)
+        for label, times, k in (("  wall ms/epoch (median)", wall, 0), ("  CPU ms/epoch (median)",
+                                                                         cpu, 1)):
+            o, r = med(times[0]), med(times[1])
+            e = ep[k] if ep is not None else None
+            e_ms = f"{e * 1e3:9.1f}" if e is not None else f"{'-':>9}"
+            speed = f"{e / o:9.1f}" if e is not None else f"{'-':>9}"
+            print(f"{label:<64}{e_ms}{o * 1e3:11.2f}{r * 1e3:11.2f}{speed}{r / o:10.2f}")
+        o, r = min(wall[0]), min(wall[1])
+        e_ms = f"{ep[2] * 1e3:9.1f}" if ep is not None else f"{'-':>9}"
+        speed = f"{ep[2] / o:9.1f}" if ep is not None else f"{'-':>9}"
+        print(f"{'  wall ms/epoch (fastest epoch)':<64}{e_ms}{o * 1e3:11.2f}{r * 1e3:11.2f}"
+              f"{speed}{r / o:10.2f}")
+        print(f"{'  first call s (trace + compile + one epoch)':<64}{'':>9}{first[0]:11.2f}"
+              f"{first[1]:11.2f}")
+    print("\nx EpyNN = EpyNN / epynn_jax (want >= 10 for (a), >= 3 for (b)); ref/ours = "
+          "reference / epynn_jax (want >= 0.95).\nCPU = process CPU time (all threads): "
+          "on a shared, loaded machine it is steadier than wall time.")
 
 if __name__ == "__main__":
     main()
