@@ -94,7 +94,7 @@ def setup_ours(c, X, Y, epochs):
     def epoch():
         state[0], _, scores = training.run_epoch(
             net, optimizer, c["loss"], metric_names, c["batch"], state[0], splits["dtrain"],
-            splits, batch_costs=False)
+            splits)
         scores = jax.device_get(scores)  # fit fetches the scores every epoch
         _block(state[0].params)
         return scores
