@@ -102,9 +102,7 @@ def test_custom_vjp_runs_the_hand_written_backward(x64):
     rng = np.random.default_rng(3)
     X = jnp.asarray(rng.standard_normal((5, 4)))
     Y = jnp.asarray(np.eye(3)[rng.integers(0, 3, 5)])
-    vjp = training.autodiff_gradients(net, params, X, Y, "MSE", custom_vjp=True)
-    plain = training.autodiff_gradients(net, params, X, Y, "MSE", custom_vjp=False)
-    hand_g = training.gradients(net, params, X, Y, "MSE")[0]
+    hand_g, plain, vjp = three_ways(net, params, X, Y, "MSE", None, False)
     for name in ("W", "b"):
         np.testing.assert_allclose(vjp[0][name], T * np.asarray(plain[0][name]), rtol=1e-12)
         np.testing.assert_allclose(vjp[0][name], hand_g[0][name], rtol=1e-12)
