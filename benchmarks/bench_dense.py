@@ -14,8 +14,9 @@ Cases (float32 in JAX, EpyNN's own float64):
 Each epoch does the same work in all three: shuffle, SGD over N // batch batches (the
 remainder dropped), then a full forward pass with accuracy and loss on dtrain and dval.
 
-- epynn_jax: ``network.run_epoch`` called exactly as ``network.fit`` calls it (one compiled
-  call per epoch, then the scores fetched to the host).
+- epynn_jax: ``network.run_epoch`` called exactly as ``network.fit`` calls it by default
+  (``guard=True``: the non-finite check of each step; one compiled call per epoch, then the
+  scores and the guard fetched to the host), and as ``fit(..., check_finite=False)`` calls it.
 - EpyNN: its own model, ``model.train(epochs, init_logs=False)`` with stdout suppressed; the
   time of each epoch (batches + its evaluation + report) is taken between successive calls
   of ``model.report``.
@@ -78,8 +79,12 @@ def _block(tree):
 # -- epynn_jax --------------------------------------------------------------------------------
 
 
-def setup_ours(c, X, Y, epochs):
-    """fit's set-up; returns a function running one epoch exactly as fit does."""
+def setup_ours(c, X, Y, epochs, guard=True):
+    """fit's set-up; returns a function running one epoch exactly as fit does.
+
+    ``guard=True`` is fit's default (``check_finite=True``); ``False`` is
+    ``fit(..., check_finite=False)``.
+    """
     n = c["n_train"]
     first = [layers.Flatten()] if len(c["sample"]) > 1 else []
     net = network.build([*first, layers.Dense(c["hidden"], "relu"),
@@ -92,10 +97,10 @@ def setup_ours(c, X, Y, epochs):
     state = [training.TrainState(params, optimizer.init(params), jax.random.key(1))]
 
     def epoch():
-        state[0], _, scores = training.run_epoch(
-            net, optimizer, c["loss"], metric_names, c["batch"], state[0], splits["dtrain"],
-            splits)
-        scores = jax.device_get(scores)  # fit fetches the scores every epoch
+        # fit's default check_finite=True runs the guarded epoch and fetches the guard.
+        out = training.run_epoch(net, optimizer, c["loss"], metric_names, c["batch"], state[0],
+                                 splits["dtrain"], splits, guard=guard)
+        state[0], scores = out[0], jax.device_get(out[2:])
         _block(state[0].params)
         return scores
 
@@ -160,15 +165,16 @@ def bench_jax(c, X, Y, epochs):
     Alternating makes both see the same machine load. Returns first-call times and the
     per-epoch times of each.
     """
-    ours, ref = setup_ours(c, X, Y, epochs + 1), setup_reference(c, X, Y)
+    fns = (setup_ours(c, X, Y, epochs + 1), setup_reference(c, X, Y),
+           setup_ours(c, X, Y, epochs + 1, guard=False))
     first = []
-    for fn in (ours, ref):
+    for fn in fns:
         t = time.perf_counter()
         fn()
         first.append(time.perf_counter() - t)
-    wall, cpu = ([], []), ([], [])
+    wall, cpu = ([], [], []), ([], [], [])
     for _ in range(epochs):
-        for i, fn in enumerate((ours, ref)):
+        for i, fn in enumerate(fns):
             t, p = time.perf_counter(), time.process_time()
             fn()
             wall[i].append(time.perf_counter() - t)
@@ -253,6 +259,12 @@ def main() -> None:
               f"{speed}{r / o:10.2f}")
         print(f"{'  first call s (trace + compile + one epoch)':<64}{'':>9}{first[0]:11.2f}"
               f"{first[1]:11.2f}")
+        for label, times in (("wall", wall), ("CPU", cpu)):
+            o, r = med(times[2]), med(times[1])
+            e = ep[0 if label == "wall" else 1] if ep is not None else None
+            speed = f"{e / o:9.1f}" if e is not None else f"{'-':>9}"
+            print(f"{'  fit(check_finite=False): ' + label + ' ms/epoch (median)':<64}{'':>9}"
+                  f"{o * 1e3:11.2f}{'':>11}{speed}{r / o:10.2f}")
     print("\nx EpyNN = EpyNN / epynn_jax (want >= 10 for (a), >= 3 for (b)); ref/ours = "
           "reference / epynn_jax (want >= 0.95).\nCPU = process CPU time (all threads): "
           "on a shared, loaded machine it is steadier than wall time.")

@@ -100,3 +100,50 @@ def test_grad_of_a_jnp_custom_layer_is_compiled():
     g = jax.jit(lambda p: network.autodiff_gradients(net, p, jnp.asarray(X, jnp.float32),
                                                      jnp.asarray(Y, jnp.float32)))(params)
     assert set(g[1]) == {"a", "c"} and np.all(np.isfinite(g[1]["a"]))
+
+
+def test_a_model_with_a_custom_layer_saves_and_loads(tmp_path):
+    import sys
+
+    from epynn_jax.errors import ModelFileError
+    from epynn_jax.io.checkpoint import load_model, save_model
+
+    net = network.build([Flatten(), Scale(), Dense(2, "softmax")], (3, 2))
+    params = network.init(net, jax.random.key(3))
+    path = save_model(tmp_path / "custom.epynn", net, params)
+
+    # Not imported unless the user allows the module: a clear error naming it.
+    with pytest.raises(ModelFileError, match="customlayers.scale"):
+        load_model(path)
+    loaded = load_model(path, allow_modules=("customlayers.scale",))
+    assert loaded.net == net
+    for p, q in zip(params, loaded.params, strict=True):
+        for k in p:
+            np.testing.assert_array_equal(np.asarray(p[k]), np.asarray(q[k]))
+    X = np.random.default_rng(0).standard_normal((4, 3, 2))
+    np.testing.assert_allclose(network.predict(loaded.net, loaded.params, X),
+                               network.predict(net, params, X), rtol=1e-6)
+    assert "customlayers.scale" in sys.modules  # imported only once allowed
+
+
+def test_a_custom_layer_whose_module_is_gone_fails_clearly(tmp_path):
+    import json
+    import zipfile
+
+    from epynn_jax.errors import ModelFileError
+    from epynn_jax.io.checkpoint import load_model, save_model
+
+    net = network.build([Flatten(), Scale(), Dense(2, "softmax")], (3, 2))
+    path = save_model(tmp_path / "custom.epynn", net, network.init(net, jax.random.key(0)))
+    # Rewrite the file so the layer points to a module that does not exist.
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    doc = json.loads(members["model.json"])
+    text = json.dumps(doc).replace("customlayers.scale", "no_such_pkg.scale")
+    members["model.json"] = text.encode()
+    broken = tmp_path / "broken.epynn"
+    with zipfile.ZipFile(broken, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    with pytest.raises(ModelFileError, match="no_such_pkg"):
+        load_model(broken, allow_modules=("no_such_pkg",))

@@ -2,7 +2,14 @@
 
 Validation of constructor fields and inputs, the (m, s, ...) <-> (s, m, ...)
 swap between EpyNN's cache layout and the scan's time-major layout, the
-expansion of dA for ``sequences=False``, and EpyNN's gradient clipping.
+previous-step shift, the expansion of dA for ``sequences=False``, activation
+derivatives from outputs, and EpyNN's gradient clipping.
+
+Speed note: under ``jit`` XLA drops every per-step cache a caller does not
+use. The layers therefore keep few values per step inside their scans (e.g.
+``hp`` is ``previous(h)``, computed outside the loop) and take derivatives
+from activations, so that a training step stores little per step and an
+evaluation stores nothing but the carry.
 """
 
 from __future__ import annotations
@@ -13,7 +20,17 @@ import jax.numpy as jnp
 from epynn_jax.layers.base import Layer, LayerError, check_input
 from epynn_jax.maths import activations, initializers
 
-__all__ = ["check_fields", "check_sample_shape", "check_sequence", "time_major", "full_dA", "clip"]
+__all__ = [
+    "check_fields",
+    "check_sample_shape",
+    "check_sequence",
+    "time_major",
+    "previous",
+    "check_dA",
+    "full_dA",
+    "derivative",
+    "clip",
+]
 
 MAX_NORM = 0.25
 E_SAFE = 1e-16
@@ -71,9 +88,37 @@ def time_major(x: jax.Array) -> jax.Array:
     return jnp.swapaxes(x, 0, 1)
 
 
+def previous(x: jax.Array) -> jax.Array:
+    """The previous step's value (m, s, u): zeros at step 0, then x[:, :-1]."""
+    return jnp.concatenate([jnp.zeros_like(x[:, :1]), x[:, :-1]], axis=1)
+
+
+def check_dA(layer: Layer, dA: jax.Array, h: jax.Array) -> None:
+    """Raise a LayerError unless dA has the shape of the output A (h is the (m, s, u) cache)."""
+    expected = h.shape if layer.sequences else (h.shape[0], h.shape[2])
+    if tuple(dA.shape) != tuple(expected):
+        raise LayerError(
+            f"{layer.name}: dA must have the shape of the output A {tuple(expected)} "
+            f"(sequences={layer.sequences}) but got {tuple(dA.shape)}"
+        )
+
+
 def full_dA(layer: Layer, dA: jax.Array, h: jax.Array) -> jax.Array:
     """dL/dh at every step (m, s, u): dA itself, or zeros with dA at the last step."""
     return dA if layer.sequences else jnp.zeros_like(h).at[:, -1].set(dA)
+
+
+def derivative(name: str, Z: jax.Array, A: jax.Array, hp) -> jax.Array:
+    """f'(Z) for A = f(Z); from A for tanh (1 - A^2) and sigmoid (A (1 - A)).
+
+    The same numbers as ``activations.derivative(name, Z)``, but then the
+    compiled training step needs not keep the pre-activation Z of every step.
+    """
+    if name == "tanh":
+        return 1 - A**2
+    if name == "sigmoid":
+        return A * (1 - A)
+    return activations.derivative(name, Z, hp)
 
 
 def clip(layer: Layer, g: dict) -> dict:

@@ -12,6 +12,7 @@ evaluation and prediction too; that is a bug we do not reproduce.)
 from __future__ import annotations
 
 import dataclasses
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +33,9 @@ class Dropout(Layer):
         if isinstance(self.axis, int):
             object.__setattr__(self, "axis", (self.axis,))
         object.__setattr__(self, "axis", tuple(int(a) for a in self.axis))
-        if (not isinstance(self.drop_prob, (int, float)) or isinstance(self.drop_prob, bool)
-                or not (0.0 <= self.drop_prob < 1.0)):
-            raise LayerError(f"Dropout: drop_prob must be in [0, 1), got {self.drop_prob!r}")
+        p = self.drop_prob
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
+            raise LayerError(f"Dropout: drop_prob must be a number in [0, 1), got {p!r}")
 
     @property
     def d(self) -> dict:

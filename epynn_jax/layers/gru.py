@@ -33,6 +33,12 @@ Gradients, summed over the batch and the steps::
     dVr = sum_t hp_t^T . dr_                   dVhh = sum_t (r_t * hp_t)^T . dhh_
     dbk = sum_t sum_m dk_
 
+Implementation (same numbers, less kept per step): the input term of every
+step is one product before the scan; ``hp`` is ``h`` shifted by one step,
+computed after it; f' of tanh and sigmoid is taken from the activation
+(1 - a^2, a (1 - a)). So under ``jit`` XLA drops the pre-activations from the
+training step, and an evaluation (A only) keeps nothing but the carry.
+
 Optional clipping (``clip_gradients``, off by default) as in RNN: EpyNN's
 per-layer global norm of 0.25.
 """
@@ -45,11 +51,14 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._recurrent import (
+    check_dA,
     check_fields,
     check_sample_shape,
     check_sequence,
     clip,
+    derivative,
     full_dA,
+    previous,
     time_major,
 )
 from epynn_jax.layers.base import Layer, float_dtype
@@ -129,17 +138,19 @@ def _forward(layer: GRU, p: dict, X: jax.Array):
         hh_ = xu[:, 2 * u:] + jnp.dot(r * hp, p["Vhh"])
         hh = act(layer.activate, hh_)
         h = z * hp + (1 - z) * hh
-        return h, {"h": h, "hp": hp, "hh_": hh_, "hh": hh, "z": z, "z_": z_, "r": r, "r_": r_}
+        return h, {"h": h, "hh_": hh_, "hh": hh, "z": z, "z_": z_, "r": r, "r_": r_}
 
     h0 = jnp.zeros((X.shape[0], u), XU.dtype)
-    _, steps = jax.lax.scan(step, h0, XU)
+    h_last, steps = jax.lax.scan(step, h0, XU)
     fc = {"X": X, **{k: time_major(v) for k, v in steps.items()}}
-    A = fc["h"] if layer.sequences else fc["h"][:, -1]
+    fc["hp"] = previous(fc["h"])
+    A = fc["h"] if layer.sequences else h_last
     return A, {**fc, "A": A}
 
 
 def backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dhh_, dz_, dr_, dX."""
+    check_dA(layer, dA, fc["h"])
     return _backward(layer, p, fc, dA)
 
 
@@ -149,15 +160,15 @@ def _backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
     dA = full_dA(layer, dA, fc["h"])
     Vzr = _stack(p, "V", ("z", "r"))
 
-    def deriv(name, Z):
-        return activations.derivative(name, Z, layer.hpars)
-
     def step(dhn, c):
+        def deriv(name, k):  # f'(k_) of the gate or state k
+            return derivative(name, c[k + "_"], c[k], layer.hpars)
+
         dh_ = c["dA"] + dhn
-        dhh_ = dh_ * (1 - c["z"]) * deriv(layer.activate, c["hh_"])
-        dz_ = dh_ * (c["hp"] - c["hh"]) * deriv(layer.activate_update, c["z_"])
+        dhh_ = dh_ * (1 - c["z"]) * deriv(layer.activate, "hh")
+        dz_ = dh_ * (c["hp"] - c["hh"]) * deriv(layer.activate_update, "z")
         dhhV = jnp.dot(dhh_, p["Vhh"].T)
-        dr_ = dhhV * c["hp"] * deriv(layer.activate_reset, c["r_"])
+        dr_ = dhhV * c["hp"] * deriv(layer.activate_reset, "r")
         dgates = jnp.concatenate([dz_, dr_, dhh_], axis=-1)  # (m, 3u)
         dh = dhhV * c["r"] + jnp.dot(dgates[:, : 2 * u], Vzr.T) + dh_ * c["z"]
         return dh, {"dhn": dhn, "dh_": dh_, "dh": dh, "dgates": dgates}

@@ -24,6 +24,12 @@ Gradients, summed over the batch and the steps (one contraction each)::
 
     dU = sum_t X_t^T . dh__t     dV = sum_t hp_t^T . dh__t     db = sum_t sum_m dh__t
 
+Implementation (same numbers, less kept per step): the input term of every
+step is one product before the scan; ``hp`` is ``h`` shifted by one step,
+computed after it; f' of tanh and sigmoid is taken from the activation
+(1 - a^2, a (1 - a)). So under ``jit`` XLA drops the pre-activations from the
+training step, and an evaluation (A only) keeps nothing but the carry.
+
 Clipping (``clip_gradients``, on by default as in EpyNN): with
 total = sqrt(sum over every g entry of sum((g + 1e-16)^2)) and
 coef = 0.25 / (total + 1e-16), every g entry is multiplied by coef when
@@ -38,11 +44,14 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._recurrent import (
+    check_dA,
     check_fields,
     check_sample_shape,
     check_sequence,
     clip,
+    derivative,
     full_dA,
+    previous,
     time_major,
 )
 from epynn_jax.layers.base import Layer, float_dtype
@@ -102,17 +111,19 @@ def _forward(layer: RNN, p: dict, X: jax.Array):
     def step(hp, xu):
         h_ = xu + jnp.dot(hp, p["V"])
         h = activations.activate(layer.activate, h_, layer.hpars)
-        return h, {"hp": hp, "h_": h_, "h": h}
+        return h, {"h_": h_, "h": h}
 
     h0 = jnp.zeros((X.shape[0], layer.unit_cells), XU.dtype)
-    _, steps = jax.lax.scan(step, h0, XU)
+    h_last, steps = jax.lax.scan(step, h0, XU)
     fc = {"X": X, **{k: time_major(v) for k, v in steps.items()}}
-    A = fc["h"] if layer.sequences else fc["h"][:, -1]
+    fc["hp"] = previous(fc["h"])
+    A = fc["h"] if layer.sequences else h_last
     return A, {**fc, "A": A}
 
 
 def backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc = {'dA', 'dhn', 'dh_', 'dh', 'dX'}``, (m, s, .)."""
+    check_dA(layer, dA, fc["h"])
     return _backward(layer, p, fc, dA)
 
 
@@ -121,13 +132,14 @@ def _backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     dA = full_dA(layer, dA, fc["h"])
 
     def step(dhn, xs):
-        dA_t, h__t = xs
-        dh_ = (dA_t + dhn) * activations.derivative(layer.activate, h__t, layer.hpars)
+        dA_t, h__t, h_t = xs
+        dh_ = (dA_t + dhn) * derivative(layer.activate, h__t, h_t, layer.hpars)
         dh = jnp.dot(dh_, p["V"].T)
         return dh, {"dhn": dhn, "dh_": dh_, "dh": dh}
 
     dh0 = jnp.zeros_like(fc["h"][:, 0])
-    _, steps = jax.lax.scan(step, dh0, (time_major(dA), time_major(fc["h_"])), reverse=True)
+    xs = (time_major(dA), time_major(fc["h_"]), time_major(fc["h"]))
+    _, steps = jax.lax.scan(step, dh0, xs, reverse=True)
     bc = {k: time_major(v) for k, v in steps.items()}
     dX = jnp.einsum("msu,eu->mse", bc["dh_"], p["U"])
     return dX, {"dA": dA, **bc, "dX": dX}

@@ -16,7 +16,7 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 from __future__ import annotations
 
 import dataclasses
-import functools
+import numbers
 from collections.abc import Sequence
 
 import jax
@@ -25,8 +25,7 @@ import numpy as np
 from epynn_jax.layers.base import Layer, LayerError
 from epynn_jax.layers.base import apply as layer_apply
 
-__all__ = ["Network", "build", "init", "forward", "backward", "apply", "split_keys", "check_X",
-           "check_params"]
+__all__ = ["Network", "build", "init", "forward", "backward", "apply", "split_keys", "check_X"]
 
 Params = tuple[dict, ...]
 
@@ -73,6 +72,12 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int]) -> Network:
 
     Raises ``LayerError`` naming the layer (and its index) that rejects its input.
     """
+    ok = isinstance(input_shape, (tuple, list)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+        for s in input_shape)
+    if not ok:
+        raise LayerError(f"build: input_shape must be a tuple of positive ints (the sample "
+                         f"shape without the batch axis, e.g. (5,)), got {input_shape!r}")
     shape = tuple(int(s) for s in input_shape)
     built = []
     for i, layer in enumerate(layers):
@@ -115,29 +120,6 @@ def check_X(net: Network, X, where: str = "X") -> None:
         arr = np.asarray(X)
         if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
             raise ValueError(f"{where}: contains NaN or inf values")
-
-
-@functools.lru_cache(maxsize=256)
-def _param_shapes(layer: Layer) -> dict[str, tuple[int, ...]]:
-    return layer.param_shapes()
-
-
-def check_params(net: Network, params, where: str = "params") -> None:
-    """Raise before tracing if ``params`` is not one ``p`` dict per layer with the right shapes."""
-    if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
-        n = len(params) if isinstance(params, (tuple, list)) else type(params).__name__
-        raise ValueError(f"{where}: expected a tuple of {len(net.layers)} parameter dicts "
-                         f"(one per layer), got {n}")
-    for i, (layer, p) in enumerate(zip(net.layers, params)):
-        expected = _param_shapes(layer)
-        if not isinstance(p, dict) or set(p) != set(expected):
-            got = sorted(p) if isinstance(p, dict) else type(p).__name__
-            raise ValueError(f"{where}[{i}] ({layer.name}): expected keys {sorted(expected)}, "
-                             f"got {got}")
-        for k, shape in expected.items():
-            if tuple(np.shape(p[k])) != shape:
-                raise ValueError(f"{where}[{i}] ({layer.name}): {k} has shape "
-                                 f"{tuple(np.shape(p[k]))}, expected {shape}")
 
 
 def forward(net: Network, params: Params, X: jax.Array, key: jax.Array | None = None,

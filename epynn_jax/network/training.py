@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import numbers
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -25,19 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from epynn_jax.errors import NonFiniteError, TrainingInterrupted
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
-from epynn_jax.network.model import (
-    Network,
-    Params,
-    apply,
-    backward,
-    check_params,
-    check_X,
-    forward,
-)
+from epynn_jax.network.model import Network, Params, apply, backward, check_X, forward
 
 __all__ = [
     "TrainState",
@@ -49,6 +46,8 @@ __all__ = [
     "train_step",
     "epoch_batches",
     "run_epoch",
+    "Guard",
+    "guarded_train_step",
     "evaluate",
     "fit",
     "predict",
@@ -73,6 +72,7 @@ class FitResult:
     key: jax.Array
     history: dict[str, dict[str, list[float]]]
     epochs: int
+    checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
 
 
 # -- gradients -----------------------------------------------------------------
@@ -134,22 +134,14 @@ def epynn_sgd(schedule: Schedule = Schedule(), epochs: int = 1,
 # -- the compiled epoch ---------------------------------------------------------------
 
 
-def _sgd_step(net: Network, optimizer: optax.GradientTransformation, loss: str, params: Params,
-              opt_state, X, Y, key):
-    """Gradients on one batch and one optimizer update; returns ``(params, opt_state, cost)``."""
-    grads, A, _, _, _ = gradients(net, params, X, Y, loss, key, True)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return params, opt_state, jnp.mean(losses.loss(loss, Y, A))
-
-
 def train_step(net: Network, optimizer: optax.GradientTransformation, loss: str,
                state: TrainState, X, Y):
     """One SGD step on one batch; returns ``(state, batch cost)`` (pure, jit-able)."""
     key, sub = jax.random.split(state.key)
-    params, opt_state, cost = _sgd_step(net, optimizer, loss, state.params, state.opt_state,
-                                        X, Y, sub)
-    return TrainState(params, opt_state, key), cost
+    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return TrainState(params, opt_state, key), jnp.mean(losses.loss(loss, Y, A))
 
 
 def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
@@ -168,35 +160,100 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str]) ->
     return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
 
 
+def _all_finite(tree) -> jax.Array:
+    """One bool: every element of every leaf of ``tree`` is finite."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+class Guard(NamedTuple):
+    """Non-finite watch carried through the scan of ``run_epoch(..., guard=True)``.
+
+    ``ok``: no bad step yet; ``bad_layers`` (n_layers,) bool: the layers whose
+    gradient or updated parameters were non-finite at the first bad step;
+    ``bad_step``: its index in the epoch (-1: none); ``step``: steps seen.
+    """
+
+    ok: jax.Array
+    bad_layers: jax.Array
+    bad_step: jax.Array
+    step: jax.Array
+
+
+def guarded_train_step(net: Network, optimizer: optax.GradientTransformation, loss: str,
+                       carry: tuple[TrainState, Guard], X, Y):
+    """:func:`train_step` that freezes params and optimizer state after the first bad step.
+
+    A step is bad when its batch cost, or any layer's gradient or updated
+    parameters, is NaN or inf (``jnp.isfinite`` reduced per layer). The update
+    of a bad step and of every later step is dropped (``jnp.where``), so the
+    last good state survives the scan.
+    """
+    state, guard = carry
+    key, sub = jax.random.split(state.key)
+    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    cost = jnp.mean(losses.loss(loss, Y, A))
+    layer_ok = jnp.stack([_all_finite((g, p)) for g, p in zip(grads, params)])
+    keep = guard.ok & jnp.all(layer_ok) & jnp.isfinite(cost)
+    first_bad = guard.ok & ~keep
+    params, opt_state = jax.tree_util.tree_map(
+        lambda new, old: jnp.where(keep, new, old), (params, opt_state),
+        (state.params, state.opt_state))
+    guard = Guard(keep, jnp.where(first_bad, ~layer_ok, guard.bad_layers),
+                  jnp.where(first_bad, guard.step, guard.bad_step), guard.step + 1)
+    return (TrainState(params, opt_state, key), guard), cost
+
+
 @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
-                                              "batch_size"))
+                                              "batch_size", "guard"))
 def run_epoch(net: Network, optimizer: optax.GradientTransformation, loss: str,
               metric_names: tuple[str, ...], batch_size: int, state: TrainState,
-              train: tuple, splits: Mapping[str, tuple]):
+              train: tuple, splits: Mapping[str, tuple], guard: bool = False):
     """One epoch as one compiled call: shuffle, scan over batches, evaluate every split.
 
-    Returns ``(state, batch_costs, {split: {metric: value}})``; ``batch_costs`` is
-    the mean loss of each batch before its update, shape (n_batches,).
+    Returns ``(state, batch_costs, {split: {metric: value}})``. With
+    ``guard=True`` (what :func:`fit` uses) each step is
+    :func:`guarded_train_step` and a fourth value, the :class:`Guard`, is
+    returned: ``state`` then holds the last good params and optimizer state,
+    and the host checks ``guard.ok`` once per epoch.
 
-    The per-step PRNG keys come from one vectorized split before the loop (and
-    XLA drops it when no layer uses a key): splitting the key inside the loop
-    ran a sequential threefry per step, about 20 % of a small Dense epoch's CPU.
+    Each step gets its own key from ONE vectorized split before the loop, and
+    the key a step returns is not carried: without a stochastic layer XLA then
+    drops every key computation from the loop. (Carrying the key ran a
+    sequential threefry split per step, about 20 % of a small Dense epoch's CPU
+    time against a plain-JAX loop.)
     """
     X, Y = train
     key, shuffle_key, step_key = jax.random.split(state.key, 3)
     idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
-    step_keys = jax.random.split(step_key, idx.shape[0])
+    xs = (idx, jax.random.split(step_key, idx.shape[0]))
+    if guard:
+        watch = Guard(jnp.array(True), jnp.zeros(len(net.layers), bool), jnp.array(-1),
+                      jnp.array(0))
 
-    def step(carry, xs):
-        batch_idx, k = xs
-        params, opt_state, cost = _sgd_step(net, optimizer, loss, *carry, X[batch_idx],
-                                            Y[batch_idx], k)
-        return (params, opt_state), cost
+        def guarded(carry, x):
+            (params, opt_state), watch = carry
+            (st, watch), cost = guarded_train_step(
+                net, optimizer, loss, (TrainState(params, opt_state, x[1]), watch),
+                X[x[0]], Y[x[0]])
+            return ((st.params, st.opt_state), watch), cost
 
-    (params, opt_state), costs = jax.lax.scan(step, (state.params, state.opt_state),
-                                              (idx, step_keys))
+        ((params, opt_state), watch), costs = jax.lax.scan(
+            guarded, ((state.params, state.opt_state), watch), xs)
+    else:
+        def step(carry, x):
+            st, cost = train_step(net, optimizer, loss, TrainState(*carry, x[1]), X[x[0]],
+                                  Y[x[0]])
+            return (st.params, st.opt_state), cost
+
+        (params, opt_state), costs = jax.lax.scan(step, (state.params, state.opt_state), xs)
+    state = TrainState(params, opt_state, key)
     scores = {name: evaluate(net, params, *xy, metric_names) for name, xy in splits.items()}
-    return TrainState(params, opt_state, key), costs, scores
+    return (state, costs, scores, watch) if guard else (state, costs, scores)
 
 
 # -- fit and predict ------------------------------------------------------------------
@@ -206,9 +263,72 @@ def _as_float(a, where: str) -> jax.Array:
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{where}: contains NaN or inf values")
-    return jnp.asarray(arr, dtype=float_dtype())
+    with np.errstate(over="ignore"):  # finite float64 beyond float32's range becomes inf
+        arr = arr.astype(np.dtype(float_dtype()))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: contains NaN or inf values (after conversion to "
+                         f"{arr.dtype})")
+    return jnp.asarray(arr)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """A Python or NumPy int >= 1 (not a bool), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"fit: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_params(net: Network, params: Any, where: str = "fit") -> Params:
+    """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes."""
+    if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
+        raise ValueError(f"{where}: params must be a tuple of {len(net.layers)} dicts (one per "
+                         f"layer, from network.init), got {type(params).__name__} of "
+                         f"{len(params) if isinstance(params, (tuple, list)) else '?'}")
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        expected = layer.param_shapes()
+        if not isinstance(p, Mapping) or set(p) != set(expected):
+            got = sorted(map(str, p)) if isinstance(p, Mapping) else repr(p)
+            raise ValueError(f"{where}: layer {i} ({layer.name}) has parameters "
+                             f"{sorted(expected)}, got {got}")
+        for k, shape in expected.items():
+            got, dtype = tuple(np.shape(p[k])), getattr(p[k], "dtype", np.asarray(p[k]).dtype)
+            if got != shape or np.dtype(dtype).kind != "f":
+                raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be "
+                                 f"float {shape}, got {np.dtype(dtype)} {got}")
+    return tuple(params)
+
+
+def _check_key(key: Any) -> jax.Array:
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) \
+            and key.shape == ():
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return key  # a legacy jax.random.PRNGKey
+    raise TypeError(f"fit: key must be a PRNG key such as jax.random.key(0), got {key!r}")
+
+
+def _check_options(schedule, optimizer, callbacks, metrics) -> tuple:
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"fit: schedule must be a Schedule, got {schedule!r}")
+    if optimizer is not None and not (callable(getattr(optimizer, "init", None))
+                                      and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"fit: optimizer must be an optax GradientTransformation, got "
+                        f"{optimizer!r}")
+    if not all(callable(cb) for cb in callbacks):
+        raise TypeError(f"fit: every callback must be callable, got {list(callbacks)!r}")
+    return (metrics,) if isinstance(metrics, str) else tuple(metrics)
+
+
+def _check_opt_state(optimizer, params: Params, opt_state: Any) -> None:
+    expected = jax.eval_shape(optimizer.init, params)
+    same = jax.tree.structure(expected) == jax.tree.structure(opt_state) and all(
+        tuple(np.shape(a)) == tuple(b.shape)
+        for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(expected)))
+    if not same:
+        raise ValueError("fit: opt_state does not match the optimizer's state for these params "
+                         "(pass the optimizer it came from, or opt_state=None)")
 
 
 def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
@@ -240,26 +360,170 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
     return out
 
 
-def _as_schedule(schedule) -> Schedule:
-    """A :class:`Schedule`, or an EpyNN ``se_hPars`` dict converted to one."""
-    if isinstance(schedule, Schedule):
-        return schedule
-    if isinstance(schedule, Mapping):
-        return Schedule.from_hpars(schedule)
-    raise TypeError(f"fit: schedule must be a Schedule (or an se_hPars dict), got {schedule!r}; "
-                    f"e.g. Schedule(learning_rate=0.1, schedule='exp_decay')")
+# -- checkpoints, resume and the non-finite check (host side of fit) ----------------------
+
+CHECKPOINT_SUFFIX = ".epynn"
 
 
-def _as_key(key) -> jax.Array:
-    """A PRNG key from a key, an int seed, or None (seed 0)."""
-    if key is None:
-        return jax.random.key(0)
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                       or (key.dtype == jnp.uint32 and key.shape == (2,))):
-        return key
-    raise TypeError(f"fit: key must be a jax.random.key, an int seed or None, got {key!r}")
+class _Progress(NamedTuple):
+    """State, history and epochs done, replaced as ONE object so Ctrl-C never splits them."""
+
+    state: TrainState
+    history: dict
+    epoch: int
+
+
+class _Checkpointing(NamedTuple):
+    directory: Path | None
+    every: int | None
+    best: tuple[str, str, str] | None
+
+
+def _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best,
+                         metric_names: tuple[str, ...], splits: Mapping) -> _Checkpointing:
+    """Validate fit's checkpoint arguments (before any tracing)."""
+    if checkpoint_dir is None:
+        if checkpoint_every is not None or checkpoint_best is not None:
+            raise ValueError("fit: checkpoint_every/checkpoint_best need a checkpoint_dir")
+        return _Checkpointing(None, None, None)
+    directory = Path(checkpoint_dir)
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"fit: checkpoint_dir {str(directory)!r} is not a directory")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or isinstance(
+            checkpoint_every, bool) or checkpoint_every < 1):
+        raise ValueError(f"fit: checkpoint_every must be a positive int, got {checkpoint_every!r}")
+    best = None
+    if checkpoint_best is not None:
+        if not (isinstance(checkpoint_best, (tuple, list)) and len(checkpoint_best) == 3):
+            raise ValueError("fit: checkpoint_best must be a (metric, split, mode) triple, e.g. "
+                             f"('accuracy', 'dval', 'max'), got {checkpoint_best!r}")
+        metric, split, mode = checkpoint_best
+        metric = metrics_lib.check_metric(metric)
+        if metric not in metric_names:
+            raise ValueError(f"fit: checkpoint_best metric {metric!r} is not computed "
+                             f"(metrics: {', '.join(metric_names)})")
+        if split not in splits:
+            raise ValueError(f"fit: checkpoint_best split {split!r} is not in data "
+                             f"(splits: {', '.join(splits)})")
+        if mode not in ("max", "min"):
+            raise ValueError(f"fit: checkpoint_best mode must be 'max' or 'min', got {mode!r}")
+        best = (metric, split, mode)
+    directory.mkdir(parents=True, exist_ok=True)
+    return _Checkpointing(directory, checkpoint_every, best)
+
+
+def _best_value(values: Sequence[float], mode: str) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def _improved(history: dict, best: tuple[str, str, str]) -> bool:
+    """Whether the last epoch is the best so far (strictly better than every earlier one)."""
+    metric, split, mode = best
+    values = history[metric][split]
+    last, before = values[-1], _best_value(values[:-1], mode)
+    if not math.isfinite(last):
+        return False
+    return before is None or (last > before if mode == "max" else last < before)
+
+
+def _save(ck: _Checkpointing, name: str, net: Network, progress: _Progress,
+          metadata: dict) -> Path:
+    from epynn_jax.io.checkpoint import save_checkpoint
+
+    path = ck.directory / f"{name}{CHECKPOINT_SUFFIX}"
+    state = progress.state
+    return save_checkpoint(path, net, state.params, opt_state=state.opt_state, key=state.key,
+                           epoch=progress.epoch, history=progress.history, metadata=metadata)
+
+
+def _resume(resume, net: Network, optimizer, metadata: dict, empty_history: dict,
+            epochs: int) -> _Progress:
+    """Load the checkpoint ``resume`` (a file, or a directory holding ``last.epynn``)."""
+    from epynn_jax.io.checkpoint import load_checkpoint, restore_opt_state
+
+    path = Path(resume)
+    if path.is_dir():
+        path = path / f"last{CHECKPOINT_SUFFIX}"
+    ck = load_checkpoint(path)
+    if ck.net != net:
+        raise ValueError(f"fit: resume checkpoint {str(path)!r} holds another architecture "
+                         f"({', '.join(layer.name for layer in ck.net.layers)})")
+    ck = ck._replace(opt_state=restore_opt_state(optimizer, ck.params, ck.opt_state))
+    if ck.key is None:
+        raise ValueError(f"fit: resume checkpoint {str(path)!r} has no PRNG key")
+    for field in ("loss", "batch_size", "train_split"):
+        if ck.metadata.get(field) != metadata[field]:
+            raise ValueError(f"fit: resume checkpoint was trained with {field}="
+                             f"{ck.metadata.get(field)!r}, this fit has {metadata[field]!r}")
+    history = ck.history or {}
+    if {m: set(v) for m, v in history.items()} != {m: set(v) for m, v in empty_history.items()} \
+            or any(len(v) != ck.epoch for d in history.values() for v in d.values()):
+        raise ValueError("fit: resume checkpoint's history has other metrics or splits "
+                         f"({sorted(history)}) than this fit ({sorted(empty_history)})")
+    if ck.epoch > epochs:
+        raise ValueError(f"fit: resume checkpoint is at epoch {ck.epoch}, beyond epochs={epochs} "
+                         "(epochs is the TOTAL number of epochs)")
+    if metadata.get("epochs") != ck.metadata.get("epochs") and metadata.get("schedule"):
+        warnings.warn(f"fit: resuming a run planned for {ck.metadata.get('epochs')} epochs with "
+                      f"epochs={epochs}: the default schedule depends on the total, so this run "
+                      "will not match an uninterrupted one", stacklevel=3)
+    return _Progress(TrainState(tuple(ck.params), ck.opt_state, ck.key), history, ck.epoch)
+
+
+def _append(history: dict, scores: dict) -> dict:
+    """A new history with one more epoch of ``scores`` ({split: {metric: value}})."""
+    out = {m: {s: list(v) for s, v in d.items()} for m, d in history.items()}
+    for split, values in scores.items():
+        for m, v in values.items():
+            out[m][split].append(float(v))
+    return out
+
+
+def _non_finite(net: Network, epoch: int, guard: Guard, state: TrainState,
+                progress: _Progress) -> NonFiniteError:
+    bad = tuple(int(i) for i in np.flatnonzero(np.asarray(guard.bad_layers)))
+    step = int(guard.bad_step)
+    if bad:
+        origin = max(bad)  # backward runs last-to-first: the deepest bad layer is where it began
+        what = (f"the gradient or update of layer {origin} ({net.layers[origin].name}) "
+                f"(non-finite in layers {list(bad)})")
+    else:
+        origin, what = None, "the training loss"
+    return NonFiniteError(
+        f"fit: {what} became NaN or inf at epoch {epoch}, batch {step}; training stopped and "
+        "err.params holds the last good parameters. Try a lower learning rate, scaled inputs, "
+        "or fit(debug=True) to find the operation.",
+        epoch=epoch, step=step, layer_index=origin,
+        layer_name=None if origin is None else net.layers[origin].name, bad_layers=bad,
+        params=state.params, opt_state=state.opt_state, key=state.key, history=progress.history)
+
+
+def _debug_error(epoch: int, err: FloatingPointError, progress: _Progress) -> NonFiniteError:
+    s = progress.state
+    return NonFiniteError(
+        f"fit: NaN or inf at epoch {epoch} (debug mode, jax.debug_nans): {err}; the chained "
+        "traceback shows the operation; err.params holds the parameters at the start of "
+        "that epoch",
+        epoch=epoch, params=s.params, opt_state=s.opt_state, key=s.key, history=progress.history)
+
+
+def _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
+           check_finite: bool, debug: bool):
+    """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
+    if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
+        with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
+            return _epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits,
+                          check_finite, False)
+    if check_finite:
+        state, _, scores, guard = run_epoch(net, optimizer, loss, metric_names, batch_size,
+                                            state, train, splits, guard=True)
+        return state, jax.device_get(scores), jax.device_get(guard)
+    state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
+                                 train, splits)
+    return state, jax.device_get(scores), None
 
 
 def fit(
@@ -269,65 +533,127 @@ def fit(
     *,
     epochs: int,
     loss: str = "MSE",
-    metrics: Sequence[str] | str = ("accuracy",),
+    metrics: Sequence[str] = ("accuracy",),
     batch_size: int | None = None,
-    schedule: Schedule | Mapping = Schedule(),
+    schedule: Schedule = Schedule(),
     optimizer: optax.GradientTransformation | None = None,
     opt_state: Any = None,
-    key: jax.Array | int | None = None,
+    key: jax.Array | None = None,
     train_split: str = "dtrain",
     callbacks: Sequence[Callable[[int, dict], Any]] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_best: tuple[str, str, str] | None = None,
+    resume: str | Path | None = None,
+    check_finite: bool = True,
+    debug: bool = False,
 ) -> FitResult:
-    """Train ``net`` for ``epochs`` epochs; evaluate every split after each one.
+    """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
     ``data`` maps split names to ``(X, Y)``; ``data[train_split]`` is trained
     on (shuffled each epoch from ``key``, ``N // batch_size`` batches, the
     remainder dropped; ``batch_size=None`` is one full batch). ``metrics`` are
     metric or loss names; the training loss is always appended. The default
-    optimizer is EpyNN's SGD with ``schedule`` (a :class:`Schedule` or an EpyNN
-    ``se_hPars`` dict). ``key`` is a PRNG key or an int seed. Each callback is called as
-    ``callback(epoch, history)`` after every epoch and may return ``False`` to
-    stop. Returns params, optimizer state, key and the history
-    ``{metric: {split: [value per epoch]}}``.
+    optimizer is EpyNN's SGD with ``schedule`` (which depends on the total
+    ``epochs``). Each callback is called as ``callback(epoch, history)`` after
+    every epoch and may return ``False`` to stop. Returns params, optimizer
+    state, key and the history ``{metric: {split: [value per epoch]}}``.
+
+    Checkpoints (files ``last.epynn`` and ``best.epynn`` in ``checkpoint_dir``,
+    written atomically by :mod:`epynn_jax.io.checkpoint`): ``last`` every
+    ``checkpoint_every`` epochs, at the end, and on Ctrl-C; ``best`` whenever
+    the ``checkpoint_best=(metric, split, 'max'|'min')`` value improves.
+
+    ``resume`` (a checkpoint file, or a directory holding ``last.epynn``)
+    continues a run: params, optimizer state (with the schedule's step count),
+    PRNG key and history come from the checkpoint (overriding ``params``,
+    ``opt_state`` and ``key``), and training runs from the saved epoch up to
+    ``epochs``, which counts the TOTAL epochs. Resuming with the same arguments
+    gives bitwise the parameters of an uninterrupted run.
+
+    Ctrl-C: the ``KeyboardInterrupt`` is caught, the state of the last
+    COMPLETED epoch is checkpointed (when ``checkpoint_dir`` is set), and
+    :class:`~epynn_jax.errors.TrainingInterrupted` (a ``KeyboardInterrupt``) is
+    raised with ``.result`` (that state as a ``FitResult``) and ``.checkpoint``.
+
+    Non-finite guard (``check_finite=True``): when a batch's loss or any
+    layer's gradient or updated parameters become NaN or inf, the rest of the
+    epoch's updates are dropped on the device and
+    :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
+    and layer, with the last good ``params``/``opt_state`` and the ``history``.
+    ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
+    ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
+    or inf raises (slow; for finding the cause).
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"fit: epochs must be a positive int, got {epochs!r}")
+    epochs = _positive_int(epochs, "epochs")
     if not isinstance(data, Mapping):
-        raise TypeError(f"fit: data must be a mapping of split names to (X, Y) pairs such as "
-                        f"{{'dtrain': (X, Y)}}, got {type(data).__name__}")
-    if batch_size is not None and (not isinstance(batch_size, int)
-                                   or isinstance(batch_size, bool) or batch_size < 1):
-        raise ValueError(f"fit: batch_size must be a positive int or None, got {batch_size!r}")
-    schedule = _as_schedule(schedule)
-    check_params(net, params)
+        raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
+    metrics = _check_options(schedule, optimizer, callbacks, metrics)
+    if resume is None or params is not None:  # resuming takes the checkpoint's params
+        params = check_params(net, params)
     loss = losses.check_loss(loss, net.output_activation)
-    metrics = (metrics,) if isinstance(metrics, str) else metrics
     metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
     if train_split not in data:
         raise ValueError(f"fit: data has no training split {train_split!r} "
                          f"(splits: {', '.join(data)})")
     splits = check_data(net, data, loss)
     n_train = splits[train_split][0].shape[0]
-    batch_size = n_train if batch_size is None else min(batch_size, n_train)
+    batch_size = min(n_train if batch_size is None else _positive_int(batch_size, "batch_size"),
+                     n_train)
+    ck = _check_checkpointing(checkpoint_dir, checkpoint_every, checkpoint_best, metric_names,
+                              splits)
     steps = max(n_train // batch_size, 1)
+    metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
+                "train_split": train_split, "epochs": epochs,
+                "schedule": dataclasses.asdict(schedule) if optimizer is None else None}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
-    if opt_state is None:
-        opt_state = optimizer.init(params)
-    key = _as_key(key)
-    state = TrainState(tuple(params), opt_state, key)
-
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
-    for epoch in range(epochs):
-        state, _, scores = run_epoch(net, optimizer, loss, metric_names, batch_size, state,
-                                     splits[train_split], splits)
-        for split, values in jax.device_get(scores).items():
-            for m, v in values.items():
-                history[m][split].append(float(v))
-        if any(cb(epoch, history) is False for cb in callbacks):
-            epochs = epoch + 1
-            break
-    return FitResult(state.params, state.opt_state, state.key, history, epochs)
+    if resume is not None:
+        progress = _resume(resume, net, optimizer, metadata, history, epochs)
+    else:
+        if opt_state is None:
+            opt_state = optimizer.init(params)
+        else:
+            _check_opt_state(optimizer, params, opt_state)
+        key = _check_key(key)
+        progress = _Progress(TrainState(tuple(params), opt_state, key), history, 0)
+
+    saved: dict[str, Path] = {}
+    last_epoch = None
+    try:
+        for epoch in range(progress.epoch, epochs):
+            try:
+                state, scores, guard = _epoch(net, optimizer, loss, metric_names, batch_size,
+                                              progress.state, splits[train_split], splits,
+                                              check_finite, debug)
+            except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
+                raise _debug_error(epoch, err, progress) from err
+            if guard is not None and not bool(guard.ok):
+                raise _non_finite(net, epoch, guard, state, progress)
+            progress = _Progress(state, _append(progress.history, scores), epoch + 1)
+            if ck.best is not None and _improved(progress.history, ck.best):
+                saved["best"] = _save(ck, "best", net, progress, metadata)
+            if ck.every is not None and progress.epoch % ck.every == 0:
+                saved["last"], last_epoch = _save(ck, "last", net, progress, metadata), epoch + 1
+            if any(cb(epoch, progress.history) is False for cb in callbacks):
+                break
+        if ck.directory is not None and last_epoch != progress.epoch:
+            saved["last"] = _save(ck, "last", net, progress, metadata)
+    except KeyboardInterrupt as err:
+        last = saved.get("last") if last_epoch == progress.epoch else None
+        if ck.directory is not None and last is None:
+            last = saved["last"] = _save(ck, "last", net, progress, metadata)
+        raise TrainingInterrupted(
+            f"fit interrupted after {progress.epoch} completed epochs"
+            + (f"; checkpoint saved to {last}" if last else ""),
+            result=_result(progress, saved), checkpoint=last) from err
+    return _result(progress, saved)
+
+
+def _result(progress: _Progress, saved: dict) -> FitResult:
+    s = progress.state
+    return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
 
 
 @functools.partial(jax.jit, static_argnames=("net",))
@@ -338,8 +664,7 @@ def _predict(net: Network, params: Params, X):
 def predict(net: Network, params: Params, X) -> jax.Array:
     """The network's output on ``X`` (no dropout)."""
     check_X(net, X)
-    check_params(net, params)
-    return _predict(net, tuple(params), _as_float(X, "X"))
+    return _predict(net, check_params(net, params, "predict"), _as_float(X, "X"))
 
 
 def decide(A: jax.Array) -> jax.Array:

@@ -222,6 +222,9 @@ def check_bad_input(cls, activation_fields) -> None:
         built.forward(p, jnp.ones((2, 4, 3)))
     with pytest.raises(LayerError, match="expected 2 features"):
         jax.jit(built.forward)(p, jnp.ones((2, 4, 3)))
+    A, fc = built.forward(p, jnp.ones((2, 4, 2)))
+    with pytest.raises(LayerError, match="dA must have the shape of the output"):
+        built.backward(p, fc, jnp.ones((2, 4, 3)))
     for field in activation_fields:
         with pytest.raises(LayerError, match="softmax is only allowed in Dense"):
             cls(3, **{field: "softmax"})
@@ -252,3 +255,27 @@ def check_clipping(layer, clipped, p, X, dA) -> None:
     g_ref = run_ours(layer, p, X, dA * 1e-6)[-1]
     for k in g:
         np.testing.assert_array_equal(np.asarray(g_small[k]), np.asarray(g_ref[k]))
+
+
+def check_network(layer, X_shape, batch: int = 3) -> None:
+    """In a network (-> [Flatten ->] Dense(2, softmax), MSE) the hand-written gradients
+    equal jax.grad of the forward math and jax.grad through the custom VJP (float64)."""
+    from epynn_jax import network  # noqa: PLC0415
+    from epynn_jax.layers import Flatten  # noqa: PLC0415
+
+    with testing.x64():
+        head = [Flatten(), Dense(2, "softmax")] if layer.sequences else [Dense(2, "softmax")]
+        net = network.build([layer, *head], X_shape)
+        params = network.init(net, jax.random.key(4))
+        rng = np.random.default_rng(4)
+        X = jnp.asarray(rng.standard_normal((batch, *X_shape)))
+        Y = jnp.asarray(np.eye(2)[rng.integers(0, 2, batch)])
+        hand = network.gradients(net, params, X, Y, "MSE")[0]
+        # jax.grad of the forward math (jitted: one compilation), and through the custom VJP.
+        plain = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "MSE", custom_vjp=False))
+        autos = {"jax.grad": plain(params),
+                 "custom_vjp": network.autodiff_gradients(net, params, X, Y, "MSE")}
+        for how, auto in autos.items():
+            for i, (h, a) in enumerate(zip(hand, auto, strict=True)):
+                for k in h:
+                    close(h[k], a[k], f"layer {i} {k} ({how})", rtol=1e-10)

@@ -23,8 +23,10 @@ GRAD_CASES = [
     ((3, 2), 2, 1, (6, 5, 2), "sigmoid", True),
     ((2, 2), None, 2, (3, 5, 1), "elu", False),
 ]
-# Also tuple strides, for the cheaper (jitted) comparisons.
-CASES = [c[:5] for c in GRAD_CASES] + [((3, 3), (2, 1), 1, (6, 4, 2), "identity")]
+# Also tuple strides and strides larger than the filter (skipped rows), for the cheaper
+# (jitted) comparisons.
+CASES = [c[:5] for c in GRAD_CASES] + [((3, 3), (2, 1), 1, (6, 4, 2), "identity"),
+                                       ((2, 2), 3, 0, (7, 8, 1), "tanh")]
 
 _jforward = jax.jit(conv_module.forward, static_argnums=4)
 _jbackward = jax.jit(conv_module.backward)

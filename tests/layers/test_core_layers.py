@@ -127,7 +127,7 @@ def test_dropout_zero_prob_training_is_identity(x64):
 
 
 def test_dropout_errors():
-    with pytest.raises(LayerError, match=r"Dropout: drop_prob must be in \[0, 1\), got 1"):
+    with pytest.raises(LayerError, match=r"Dropout: drop_prob must be a number in \[0, 1\), got 1"):
         Dropout(1.0)
     with pytest.raises(LayerError, match="Dropout: drop_prob"):
         Dropout(-0.1)
@@ -147,5 +147,5 @@ def test_invalid_input_shape(layer, shape):
 
 @pytest.mark.parametrize("p", ["0.5", None, True])
 def test_dropout_prob_must_be_a_number(p):
-    with pytest.raises(LayerError, match="Dropout: drop_prob must be in"):
+    with pytest.raises(LayerError, match="Dropout: drop_prob must be a number in"):
         Dropout(p)

@@ -26,12 +26,9 @@ def make(variant: str, clip: bool = False) -> GRU:
     return GRU(3, **acts, clip_gradients=clip, sequences=sequences)
 
 
-@pytest.fixture(scope="module")
-def EGRU():
-    """EpyNN's GRU class."""
-    from conftest import load_epynn  # noqa: PLC0415
-
-    load_epynn()
+@pytest.fixture
+def EGRU(epynn):
+    """EpyNN's GRU class (the test is skipped without EpyNN)."""
     from epynn.gru.models import GRU  # noqa: PLC0415
 
     return GRU
@@ -43,6 +40,10 @@ def test_backward_matches_autodiff_and_finite_differences(variant):
     report.assert_ok()
     assert len(report.checks) == 10  # dX and 9 parameter gradients
 
+
+
+def test_gradients_in_a_network_match_autodiff():
+    oracle.check_network(make("sequences"), SHAPE)
 
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -27,12 +27,9 @@ def make(variant: str, clip: bool = False) -> LSTM:
     return LSTM(3, **acts, clip_gradients=clip, sequences=sequences)
 
 
-@pytest.fixture(scope="module")
-def ELSTM():
-    """EpyNN's LSTM class."""
-    from conftest import load_epynn  # noqa: PLC0415
-
-    load_epynn()
+@pytest.fixture
+def ELSTM(epynn):
+    """EpyNN's LSTM class (the test is skipped without EpyNN)."""
     from epynn.lstm.models import LSTM  # noqa: PLC0415
 
     return LSTM
@@ -44,6 +41,10 @@ def test_backward_matches_autodiff_and_finite_differences(variant):
     report.assert_ok()
     assert len(report.checks) == 13  # dX and 12 parameter gradients
 
+
+
+def test_gradients_in_a_network_match_autodiff():
+    oracle.check_network(make("sequences"), SHAPE)
 
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)

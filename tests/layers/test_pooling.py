@@ -79,7 +79,7 @@ def test_gradients_match_autodiff_and_finite_differences(pool, case):
 
 
 @pytest.mark.parametrize("pool", ["max", "min", "mean"])
-@pytest.mark.parametrize("case", CASES, ids=_ids)
+@pytest.mark.parametrize("case", [*CASES, ((2, 2), 3, (7, 8, 2))], ids=_ids)
 def test_matches_the_definition_including_ties(pool, case, x64):
     ps, st, shape = case
     rng = np.random.default_rng(3)

@@ -26,12 +26,9 @@ def make(variant: str, clip: bool = False) -> RNN:
     return RNN(3, **acts, clip_gradients=clip, sequences=sequences)
 
 
-@pytest.fixture(scope="module")
-def ERNN():
-    """EpyNN's RNN class."""
-    from conftest import load_epynn  # noqa: PLC0415
-
-    load_epynn()
+@pytest.fixture
+def ERNN(epynn):
+    """EpyNN's RNN class (the test is skipped without EpyNN)."""
     from epynn.rnn.models import RNN  # noqa: PLC0415
 
     return RNN
@@ -43,6 +40,10 @@ def test_backward_matches_autodiff_and_finite_differences(variant):
     report.assert_ok()
     assert [c.key for c in report.checks] == ["dX", "dU", "dV", "db"]
 
+
+
+def test_gradients_in_a_network_match_autodiff():
+    oracle.check_network(make("sequences"), SHAPE)
 
 @pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)

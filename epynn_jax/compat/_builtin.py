@@ -1,0 +1,222 @@
+"""Base of the facade's built-in layers: a stateful object over a functional layer.
+
+A built-in facade layer keeps EpyNN's attributes (``d``, ``fs``, ``p``,
+``fc``, ``bs``, ``g``, ``bc``, ``o``, ``activation``, ``se_hPars``) and
+methods, and delegates the math to the functional layer it wraps
+(:meth:`to_functional`). Its eager methods run the functional layer's jitted
+functions one layer at a time; ``EpyNN.train`` instead compiles whole epochs
+and refreshes these dicts afterwards.
+
+Parameters are drawn as EpyNN draws them: from the layer's ``np_rng``, in
+EpyNN's key order, with the NumPy initializers (``xavier``/``orthogonal``);
+keys starting with ``b`` are zeros.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.compat.commons.maths import name_of
+from epynn_jax.compat.commons.models import Layer
+from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths.activations import ActivationHPars
+from epynn_jax.maths.initializers import NP_INITIALIZERS
+
+__all__ = ["BuiltinLayer", "hpars_of", "to_device"]
+
+
+def hpars_of(se_hPars: dict | None) -> ActivationHPars:
+    """Activation hyperparameters from ``se_hPars``, with EpyNN's softmax gradient."""
+    hp = {**_DEFAULT_HPARS, **(se_hPars or {})}
+    return ActivationHPars(ELU_alpha=float(hp["ELU_alpha"]), LRELU_alpha=float(hp["LRELU_alpha"]),
+                           softmax_temperature=float(hp["softmax_temperature"]),
+                           epynn_softmax_grad=True)
+
+
+def to_device(tree: dict) -> dict:
+    """NumPy dict -> JAX arrays in the default float dtype."""
+    dt = np.dtype(float_dtype())
+    return {k: jnp.asarray(np.asarray(v, dt)) for k, v in tree.items()}
+
+
+def to_host(tree: dict) -> dict:
+    """JAX dict -> NumPy arrays."""
+    return {k: np.asarray(v) for k, v in jax.device_get(tree).items()}
+
+
+@jax.jit
+def _jit_forward(layer, p, X, key):
+    return layer.forward(p, X, key, True)
+
+
+@jax.jit
+def _jit_forward_eval(layer, p, X, key):
+    return layer.forward(p, X, key, False)
+
+
+@jax.jit
+def _jit_backward(layer, p, fc, dA):
+    return layer.backward(p, fc, dA)
+
+
+@jax.jit
+def _jit_gradients(layer, p, fc, bc):
+    return layer.compute_gradients(p, fc, bc)
+
+
+def _lazy_dict(name: str) -> property:
+    """A dict attribute that is filled from the model's last training step on first read."""
+    slot = "_" + name
+
+    def get(self):
+        ref = self.__dict__.get("_model")
+        model = ref() if ref is not None else None
+        if model is not None and getattr(model, "_pending", None) is not None:
+            model._materialize()
+        return self.__dict__[slot]
+
+    def set(self, value):
+        self.__dict__[slot] = value
+
+    return property(get, set, doc=f"EpyNN's ``{name}`` dict.")
+
+
+class BuiltinLayer(Layer):
+    """A facade layer backed by a functional layer (``_functional = (module, class)``)."""
+
+    fc = _lazy_dict("fc")
+    bc = _lazy_dict("bc")
+    g = _lazy_dict("g")
+
+    _functional: tuple[str, str] = ("", "")
+    _param_order: tuple[str, ...] = ()
+
+    def __init__(self, se_hPars: dict | None = None, **fkwargs: Any) -> None:
+        super().__init__(se_hPars)
+        self._fkwargs = fkwargs
+        self._fl = None
+        self.trainable = False
+        self.name = type(self).__name__
+        self.o.setdefault("seed", None)
+        self._training = False
+        self._model = None
+        self._user_hPars = se_hPars
+
+    def _config(self) -> dict:
+        """Constructor arguments (JSON-able: functions by name), for model files."""
+        cfg = dict(self._fkwargs)
+        if hasattr(self, "initialization"):
+            cfg["initialization"] = name_of(self.initialization, "initialization")
+        return cfg
+
+    # -- the functional layer -------------------------------------------------------
+
+    def _functional_class(self):
+        module, cls = self._functional
+        try:
+            return getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError):
+            raise NotImplementedError(
+                f"{type(self).__name__}: the functional layer {module}.{cls} is not available "
+                "in this version of epynn_jax") from None
+
+    def _functional_kwargs(self) -> dict:
+        return dict(self._fkwargs)
+
+    def to_functional(self):
+        """The functional layer (built for the last input shape seen, if any)."""
+        if self._fl is not None:
+            return self._fl
+        return self._functional_class()(**self._functional_kwargs(),
+                                        hpars=hpars_of(self.se_hPars))
+
+    def _build(self, sample_shape: tuple[int, ...]) -> None:
+        fl = self._functional_class()(**self._functional_kwargs(), hpars=hpars_of(self.se_hPars))
+        self._fl = fl.compute_shapes(tuple(int(s) for s in sample_shape))
+
+    def _sample_shape_changed(self, A) -> bool:
+        return self._fl is None or tuple(self._fl.input_shape) != tuple(np.shape(A)[1:])
+
+    # -- EpyNN's methods ------------------------------------------------------------
+
+    def compute_shapes(self, A) -> None:
+        """Infer dimensions and forward shapes from the input ``A`` (m, ...)."""
+        self._build(np.shape(A)[1:])
+        m = int(np.shape(A)[0])
+        self.d.update(self._fl.d)
+        self.d["m"] = m
+        self.fs.update(self._fl.fs(m))
+
+    def _draw(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        init = getattr(self, "initialization", None)
+        rng = getattr(self, "np_rng", None)
+        if rng is None:
+            rng = np.random.default_rng()
+        if key.startswith("b") or init is None:
+            return np.zeros(shape)
+        if callable(init) and name_of(init) not in NP_INITIALIZERS:
+            return np.asarray(init(shape, rng=rng), dtype=np.float64)
+        return NP_INITIALIZERS[name_of(init)](rng, shape)
+
+    def initialize_parameters(self) -> None:
+        """Draw ``p`` from ``np_rng`` in EpyNN's order (biases zero)."""
+        if self._fl is None:
+            raise RuntimeError(f"{self.name}: call compute_shapes before initialize_parameters")
+        shapes = self._fl.param_shapes()
+        order = [k for k in self._param_order if k in shapes]
+        order += [k for k in shapes if k not in order]
+        self.p.clear()
+        for k in order:
+            self.p[k] = self._draw(k, shapes[k]).reshape(shapes[k])
+
+    def _key(self):
+        rng = getattr(self, "np_rng", None)
+        seed = int(rng.integers(2**31)) if rng is not None and self._uses_key else 0
+        return jax.random.key(seed)
+
+    _uses_key = False
+
+    def forward(self, A):
+        """A = layer(X), eagerly; fills ``fc`` and ``fs``."""
+        if self._sample_shape_changed(A):
+            self.compute_shapes(A)
+        fn = _jit_forward if self._training else _jit_forward_eval
+        out, fc = fn(self._fl, to_device(self.p), jnp.asarray(A, float_dtype()), self._key())
+        self.fc.clear()
+        self.fc.update(to_host(fc))
+        self.update_shapes(self.fc, self.fs)
+        self.d["m"] = int(np.shape(A)[0])
+        return np.asarray(out)
+
+    def backward(self, dX):
+        """dX of the input from dA of the output, eagerly; fills ``bc`` and ``bs``."""
+        dXout, bc = _jit_backward(self._fl, to_device(self.p), to_device(self.fc),
+                                  jnp.asarray(dX, float_dtype()))
+        self.bc.clear()
+        self.bc.update(to_host(bc))
+        self.update_shapes(self.bc, self.bs)
+        return np.asarray(dXout)
+
+    def compute_gradients(self) -> None:
+        """``g`` from the caches (clipped for recurrent layers that clip)."""
+        g = _jit_gradients(self._fl, to_device(self.p), to_device(self.fc), to_device(self.bc))
+        self.g.clear()
+        self.g.update(to_host(g))
+
+    def update_parameters(self) -> None:
+        """p[k] -= lrate[e] * g['d' + k] (only when ``trainable``)."""
+        if not self.trainable:
+            return
+        lr = self.lrate[self.e]
+        for gk, gv in self.g.items():
+            k = gk[1:]
+            self.p[k] = self.p[k] - lr * np.reshape(gv, np.shape(self.p[k]))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.activation or ''}>".replace(" >", ">")

@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``commons`` package (facade over the functional core)."""

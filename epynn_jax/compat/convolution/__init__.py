@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``convolution`` package (facade over the functional core)."""

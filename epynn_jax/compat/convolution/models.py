@@ -1,0 +1,45 @@
+"""``Convolution(unit_filters=1, filter_size=(3, 3), strides=None, padding=0, activate=relu,
+initialization=xavier, use_bias=True, se_hPars=None)``.
+
+Fixed from EpyNN: an int ``strides`` is honoured, ``padding`` counts in the
+output size, and ``se_hPars`` is kept.
+"""
+
+from __future__ import annotations
+
+from epynn_jax.compat._builtin import BuiltinLayer
+from epynn_jax.compat.commons.maths import name_of, relu, xavier
+from epynn_jax.compat.dense.models import _init_name
+
+__all__ = ["Convolution"]
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class Convolution(BuiltinLayer):
+    """2-D convolution over NHWC images (``epynn_jax.layers.convolution``)."""
+
+    _functional = ("epynn_jax.layers.convolution", "Convolution")
+    _param_order = ("W", "b")
+
+    def __init__(self, unit_filters: int = 1, filter_size=(3, 3), strides=None, padding: int = 0,
+                 activate=relu, initialization=xavier, use_bias: bool = True,
+                 se_hPars: dict | None = None) -> None:
+        fsize = _pair(filter_size)
+        stride = fsize if strides is None else _pair(strides)
+        super().__init__(se_hPars, unit_filters=unit_filters, filter_size=fsize, strides=stride,
+                         padding=padding, activate=name_of(activate), use_bias=bool(use_bias))
+        self.d["u"] = unit_filters
+        self.d["fh"], self.d["fw"] = fsize
+        self.d["sh"], self.d["sw"] = stride
+        self.d["p"] = padding
+        self.activate = activate
+        self.initialization = initialization
+        self.use_bias = use_bias
+        self.activation = {"activate": name_of(activate)}
+        self.trainable = True
+
+    def _functional_kwargs(self) -> dict:
+        return {**self._fkwargs, "initialization": _init_name(self.initialization)}

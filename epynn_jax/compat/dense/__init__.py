@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``dense`` package (facade over the functional core)."""

@@ -1,0 +1,32 @@
+"""``Dense(units=1, activate=sigmoid, initialization=xavier, se_hPars=None)``."""
+
+from __future__ import annotations
+
+from epynn_jax.compat._builtin import BuiltinLayer
+from epynn_jax.compat.commons.maths import name_of, sigmoid, xavier
+
+__all__ = ["Dense"]
+
+
+class Dense(BuiltinLayer):
+    """Fully connected layer (``epynn_jax.layers.dense``): Z = X.W + b, A = f(Z)."""
+
+    _functional = ("epynn_jax.layers.dense", "Dense")
+    _param_order = ("W", "b")
+
+    def __init__(self, units: int = 1, activate=sigmoid, initialization=xavier,
+                 se_hPars: dict | None = None) -> None:
+        super().__init__(se_hPars, units=units, activate=name_of(activate))
+        self.d["u"] = units
+        self.activate = activate
+        self.initialization = initialization
+        self.activation = {"activate": name_of(activate)}
+        self.trainable = True
+
+    def _functional_kwargs(self) -> dict:
+        return {**self._fkwargs, "initialization": _init_name(self.initialization)}
+
+
+def _init_name(init) -> str:
+    name = name_of(init, "initialization")
+    return name if name in ("xavier", "orthogonal", "zeros") else "xavier"

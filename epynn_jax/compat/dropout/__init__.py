@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``dropout`` package (facade over the functional core)."""

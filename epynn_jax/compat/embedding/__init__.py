@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``embedding`` package (facade over the functional core)."""

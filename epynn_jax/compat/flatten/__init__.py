@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``flatten`` package (facade over the functional core)."""

@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``gru`` package (facade over the functional core)."""

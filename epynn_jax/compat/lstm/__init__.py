@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``lstm`` package (facade over the functional core)."""

@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``network`` package (facade over the functional core)."""

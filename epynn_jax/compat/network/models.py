@@ -1,0 +1,563 @@
+"""``EpyNN(layers, name='EpyNN')``: the model, as EpyNN's class, trained by compiled epochs.
+
+Kept from EpyNN: the constructor, ``initialize(loss, se_hPars, metrics, seed,
+params, end)`` with its dry run on the first shuffled batch, ``train(epochs,
+verbose, init_logs)``, ``evaluate``, ``forward``, ``backward``, ``predict``,
+``report``, ``batch_report``, ``plot``, ``write``, and the attributes
+(``layers``, ``embedding``, ``uname``, ``network``, ``metrics``, ``output``,
+``training_loss``, ``se_hPars``, ``seed``, ``np_rng``, ``e``, ``epochs``,
+``verbose``, ...). Seeds: layer *i* (the Embedding is 0) draws from
+``numpy.random.default_rng(seed + i + 1)``, so initial weights and batch
+order are EpyNN's.
+
+Training does not call the layers' methods batch by batch: each epoch is one
+compiled call of the functional core (see :mod:`epynn_jax.compat._engine`),
+and the layers' dicts are refreshed afterwards (``p`` at once; ``fc``,
+``bc`` and ``g`` of the last training batch when first read).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.compat import _engine, _report
+from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
+from epynn_jax.compat._traced import try_trace
+from epynn_jax.compat.commons.io import encode_dataset, scale_features
+from epynn_jax.compat.commons.loss import loss_functions
+from epynn_jax.compat.commons.models import dataSet
+from epynn_jax.compat.commons.schedule import schedule_lrate
+from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network.model import Network
+
+__all__ = ["EpyNN"]
+
+_TABLE_ROWS = 11
+
+
+def _is_builtin(layer) -> bool:
+    return isinstance(layer, BuiltinLayer)
+
+
+def _compiled_layer(layer):
+    """The functional layer to compile for ``layer``, or None if it runs eagerly."""
+    if _is_builtin(layer):
+        return layer._fl
+    return layer.__dict__.get("_adapter")
+
+
+class EpyNN:
+    """A linear stack of layers whose first is an ``Embedding`` holding the data.
+
+    ``verbose=False`` silences every print of this model (``None`` follows
+    :func:`epynn_jax.compat.set_quiet` and ``EPYNN_JAX_QUIET``).
+    """
+
+    def __init__(self, layers, name: str = "EpyNN", verbose: bool | None = None) -> None:
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise TypeError("EpyNN: layers must be a non-empty list of layers")
+        if not hasattr(layers[0], "dsets"):
+            raise TypeError(f"EpyNN: the first layer must be an Embedding, got "
+                            f"{type(layers[0]).__name__}")
+        self.layers = list(layers)
+        self.embedding = self.layers[0]
+        self.ts = int(time.time())
+        self.uname = f"{self.ts}_{name}"
+        self.initialized = False
+        self._print = verbose
+        self._pending = None
+        self._done_epochs = 0
+        self.e = 0
+
+    # -- setup --------------------------------------------------------------------------
+
+    def initialize(self, loss: str = "MSE", se_hPars: dict = _DEFAULT_HPARS,
+                   metrics: list = ("accuracy",), seed: int | None = None, params: bool = True,
+                   end: str = "\n") -> None:
+        """Check the model with a dry run (forward, loss', backward, gradients; no update).
+
+        ``se_hPars`` is copied (never mutated); layers without their own get the
+        model's. ``seed=None`` leaves weights unseeded; any int (0 included)
+        seeds layer i with ``seed + i + 1``. ``params=False`` keeps existing
+        parameters. Raises (does not exit) when a layer rejects its input.
+        """
+        self.network = {id(layer): {} for layer in self.layers}
+        names = [*metrics, loss]
+        for m in names:
+            metrics_lib.check_metric(m)
+        self.metrics = {m: [[], [], []] for m in names}
+        last = self.layers[-1]
+        if "activate" not in getattr(last, "activation", {}):
+            raise ValueError(f"EpyNN: the last layer ({type(last).__name__}) has no activation; "
+                             "end the network with e.g. a Dense layer")
+        self.output = last.activation["activate"]
+        self.training_loss = loss_functions(loss, self.output)
+        self.loss = loss
+        self.se_hPars = dict(se_hPars)
+        for layer in self.layers:
+            own = layer.__dict__.setdefault("_user_hPars", layer.se_hPars)
+            layer._base_hPars = dict(own) if own else self.se_hPars
+            layer.se_hPars = layer._base_hPars
+        self.seed = seed
+        self._assign_seeds(seed)
+        self._pending = None
+        self._done_epochs = 0
+        if not self.embedding.dsets:
+            raise ValueError("EpyNN: the Embedding holds no data (give it X_data and Y_data)")
+        try:
+            self._dry_run(params, end)
+        except Exception as err:
+            self._debug_failure(err)
+            raise
+        self.e = 0
+        self.initialized = True
+
+    def _assign_seeds(self, seed) -> None:
+        self.np_rng = np.random.default_rng(seed)
+        for i, layer in enumerate(self.layers):
+            s = None if seed is None else int(seed) + i + 1
+            layer.o["seed"] = s
+            layer.np_rng = np.random.default_rng(s)
+            if _is_builtin(layer):
+                layer._model = weakref.ref(self)
+        base = 0 if seed is None else int(seed)
+        self._key = jax.random.key(base if seed is not None else np.random.default_rng().integers(
+            2**31))
+
+    def _dry_run(self, params: bool, end: str) -> None:
+        say = lambda msg: _report.say(msg, self, end=end)  # noqa: E731
+        self.embedding.training_batches(init=True)
+        batch = self.embedding.batch_dtrain[0]
+        say(f"{'--- EpyNN Check --- ':<100}")
+        if all(_is_builtin(layer) for layer in self.layers):
+            self._dry_run_compiled(batch, params, say)
+        else:
+            self._dry_run_eager(batch, params, say)
+        self._failing = None
+        say(f"{'--- EpyNN Check OK! --- ':<100}")
+
+    def _check_layer(self, i: int, layer, say) -> dict:
+        self._failing = i
+        layer.name = type(layer).__name__
+        entry = self.network[id(layer)]
+        entry.update(Layer=layer.name, Activation=layer.activation, Dimensions=layer.d)
+        if "softmax" in layer.activation.values() and layer.name != "Dense":
+            raise ValueError(f"layer {i} ({layer.name}): softmax can only be used in Dense")
+        say(f"Layer: {layer.name}")
+        layer.e = 0
+        return entry
+
+    def _dry_run_compiled(self, batch, params: bool, say) -> None:
+        """Shapes layer by layer, then one compiled forward + backward of the first batch."""
+        shape = tuple(np.shape(batch.X))
+        for i, layer in enumerate(self.layers):
+            entry = self._check_layer(i, layer, say)
+            layer.compute_shapes(jax.ShapeDtypeStruct(shape, float_dtype()))
+            if params:
+                layer.initialize_parameters()
+            shape = (shape[0], *layer._fl.output_shape)
+            say(f"forward: {layer.name} shape: {shape}")
+            entry["FW_Shapes"] = layer.fs
+        self._failing = None
+        net = Network(tuple(layer._fl for layer in self.layers))
+        dt = float_dtype()
+        params_d = tuple(to_device(layer.p) for layer in self.layers)
+        Xb = jnp.asarray(np.asarray(batch.X, np.dtype(dt)))
+        Yb = jnp.asarray(np.asarray(batch.Y, np.dtype(dt)))
+        # Trace (no compilation) to check every shape; the values are computed on first read.
+        fcs, bcs, _ = jax.eval_shape(
+            lambda p, X, Y, k: _engine.step_caches(net, self.loss, p, X, Y, k),
+            params_d, Xb, Yb, self._key)
+        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
+        self._pending = (net, params_d, Xb, Yb, self._key if use_key else None)
+        for layer, fc, bc in reversed(list(zip(self.layers, fcs, bcs))):
+            layer.fs.update({k: tuple(v.shape) for k, v in fc.items()})
+            layer.bs.update({k: tuple(v.shape) for k, v in bc.items()})
+            self.network[id(layer)]["BW_Shapes"] = layer.bs
+            say(f"backward: {layer.name} shape: {layer.bs.get('dX')}")
+
+    def _dry_run_eager(self, batch, params: bool, say) -> None:
+        """Layer by layer, each method called in turn (models with custom layers)."""
+        A, Y = batch.X, batch.Y
+        shapes = []
+        for i, layer in enumerate(self.layers):
+            entry = self._check_layer(i, layer, say)
+            shapes.append(tuple(np.shape(A)))
+            layer.compute_shapes(A)
+            if params:
+                layer.initialize_parameters()
+            if _is_builtin(layer):
+                layer._training = True
+            try:
+                A = layer.forward(A)
+            finally:
+                if _is_builtin(layer):
+                    layer._training = False
+            say(f"forward: {layer.name} shape: {np.shape(A)}")
+            entry["FW_Shapes"] = layer.fs
+        dX = self.training_loss(Y, A, deriv=True)
+        for i in reversed(range(len(self.layers))):
+            self._failing = i
+            layer = self.layers[i]
+            dX = layer.backward(dX)
+            self.network[id(layer)]["BW_Shapes"] = layer.bs
+            layer.compute_gradients()
+            say(f"backward: {layer.name} shape: {np.shape(dX)}")
+        for layer, shape in zip(self.layers, shapes):
+            if not _is_builtin(layer):
+                adapter, reason = try_trace(layer, shape, float_dtype())
+                layer._adapter = adapter
+                layer._mode = ("compiled" if adapter is not None else "eager", reason)
+                say(f"{layer.name}: runs {layer._mode[0]} ({reason})")
+
+    def _debug_failure(self, err: Exception) -> None:
+        i = getattr(self, "_failing", None)
+        where = "" if i is None else f" at layer {i} ({type(self.layers[i]).__name__})"
+        msg = f"Initialization of EpyNN model failed{where}: {err}"
+        if i is not None:
+            layer = self.layers[i]
+            _report.say(f"\n/!\\ {msg}", self)
+            _report.say("Known dimensions: " + ", ".join(f"{k}: {v}" for k, v in layer.d.items()),
+                        self)
+            _report.say("Known forward shapes: " + ", ".join(
+                f"{k}: {v}" for k, v in layer.fs.items()), self)
+        if hasattr(err, "add_note"):
+            err.add_note(msg)
+
+    # -- training -----------------------------------------------------------------------
+
+    def train(self, epochs: int, verbose: int | None = None, init_logs: bool = True) -> None:
+        """Train for ``epochs`` more epochs (continuing after the last one trained).
+
+        ``verbose``: add a row to the epoch table every that many epochs
+        (default: a tenth of ``epochs``). ``init_logs``: print the data,
+        architecture and hyperparameter tables first (no pause).
+        """
+        if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
+            raise ValueError(f"EpyNN.train: epochs must be a positive int, got {epochs!r}")
+        if not self.initialized:
+            self.initialize()
+        start = self._done_epochs
+        self.epochs = start + int(epochs)
+        for layer in self.layers:
+            base = getattr(layer, "_base_hPars", None) or self.se_hPars
+            layer.se_hPars, layer.lrate = schedule_lrate(base, self.epochs)
+        if init_logs:
+            self._init_report()
+        if not verbose:
+            verbose = epochs // 10 if epochs >= 10 else 1
+        self.verbose = verbose
+        self.cts = time.time()
+        self._start = start
+        self._train_loop(start, self.epochs)
+        self._done_epochs = self.epochs
+
+    def _plan(self) -> list[_engine.Segment]:
+        segs, run = [], []
+        for i, layer in enumerate(self.layers):
+            if _compiled_layer(layer) is not None:
+                run.append(i)
+                continue
+            if run:
+                segs.append(_engine.Segment(True, tuple(run)))
+                run = []
+            segs.append(_engine.Segment(False, (i,)))
+        if run:
+            segs.append(_engine.Segment(True, tuple(run)))
+        for s in segs:
+            if s.compiled:
+                s.net = Network(tuple(_compiled_layer(self.layers[i]) for i in s.indices))
+        return segs
+
+    def _device_sets(self):
+        dt = np.dtype(float_dtype())
+        sets = {d.name: (jnp.asarray(np.asarray(d.X, dt)), jnp.asarray(np.asarray(d.Y, dt)))
+                for d in self.embedding.dsets}
+        return sets["dtrain"], sets
+
+    def _lrs(self, indices, e: int) -> jax.Array:
+        def rate(layer):
+            if not _is_builtin(layer):  # a compiled custom layer decides in its own update
+                return layer.lrate[e] if hasattr(layer, "lrate") else 0.0
+            return layer.lrate[e] if layer.trainable else 0.0
+
+        return jnp.asarray(np.asarray([rate(self.layers[i]) for i in indices],
+                                      np.dtype(float_dtype())))
+
+    def _train_loop(self, start: int, stop: int) -> None:
+        plan = self._plan()
+        (X, Y), evalsets = self._device_sets()
+        if len(plan) == 1 and plan[0].compiled:
+            self._train_compiled(plan[0].net, X, Y, evalsets, start, stop)
+        else:
+            self._train_segmented(plan, X, Y, evalsets, start, stop)
+        _report.say("", self)
+
+    def _set_epoch(self, e: int) -> None:
+        self.e = e
+        for layer in self.layers:
+            layer.e = e
+
+    def _train_compiled(self, net, X, Y, evalsets, start, stop) -> None:
+        names = tuple(self.metrics)
+        params = tuple(to_device(layer.p) for layer in self.layers)
+        key = self._key
+        indices = tuple(range(len(self.layers)))
+        sets = list(evalsets)
+        sizes = tuple(int(evalsets[k][0].shape[0]) for k in sets)
+        dt = np.dtype(float_dtype())
+        dsets = {d.name: d for d in self.embedding.dsets}
+        Xe = jnp.asarray(np.concatenate([np.asarray(dsets[k].X, dt) for k in sets]))
+        Ye = jnp.asarray(np.concatenate([np.asarray(dsets[k].Y, dt) for k in sets]))
+        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
+        t0 = time.time()
+        for e in range(start, stop):
+            self._set_epoch(e)
+            idx = self.embedding.batch_indices()
+            params, key, prev, last_key, acc, cost, scores, outputs = _engine.epoch_compiled(
+                net, self.loss, names, sizes, use_key, params, X, Y, idx,
+                self._lrs(indices, e), key, Xe, Ye)
+            self._record(dict(zip(sets, jax.device_get(scores))))
+            self._progress(e, t0, acc, cost)
+            self.report()
+        self._key = key
+        for layer, p in zip(self.layers, params):
+            layer.p.clear()
+            layer.p.update(to_host(p))
+        dtrain = self.embedding.dtrain
+        self._pending = (net, prev, jnp.asarray(np.asarray(dtrain.X[idx[-1]], dt)),
+                         jnp.asarray(np.asarray(dtrain.Y[idx[-1]], dt)),
+                         last_key if use_key else None)
+        outputs = np.asarray(outputs)
+        self._set_outputs(dict(zip(sets, np.split(outputs, np.cumsum(sizes)[:-1]))))
+
+    def _materialize(self) -> None:
+        """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch."""
+        net, prev, Xb, Yb, key = self._pending
+        self._pending = None
+        fcs, bcs, gs = _engine.step_caches(net, self.loss, prev, Xb, Yb, key)
+        for layer, fc, bc, g in zip(self.layers, fcs, bcs, gs):
+            for name, tree in (("fc", fc), ("bc", bc), ("g", g)):
+                target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
+                target.clear()
+                target.update(to_host(tree))
+            layer.update_shapes(layer.__dict__.get("_fc", layer.__dict__.get("fc")), layer.fs)
+            layer.update_shapes(layer.__dict__.get("_bc", layer.__dict__.get("bc")), layer.bs)
+            layer.d["m"] = int(Xb.shape[0])
+
+    def _train_segmented(self, plan, X, Y, evalsets, start, stop) -> None:
+        seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
+                      for s, seg in enumerate(plan) if seg.compiled}
+        key = self._key
+        t0 = time.time()
+        last = {}
+        for e in range(start, stop):
+            self._set_epoch(e)
+            acc = cost = None
+            for b in self.embedding.batch_indices():
+                b = jnp.asarray(b)
+                A, fcs = X[b], {}
+                for s, seg in enumerate(plan):
+                    if seg.compiled:
+                        key, sub = jax.random.split(key)
+                        A, fcs[s] = _engine.segment_forward(seg.net, seg_params[s],
+                                                            jnp.asarray(A, float_dtype()), sub,
+                                                            True)
+                    else:
+                        A = self.layers[seg.indices[0]].forward(np.asarray(A))
+                acc, cost, dA = _engine.loss_and_deriv(self.loss, Y[b],
+                                                       jnp.asarray(A, float_dtype()))
+                for s in reversed(range(len(plan))):
+                    seg = plan[s]
+                    if seg.compiled:
+                        dA, seg_params[s], gs, bcs = _engine.segment_backward(
+                            seg.net, seg_params[s], fcs[s], jnp.asarray(dA, float_dtype()),
+                            self._lrs(seg.indices, e))
+                        last[s] = (fcs[s], bcs, gs)
+                    else:
+                        layer = self.layers[seg.indices[0]]
+                        dA = layer.backward(np.asarray(dA))
+                        layer.compute_gradients()
+                        layer.update_parameters()
+            outputs = self._evaluate_sets(plan, seg_params, evalsets)
+            self._progress(e, t0, acc, cost)
+            self.report()
+        self._key = key
+        for s, seg in enumerate(plan):
+            if not seg.compiled:
+                continue
+            for j, i in enumerate(seg.indices):
+                layer = self.layers[i]
+                layer.p.clear()
+                layer.p.update(to_host(seg_params[s][j]))
+                if s in last:
+                    for name, tree in zip(("fc", "bc", "g"), last[s]):
+                        target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
+                        target.clear()
+                        target.update(to_host(tree[j]))
+        self._set_outputs(outputs)
+
+    def _forward_segments(self, plan, seg_params, X):
+        A = X
+        for s, seg in enumerate(plan):
+            if seg.compiled:
+                A, _ = _engine.segment_forward(seg.net, seg_params[s],
+                                               jnp.asarray(A, float_dtype()), None, False)
+            else:
+                A = self.layers[seg.indices[0]].forward(np.asarray(A))
+        return np.asarray(A)
+
+    def _evaluate_sets(self, plan, seg_params, evalsets) -> dict:
+        outputs, scores = {}, {}
+        names = tuple(self.metrics)
+        for name, (Xs, Ys) in evalsets.items():
+            A = self._forward_segments(plan, seg_params, Xs)
+            outputs[name] = A
+            scores[name] = _engine.host_metrics(names, np.asarray(Ys), A)
+        self._record(scores)
+        return outputs
+
+    def _record(self, scores: dict) -> None:
+        for k, dset in enumerate(self.embedding.dsets):
+            for m in self.metrics:
+                self.metrics[m][k].append(float(scores[dset.name][m]))
+
+    def _set_outputs(self, outputs: dict) -> None:
+        for dset in self.embedding.dsets:
+            if dset.name in outputs:
+                dset.A = outputs[dset.name]
+                dset.P = _decide(dset.A, dset.Y.shape[1] > 1)
+
+    # -- EpyNN's per-call methods ---------------------------------------------------------
+
+    def _current_params(self):
+        plan = self._plan()
+        seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
+                      for s, seg in enumerate(plan) if seg.compiled}
+        return plan, seg_params
+
+    def evaluate(self) -> None:
+        """Evaluate every data set (no dropout) and append each metric."""
+        (_, _), evalsets = self._device_sets()
+        plan, seg_params = self._current_params()
+        self._set_outputs(self._evaluate_sets(plan, seg_params, evalsets))
+
+    def forward(self, X):
+        """The output of every layer in turn (eager, no dropout); sets each layer's ``e``."""
+        A = X
+        for layer in self.layers:
+            layer.e = self.e
+            A = layer.forward(A)
+        return A
+
+    def backward(self, dA) -> None:
+        """Per layer, last to first: backward, compute_gradients, update_parameters."""
+        dX = dA
+        for layer in reversed(self.layers):
+            dX = layer.backward(dX)
+            layer.compute_gradients()
+            layer.update_parameters()
+
+    def predict(self, X_data, X_encode: bool = False, X_scale: bool = False) -> dataSet:
+        """Outputs ``A`` and decisions ``P`` for new samples (no dropout).
+
+        ``X_encode`` one-hot encodes with the training vocabulary (an unknown
+        element raises ``ValueError``); ``X_scale`` min-max scales the new data
+        with its own bounds, as EpyNN does.
+        """
+        X_data = np.array(X_data)
+        if X_encode:
+            emb = self.embedding
+            if not hasattr(emb, "e2i"):
+                raise ValueError("predict(X_encode=True): the model was not trained on "
+                                 "encoded data (no vocabulary)")
+            X_data = np.array(encode_dataset(X_data, emb.e2i, emb.d["e"]))
+        if X_scale:
+            X_data = scale_features(X_data)
+        dset = dataSet(X_data)
+        if not dset.active:
+            raise ValueError("predict: X_data has no samples")
+        plan, seg_params = self._current_params()
+        dset.A = self._forward_segments(plan, seg_params, jnp.asarray(dset.X, float_dtype()))
+        dset.P = _decide(dset.A, self._label_columns() > 1)
+        return dset
+
+    def _label_columns(self) -> int:
+        Y = getattr(self.embedding.dtrain, "Y", None)
+        return int(Y.shape[1]) if Y is not None else int(getattr(self, "_n_label_columns", 1))
+
+    # -- reports ------------------------------------------------------------------------
+
+    def _progress(self, e: int, t0: float, acc, cost) -> None:
+        now = time.time()
+        last = e == self.epochs - 1
+        if _report.is_quiet(self) or not _report.interactive():
+            return
+        if not last and now - getattr(self, "_last_progress", 0.0) < 0.1:
+            return
+        self._last_progress = now
+        acc = None if acc is None else float(acc)
+        cost = None if cost is None else float(cost)
+        _report.say(_report.progress_line(e, self.epochs, self._start, t0, acc, cost), self,
+                    end="\r")
+
+    def batch_report(self, batch, A) -> None:
+        """One overwritable line with the batch's accuracy and cost."""
+        acc = float(np.mean(metrics_lib.accuracy(jnp.asarray(batch.Y, float_dtype()),
+                                                 jnp.asarray(A, float_dtype()))))
+        cost = float(np.mean(self.training_loss(batch.Y, A)))
+        _report.say(f"Epoch {self.e} - Batch {batch.name} - Accuracy: {acc:.3f} "
+                    f"Cost: {cost:.5f}", self, end="\r")
+
+    def _table_headers(self) -> list[str]:
+        heads = ["epoch"]
+        heads += [f"lrate\n{layer.name}" for layer in self.layers if layer.p]
+        heads += [f"{m}\n{d.name}" for m in self.metrics for d in self.embedding.dsets]
+        return heads + ["Experiment"]
+
+    def report(self) -> None:
+        """Add this epoch's row to the epoch table; print it every 11 rows and at the end."""
+        e = self.e
+        if e == getattr(self, "_start", 0) or not hasattr(self, "current_logs"):
+            self.current_logs = [self._table_headers()]
+        last = e == self.epochs - 1
+        if e % self.verbose == 0 or last:
+            row = [str(e)]
+            row += [f"{layer.lrate[e]:.2e}" for layer in self.layers if layer.p]
+            row += [f"{self.metrics[m][k][-1]:.3f}" for m in self.metrics
+                    for k in range(len(self.embedding.dsets))]
+            self.current_logs.append(row + [self.uname])
+        if len(self.current_logs) == _TABLE_ROWS + 1 or last:
+            _report.say("\n" + _report.text_table(self.current_logs), self)
+            self.current_logs = [self.current_logs[0]]
+
+    def _init_report(self) -> None:
+        from epynn_jax.compat.network.logs import init_report
+        _report.say(init_report(self), self)
+
+    def plot(self, pyplot: bool = True, path=None) -> None:
+        """Plot every metric per data set (matplotlib, headless-safe); save a PNG.
+
+        ``path=None`` saves ``./plots/<uname>.png``, a string saves there, ``False``
+        does not save.
+        """
+        if pyplot:
+            from epynn_jax.compat.commons.plot import pyplot_metrics
+            pyplot_metrics(self, path)
+
+    def write(self, path: str | None = None) -> None:
+        """Save the model (weights, architecture, vocabulary, metrics; no pickle)."""
+        from epynn_jax.compat.commons.library import write_model
+        write_model(self, path)
+
+
+def _decide(A: np.ndarray, encoded: bool) -> np.ndarray:
+    A = np.asarray(A)
+    return np.argmax(A, axis=1) if encoded else np.around(A)

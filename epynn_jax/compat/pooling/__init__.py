@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``pooling`` package (facade over the functional core)."""

@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``rnn`` package (facade over the functional core)."""

@@ -1,0 +1,1 @@
+"""EpyNN-compatible ``template`` package (facade over the functional core)."""

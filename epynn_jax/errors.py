@@ -1,0 +1,66 @@
+"""The library's own exception types for files and training failures.
+
+- :class:`ModelFileError` (a ``ValueError``): a model or checkpoint file is
+  truncated, corrupted, foreign, or does not match its architecture.
+- :class:`NonFiniteError` (a ``FloatingPointError``): training produced a NaN
+  or inf loss, gradient or parameter; carries the last good state.
+- :class:`TrainingInterrupted` (a ``KeyboardInterrupt``): Ctrl-C during
+  ``fit``; carries the state at the end of the last completed epoch and the
+  path of the checkpoint written for it (if checkpointing was on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ModelFileError", "NonFiniteError", "TrainingInterrupted"]
+
+
+class ModelFileError(ValueError):
+    """A model/checkpoint file cannot be loaded: the message says what is wrong."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or updated parameter became NaN or inf during ``fit``.
+
+    Attributes:
+        epoch: 0-based epoch in which it happened.
+        step: 0-based batch within that epoch (``None`` when unknown).
+        layer_index, layer_name: the layer where it started (the first one, in
+            backward order, whose gradient or update was non-finite), or
+            ``None`` when only the loss was non-finite.
+        bad_layers: indices of every layer whose gradient/update was non-finite.
+        params, opt_state, key: the last good training state (before the bad step).
+        history: the metrics of the completed epochs.
+    """
+
+    def __init__(self, message: str, *, epoch: int, step: int | None = None,
+                 layer_index: int | None = None, layer_name: str | None = None,
+                 bad_layers: tuple[int, ...] = (), params: Any = None, opt_state: Any = None,
+                 key: Any = None, history: dict | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+        self.layer_index = layer_index
+        self.layer_name = layer_name
+        self.bad_layers = tuple(bad_layers)
+        self.params = params
+        self.opt_state = opt_state
+        self.key = key
+        self.history = history if history is not None else {}
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``, re-raised once the state is consistent.
+
+    Attributes:
+        result: a ``FitResult`` for the last completed epoch.
+        checkpoint: path of the checkpoint saved for it, or ``None``.
+    """
+
+    def __init__(self, message: str, *, result: Any = None,
+                 checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+        self.checkpoint = checkpoint

@@ -1,0 +1,650 @@
+"""Safe, atomic model and checkpoint files (no pickle, no code run on load).
+
+File format (version 1): a zip archive holding
+
+- ``model.json``: ``{"format": "epynn_jax.model", "version": 1, "input_shape": [...],
+  "layers": [{"class": "module:QualName", "fields": {...}}, ...],
+  "arrays": {name: {"file": "arrays/N.npy", "shape": [...], "dtype": "<f4"}},
+  "metadata": {...}, "history": {...} | null, "checkpoint": {...} | null}``.
+  Layer fields are the dataclass fields, JSON-encoded: tuples as
+  ``{"__tuple__": [...]}``, non-finite floats as ``{"__float__": "nan"}``,
+  nested frozen dataclasses (``ActivationHPars``) as
+  ``{"__dataclass__": "module:QualName", "fields": {...}}``;
+- one ``.npy`` file per array (written with ``allow_pickle=False``): the
+  parameters ``params/<layer>/<key>``, and in a checkpoint the optimizer state
+  leaves ``opt_state/<j>`` (``jax.tree_util.tree_flatten`` order) and the PRNG
+  key ``key`` (its ``jax.random.key_data``).
+
+Loading never runs code from the file: nothing is unpickled, arrays are read
+from their validated ``.npy`` headers (numeric dtypes only), every parameter is
+checked against the architecture (shape from ``layer.param_shapes()``, a float
+dtype, finite values), and the rebuilt architecture must encode back to exactly
+the stored one. Layer classes of ``epynn_jax.layers`` (and dataclasses of
+``epynn_jax.maths``) load directly; any other module is imported only when the
+caller names it in ``allow_modules``, or the class is passed in
+``custom_layers``. Every problem with a file's content raises
+:class:`~epynn_jax.errors.ModelFileError` saying what is wrong (a missing file
+raises the usual ``FileNotFoundError``).
+
+Writes are atomic: the archive goes to a temporary file in the same
+directory, is flushed and fsynced, then ``os.replace``-d over the target and
+the directory is fsynced; an interrupted save leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import json
+import math
+import os
+import re
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.errors import ModelFileError
+from epynn_jax.layers.base import Layer
+from epynn_jax.network.model import Network, Params, build
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Model",
+    "save_model",
+    "load_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore_opt_state",
+    "encode_layer",
+]
+
+FORMAT = "epynn_jax.model"
+VERSION = 1
+MODEL_JSON = "model.json"
+BUILTIN_MODULES = ("epynn_jax.layers", "epynn_jax.maths")
+MAX_JSON_BYTES = 16 * 2**20
+MAX_DEPTH = 32
+_NPY_HEADER_MAX = 2**16
+_PARAM_KINDS = "f"
+_STATE_KINDS = "fiub"
+_CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+
+class Model(NamedTuple):
+    """What :func:`load_model` / :func:`load_checkpoint` return.
+
+    ``opt_state`` is ``None`` in a plain model file; in a checkpoint it is the
+    optimizer state rebuilt for the ``optimizer`` given to
+    :func:`load_checkpoint`, or the tuple of its leaves when none was given
+    (see :func:`restore_opt_state`). ``key`` and ``epoch`` (epochs completed)
+    are ``None`` unless saved.
+    """
+
+    net: Network
+    params: Params
+    metadata: dict
+    history: dict | None
+    opt_state: Any = None
+    key: jax.Array | None = None
+    epoch: int | None = None
+
+
+# -- encoding layers -------------------------------------------------------------------
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _init_fields(obj) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(obj) if f.init]
+
+
+def _encode(value: Any, where: str) -> Any:
+    """A JSON-able encoding of one (hashable) field value."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else {"__float__": repr(value)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, where) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, where) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"__dataclass__": _class_path(type(value)), "fields": _encode_fields(value, where)}
+    raise TypeError(f"{where}: cannot store a value of type {type(value).__name__} "
+                    f"({value!r}) in a model file")
+
+
+def _encode_fields(obj, where: str) -> dict:
+    return {f.name: _encode(getattr(obj, f.name), f"{where}.{f.name}") for f in _init_fields(obj)}
+
+
+def encode_layer(layer: Layer) -> dict:
+    """``{"class": "module:QualName", "fields": {...}}`` for one layer."""
+    return {"class": _class_path(type(layer)), "fields": _encode_fields(layer, layer.name)}
+
+
+class _Resolver:
+    """Maps ``module:QualName`` to a class, importing only allowed modules."""
+
+    def __init__(self, allow_modules: Sequence[str], custom_layers: Mapping[str, type] | None):
+        if isinstance(allow_modules, str):
+            allow_modules = (allow_modules,)
+        self.allowed = (*BUILTIN_MODULES, *allow_modules)
+        self.custom = dict(custom_layers or {})
+        for name, cls in self.custom.items():
+            if not isinstance(cls, type):
+                raise TypeError(f"custom_layers[{name!r}] must be a class, got {cls!r}")
+
+    def _allowed(self, module: str) -> bool:
+        return any(module == m or module.startswith(m + ".") for m in self.allowed)
+
+    def resolve(self, path: Any, where: str) -> type:
+        if not isinstance(path, str) or not _CLASS_PATH.match(path):
+            raise ModelFileError(f"{where}: invalid class path {path!r} "
+                                 "(expected 'module:QualName')")
+        module, qualname = path.split(":")
+        for name in (path, qualname):
+            if name in self.custom:
+                return self.custom[name]
+        if not self._allowed(module):
+            raise ModelFileError(
+                f"{where}: class {path!r} comes from module {module!r}, which is not imported "
+                f"unless allowed: pass allow_modules=({module!r},) or "
+                f"custom_layers={{{qualname.rsplit('.', 1)[-1]!r}: the_class}} to load_model"
+            )
+        try:
+            obj = importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - any import failure is reported as such
+            raise ModelFileError(f"{where}: cannot import module {module!r} for class "
+                                 f"{path!r}: {type(err).__name__}: {err}") from None
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if not isinstance(obj, type):
+            raise ModelFileError(f"{where}: module {module!r} has no class {qualname!r}")
+        return obj
+
+
+def _decode(value: Any, resolver: _Resolver, where: str, depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise ModelFileError(f"{where}: value nested too deeply")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_decode(v, resolver, where, depth + 1) for v in value]
+    if not isinstance(value, dict):
+        raise ModelFileError(f"{where}: unexpected value {value!r}")
+    if set(value) == {"__tuple__"} and isinstance(value["__tuple__"], list):
+        return tuple(_decode(v, resolver, where, depth + 1) for v in value["__tuple__"])
+    if set(value) == {"__float__"} and value["__float__"] in ("nan", "inf", "-inf"):
+        return float(value["__float__"])
+    if set(value) == {"__dataclass__", "fields"} and isinstance(value["fields"], dict):
+        cls = resolver.resolve(value["__dataclass__"], where)
+        if not dataclasses.is_dataclass(cls):
+            raise ModelFileError(f"{where}: {value['__dataclass__']!r} is not a dataclass")
+        fields = _decode_fields(value["fields"], cls, resolver, where, depth + 1)
+        return _construct(cls, fields, where)
+    raise ModelFileError(f"{where}: unexpected value {value!r}")
+
+
+def _decode_fields(raw: dict, cls: type, resolver: _Resolver, where: str, depth: int) -> dict:
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(raw) - names
+    if unknown:
+        raise ModelFileError(f"{where}: {cls.__name__} has no field(s) {sorted(unknown)}")
+    return {k: _decode(v, resolver, f"{where}.{k}", depth) for k, v in raw.items()}
+
+
+def _construct(cls: type, fields: dict, where: str):
+    try:
+        return cls(**fields)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ModelFileError(f"{where}: invalid fields for {cls.__name__}: {err}") from None
+
+
+def _decode_layer(entry: Any, i: int, resolver: _Resolver) -> Layer:
+    where = f"layer {i}"
+    if not (isinstance(entry, dict) and set(entry) == {"class", "fields"}
+            and isinstance(entry["fields"], dict)):
+        raise ModelFileError(f"{where}: expected {{'class': ..., 'fields': {{...}}}}")
+    cls = resolver.resolve(entry["class"], where)
+    if not (issubclass(cls, Layer) and dataclasses.is_dataclass(cls)):
+        raise ModelFileError(f"{where}: {entry['class']!r} is not a layer class")
+    fields = _decode_fields(entry["fields"], cls, resolver, f"{where} ({cls.__name__})", 1)
+    fields.pop("input_shape", None)
+    return _construct(cls, fields, f"{where} ({cls.__name__})")
+
+
+def _build_network(doc: dict, resolver: _Resolver) -> Network:
+    layers = doc["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise ModelFileError("model.json: 'layers' must be a non-empty list")
+    shape = doc["input_shape"]
+    if not (isinstance(shape, list) and all(_is_int(s) and s >= 1 for s in shape)):
+        raise ModelFileError(f"model.json: invalid input_shape {shape!r}")
+    built = [_decode_layer(e, i, resolver) for i, e in enumerate(layers)]
+    try:
+        net = build(built, tuple(shape))
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ModelFileError(f"model.json: the architecture does not build: {err}") from None
+    for i, (layer, entry) in enumerate(zip(net.layers, layers)):
+        if encode_layer(layer) != entry:
+            raise ModelFileError(f"layer {i} ({layer.name}): stored fields do not match the "
+                                 "layer rebuilt from the input shape")
+    return net
+
+
+# -- arrays --------------------------------------------------------------------------
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _host_array(x: Any, where: str, kinds: str) -> tuple[np.ndarray, dict]:
+    """A contiguous host array and its index entry (keys are stored as key data)."""
+    extra = {}
+    if _is_key(x):
+        extra["key_impl"] = str(jax.random.key_impl(x))
+        x = jax.random.key_data(x)
+    arr = np.asarray(jax.device_get(x), order="C")
+    if arr.dtype.kind not in kinds or arr.dtype.hasobject or arr.dtype.fields is not None:
+        raise TypeError(f"{where}: cannot store an array of dtype {arr.dtype} in a model file")
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return arr, {"shape": list(arr.shape), "dtype": arr.dtype.str, **extra}
+
+
+def _param_arrays(net: Network, params: Params) -> dict[str, np.ndarray]:
+    if not isinstance(net, Network):
+        raise TypeError(f"save_model: net must be a Network (from network.build), got {net!r}")
+    if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
+        raise ValueError(f"save_model: params must be a sequence of {len(net.layers)} dicts "
+                         "(one per layer)")
+    out = {}
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        expected = layer.param_shapes()
+        if not isinstance(p, Mapping) or set(p) != set(expected):
+            got = sorted(p) if isinstance(p, Mapping) else p
+            raise ValueError(f"save_model: layer {i} ({layer.name}) expects parameters "
+                             f"{sorted(expected)}, got {got}")
+        for k, shape in expected.items():
+            where = f"layer {i} ({layer.name}) parameter {k!r}"
+            arr, _ = _host_array(p[k], where, _PARAM_KINDS)
+            if arr.shape != shape:
+                raise ValueError(f"save_model: {where} has shape {arr.shape}, expected {shape}")
+            if not np.all(np.isfinite(arr)):
+                raise ValueError(f"save_model: {where} contains NaN or inf values")
+            out[f"params/{i}/{k}"] = arr
+    return out
+
+
+def _check_dtype(s: Any, kinds: str, where: str) -> np.dtype:
+    try:
+        dt = np.dtype(s) if isinstance(s, str) else None
+    except (TypeError, ValueError):
+        dt = None
+    if dt is None or dt.kind not in kinds or dt.hasobject or dt.fields is not None \
+            or dt.subdtype is not None or dt.byteorder == ">":
+        raise ModelFileError(f"{where}: unsupported dtype {s!r}")
+    return dt
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
+              shape: tuple[int, ...], where: str) -> np.ndarray:
+    """Read one .npy member after checking its header against ``dtype`` and ``shape``."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if info.file_size > nbytes + _NPY_HEADER_MAX or info.file_size < nbytes:
+        raise ModelFileError(f"{where}: member {info.filename!r} has {info.file_size} bytes, "
+                             f"which does not fit an array {shape} of {dtype}")
+    with zf.open(info) as fp:
+        version = np.lib.format.read_magic(fp)
+        if version not in ((1, 0), (2, 0)):
+            raise ModelFileError(f"{where}: unsupported .npy version {version}")
+        with warnings.catch_warnings():  # a mangled header can warn while it is parsed
+            warnings.simplefilter("ignore")
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            hshape, fortran, hdtype = read_header(fp)
+        if tuple(hshape) != shape or hdtype != dtype or fortran:
+            raise ModelFileError(f"{where}: .npy header says {hdtype} {tuple(hshape)}"
+                                 f"{' fortran' if fortran else ''}, the index says "
+                                 f"{dtype} {shape}")
+        buf = fp.read(nbytes)
+        if len(buf) != nbytes or fp.read(1):
+            raise ModelFileError(f"{where}: data is truncated or has trailing bytes")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Write ``path`` atomically: temp file in the same directory, fsync, replace, fsync dir.
+
+    ``write(fileobj)`` fills the file. On any failure (or KeyboardInterrupt)
+    the temp file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+    return path
+
+
+def _json_dict(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"save_model: {what} must be JSON-serializable: {err}") from None
+
+
+def _key_entry(key: Any) -> tuple[np.ndarray, dict]:
+    if _is_key(key):
+        return _host_array(key, "key", "u")
+    arr = np.asarray(jax.device_get(key))
+    if arr.dtype != np.uint32:
+        raise TypeError(f"save_model: key must be a jax.random key, got dtype {arr.dtype}")
+    return _host_array(arr, "key", "u")
+
+
+def save_model(path: str | os.PathLike, net: Network, params: Params, *,
+               metadata: Mapping | None = None, opt_state: Any = None, key: Any = None,
+               history: Mapping | None = None, epoch: int | None = None) -> Path:
+    """Save ``net`` and ``params`` (and optionally training state) to ``path``, atomically.
+
+    ``metadata`` and ``history`` must be JSON-serializable. With ``opt_state``
+    (any optax state pytree; its leaves are stored), ``key`` (a ``jax.random``
+    key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`).
+    Raises ``TypeError``/``ValueError`` for arguments that cannot be stored
+    (non-finite parameters, shapes that do not match the layers) before
+    anything is written. Returns the path.
+    """
+    arrays = _param_arrays(net, params)
+    index = {name: _host_array(a, name, _PARAM_KINDS)[1] for name, a in arrays.items()}
+    checkpoint = None
+    if opt_state is not None or key is not None or epoch is not None:
+        if epoch is not None and (not _is_int(epoch) or epoch < 0):
+            raise ValueError(f"save_model: epoch must be an int >= 0, got {epoch!r}")
+        leaves = jax.tree_util.tree_leaves(opt_state) if opt_state is not None else []
+        for j, leaf in enumerate(leaves):
+            arrays[f"opt_state/{j}"], index[f"opt_state/{j}"] = _host_array(
+                leaf, f"opt_state leaf {j}", _STATE_KINDS)
+        if key is not None:
+            arrays["key"], index["key"] = _key_entry(key)
+        checkpoint = {"epoch": epoch, "opt_state": None if opt_state is None else len(leaves)}
+    for j, name in enumerate(index):
+        index[name]["file"] = f"arrays/{j}.npy"
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "input_shape": list(net.input_shape),
+        "layers": [encode_layer(layer) for layer in net.layers],
+        "arrays": index,
+        "metadata": _json_dict(dict(metadata or {}), "metadata"),
+        "history": None if history is None else _json_dict(history, "history"),
+        "checkpoint": checkpoint,
+    }
+    text = json.dumps(doc, indent=1).encode()
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            zf.writestr(MODEL_JSON, text)
+            for name, arr in arrays.items():
+                with zf.open(index[name]["file"], "w", force_zip64=arr.nbytes > 2**30) as m:
+                    np.lib.format.write_array(m, arr, allow_pickle=False)
+
+    return atomic_write(path, write)
+
+
+def save_checkpoint(path: str | os.PathLike, net: Network, params: Params, *, opt_state: Any,
+                    key: Any, epoch: int, history: Mapping | None = None,
+                    metadata: Mapping | None = None) -> Path:
+    """Save a training checkpoint: model, optimizer state, PRNG key, epoch and history.
+
+    ``epoch`` is the number of completed epochs. Atomic like :func:`save_model`.
+    """
+    return save_model(path, net, params, metadata=metadata, opt_state=opt_state, key=key,
+                      history=history, epoch=epoch)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+def _read_doc(zf: zipfile.ZipFile) -> dict:
+    names = zf.namelist()
+    if len(names) != len(set(names)):
+        raise ModelFileError("duplicate members in the archive")
+    if MODEL_JSON not in names:
+        raise ModelFileError(f"no {MODEL_JSON} in the archive: not an epynn_jax model file")
+    info = zf.getinfo(MODEL_JSON)
+    if info.file_size > MAX_JSON_BYTES:
+        raise ModelFileError(f"{MODEL_JSON} is too large ({info.file_size} bytes)")
+    with zf.open(info) as fp:
+        raw = fp.read(MAX_JSON_BYTES + 1)
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise ModelFileError(f"{MODEL_JSON} is not valid JSON: {err}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFileError(f"{MODEL_JSON} does not describe an epynn_jax model "
+                             f"(format {doc.get('format') if isinstance(doc, dict) else None!r})")
+    version = doc.get("version")
+    if not _is_int(version) or not 1 <= version <= VERSION:
+        raise ModelFileError(f"unsupported model file version {version!r} (this library reads "
+                             f"versions 1 to {VERSION}; a newer epynn_jax wrote it?)")
+    required = {"input_shape": list, "layers": list, "arrays": dict, "metadata": dict}
+    for k, t in required.items():
+        if not isinstance(doc.get(k), t):
+            raise ModelFileError(f"{MODEL_JSON}: missing or invalid {k!r}")
+    for k in ("history", "checkpoint"):
+        if doc.get(k) is not None and not isinstance(doc[k], dict):
+            raise ModelFileError(f"{MODEL_JSON}: invalid {k!r}")
+    return doc
+
+
+def _expected_arrays(net: Network, doc: dict) -> dict[str, tuple[str, tuple | None]]:
+    """Name -> (allowed dtype kinds, required shape or None) for every array in the file."""
+    out: dict[str, tuple[str, tuple | None]] = {}
+    for i, layer in enumerate(net.layers):
+        for k, shape in layer.param_shapes().items():
+            out[f"params/{i}/{k}"] = (_PARAM_KINDS, shape)
+    ck = doc.get("checkpoint")
+    if ck is not None:
+        n = ck.get("opt_state")
+        if n is not None and not (_is_int(n) and 0 <= n <= 100_000):
+            raise ModelFileError(f"checkpoint: invalid optimizer state leaf count {n!r}")
+        for j in range(n or 0):
+            out[f"opt_state/{j}"] = (_STATE_KINDS, None)
+        if "key" in doc["arrays"]:
+            out["key"] = ("u", None)
+    return out
+
+
+def _read_arrays(zf: zipfile.ZipFile, net: Network, doc: dict) -> dict[str, np.ndarray]:
+    index, expected = doc["arrays"], _expected_arrays(net, doc)
+    if set(index) != set(expected):
+        missing, extra = sorted(set(expected) - set(index)), sorted(set(index) - set(expected))
+        raise ModelFileError(f"arrays do not match the architecture: missing {missing}, "
+                             f"unexpected {extra}")
+    files = {MODEL_JSON}
+    out = {}
+    for name, (kinds, shape) in expected.items():
+        entry = index[name]
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                or not isinstance(entry.get("shape"), list) \
+                or not all(_is_int(s) and s >= 0 for s in entry["shape"]):
+            raise ModelFileError(f"array {name!r}: invalid index entry {entry!r}")
+        dtype = _check_dtype(entry.get("dtype"), kinds, f"array {name!r}")
+        if shape is not None and tuple(entry["shape"]) != shape:
+            raise ModelFileError(f"array {name!r} has shape {tuple(entry['shape'])}, the "
+                                 f"architecture needs {shape}")
+        try:
+            info = zf.getinfo(entry["file"])
+        except KeyError:
+            raise ModelFileError(f"array {name!r}: member {entry['file']!r} is missing") from None
+        if entry["file"] in files:
+            raise ModelFileError(f"array {name!r}: member {entry['file']!r} used twice")
+        files.add(entry["file"])
+        arr = _read_npy(zf, info, dtype, tuple(entry["shape"]), f"array {name!r}")
+        if kinds == _PARAM_KINDS and not np.all(np.isfinite(arr)):
+            raise ModelFileError(f"array {name!r} contains NaN or inf values")
+        out[name] = arr
+    extra = set(zf.namelist()) - files
+    if extra:
+        raise ModelFileError(f"unexpected members in the archive: {sorted(extra)[:5]}")
+    return out
+
+
+def _wrap_key(data: np.ndarray, entry: dict, where: str) -> jax.Array:
+    impl = entry.get("key_impl")
+    if impl is None:
+        return jnp.asarray(data)
+    if not isinstance(impl, str) or not re.fullmatch(r"\w+", impl):
+        raise ModelFileError(f"{where}: invalid key implementation {impl!r}")
+    try:
+        return jax.random.wrap_key_data(data, impl=impl)
+    except (TypeError, ValueError, KeyError) as err:
+        raise ModelFileError(f"{where}: cannot rebuild the PRNG key ({impl}): {err}") from None
+
+
+def _check_history(history: Any) -> dict | None:
+    if history is None:
+        return None
+    ok = all(isinstance(v, dict) and all(
+        isinstance(s, list) and all(isinstance(x, (int, float)) for x in s) for s in v.values())
+        for v in history.values())
+    if not ok:
+        raise ModelFileError("history must map metric -> split -> list of numbers")
+    return history
+
+
+def _parse(zf: zipfile.ZipFile, path: Path, resolver: _Resolver) -> Model:
+    doc = _read_doc(zf)
+    net = _build_network(doc, resolver)
+    arrays = _read_arrays(zf, net, doc)
+    history = _check_history(doc.get("history"))
+    params = tuple({k: jnp.asarray(arrays[f"params/{i}/{k}"]) for k in layer.param_shapes()}
+                   for i, layer in enumerate(net.layers))
+    ck = doc.get("checkpoint") or {}
+    key = _wrap_key(arrays["key"], doc["arrays"]["key"], "key") if "key" in arrays else None
+    epoch = ck.get("epoch")
+    if epoch is not None and not (_is_int(epoch) and epoch >= 0):
+        raise ModelFileError(f"invalid checkpoint epoch {epoch!r}")
+    opt_state = None
+    if ck.get("opt_state") is not None:
+        opt_state = tuple(
+            _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
+            for j in range(ck["opt_state"]))
+    return Model(net, params, doc["metadata"], history, opt_state, key, epoch)
+
+
+def _load(path: str | os.PathLike, allow_modules: Sequence[str],
+          custom_layers: Mapping[str, type] | None) -> Model:
+    resolver = _Resolver(allow_modules, custom_layers)
+    path = Path(path)
+    with open(path, "rb") as f:  # a missing or unreadable file raises the usual OSError
+        try:
+            zf = zipfile.ZipFile(f)
+        except Exception as err:  # noqa: BLE001 - whatever the bytes, report a bad file
+            raise ModelFileError(f"{path}: not a zip archive (truncated, corrupted or not a "
+                                 f"model file): {type(err).__name__}: {err}") from None
+        with zf:
+            try:
+                return _parse(zf, path, resolver)
+            except ModelFileError as err:
+                raise ModelFileError(f"{path}: {err}") from None
+            except Exception as err:  # noqa: BLE001 - content we could not anticipate
+                raise ModelFileError(f"{path}: corrupted model file ({type(err).__name__}: "
+                                     f"{err})") from None
+
+
+def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
+               custom_layers: Mapping[str, type] | None = None) -> Model:
+    """Load a model (or checkpoint) file written by :func:`save_model`.
+
+    ``allow_modules`` names modules (and their submodules) that may be
+    imported for custom layer classes; ``custom_layers`` maps a class name
+    (``"MyLayer"`` or ``"mypkg.layers:MyLayer"``) to the class itself. Nothing
+    else outside ``epynn_jax`` is imported. Raises :class:`ModelFileError` for
+    any problem with the file's content. In a checkpoint, ``opt_state`` is the
+    tuple of the optimizer state's leaves (see :func:`load_checkpoint`).
+    """
+    return _load(path, allow_modules, custom_layers)
+
+
+def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
+    """Rebuild an optimizer state from saved leaves, shaped like ``optimizer.init(params)``.
+
+    Raises :class:`ModelFileError` when the number, shapes or kinds of the
+    leaves do not match what ``optimizer`` keeps.
+    """
+    reference = optimizer.init(params)
+    ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
+    if len(ref_leaves) != len(leaves):
+        raise ModelFileError(f"optimizer state has {len(leaves)} arrays, the optimizer keeps "
+                             f"{len(ref_leaves)}: was the checkpoint saved with another optimizer?")
+    out = []
+    for j, (ref, leaf) in enumerate(zip(ref_leaves, leaves)):
+        if _is_key(ref) != _is_key(leaf) or jnp.shape(ref) != jnp.shape(leaf):
+            raise ModelFileError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
+                                 f"optimizer keeps {jnp.shape(ref)}")
+        out.append(leaf if _is_key(leaf) else jnp.asarray(leaf, dtype=jnp.asarray(ref).dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
+                    allow_modules: Sequence[str] = (),
+                    custom_layers: Mapping[str, type] | None = None) -> Model:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    With ``optimizer`` (an optax ``GradientTransformation``) the optimizer
+    state is rebuilt as its pytree; without, ``opt_state`` is the tuple of
+    leaves. Raises :class:`ModelFileError` when the file is no checkpoint.
+    """
+    model = load_model(path, allow_modules=allow_modules, custom_layers=custom_layers)
+    if model.epoch is None or model.opt_state is None:
+        raise ModelFileError(f"{path}: a model file, not a checkpoint (no optimizer state or "
+                             "epoch); use load_model")
+    if optimizer is not None:
+        model = model._replace(opt_state=restore_opt_state(optimizer, model.params,
+                                                            model.opt_state))
+    return model

@@ -1,0 +1,117 @@
+"""A NumPy custom layer written the EpyNN way trains identically under the facade and EpyNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.compat import helpers
+
+RNG = np.random.default_rng(1)
+X = RNG.normal(size=(40, 4))
+Y = (X[:, 0] * X[:, 1] > 0).astype(int)
+
+
+def make_affine(Layer, xp=np):
+    """A layer with two parameters: A = tanh(X * s + t), s and t of shape (1, n).
+
+    ``xp`` is the array module its methods use (NumPy, or jax.numpy to be compiled).
+    """
+
+    class Affine(Layer):
+        def __init__(self):
+            super().__init__()
+            self.trainable = True
+
+        def compute_shapes(self, A):
+            self.fs["X"] = A.shape
+            self.d["m"], self.d["n"] = A.shape
+            self.fs["s"] = self.fs["t"] = (1, self.d["n"])
+
+        def initialize_parameters(self):
+            self.p["s"] = 1.0 + 0.1 * self.np_rng.standard_normal(self.fs["s"])
+            self.p["t"] = 0.1 * self.np_rng.standard_normal(self.fs["t"])
+
+        def forward(self, A):
+            self.compute_shapes(A)
+            X = self.fc["X"] = A
+            Z = self.fc["Z"] = X * self.p["s"] + self.p["t"]
+            A = self.fc["A"] = xp.tanh(Z)
+            self.update_shapes(self.fc, self.fs)
+            return A
+
+        def backward(self, dX):
+            dA = self.bc["dA"] = dX
+            dZ = self.bc["dZ"] = dA * (1 - xp.tanh(self.fc["Z"]) ** 2)
+            dX = self.bc["dX"] = dZ * self.p["s"]
+            self.update_shapes(self.bc, self.bs)
+            return dX
+
+        def compute_gradients(self):
+            self.g["ds"] = xp.sum(self.bc["dZ"] * self.fc["X"], axis=0, keepdims=True)
+            self.g["dt"] = xp.sum(self.bc["dZ"], axis=0, keepdims=True)
+
+        def update_parameters(self):
+            if self.trainable:
+                for k, g in self.g.items():
+                    self.p[k[1:]] -= self.lrate[self.e] * g
+
+    return Affine
+
+
+@pytest.mark.parametrize("position,xp", [("first", "numpy"), ("middle", "numpy"),
+                                         ("middle", "jax.numpy")])
+def test_custom_layer_parity(position, xp, epynn, x64):
+    """EpyNN runs the NumPy layer; the facade runs it eagerly, or compiled when written in jnp."""
+    import importlib
+
+    def make(ns):
+        mod = importlib.import_module(xp) if ns.Layer.__module__.startswith("epynn_jax") else np
+        custom = make_affine(ns.Layer, mod)()
+        dense1, dense2 = ns.Dense(5, ns.maths.relu), ns.Dense(2, ns.maths.softmax)
+        return [custom, dense1, dense2] if position == "first" else [dense1, custom, dense2]
+
+    kw = dict(epochs=3, loss="MSE", seed=11, hpars={"learning_rate": 0.05},
+              embedding_kw={"relative_size": (3, 1, 0), "batch_size": 10, "Y_encode": True},
+              predict_X=X[:5])
+    theirs = helpers.run(helpers.lib("epynn"), make, X, Y, **kw)
+    ours = helpers.run(helpers.lib("epynn_jax.compat"), make, X, Y, **kw)
+    helpers.assert_same(ours, theirs)
+    i = 1 if position == "first" else 2
+    # the custom layer really trained (its parameters moved), in both
+    assert helpers.rel_err(ours["p"][i]["s"], ours["init_p"][i]["s"]) > 1e-6
+    mode, reason = ours["model"].layers[i]._mode
+    assert mode == ("compiled" if xp == "jax.numpy" else "eager"), reason
+
+
+def test_init_logs_name_the_mode(x64):
+    from epynn_jax.compat.network.logs import init_report
+
+    ns = helpers.lib("epynn_jax.compat")
+    emb = ns.Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=10)
+    model = ns.EpyNN([emb, make_affine(ns.Layer)(), ns.Dense(2, ns.maths.softmax)],
+                     verbose=False)
+    model.initialize(seed=2)
+    model.train(1, init_logs=False)
+    text = init_report(model)
+    assert "eager NumPy" in text and "custom layer" in text and "compiled" in text
+
+
+def test_traced_custom_layer_opt_out_and_rng_guard(x64):
+    import jax.numpy as jnp
+
+    ns = helpers.lib("epynn_jax.compat")
+    emb = ns.Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=10)
+    off = make_affine(ns.Layer, jnp)()
+    off.jit = False
+
+    class Noisy(make_affine(ns.Layer, jnp)):
+        def forward(self, A):  # draws from np_rng: must not be frozen into compiled code
+            return super().forward(A * self.np_rng.uniform(0.9, 1.1, size=A.shape))
+
+    noisy = Noisy()
+    model = ns.EpyNN([emb, off, noisy, ns.Dense(2, ns.maths.softmax)], verbose=False)
+    model.initialize(seed=2)
+    assert off._mode == ("eager", "jit = False")
+    assert noisy._mode[0] == "eager"
+    model.train(1, init_logs=False)

@@ -1,0 +1,155 @@
+"""fit with checkpoints: exact resume, periodic and best checkpoints, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+import reliability_problem as problem
+from reliability_problem import KW, NET, same_tree
+
+from epynn_jax import layers, network
+from epynn_jax.errors import ModelFileError, TrainingInterrupted
+from epynn_jax.io import load_checkpoint, load_model, save_checkpoint
+from epynn_jax.maths import metrics
+
+
+@pytest.fixture(scope="module")
+def full_run():
+    """The uninterrupted reference run of the shared problem."""
+    return problem.reference_run()
+
+
+DATA = problem.data()
+
+
+def _fit(**kw):
+    args = {**KW, "key": problem.train_key(), **kw}
+    return network.fit(NET, problem.params0(), DATA, **args)
+
+
+def _stop_after(n):
+    return lambda epoch, history: epoch + 1 < n
+
+
+@pytest.fixture(scope="module")
+def half_run(tmp_path_factory):
+    """The first 3 of 6 epochs, stopped by a callback, checkpointed at the end."""
+    directory = tmp_path_factory.mktemp("half")
+    return directory, _fit(checkpoint_dir=directory, callbacks=[_stop_after(3)])
+
+
+def test_resume_gives_bitwise_the_uninterrupted_run(full_run, half_run):
+    directory, half = half_run
+    assert half.epochs == 3 and load_model(directory / "last.epynn").epoch == 3
+    assert not same_tree(half.params, full_run.params)
+    resumed = network.fit(NET, problem.params0(), DATA, resume=directory, **KW)
+    assert resumed.epochs == KW["epochs"] == full_run.epochs
+    assert same_tree(resumed.params, full_run.params)
+    assert same_tree(resumed.opt_state, full_run.opt_state)  # schedule step count included
+    assert same_tree(resumed.key, full_run.key)
+    assert resumed.history == full_run.history
+
+
+def test_checkpoint_every_n_epochs(tmp_path):
+    seen = []
+
+    def record(epoch, history):
+        path = tmp_path / "last.epynn"
+        seen.append(load_model(path).epoch if path.exists() else None)
+
+    result = _fit(checkpoint_dir=tmp_path, checkpoint_every=2, callbacks=[record])
+    assert seen == [None, 2, 2, 4, 4, 6]
+    assert result.checkpoints == {"last": tmp_path / "last.epynn"}
+
+
+@pytest.mark.parametrize("metric, mode", [("accuracy", "max"), ("CCE", "min")])
+def test_best_checkpoint_holds_the_best_epoch(full_run, tmp_path, metric, mode):
+    _fit(checkpoint_dir=tmp_path, checkpoint_best=(metric, "dval", mode))
+    best = load_checkpoint(tmp_path / "best.epynn")
+    values = full_run.history[metric]["dval"]
+    k = best.epoch
+    pick = max if mode == "max" else min
+    assert values[k - 1] == pick(values)
+    assert all(v != values[k - 1] for v in values[: k - 1])  # the first epoch reaching it
+    X, Y = DATA["dval"]  # the saved parameters really score that value
+    score = metrics.metric(metric, Y, network.predict(NET, best.params, X))
+    np.testing.assert_allclose(float(score), values[k - 1], rtol=1e-6)
+
+
+def test_ctrl_c_leaves_model_and_checkpoint_consistent(full_run, tmp_path):
+    def interrupt(epoch, history):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(checkpoint_dir=tmp_path, callbacks=[interrupt])
+    err = info.value
+    assert isinstance(err, KeyboardInterrupt)
+    assert err.result.epochs == 3 and err.checkpoint == tmp_path / "last.epynn"
+    assert all(len(v) == 3 for d in err.result.history.values() for v in d.values())
+    saved = load_model(err.checkpoint)
+    assert saved.epoch == 3 and same_tree(saved.params, err.result.params)
+    resumed = network.fit(NET, problem.params0(), DATA, resume=err.checkpoint, **KW)
+    assert same_tree(resumed.params, full_run.params)
+
+
+def test_real_sigint_between_epochs(tmp_path):
+    def sigint(epoch, history):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(checkpoint_dir=tmp_path, callbacks=[sigint])
+    err = info.value
+    saved = load_model(err.checkpoint)
+    done = err.result.epochs
+    assert done in (2, 3) and saved.epoch == done
+    assert all(len(v) == done for d in saved.history.values() for v in d.values())
+    assert same_tree(saved.params, err.result.params)
+
+
+def test_interrupt_without_checkpointing_still_returns_the_state():
+    def interrupt(epoch, history):
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as info:
+        _fit(callbacks=[interrupt])
+    assert info.value.checkpoint is None and info.value.result.epochs == 1
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"checkpoint_every": 2}, "need a checkpoint_dir"),
+    ({"checkpoint_dir": "D", "checkpoint_every": 0}, "positive int"),
+    ({"checkpoint_dir": "D", "checkpoint_best": ("accuracy", "dval")}, "triple"),
+    ({"checkpoint_dir": "D", "checkpoint_best": ("precision", "dval", "max")}, "not computed"),
+    ({"checkpoint_dir": "D", "checkpoint_best": ("accuracy", "dtest", "max")}, "not in data"),
+    ({"checkpoint_dir": "D", "checkpoint_best": ("accuracy", "dval", "up")}, "'max' or 'min'"),
+])
+def test_checkpoint_arguments_are_validated(tmp_path, kw, match):
+    if kw.get("checkpoint_dir") == "D":
+        kw = {**kw, "checkpoint_dir": tmp_path / "ck"}
+    with pytest.raises(ValueError, match=match):
+        _fit(**kw)
+
+
+def test_resume_mismatches_are_refused(half_run, tmp_path):
+    directory, _ = half_run
+    with pytest.raises(ValueError, match="batch_size"):
+        network.fit(NET, problem.params0(), DATA, resume=directory, **{**KW, "batch_size": 5})
+    with pytest.raises(ValueError, match="beyond epochs"):
+        network.fit(NET, problem.params0(), DATA, resume=directory, **{**KW, "epochs": 2})
+    other = network.build([layers.Dense(2, "softmax")], (5,))
+    p = network.init(other, jax.random.key(0))
+    path = save_checkpoint(tmp_path / "o.epynn", other, p, opt_state=(), key=jax.random.key(0),
+                           epoch=1)
+    with pytest.raises(ValueError, match="another architecture"):
+        network.fit(NET, problem.params0(), DATA, resume=path, **KW)
+    with pytest.raises(FileNotFoundError):
+        network.fit(NET, problem.params0(), DATA, resume=tmp_path / "none.epynn", **KW)
+    (tmp_path / "junk.epynn").write_bytes(b"junk")
+    with pytest.raises(ModelFileError):
+        network.fit(NET, problem.params0(), DATA, resume=tmp_path / "junk.epynn", **KW)

@@ -1,0 +1,89 @@
+"""fit's non-finite guard: NonFiniteError naming the layer, with the last good state."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import reliability_problem as problem
+from reliability_problem import NET, same_tree
+
+from epynn_jax import network
+from epynn_jax.errors import NonFiniteError
+
+
+@pytest.fixture(scope="module")
+def full_run():
+    """The uninterrupted reference run of the shared problem."""
+    return problem.reference_run()
+
+
+DATA = problem.data()
+
+
+def poison(layer: int, from_step: int) -> optax.GradientTransformation:
+    """Turns layer ``layer``'s updates into NaN from step ``from_step`` on (the others stay)."""
+    def init(params):
+        return jnp.zeros((), jnp.int32)
+
+    def update(updates, count, params=None):
+        bad = tuple(jax.tree.map(lambda u: jnp.where(count >= from_step, jnp.nan, u), d)
+                    if i == layer else d for i, d in enumerate(updates))
+        return bad, count + 1
+
+    return optax.chain(optax.sgd(0.01), optax.GradientTransformation(init, update))
+
+
+POISON = poison(0, 3)  # one object: every fit below shares one compiled epoch
+
+
+def _fit(data=DATA, **kw):
+    # full batch: one step per epoch, so step 3 is the first step of epoch 3
+    return network.fit(NET, problem.params0(), data, epochs=6, batch_size=None, loss="CCE",
+                       optimizer=POISON, key=problem.train_key(), **kw)
+
+
+def test_stops_naming_epoch_and_layer_and_keeps_the_last_good_params():
+    with pytest.raises(NonFiniteError) as info:
+        _fit()
+    err = info.value
+    assert isinstance(err, FloatingPointError)
+    assert (err.epoch, err.step, err.layer_index, err.bad_layers) == (3, 0, 0, (0,))
+    assert err.layer_name == "Dense" and "epoch 3" in str(err) and "layer 0 (Dense)" in str(err)
+    assert all(len(v) == 3 for d in err.history.values() for v in d.values())
+    three = network.fit(NET, problem.params0(), DATA, epochs=3, batch_size=None, loss="CCE",
+                        optimizer=POISON, key=problem.train_key())
+    assert same_tree(err.params, three.params)  # exactly the state after the 3 good epochs
+    assert same_tree(err.opt_state, three.opt_state)
+    assert err.history == three.history
+
+
+def test_overflowing_data_stops_at_the_first_step_with_the_initial_params():
+    X, Y = DATA["dtrain"]
+    with pytest.raises(NonFiniteError) as info:
+        _fit({"dtrain": (X * np.float32(1e30), Y), "dval": DATA["dval"]})
+    err = info.value
+    assert (err.epoch, err.step) == (0, 0)
+    assert err.layer_index == max(err.bad_layers) and 2 in err.bad_layers
+    assert same_tree(err.params, problem.params0())
+    assert all(v == [] for d in err.history.values() for v in d.values())
+
+
+def test_debug_mode_reports_through_jax_debug_nans():
+    X, Y = DATA["dtrain"]
+    with pytest.raises(NonFiniteError, match="debug mode"):
+        _fit({"dtrain": (X * np.float32(1e30), Y)}, debug=True)
+    assert not jax.config.jax_debug_nans  # switched off again
+
+
+def test_the_guard_does_not_change_a_healthy_run(full_run):
+    plain = network.fit(NET, problem.params0(), DATA, key=problem.train_key(), check_finite=False,
+                        **problem.KW)
+    if jax.default_backend() == "cpu":
+        assert same_tree(plain.params, full_run.params)
+    else:  # other backends may fuse the two programs differently
+        for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(full_run.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert plain.history == full_run.history or jax.default_backend() != "cpu"
