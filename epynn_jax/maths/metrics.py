@@ -72,7 +72,9 @@ def _macro(formula: Callable) -> Callable:
         n_classes = max(Y.reshape(Y.shape[0], -1).shape[1], 2)
         vals = []
         for c in range(n_classes):
-            vals.append(formula(*_counts(P, y, c), A.dtype))
+            # Only classes present in the labels or the decisions count.
+            present = jnp.any(P == c) | jnp.any(y == c)
+            vals.append(jnp.where(present, formula(*_counts(P, y, c), A.dtype), jnp.nan))
         return jnp.nanmean(jnp.stack(vals))
 
     return fn

@@ -1,0 +1,197 @@
+"""Data utilities against EpyNN's rules: split sizes, encodings, scaling, padding, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from epynn_jax.data import dataset as ds
+
+
+@pytest.fixture(scope="module")
+def E():
+    from conftest import load_epynn
+
+    load_epynn()
+    from epynn.commons import io
+    from epynn.embedding import dataset
+
+    return dict(io=io, dataset=dataset)
+
+
+def _epynn_split(E, n, rel):
+    se = {"dtrain_relative": rel[0], "dval_relative": rel[1], "dtest_relative": rel[2]}
+    return [len(part) for part in E["dataset"].split_dataset(list(range(n)), se)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7, 10, 33, 50, 99, 100, 101, 480, 1024])
+@pytest.mark.parametrize("rel", [(2, 1, 0), (1, 1, 1), (3, 1, 1), (1, 0, 0), (2, 1, 1),
+                                 (0.7, 0.2, 0.1), (5, 3, 2), (1, 2, 1)])
+def test_split_sizes_match_epynn(E, n, rel):
+    expected = _epynn_split(E, n, rel)
+    if expected[0] == 0:
+        with pytest.raises(ValueError, match="gives no training sample"):
+            ds.split_dataset(np.arange(n), np.arange(n), rel)
+        return
+    X = np.arange(n)
+    out = ds.split_dataset(X, X * 10, rel)
+    sizes = [len(out[k].X) if k in out else 0 for k in ("dtrain", "dval", "dtest")]
+    assert sizes == expected
+    # In order, no shuffle, X and Y aligned.
+    np.testing.assert_array_equal(np.concatenate([out[k].X for k in out]), X)
+    for part in out.values():
+        np.testing.assert_array_equal(part.Y, part.X * 10)
+
+
+def test_split_two_sizes_and_bankers_rounding():
+    out = ds.split_dataset(np.arange(5), np.arange(5), (1, 1))
+    # round(2.5) == 2 for both (half to even, as EpyNN); the remainder goes to dtest even
+    # though its relative size is 0 (EpyNN's rule: test = the rest).
+    assert [len(out[k].X) for k in ("dtrain", "dval", "dtest")] == [2, 2, 1]
+
+
+@pytest.mark.parametrize("rel,match", [((1, -1, 0), "non-negative"), ((0, 0, 0), "positive sum"),
+                                       ((1,), "2 or 3"), ((1, float("nan"), 0), "non-negative")])
+def test_split_bad_relative_sizes(rel, match):
+    with pytest.raises(ValueError, match=match):
+        ds.split_dataset(np.arange(4), np.arange(4), rel)
+
+
+def test_split_errors():
+    with pytest.raises(ValueError, match="X has 4 samples but Y has 3"):
+        ds.split_dataset(np.arange(4), np.arange(3))
+    with pytest.raises(ValueError, match="X has no samples"):
+        ds.split_dataset(np.zeros((0, 2)), np.zeros(0))
+
+
+def test_vocabulary_sorted_like_epynn(E):
+    X = np.array([list("TGCA"), list("GATT"), list("CCGA")])
+    e2i, i2e, size = ds.index_elements(X)
+    assert (e2i, i2e, size) == E["io"].index_elements_auto(X)
+    assert list(e2i) == ["A", "C", "G", "T"] and size == 4
+
+
+def test_one_hot_sequences_match_epynn(E):
+    rng = np.random.default_rng(0)
+    X = rng.choice(list("ATGC"), (5, 7))
+    enc, e2i = ds.one_hot_sequences(X)
+    theirs = np.array(E["io"].encode_dataset(X, *E["io"].index_elements_auto(X)[0::2]))
+    assert enc.shape == (5, 7, 4)
+    np.testing.assert_array_equal(enc, theirs)
+    assert ds.decode_sequences(enc, {i: e for e, i in e2i.items()}) == X.tolist()
+
+
+def test_one_hot_sequences_with_vocabulary_and_errors():
+    enc, _ = ds.one_hot_sequences([["a", "b"]], {"a": 0, "b": 1, "c": 2})
+    np.testing.assert_array_equal(enc, [[[1, 0, 0], [0, 1, 0]]])
+    with pytest.raises(ValueError, match="element 'z' is not in the vocabulary"):
+        ds.one_hot_sequences([["a", "z"]], {"a": 0})
+    with pytest.raises(ValueError, match=r"expected \(m, steps\) sequences"):
+        ds.one_hot_sequences(np.zeros((2, 3, 4)))
+
+
+def test_one_hot_labels():
+    Y, classes = ds.one_hot_labels([1, 0, 1, 1])
+    np.testing.assert_array_equal(Y, np.eye(2)[[1, 0, 1, 1]])
+    assert classes == [0, 1]
+    # Labels are mapped through their sorted order (EpyNN would need 0..K-1).
+    Y, classes = ds.one_hot_labels(np.array([[2], [7], [2]]))
+    np.testing.assert_array_equal(Y, [[1, 0], [0, 1], [1, 0]])
+    assert classes == [2, 7]
+    Y, _ = ds.one_hot_labels(["b", "a"], classes=["a", "b", "c"])
+    np.testing.assert_array_equal(Y, [[0, 1, 0], [1, 0, 0]])
+
+
+def test_one_hot_labels_errors():
+    with pytest.raises(ValueError, match=r"labels \[5\] not in classes \[0, 1\]"):
+        ds.one_hot_labels([0, 5], classes=[0, 1])
+    with pytest.raises(ValueError, match=r"expected labels of shape \(m,\)"):
+        ds.one_hot_labels(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ds.one_hot_labels([0.0, np.nan])
+
+
+def test_one_hot_labels_match_epynn_for_0_to_k():
+    y = np.random.default_rng(1).integers(0, 4, 30)
+    y[:4] = [0, 1, 2, 3]
+    np.testing.assert_array_equal(ds.one_hot_labels(y)[0], np.eye(4)[y])
+
+
+def test_scale_features_matches_epynn(E):
+    X = np.random.default_rng(2).normal(3, 2, (6, 5, 2))
+    np.testing.assert_allclose(ds.scale_features(X), E["io"].scale_features(X), rtol=1e-15)
+    assert ds.scale_features(X).min() == 0 and ds.scale_features(X).max() == 1
+
+
+def test_scale_features_bounds_constant_and_errors():
+    np.testing.assert_allclose(ds.scale_features([2.0, 4.0], bounds=(0.0, 8.0)), [0.25, 0.5])
+    np.testing.assert_array_equal(ds.scale_features(np.full((2, 2), 3.0)), np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        ds.scale_features([1.0, np.inf])
+
+
+@pytest.mark.parametrize("pad", [1, 2])
+def test_padding_matches_epynn(E, pad):
+    X = np.random.default_rng(3).standard_normal((2, 4, 5, 3))
+    padded = ds.padding(X, pad)
+    np.testing.assert_array_equal(padded, E["io"].padding(X, pad))
+    assert padded.shape == (2, 4 + 2 * pad, 5 + 2 * pad, 3)
+    np.testing.assert_array_equal(ds.padding(padded, pad, forward=False), X)
+    np.testing.assert_array_equal(ds.padding(padded, pad, forward=False),
+                                  E["io"].padding(padded, pad, forward=False))
+
+
+def test_padding_zero_and_errors():
+    X = np.ones((1, 2, 2, 1))
+    np.testing.assert_array_equal(ds.padding(X, 0), X)
+    np.testing.assert_array_equal(ds.padding(X, 0, forward=False), X)
+    with pytest.raises(ValueError, match=r"expected \(m, h, w, \.\.\.\)"):
+        ds.padding(np.ones((2, 3)), 1)
+    with pytest.raises(ValueError, match="pad must be >= 0"):
+        ds.padding(X, -1)
+
+
+@pytest.mark.parametrize("n,bs,nb", [(40, 16, 2), (23, 5, 4), (10, 10, 1), (7, 20, 1),
+                                     (9, None, 1)])
+def test_batches_drop_remainder(n, bs, nb):
+    X = np.arange(n)
+    out = ds.batches(X, X * 2, bs, np.random.default_rng(0))
+    size = n if bs is None else min(bs, n)
+    assert len(out) == nb and all(len(b.X) == size for b in out)
+    seen = np.concatenate([b.X for b in out])
+    assert len(set(seen.tolist())) == len(seen)            # no sample twice
+    assert len(seen) == nb * size                          # the remainder is dropped
+    for b in out:
+        np.testing.assert_array_equal(b.Y, b.X * 2)
+
+
+def test_batches_shuffle_with_generator():
+    X = np.arange(50)
+    a = ds.batches(X, X, 10, np.random.default_rng(5))
+    b = ds.batches(X, X, 10, np.random.default_rng(5))
+    c = ds.batches(X, X, 10, np.random.default_rng(6))
+    assert all(np.array_equal(x.X, y.X) for x, y in zip(a, b))
+    assert not all(np.array_equal(x.X, y.X) for x, y in zip(a, c))
+    assert not np.array_equal(np.concatenate([x.X for x in a]), X)
+
+
+def test_batches_errors():
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        ds.batches(np.arange(3), np.arange(3), 0)
+
+
+def test_embed_pipeline_like_epynn():
+    rng = np.random.default_rng(4)
+    X = rng.choice(list("ATGC"), (12, 5))
+    y = rng.integers(0, 2, 12)
+    splits, info = ds.embed(X, y, relative_size=(2, 1, 1), X_encode=True, Y_encode=True)
+    assert [len(splits[k].X) for k in ("dtrain", "dval", "dtest")] == [6, 3, 3]
+    assert splits["dtrain"].X.shape == (6, 5, 4) and splits["dtrain"].Y.shape == (6, 2)
+    assert list(info["element_to_idx"]) == ["A", "C", "G", "T"] and info["classes"] == [0, 1]
+    np.testing.assert_array_equal(splits["dval"].Y.argmax(1), y[6:9])
+    # Without Y_encode 1-D labels become a column, as EpyNN's dataSet does.
+    splits, info = ds.embed(rng.standard_normal((6, 3)) * 5, y[:6], relative_size=(1, 0, 0),
+                            X_scale=True)
+    assert splits["dtrain"].Y.shape == (6, 1)
+    assert splits["dtrain"].X.min() == 0 and splits["dtrain"].X.max() == 1
+    assert set(info) == {"scale_bounds"}

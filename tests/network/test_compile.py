@@ -1,0 +1,75 @@
+"""One compilation per distinct input shape: run_epoch and predict are not retraced."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from epynn_jax import layers, network
+from epynn_jax.network import training
+
+
+@pytest.fixture
+def trace_counter(monkeypatch):
+    """Count traces of run_epoch: ``evaluate`` runs once per split, at trace time only."""
+    calls = []
+    original = training.evaluate
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", counting)
+    return calls
+
+
+def _data(m, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, 4)).astype(np.float32), np.eye(2, dtype=np.float32)[
+        rng.integers(0, 2, m)]
+
+
+def test_fit_traces_run_epoch_once_per_shape(trace_counter):
+    # Units 7: a network no other test builds, so the jit cache starts cold for it.
+    net = network.build([layers.Dense(7, "relu"), layers.Dense(2, "softmax")], (4,))
+    params = network.init(net, jax.random.key(0))
+    before = training.run_epoch._cache_size()
+    data = {"dtrain": _data(20), "dval": _data(9, 1)}
+    network.fit(net, params, data, epochs=3, batch_size=4)
+    assert len(trace_counter) == 2          # one trace, two splits evaluated
+    assert training.run_epoch._cache_size() == before + 1
+    # Same shapes, same configuration, new values: no retrace.
+    network.fit(net, params, {"dtrain": _data(20, 2), "dval": _data(9, 3)}, epochs=3,
+                batch_size=4)
+    assert len(trace_counter) == 2
+    assert training.run_epoch._cache_size() == before + 1
+    # A new training-set size: exactly one more trace.
+    network.fit(net, params, {"dtrain": _data(24), "dval": _data(9, 1)}, epochs=3,
+                batch_size=4)
+    assert len(trace_counter) == 4
+    assert training.run_epoch._cache_size() == before + 2
+
+
+def test_predict_compiles_once_per_shape():
+    net = network.build([layers.Dense(9, "tanh"), layers.Dense(2, "softmax")], (4,))
+    params = network.init(net, jax.random.key(0))
+    before = training._predict._cache_size()
+    for seed in range(3):
+        network.predict(net, params, _data(5, seed)[0])
+    assert training._predict._cache_size() == before + 1
+    network.predict(net, params, _data(6)[0])
+    assert training._predict._cache_size() == before + 2
+    network.predict(net, params, _data(5, 9)[0])
+    assert training._predict._cache_size() == before + 2
+
+
+def test_epoch_batches_rule():
+    """EpyNN's batching: N // batch_size batches, remainder dropped, a large batch is all."""
+    key = jax.random.key(0)
+    idx = np.asarray(training.epoch_batches(key, 23, 5))
+    assert idx.shape == (4, 5) and len(set(idx.ravel().tolist())) == 20
+    assert set(idx.ravel().tolist()) <= set(range(23))
+    assert training.epoch_batches(key, 7, 20).shape == (1, 7)
+    assert sorted(np.asarray(training.epoch_batches(key, 7, 7)).ravel().tolist()) == list(
+        range(7))
