@@ -347,3 +347,19 @@ def test_parity_with_epynn_over_several_sgd_epochs(epynn, x64, impl, conv_kwargs
     for layer, elayer in zip(layers[:2], elayers[:2], strict=True):
         assert layer.d == {k: v for k, v in elayer.d.items() if k != "m"}
         assert layer.activation == elayer.activation
+
+
+def test_auto_formulation_rule_per_backend(monkeypatch):
+    """'auto' follows the measured rule: patches on CPU; on GPU, lax for big overlapping windows."""
+    from epynn_jax.layers import convolution
+
+    def on(backend, layer):
+        monkeypatch.setattr(convolution.jax, "default_backend", lambda: backend)
+        return layer.resolved_impl
+
+    small = Convolution(8, 3, 1).compute_shapes((10, 10, 3))     # 27 values per window
+    big = Convolution(8, 3, 1).compute_shapes((10, 10, 16))      # 144 values per window
+    tiling = Convolution(8, 4).compute_shapes((12, 12, 64))      # strides = filter
+    assert [on("cpu", lay) for lay in (small, big, tiling)] == ["patches"] * 3
+    assert [on("gpu", lay) for lay in (small, big, tiling)] == ["patches", "lax", "patches"]
+    assert Convolution(8, 3, 1, impl="lax").compute_shapes((10, 10, 3)).resolved_impl == "lax"
