@@ -168,12 +168,6 @@ def test_layer_is_hashable_and_names_activation():
     assert Convolution(activate=elu).activate == "elu"
 
 
-def test_auto_picks_a_formulation_for_the_backend():
-    expected = "patches" if jax.default_backend() == "cpu" else "lax"
-    assert Convolution().resolved_impl == expected
-    assert Convolution(impl="lax").resolved_impl == "lax"
-
-
 def test_xavier_scale_is_epynns():
     layer = Convolution(40, (5, 4), 1).compute_shapes((8, 8, 11))
     W = np.asarray(layer.initialize_parameters(jax.random.key(3))["W"])
