@@ -1,9 +1,8 @@
 """``python -m epynn_jax.compat SCRIPT.py [ARGS...]``: run an EpyNN script on the facade.
 
-Compiled epochs are kept in JAX's persistent compilation cache
-(``$XDG_CACHE_HOME/epynn_jax/jax`` or ``~/.cache/epynn_jax/jax``) so that running
-a script again skips most compilation. An existing ``JAX_COMPILATION_CACHE_DIR``
-is respected; ``EPYNN_JAX_NO_CACHE=1`` turns the cache off.
+Compiled epochs are kept in JAX's persistent compilation cache, which
+importing ``epynn_jax`` switches on (:mod:`epynn_jax.config`), so running a
+script again skips most compilation; ``EPYNN_JAX_NO_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -12,21 +11,6 @@ import os
 import sys
 
 from epynn_jax.compat import run_script
-
-
-def _enable_cache() -> None:
-    if os.environ.get("EPYNN_JAX_NO_CACHE") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        return
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "epynn_jax", "jax")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        return
-    if os.access(path, os.W_OK):
-        import jax
-
-        jax.config.update("jax_compilation_cache_dir", path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +23,6 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(argv[0]):
         print(f"python -m epynn_jax.compat: no such script: {argv[0]}", file=sys.stderr)
         return 2
-    _enable_cache()
     run_script(argv[0], argv[1:])
     return 0
 
