@@ -147,3 +147,40 @@ def test_a_custom_layer_whose_module_is_gone_fails_clearly(tmp_path):
             zf.writestr(n, data)
     with pytest.raises(ModelFileError, match="no_such_pkg"):
         load_model(broken, allow_modules=("no_such_pkg",))
+
+
+_MULTI_DEVICE = r"""
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["EPYNN_JAX_NO_CACHE"] = "1"
+import jax, numpy as np
+from customlayers.scale import Scale
+from epynn_jax import Schedule, network
+from epynn_jax.layers import Dense, Flatten
+rng = np.random.default_rng(0)
+X = rng.standard_normal((32, 3, 2)).astype("f4")
+Y = np.eye(2, dtype="f4")[(X.sum((1, 2)) > 0).astype(int)]
+net = network.build([Flatten(), Scale(), Dense(2, "softmax")], (3, 2))
+params = network.init(net, jax.random.key(0))
+kw = dict(epochs=3, batch_size=8, schedule=Schedule(learning_rate=0.05), key=jax.random.key(1))
+one = network.fit(net, params, {"dtrain": (X, Y)}, **kw)
+two = network.fit(net, params, {"dtrain": (X, Y)}, mesh=jax.devices()[:2], **kw)
+assert len(jax.devices()) == 2
+for p, q in zip(one.params, two.params):
+    for k in p:
+        np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-5, atol=1e-6)
+print("OK")
+"""
+
+
+def test_custom_layer_trains_data_parallel_on_two_devices():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)])}
+    out = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
