@@ -70,7 +70,7 @@ class LayerError(ValueError):
 
 def float_dtype():
     """The default float dtype: float32, or float64 when ``jax_enable_x64`` is on."""
-    return jnp.zeros((), dtype=float).dtype
+    return jax.dtypes.canonicalize_dtype(float)  # no array is created (no dispatch)
 
 
 def _find_function(cls: type, name: str):

@@ -22,7 +22,7 @@ __all__ = ["INITIALIZERS", "xavier", "orthogonal", "zeros", "check_initializer"]
 
 
 def _dtype(dtype):
-    return jnp.zeros((), dtype=dtype if dtype is not None else float).dtype
+    return jax.dtypes.canonicalize_dtype(dtype if dtype is not None else float)
 
 
 def xavier(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
