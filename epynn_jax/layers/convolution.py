@@ -59,6 +59,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
 from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
 from epynn_jax.maths import activations, initializers
 
@@ -66,19 +67,6 @@ __all__ = ["Convolution"]
 
 IMPLS = ("auto", "lax", "patches")
 _DIMS = ("NHWC", "HWIO", "NHWC")
-
-
-def _pair(value: object, what: str) -> tuple[int, int]:
-    """An int n -> (n, n); a pair of positive ints -> itself; else LayerError."""
-    pair = (value, value) if isinstance(value, int) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in pair)
-    ):
-        raise LayerError(f"Convolution: {what} must be a positive int or a pair of them, "
-                         f"got {value!r}")
-    return (int(pair[0]), int(pair[1]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +92,9 @@ class Convolution(Layer):
         u = self.unit_filters
         if not isinstance(u, int) or isinstance(u, bool) or u < 1:
             raise LayerError(f"Convolution: unit_filters must be a positive int, got {u!r}")
-        filter_size = _pair(self.filter_size, "filter_size")
-        strides = filter_size if self.strides is None else _pair(self.strides, "strides")
+        filter_size = pair(self.filter_size, "filter_size", "Convolution")
+        strides = (filter_size if self.strides is None
+                   else pair(self.strides, "strides", "Convolution"))
         p = self.padding
         if not isinstance(p, int) or isinstance(p, bool) or p < 0:
             raise LayerError(f"Convolution: padding must be an int >= 0, got {p!r}")
@@ -190,24 +179,6 @@ def _unpad(layer: Convolution, dXp: jax.Array) -> jax.Array:
     return dXp if p == 0 else dXp[:, p:dXp.shape[1] - p, p:dXp.shape[2] - p, :]
 
 
-def _offset_slice(Xp: jax.Array, a: int, b: int, oh: int, ow: int, sh: int, sw: int):
-    """Xp[:, a + i*sh, b + j*sw, :] for i < oh, j < ow: shape (m, oh, ow, c)."""
-    m, _, _, c = Xp.shape
-    return lax.slice(Xp, (0, a, b, 0), (m, a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, c),
-                     (1, sh, sw, 1))
-
-
-def _offset_unslice(piece: jax.Array, a: int, b: int, hp: int, wp: int, sh: int, sw: int):
-    """Transpose of :func:`_offset_slice`: put piece (m, oh, ow, c) at its strided places in
-    a zero (m, hp, wp, c) array (interior padding of sh - 1 and sw - 1)."""
-    _, oh, ow, _ = piece.shape
-    zero = jnp.zeros((), piece.dtype)
-    return lax.pad(piece, zero, ((0, 0, 0),
-                                 (a, hp - a - (oh - 1) * sh - 1, sh - 1),
-                                 (b, wp - b - (ow - 1) * sw - 1, sw - 1),
-                                 (0, 0, 0)))
-
-
 def _tiled(layer: Convolution) -> bool:
     """Whether windows tile the input (strides == filter size, EpyNN's default)."""
     return layer.strides == layer.filter_size
@@ -224,7 +195,7 @@ def _patches(layer: Convolution, Xp: jax.Array) -> jax.Array:
     if _tiled(layer):
         P = _used(layer, Xp).reshape(m, d["oh"], d["fh"], d["ow"], d["fw"], c)
         return P.transpose(0, 1, 3, 2, 4, 5).reshape(m, d["oh"], d["ow"], -1)
-    pieces = [_offset_slice(Xp, a, b, d["oh"], d["ow"], d["sh"], d["sw"])
+    pieces = [offset_slice(Xp, a, b, d["oh"], d["ow"], d["sh"], d["sw"])
               for a in range(d["fh"]) for b in range(d["fw"])]
     P = jnp.stack(pieces, axis=3)  # (m, oh, ow, fh*fw, c)
     return P.reshape(*P.shape[:3], -1)
@@ -244,7 +215,7 @@ def _unpatch(layer: Convolution, dP: jax.Array) -> jax.Array:
     dXp = jnp.zeros((m, hp, wp, c), dP.dtype)
     for a in range(fh):
         for b in range(fw):
-            dXp = dXp + _offset_unslice(dP[:, :, :, a, b, :], a, b, hp, wp, sh, sw)
+            dXp = dXp + offset_unslice(dP[:, :, :, a, b, :], a, b, hp, wp, sh, sw)
     return dXp
 
 

@@ -41,27 +41,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
+from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
 from epynn_jax.layers.base import Layer, LayerError, check_input
 
 __all__ = ["Pooling"]
 
 POOLS = ("max", "min", "mean")
 _POOL_NAMES = {"max": "max", "amax": "max", "min": "min", "amin": "min", "mean": "mean"}
-
-
-def _pair(value: object, what: str) -> tuple[int, int]:
-    """An int n -> (n, n); a pair of positive ints -> itself; else LayerError."""
-    pair = (value, value) if isinstance(value, int) else value
-    if (
-        not isinstance(pair, (tuple, list))
-        or len(pair) != 2
-        or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in pair)
-    ):
-        raise LayerError(f"Pooling: {what} must be a positive int or a pair of them, "
-                         f"got {value!r}")
-    return (int(pair[0]), int(pair[1]))
 
 
 def check_pool(pool: object) -> str:
@@ -82,8 +69,8 @@ class Pooling(Layer):
     pool: str = "max"
 
     def __post_init__(self) -> None:
-        pool_size = _pair(self.pool_size, "pool_size")
-        strides = pool_size if self.strides is None else _pair(self.strides, "strides")
+        pool_size = pair(self.pool_size, "pool_size", "Pooling")
+        strides = pool_size if self.strides is None else pair(self.strides, "strides", "Pooling")
         object.__setattr__(self, "pool_size", pool_size)
         object.__setattr__(self, "strides", strides)
         object.__setattr__(self, "pool", check_pool(self.pool))
@@ -119,22 +106,14 @@ def _offsets(layer: Pooling):
 
 def _offset_slice(layer: Pooling, X: jax.Array, a: int, b: int) -> jax.Array:
     """X[:, a + i*sh, b + j*sw, :] for i < oh, j < ow: shape (m, oh, ow, c)."""
-    m, h, w, c = X.shape
+    _, h, w, _ = X.shape
     (ph, pw), (sh, sw) = layer.pool_size, layer.strides
-    oh, ow = (h - ph) // sh + 1, (w - pw) // sw + 1
-    return lax.slice(X, (0, a, b, 0), (m, a + (oh - 1) * sh + 1, b + (ow - 1) * sw + 1, c),
-                     (1, sh, sw, 1))
+    return offset_slice(X, a, b, (h - ph) // sh + 1, (w - pw) // sw + 1, sh, sw)
 
 
 def _offset_unslice(layer: Pooling, piece: jax.Array, a: int, b: int, h: int, w: int):
     """Transpose of :func:`_offset_slice`: piece (m, oh, ow, c) placed in zeros (m, h, w, c)."""
-    _, oh, ow, _ = piece.shape
-    sh, sw = layer.strides
-    zero = jnp.zeros((), piece.dtype)
-    return lax.pad(piece, zero, ((0, 0, 0),
-                                 (a, h - a - (oh - 1) * sh - 1, sh - 1),
-                                 (b, w - b - (ow - 1) * sw - 1, sw - 1),
-                                 (0, 0, 0)))
+    return offset_unslice(piece, a, b, h, w, *layer.strides)
 
 
 def _tiled(layer: Pooling) -> bool:
