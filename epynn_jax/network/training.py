@@ -33,7 +33,7 @@ from epynn_jax.errors import NonFiniteError, TrainingInterrupted
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
-from epynn_jax.maths.schedules import Schedule, learning_rates, optax_schedule
+from epynn_jax.maths.schedules import Schedule, learning_rates
 from epynn_jax.network import parallel
 from epynn_jax.network.model import Network, Params, apply, backward, check_X, forward
 
@@ -120,16 +120,79 @@ def autodiff_gradients(net: Network, params: Params, X, Y, loss: str = "MSE", ke
 # -- optimizer -------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=64)
-def epynn_sgd(schedule: Schedule = Schedule(), epochs: int = 1,
-              steps_per_epoch: int = 1) -> optax.GradientTransformation:
-    """EpyNN's update ``p -= lrate[e] * g`` as an optax SGD with a per-epoch schedule.
+class EpynnSGDState(NamedTuple):
+    """State of :func:`epynn_sgd`: steps taken, and the schedule's numbers
+    ``(learning_rate, cycle_descent, decay_k, cycle_epochs, epochs)`` with
+    ``decay_k`` and ``cycle_epochs`` already resolved (never 0)."""
 
-    Cached, so the same configuration gives the same object (and reuses
-    compiled epochs).
+    count: jax.Array
+    hpars: jax.Array
+
+
+class EpynnSGD(NamedTuple):
+    """EpyNN's SGD as an optax ``GradientTransformation`` (``init``, ``update``).
+
+    The schedule's numbers live in the optimizer *state*; the update function
+    depends only on the schedule's kind and ``steps_per_epoch``, and the object
+    compares equal to any other with the same two. The compiled epoch (jit's
+    cache key includes the optimizer) is then reused across learning rates
+    and epoch counts: ``fit(epochs=3)`` then ``fit(epochs=5)`` compile once.
     """
-    rates = learning_rates(schedule, epochs)
-    return optax.sgd(optax_schedule(rates, steps_per_epoch))
+
+    init: Callable
+    update: Callable
+    kind: str
+    steps_per_epoch: int
+
+    def __hash__(self) -> int:
+        return hash((EpynnSGD, self.kind, self.steps_per_epoch))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, EpynnSGD) and other.kind == self.kind
+                and other.steps_per_epoch == self.steps_per_epoch)
+
+
+def _rate(kind: str, hpars: jax.Array, x: jax.Array) -> jax.Array:
+    """The rate of epoch ``x``: :func:`~epynn_jax.maths.schedules.learning_rates` in jnp."""
+    lr, d, k, epc = hpars[0], hpars[1], hpars[2], hpars[3]
+    if kind == "steady":
+        return lr
+    if kind == "exp_decay":
+        return lr * (1 - d) ** (x // epc) * jnp.exp(-(x % epc) * k)
+    return lr / (1 + k * 100 * x)
+
+
+@functools.lru_cache(maxsize=64)
+def _epynn_sgd_update(kind: str, steps_per_epoch: int) -> Callable:
+    def update(updates, state: EpynnSGDState, params=None):
+        hp = state.hpars
+        epoch = jnp.minimum(state.count // steps_per_epoch, hp[4].astype(jnp.int32) - 1)
+        rate = _rate(kind, hp, epoch.astype(hp.dtype))
+        updates = jax.tree_util.tree_map(lambda g: jnp.asarray(-rate, g.dtype) * g, updates)
+        return updates, EpynnSGDState(optax.safe_int32_increment(state.count), hp)
+
+    return update
+
+
+def epynn_sgd(schedule: Schedule = Schedule(), epochs: int = 1,
+              steps_per_epoch: int = 1) -> EpynnSGD:
+    """EpyNN's update ``p -= lrate[e] * g``: SGD with a per-epoch schedule.
+
+    At step ``t`` the rate is ``lrate[t // steps_per_epoch]`` (the last one
+    after the end), ``lrate`` being :func:`~epynn_jax.maths.schedules.learning_rates`
+    of ``schedule`` over ``epochs``. The schedule's numbers are part of the
+    optimizer state, so a new rate or epoch count needs no new compilation.
+    """
+    learning_rates(schedule, epochs)  # validates epochs
+    epc = schedule.cycle_epochs if schedule.cycle_epochs else epochs
+    k = schedule.decay_k if schedule.decay_k else 5 / epc
+    numbers = (schedule.learning_rate, schedule.cycle_descent, k, epc, epochs)
+
+    def init(params) -> EpynnSGDState:
+        return EpynnSGDState(jnp.zeros([], jnp.int32), jnp.asarray(numbers, float_dtype()))
+
+    steps = int(steps_per_epoch)
+    return EpynnSGD(init, _epynn_sgd_update(schedule.schedule, steps), schedule.schedule, steps)
 
 
 # -- the compiled epoch ---------------------------------------------------------------

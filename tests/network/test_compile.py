@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from epynn_jax import layers, network
+from epynn_jax import Schedule, layers, network
 from epynn_jax.network import training
 
 
@@ -49,6 +49,44 @@ def test_fit_traces_run_epoch_once_per_shape(trace_counter):
                 batch_size=4)
     assert len(trace_counter) == 4
     assert training.run_epoch._cache_size() == before + 2
+
+
+def test_new_epoch_count_or_learning_rate_does_not_recompile(trace_counter):
+    """The default optimizer keeps the schedule's numbers in its state, not its code."""
+    net = network.build([layers.Dense(5, "relu"), layers.Dense(2, "softmax")], (4,))
+    params = network.init(net, jax.random.key(0))
+    data = {"dtrain": _data(20)}
+    before = training.run_epoch._cache_size()
+    a = network.fit(net, params, data, epochs=3, batch_size=4,
+                    schedule=Schedule(0.1, "exp_decay"))
+    b = network.fit(net, params, data, epochs=5, batch_size=4,
+                    schedule=Schedule(0.02, "exp_decay", cycle_epochs=2, cycle_descent=0.5))
+    assert training.run_epoch._cache_size() == before + 1 and len(trace_counter) == 1
+    # ... and the new numbers are used: the rates differ, so do the parameters.
+    assert not np.allclose(a.params[0]["W"], b.params[0]["W"])
+    # Another schedule kind is other code: one more compilation.
+    network.fit(net, params, data, epochs=3, batch_size=4, schedule=Schedule(0.1, "lin_decay"))
+    assert training.run_epoch._cache_size() == before + 2
+
+
+def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
+    """Step t uses learning_rates(...)[t // steps_per_epoch], then the last rate."""
+    import jax.numpy as jnp
+
+    from epynn_jax.maths.schedules import learning_rates
+
+    for sched in (Schedule(0.1, "steady"), Schedule(0.1, "exp_decay", cycle_epochs=2,
+                                                     cycle_descent=0.3),
+                  Schedule(0.2, "lin_decay", decay_k=0.01)):
+        opt = training.epynn_sgd(sched, 4, 3)
+        state = opt.init({"w": jnp.zeros(())})
+        seen = []
+        for _ in range(15):
+            upd, state = opt.update({"w": jnp.ones((), jnp.float64)}, state)
+            seen.append(-float(upd["w"]))
+        rates = learning_rates(sched, 4)
+        expected = [rates[min(t // 3, 3)] for t in range(15)]
+        np.testing.assert_allclose(seen, expected, rtol=1e-12)
 
 
 def test_predict_compiles_once_per_shape():
