@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input
+from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
 from epynn_jax.maths import activations, initializers
 
 __all__ = [
@@ -119,6 +119,21 @@ def derivative(name: str, Z: jax.Array, A: jax.Array, hp) -> jax.Array:
     if name == "sigmoid":
         return A * (1 - A)
     return activations.derivative(name, Z, hp)
+
+
+def gate_parameters(layer: Layer, key: jax.Array, gates: tuple[str, ...]) -> dict:
+    """U{k} (e, u), V{k} (u, u) for each gate k in order, one key each drawn in EpyNN's
+    order (Uk then Vk, gate by gate), by ``layer.initialization``; b{k} (1, u) zeros."""
+    _, e = layer._require_built("initialize_parameters")
+    u = layer.unit_cells
+    init = initializers.INITIALIZERS[layer.initialization]
+    keys = iter(jax.random.split(key, 2 * len(gates)))
+    p = {}
+    for k in gates:
+        p["U" + k] = init(next(keys), (e, u), float_dtype())
+        p["V" + k] = init(next(keys), (u, u), float_dtype())
+        p["b" + k] = jnp.zeros((1, u), float_dtype())
+    return p
 
 
 def clip(layer: Layer, g: dict) -> dict:

@@ -58,11 +58,12 @@ from epynn_jax.layers._recurrent import (
     clip,
     derivative,
     full_dA,
+    gate_parameters,
     previous,
     time_major,
 )
-from epynn_jax.layers.base import Layer, float_dtype
-from epynn_jax.maths import activations, initializers
+from epynn_jax.layers.base import Layer
+from epynn_jax.maths import activations
 
 __all__ = ["GRU"]
 
@@ -104,16 +105,7 @@ def compute_shapes(layer: GRU, X_shape: tuple[int, ...]) -> GRU:
 def initialize_parameters(layer: GRU, key: jax.Array) -> dict:
     """Uk (e, u), Vk (u, u) by ``initialization`` drawn in EpyNN's order
     Uz, Vz, Ur, Vr, Uhh, Vhh (one key each); bk (1, u) zeros."""
-    _, e = layer._require_built("initialize_parameters")
-    u = layer.unit_cells
-    init = initializers.INITIALIZERS[layer.initialization]
-    keys = iter(jax.random.split(key, 2 * len(GATES)))
-    p = {}
-    for k in GATES:
-        p["U" + k] = init(next(keys), (e, u), float_dtype())
-        p["V" + k] = init(next(keys), (u, u), float_dtype())
-        p["b" + k] = jnp.zeros((1, u), float_dtype())
-    return p
+    return gate_parameters(layer, key, GATES)
 
 
 def forward(layer: GRU, p: dict, X: jax.Array, key=None, training: bool = False):
