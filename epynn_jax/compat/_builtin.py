@@ -87,6 +87,13 @@ def _lazy_dict(name: str) -> property:
     return property(get, set, doc=f"EpyNN's ``{name}`` dict.")
 
 
+def initializer_name(init) -> str:
+    """An initializer given as a function or a name, as the functional layers name it
+    (anything but xavier, orthogonal and zeros maps to xavier, EpyNN's default)."""
+    name = name_of(init, "initialization")
+    return name if name in ("xavier", "orthogonal", "zeros") else "xavier"
+
+
 class BuiltinLayer(Layer):
     """A facade layer backed by a functional layer (``_functional = (module, class)``)."""
 
@@ -127,7 +134,27 @@ class BuiltinLayer(Layer):
                 "in this version of epynn_jax") from None
 
     def _functional_kwargs(self) -> dict:
-        return dict(self._fkwargs)
+        """The functional layer's arguments: the constructor's, plus the initializer by name."""
+        kwargs = dict(self._fkwargs)
+        if hasattr(self, "initialization"):
+            kwargs["initialization"] = initializer_name(self.initialization)
+        return kwargs
+
+    def _setup_recurrent(self, se_hPars, unit_cells: int, activations: dict, initialization,
+                         clip_gradients: bool, sequences: bool) -> None:
+        """The constructor shared by RNN, LSTM and GRU: ``activations`` maps each
+        ``activate*`` argument to its function (or name)."""
+        BuiltinLayer.__init__(self, se_hPars, unit_cells=unit_cells,
+                              **{k: name_of(f) for k, f in activations.items()},
+                              clip_gradients=bool(clip_gradients), sequences=bool(sequences))
+        self.d["u"] = unit_cells
+        for k, f in activations.items():
+            setattr(self, k, f)
+        self.initialization = initialization
+        self.clip_gradients = clip_gradients
+        self.sequences = sequences
+        self.activation = {k: name_of(f) for k, f in activations.items()}
+        self.trainable = True
 
     def to_functional(self):
         """The functional layer (built for the last input shape seen, if any)."""

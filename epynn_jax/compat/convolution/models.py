@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from epynn_jax.compat._builtin import BuiltinLayer
 from epynn_jax.compat.commons.maths import name_of, relu, xavier
-from epynn_jax.compat.dense.models import _init_name
 
 __all__ = ["Convolution"]
 
@@ -40,6 +39,3 @@ class Convolution(BuiltinLayer):
         self.use_bias = use_bias
         self.activation = {"activate": name_of(activate)}
         self.trainable = True
-
-    def _functional_kwargs(self) -> dict:
-        return {**self._fkwargs, "initialization": _init_name(self.initialization)}

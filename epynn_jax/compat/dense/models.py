@@ -23,10 +23,3 @@ class Dense(BuiltinLayer):
         self.activation = {"activate": name_of(activate)}
         self.trainable = True
 
-    def _functional_kwargs(self) -> dict:
-        return {**self._fkwargs, "initialization": _init_name(self.initialization)}
-
-
-def _init_name(init) -> str:
-    name = name_of(init, "initialization")
-    return name if name in ("xavier", "orthogonal", "zeros") else "xavier"

@@ -5,8 +5,7 @@ clip_gradients=False, sequences=False, se_hPars=None)``."""
 from __future__ import annotations
 
 from epynn_jax.compat._builtin import BuiltinLayer
-from epynn_jax.compat.commons.maths import name_of, orthogonal, sigmoid, tanh
-from epynn_jax.compat.dense.models import _init_name
+from epynn_jax.compat.commons.maths import orthogonal, sigmoid, tanh
 
 __all__ = ["LSTM"]
 
@@ -26,17 +25,5 @@ class LSTM(BuiltinLayer):
                  sequences: bool = False, se_hPars: dict | None = None) -> None:
         fns = dict(zip(_GATES, (activate, activate_output, activate_candidate, activate_input,
                                 activate_forget)))
-        super().__init__(se_hPars, unit_cells=unit_cells,
-                         **{k: name_of(f) for k, f in fns.items()},
-                         clip_gradients=bool(clip_gradients), sequences=bool(sequences))
-        self.d["u"] = unit_cells
-        for k, f in fns.items():
-            setattr(self, k, f)
-        self.initialization = initialization
-        self.clip_gradients = clip_gradients
-        self.sequences = sequences
-        self.activation = {k: name_of(f) for k, f in fns.items()}
-        self.trainable = True
-
-    def _functional_kwargs(self) -> dict:
-        return {**self._fkwargs, "initialization": _init_name(self.initialization)}
+        self._setup_recurrent(se_hPars, unit_cells, fns, initialization, clip_gradients,
+                              sequences)
