@@ -46,8 +46,9 @@ def to_device(tree: dict) -> dict:
 
 
 def to_host(tree: dict) -> dict:
-    """JAX dict -> NumPy arrays."""
-    return {k: np.asarray(v) for k, v in jax.device_get(tree).items()}
+    """JAX dict -> NumPy arrays (read-only; ``np.asarray`` per leaf is several times
+    cheaper than ``jax.device_get`` on the dict)."""
+    return {k: np.asarray(v) for k, v in tree.items()}
 
 
 @jax.jit

@@ -59,27 +59,30 @@ def _scores(net: Network, params, Xe: jax.Array, Ye: jax.Array, sizes: tuple[int
             metric_names: tuple[str, ...]):
     """One forward of every set concatenated (no dropout), then each set's metrics.
 
-    Returns ``(scores, A)``: ``scores[k][metric]`` for set k, and all outputs.
+    Returns ``(scores, A)``: ``scores[k, j]`` is metric ``metric_names[j]`` of set k
+    (one array, so the host fetches it in one transfer), and all outputs.
     """
     A, _ = forward(net, params, Xe, None, False)
     scores, start = [], 0
     for n in sizes:
         a, y = A[start:start + n], Ye[start:start + n]
-        scores.append({m: metrics_lib.metric(m, y, a) for m in metric_names})
+        scores.append(jnp.stack([jnp.asarray(metrics_lib.metric(m, y, a), A.dtype)
+                                 for m in metric_names]))
         start += n
-    return tuple(scores), A
+    return jnp.stack(scores), A
 
 
 @functools.partial(jax.jit, static_argnames=("net", "loss", "metric_names", "sizes", "use_key"))
 def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes: tuple[int, ...],
-                   use_key: bool, params: tuple, X: jax.Array, Y: jax.Array, idx: jax.Array,
-                   lrs: jax.Array, key: jax.Array, Xe: jax.Array, Ye: jax.Array):
+                   use_key: bool, params: tuple, idx: jax.Array, lrs: jax.Array, key: jax.Array,
+                   Xe: jax.Array, Ye: jax.Array):
     """One epoch: scan SGD steps over ``idx`` (n_batches, batch), then evaluate every set.
 
-    ``Xe``/``Ye`` are the evaluation sets concatenated (``sizes`` samples each).
-    ``use_key=False`` (no layer draws random numbers) leaves the key untouched.
-    Returns ``(params, key, params_before_last_step, last_step_key, last_batch_accuracy,
-    last_batch_cost, scores, outputs)``.
+    ``Xe``/``Ye`` are the data sets concatenated (``sizes`` samples each), the
+    training set first, so ``idx`` (indices into the training set) indexes them
+    directly. ``use_key=False`` (no layer draws random numbers) leaves the key
+    untouched. Returns ``(params, key, params_before_last_step, last_step_key,
+    last_batch_accuracy, last_batch_cost, scores, outputs)``.
     """
 
     def step(carry, b):
@@ -88,7 +91,7 @@ def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes
             key, sub = jax.random.split(key)
         else:
             sub = None
-        Xb, Yb = X[b], Y[b]
+        Xb, Yb = Xe[b], Ye[b]
         A, fcs = forward(net, params, Xb, sub, True)
         _, gs, _ = backward(net, params, fcs, losses.loss_deriv(loss, Yb, A))
         cost = jnp.mean(losses.loss(loss, Yb, A))
@@ -103,8 +106,13 @@ def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes
 
 @functools.partial(jax.jit, static_argnames=("net", "loss"))
 def step_caches(net: Network, loss: str, params: tuple, X: jax.Array, Y: jax.Array,
-                key: jax.Array):
-    """Every layer's ``fc``, ``bc`` and ``g`` for one batch (no update)."""
+                key: jax.Array, rows: jax.Array | None = None):
+    """Every layer's ``fc``, ``bc`` and ``g`` for one batch (no update).
+
+    The batch is ``X[rows]``, ``Y[rows]`` (all of ``X``, ``Y`` when ``rows`` is None).
+    """
+    if rows is not None:
+        X, Y = X[rows], Y[rows]
     A, fcs = forward(net, params, X, key, True)
     _, gs, bcs = backward(net, params, fcs, losses.loss_deriv(loss, Y, A))
     return fcs, bcs, gs

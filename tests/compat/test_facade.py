@@ -86,6 +86,67 @@ def test_assigned_weights_are_used_by_the_next_train(x64):
     assert np.all(model.layers[2].p["W"] == 0)
 
 
+def test_caches_of_the_last_batch_of_several(x64):
+    """fc, bc and g come from the epoch's last batch, with the parameters before its step."""
+    model = small_model(batch=6)
+    model.train(2, init_logs=False)
+    before = model._pending[1]  # the parameters before the last step (device arrays)
+    n_batches = len(model.embedding.dtrain.ids) // 6
+    assert n_batches > 1
+    rows = model.embedding._order[(n_batches - 1) * 6:n_batches * 6]
+    net = network.Network(tuple(layer.to_functional() for layer in model.layers))
+    Xb = jnp.asarray(model.embedding.dtrain.X[rows])
+    Yb = jnp.asarray(model.embedding.dtrain.Y[rows])
+    A, fcs = network.forward(net, before, Xb, None, True)
+    _, gs, _ = network.backward(net, before, fcs, losses.loss_deriv("MSE", Yb, A))
+    np.testing.assert_allclose(model.layers[2].fc["X"], fcs[2]["X"], rtol=1e-12)
+    np.testing.assert_allclose(model.layers[3].g["dW"], gs[3]["dW"], rtol=1e-10)
+    assert model.layers[2].d["m"] == 6
+
+
+def test_weights_assigned_between_trains_are_used(x64):
+    """The device copy of the parameters is reused only while p holds the arrays the
+    last training left there; an assignment is picked up by the next train."""
+    model = small_model(epochs=1)
+    for layer, k in ((2, "W"), (2, "b"), (3, "W")):  # trained biases are no longer zero
+        model.layers[layer].p[k] = np.zeros_like(model.layers[layer].p[k])
+    model.train(1, init_logs=False)
+    assert np.all(model.layers[2].p["W"] == 0)
+    kept = model.layers[3].p["W"]
+    model.train(1, init_logs=False)
+    assert model.layers[3].p["W"] is not kept
+
+
+def test_trained_parameters_and_data_are_read_only():
+    """In-place edits raise (they could not reach the device copies); assignment works."""
+    model = small_model(epochs=1)
+    with pytest.raises(ValueError, match="read-only"):
+        model.layers[2].p["W"] *= 0.5
+    with pytest.raises(ValueError, match="read-only"):
+        model.embedding.dtrain.X[0] = 0.0
+
+
+def test_new_data_arrays_are_used_by_the_next_train(x64):
+    model = small_model(epochs=1)
+    new_X = -model.embedding.dtrain.X
+    model.embedding.dtrain.X = new_X
+    model.train(1, init_logs=False)
+    # dtrain's outputs after training are the trained model's outputs on the new data
+    np.testing.assert_allclose(model.embedding.dtrain.A, model.predict(new_X).A, rtol=1e-12)
+
+
+@pytest.mark.parametrize("make_rng", [lambda: np.random.default_rng(7),
+                                      lambda: np.random.RandomState(7)])
+def test_an_index_array_shuffles_like_epynns_list(make_rng):
+    """The facade shuffles an index array; EpyNN shuffles a list of samples: same order."""
+    as_list, as_array = list(range(50)), np.arange(50)
+    rng_a, rng_b = make_rng(), make_rng()
+    for _ in range(3):
+        rng_a.shuffle(as_list)
+        rng_b.shuffle(as_array)
+        assert as_list == as_array.tolist()
+
+
 def test_check_layer_on_a_facade_layer(x64):
     model = small_model()
     report = check_layer(model.layers[2], (6,))

@@ -9,6 +9,8 @@ epoch (see :mod:`epynn_jax.maths.schedules` for the formulas).
 
 from __future__ import annotations
 
+import functools
+
 from epynn_jax.compat.settings import se_hPars as _DEFAULTS
 from epynn_jax.maths.schedules import Schedule, learning_rates
 
@@ -16,10 +18,15 @@ __all__ = ["schedule_functions", "exp_decay", "lin_decay", "steady", "schedule_l
 
 
 def _rates(kind: str, hPars) -> list[float]:
+    return list(_rates_cached(kind, tuple(hPars)))
+
+
+@functools.lru_cache(maxsize=256)
+def _rates_cached(kind: str, hPars: tuple) -> tuple[float, ...]:
     e, lr, _n, k, d, epc = hPars
     sched = Schedule(learning_rate=lr, schedule=kind, decay_k=k, cycle_epochs=epc,
                      cycle_descent=d)
-    return [float(r) for r in learning_rates(sched, int(e))]
+    return tuple(float(r) for r in learning_rates(sched, int(e)))
 
 
 def exp_decay(hPars) -> list[float]:

@@ -18,6 +18,7 @@ and the layers' dicts are refreshed afterwards (``p`` at once; ``fc``,
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import weakref
 
@@ -176,7 +177,7 @@ class EpyNN:
             lambda p, X, Y, k: _engine.step_caches(net, self.loss, p, X, Y, k),
             params_d, Xb, Yb, self._key)
         use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
-        self._pending = (net, params_d, Xb, Yb, self._key if use_key else None)
+        self._pending = (net, params_d, Xb, Yb, self._key if use_key else None, None)
         for layer, fc, bc in reversed(list(zip(self.layers, fcs, bcs))):
             layer.fs.update({k: tuple(v.shape) for k, v in fc.items()})
             layer.bs.update({k: tuple(v.shape) for k, v in bc.items()})
@@ -276,28 +277,69 @@ class EpyNN:
                 s.net = Network(tuple(_compiled_layer(self.layers[i]) for i in s.indices))
         return segs
 
-    def _device_sets(self):
-        dt = np.dtype(float_dtype())
-        sets = {d.name: (jnp.asarray(np.asarray(d.X, dt)), jnp.asarray(np.asarray(d.Y, dt)))
-                for d in self.embedding.dsets}
-        return sets["dtrain"], sets
+    def _device_data(self) -> _DeviceData:
+        """Every data set on the device, concatenated in ``dsets`` order (training first).
 
-    def _lrs(self, indices, e: int) -> jax.Array:
-        def rate(layer):
-            if not _is_builtin(layer):  # a compiled custom layer decides in its own update
+        The copy is made once and reused while the Embedding holds the same
+        data-set objects and arrays in the same float dtype; those arrays are
+        made read-only, so an in-place edit raises instead of training on a
+        stale copy (assign new arrays, or a new Embedding, to change the data).
+        """
+        dt = np.dtype(float_dtype())
+        dsets = tuple(self.embedding.dsets)
+        owners = (dt, *((d, d.X, d.Y) for d in dsets))
+        cached = self.__dict__.get("_dev_data")
+        if cached is not None and _same_objects(cached.owners, owners):
+            return cached
+        for d in dsets:
+            d.X.flags.writeable = False
+            d.Y.flags.writeable = False
+        data = _DeviceData(
+            owners=owners, names=tuple(d.name for d in dsets),
+            sizes=tuple(len(d.X) for d in dsets),
+            X=jnp.asarray(np.concatenate([np.asarray(d.X, dt) for d in dsets])),
+            Y=jnp.asarray(np.concatenate([np.asarray(d.Y, dt) for d in dsets])))
+        self._dev_data = data
+        return data
+
+    def _device_params(self) -> tuple:
+        """Every layer's ``p`` on the device; reused while the layers hold the arrays
+        the last training left there (read-only NumPy views, so they cannot change
+        in place)."""
+        dt = np.dtype(float_dtype())
+        cached = self.__dict__.get("_dev_params")
+        if cached is not None and cached[0] == dt and len(cached[1]) == len(self.layers) and all(
+                layer.p.keys() == host.keys() and all(layer.p[k] is host[k] for k in host)
+                for layer, host in zip(self.layers, cached[1])):
+            return cached[2]
+        return tuple(to_device(layer.p) for layer in self.layers)
+
+    def _store_params(self, params: tuple) -> None:
+        """Set every layer's ``p`` to read-only host copies of the device ``params``
+        and remember the pair for the next ``train``."""
+        hosts = tuple(to_host(p) for p in params)
+        for layer, host in zip(self.layers, hosts):
+            layer.p.clear()
+            layer.p.update(host)
+        self._dev_params = (np.dtype(float_dtype()), hosts, params)
+
+    def _lr_table(self, indices, start: int, stop: int) -> np.ndarray:
+        """Learning rates (epochs ``start..stop-1``, layers ``indices``): 0 for a layer
+        that does not train; a compiled custom layer decides in its own update."""
+        def rate(layer, e):
+            if not _is_builtin(layer):
                 return layer.lrate[e] if hasattr(layer, "lrate") else 0.0
             return layer.lrate[e] if layer.trainable else 0.0
 
-        return jnp.asarray(np.asarray([rate(self.layers[i]) for i in indices],
-                                      np.dtype(float_dtype())))
+        return np.asarray([[rate(self.layers[i], e) for i in indices] for e in range(start, stop)],
+                          np.dtype(float_dtype()))
 
     def _train_loop(self, start: int, stop: int) -> None:
         plan = self._plan()
-        (X, Y), evalsets = self._device_sets()
         if len(plan) == 1 and plan[0].compiled:
-            self._train_compiled(plan[0].net, X, Y, evalsets, start, stop)
+            self._train_compiled(plan[0].net, start, stop)
         else:
-            self._train_segmented(plan, X, Y, evalsets, start, stop)
+            self._train_segmented(plan, start, stop)
         _report.say("", self)
 
     def _set_epoch(self, e: int) -> None:
@@ -305,44 +347,37 @@ class EpyNN:
         for layer in self.layers:
             layer.e = e
 
-    def _train_compiled(self, net, X, Y, evalsets, start, stop) -> None:
+    def _train_compiled(self, net, start, stop) -> None:
+        """Epochs ``start..stop-1``, one compiled call each; the host only shuffles
+        (EpyNN's generator), records the scores and prints."""
         names = tuple(self.metrics)
-        params = tuple(to_device(layer.p) for layer in self.layers)
+        data = self._device_data()
+        params = self._device_params()
         key = self._key
-        indices = tuple(range(len(self.layers)))
-        sets = list(evalsets)
-        sizes = tuple(int(evalsets[k][0].shape[0]) for k in sets)
-        dt = np.dtype(float_dtype())
-        dsets = {d.name: d for d in self.embedding.dsets}
-        Xe = jnp.asarray(np.concatenate([np.asarray(dsets[k].X, dt) for k in sets]))
-        Ye = jnp.asarray(np.concatenate([np.asarray(dsets[k].Y, dt) for k in sets]))
+        lrs = self._lr_table(range(len(self.layers)), start, stop)
         use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
         t0 = time.time()
         for e in range(start, stop):
             self._set_epoch(e)
-            idx = self.embedding.batch_indices()
+            idx = self.embedding.batch_indices().astype(np.int32)
             params, key, prev, last_key, acc, cost, scores, outputs = _engine.epoch_compiled(
-                net, self.loss, names, sizes, use_key, params, X, Y, idx,
-                self._lrs(indices, e), key, Xe, Ye)
-            self._record(dict(zip(sets, jax.device_get(scores))))
+                net, self.loss, names, data.sizes, use_key, params, idx, lrs[e - start], key,
+                data.X, data.Y)
+            self._record_array(data.names, names, np.asarray(scores))
             self._progress(e, t0, acc, cost)
             self.report()
         self._key = key
-        for layer, p in zip(self.layers, params):
-            layer.p.clear()
-            layer.p.update(to_host(p))
-        dtrain = self.embedding.dtrain
-        self._pending = (net, prev, jnp.asarray(np.asarray(dtrain.X[idx[-1]], dt)),
-                         jnp.asarray(np.asarray(dtrain.Y[idx[-1]], dt)),
-                         last_key if use_key else None)
-        outputs = np.asarray(outputs)
-        self._set_outputs(dict(zip(sets, np.split(outputs, np.cumsum(sizes)[:-1]))))
+        self._store_params(params)
+        self._pending = (net, prev, data.X, data.Y, last_key if use_key else None, idx[-1])
+        self._set_outputs(dict(zip(data.names, np.split(np.asarray(outputs),
+                                                        np.cumsum(data.sizes)[:-1]))))
 
     def _materialize(self) -> None:
         """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch."""
-        net, prev, Xb, Yb, key = self._pending
+        net, prev, X, Y, key, rows = self._pending
         self._pending = None
-        fcs, bcs, gs = _engine.step_caches(net, self.loss, prev, Xb, Yb, key)
+        fcs, bcs, gs = _engine.step_caches(net, self.loss, prev, X, Y, key, rows)
+        m = int(X.shape[0] if rows is None else len(rows))
         for layer, fc, bc, g in zip(self.layers, fcs, bcs, gs):
             for name, tree in (("fc", fc), ("bc", bc), ("g", g)):
                 target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
@@ -350,11 +385,15 @@ class EpyNN:
                 target.update(to_host(tree))
             layer.update_shapes(layer.__dict__.get("_fc", layer.__dict__.get("fc")), layer.fs)
             layer.update_shapes(layer.__dict__.get("_bc", layer.__dict__.get("bc")), layer.bs)
-            layer.d["m"] = int(Xb.shape[0])
+            layer.d["m"] = m
 
-    def _train_segmented(self, plan, X, Y, evalsets, start, stop) -> None:
+    def _train_segmented(self, plan, start, stop) -> None:
         seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
                       for s, seg in enumerate(plan) if seg.compiled}
+        lrs = {s: self._lr_table(seg.indices, start, stop)
+               for s, seg in enumerate(plan) if seg.compiled}
+        data = self._device_data()
+        X, Y, evalsets = data.X, data.Y, data.sets()  # the training rows come first
         key = self._key
         t0 = time.time()
         last = {}
@@ -379,7 +418,7 @@ class EpyNN:
                     if seg.compiled:
                         dA, seg_params[s], gs, bcs = _engine.segment_backward(
                             seg.net, seg_params[s], fcs[s], jnp.asarray(dA, float_dtype()),
-                            self._lrs(seg.indices, e))
+                            lrs[s][e - start])
                         last[s] = (fcs[s], bcs, gs)
                     else:
                         layer = self.layers[seg.indices[0]]
@@ -424,6 +463,11 @@ class EpyNN:
         self._record(scores)
         return outputs
 
+    def _record_array(self, set_names, metric_names, scores: np.ndarray) -> None:
+        """Append ``scores[k, j]`` (set ``set_names[k]``, metric ``metric_names[j]``)."""
+        self._record({name: dict(zip(metric_names, row.tolist()))
+                      for name, row in zip(set_names, scores)})
+
     def _record(self, scores: dict) -> None:
         for k, dset in enumerate(self.embedding.dsets):
             for m in self.metrics:
@@ -445,9 +489,8 @@ class EpyNN:
 
     def evaluate(self) -> None:
         """Evaluate every data set (no dropout) and append each metric."""
-        (_, _), evalsets = self._device_sets()
         plan, seg_params = self._current_params()
-        self._set_outputs(self._evaluate_sets(plan, seg_params, evalsets))
+        self._set_outputs(self._evaluate_sets(plan, seg_params, self._device_data().sets()))
 
     def forward(self, X):
         """The output of every layer in turn (eager, no dropout); sets each layer's ``e``."""
@@ -556,6 +599,34 @@ class EpyNN:
         """Save the model (weights, architecture, vocabulary, metrics; no pickle)."""
         from epynn_jax.compat.commons.library import write_model
         write_model(self, path)
+
+
+def _same_objects(a: tuple, b: tuple) -> bool:
+    """``a`` and ``b`` hold the very same objects (nested tuples compared item by item)."""
+    if len(a) != len(b):
+        return False
+    return all(_same_objects(x, y) if isinstance(x, tuple) and isinstance(y, tuple) else x is y
+               for x, y in zip(a, b))
+
+
+@dataclasses.dataclass
+class _DeviceData:
+    """The model's data sets on the device: ``X``/``Y`` concatenated in ``names`` order
+    (``sizes`` samples each); ``owners`` are the host objects they were copied from."""
+
+    owners: tuple
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    X: jax.Array
+    Y: jax.Array
+
+    def sets(self) -> dict:
+        """``{name: (X, Y)}``: each set's rows."""
+        out, start = {}, 0
+        for name, n in zip(self.names, self.sizes):
+            out[name] = (self.X[start:start + n], self.Y[start:start + n])
+            start += n
+        return out
 
 
 def _decide(A: np.ndarray, encoded: bool) -> np.ndarray:
