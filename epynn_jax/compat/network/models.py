@@ -369,8 +369,7 @@ class EpyNN:
         self._key = key
         self._store_params(params)
         self._pending = (net, prev, data.X, data.Y, last_key if use_key else None, idx[-1])
-        self._set_outputs(dict(zip(data.names, np.split(np.asarray(outputs),
-                                                        np.cumsum(data.sizes)[:-1]))))
+        self._set_outputs(_split_rows(np.asarray(outputs), data.names, data.sizes))
 
     def _materialize(self) -> None:
         """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch."""
@@ -578,7 +577,8 @@ class EpyNN:
                     for k in range(len(self.embedding.dsets))]
             self.current_logs.append(row + [self.uname])
         if len(self.current_logs) == _TABLE_ROWS + 1 or last:
-            _report.say("\n" + _report.text_table(self.current_logs), self)
+            if not _report.is_quiet(self):
+                _report.say("\n" + _report.text_table(self.current_logs), self)
             self.current_logs = [self.current_logs[0]]
 
     def _init_report(self) -> None:
@@ -599,6 +599,15 @@ class EpyNN:
         """Save the model (weights, architecture, vocabulary, metrics; no pickle)."""
         from epynn_jax.compat.commons.library import write_model
         write_model(self, path)
+
+
+def _split_rows(A: np.ndarray, names: tuple[str, ...], sizes: tuple[int, ...]) -> dict:
+    """``{name: rows}``: consecutive blocks of ``sizes`` rows of ``A`` (views)."""
+    out, start = {}, 0
+    for name, n in zip(names, sizes):
+        out[name] = A[start:start + n]
+        start += n
+    return out
 
 
 def _same_objects(a: tuple, b: tuple) -> bool:
@@ -622,11 +631,9 @@ class _DeviceData:
 
     def sets(self) -> dict:
         """``{name: (X, Y)}``: each set's rows."""
-        out, start = {}, 0
-        for name, n in zip(self.names, self.sizes):
-            out[name] = (self.X[start:start + n], self.Y[start:start + n])
-            start += n
-        return out
+        X, Y = _split_rows(self.X, self.names, self.sizes), _split_rows(self.Y, self.names,
+                                                                         self.sizes)
+        return {name: (X[name], Y[name]) for name in self.names}
 
 
 def _decide(A: np.ndarray, encoded: bool) -> np.ndarray:
