@@ -12,6 +12,11 @@ benchmarks.suite --worker TASK``), so that
   not hidden by another's; on a GPU every worker allocates on demand
   (``XLA_PYTHON_CLIENT_PREALLOCATE=false``).
 
+The epoch times of the table then come from one more worker per workload that
+runs every JAX implementation (functional, autodiff, compat, reference) in the
+same process, round-robin: their ratios do not depend on what the machine did
+between two workers (on a shared 2-core VM that drift reached 15-30 %).
+
 Implementations (columns): ``epynn`` (EpyNN 1.2.13 itself, stdout suppressed),
 ``functional`` (``network.run_epoch``: the hand-written backward), ``autodiff``
 (the same epoch with ``training.autodiff_gradients(custom_vjp=False)``),
@@ -433,12 +438,7 @@ def _device_peak_mb() -> float | None:
 def task_epoch(task: dict) -> dict:
     """Time one implementation on one workload: first call, then ``epochs`` timed epochs."""
     cfg, impl, n = task["cfg"], task["impl"], task["epochs"]
-    if impl in ("epynn", "compat"):
-        first, epochs = epynn_runner(cfg, "epynn" if impl == "epynn" else "epynn_jax.compat")
-    elif impl == "reference":
-        first, epochs = ref_runner(cfg)
-    else:
-        first, epochs = jax_runner(cfg, impl)
+    first, epochs = _runner(cfg, impl)
     rss0 = _maxrss_mb()
     t0 = time.perf_counter()
     first()
@@ -606,7 +606,45 @@ def task_scaling(task: dict) -> dict:
     return {"points": out}
 
 
-TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling}
+def _runner(cfg: dict, impl: str):
+    """``(first, epochs)`` of one implementation (see :func:`task_epoch`)."""
+    if impl in ("epynn", "compat"):
+        return epynn_runner(cfg, "epynn" if impl == "epynn" else "epynn_jax.compat")
+    if impl == "reference":
+        return ref_runner(cfg)
+    return jax_runner(cfg, impl)
+
+
+def task_interleaved(task: dict) -> dict:
+    """Several implementations in ONE process, timed round-robin (the order reversed every
+    round), so that the machine's drifts hit them alike: the table's ratios come from here.
+
+    One timing is one epoch, or ``COMPAT_CHUNK`` epochs of one ``train`` call for the
+    facade (divided by the epochs run). At least ``epochs`` rounds, more until every
+    implementation has been timed for ``MIN_SECONDS`` (at most ``MAX_EPOCHS`` rounds).
+    """
+    cfg, impls, n = task["cfg"], task["impls"], task["epochs"]
+    runners = {impl: _runner(cfg, impl) for impl in impls}
+    for first, _ in runners.values():
+        first()
+    times: dict[str, list[float]] = {impl: [] for impl in impls}
+    spent = dict.fromkeys(impls, 0.0)
+    rounds = 0
+    while rounds < n or (min(spent.values()) < MIN_SECONDS and rounds < MAX_EPOCHS):
+        for impl in (impls if rounds % 2 == 0 else impls[::-1]):
+            chunk = COMPAT_CHUNK if impl == "compat" else 1
+            t0 = time.perf_counter()
+            ran = runners[impl][1](chunk)
+            dt = time.perf_counter() - t0
+            spent[impl] += dt
+            times[impl].append(dt / max(ran, 1))
+        rounds += 1
+    return {impl: {"epoch_s": min(t), "epoch_median_s": statistics.median(t), "rounds": rounds}
+            for impl, t in times.items()}
+
+
+TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling,
+         "interleaved": task_interleaved}
 
 
 def worker_main(task_json: str) -> int:
@@ -702,6 +740,19 @@ def measure_table(args, size: str) -> dict:
             msg = r.get("error") or (f"{r['epoch_s'] * 1e3:9.2f} ms/epoch, first call "
                                      f"{r['first_call_s']:.2f} s")
             log(f"{name:5s} {impl:10s} {msg}")
+        together = [impl for impl in args.impls if impl != "epynn" and "epoch_s" in row[impl]]
+        if len(together) > 1:
+            r = run_worker({"task": "interleaved", "cfg": cfg, "impls": together,
+                            "epochs": epochs}, args.timeout)
+            if "error" in r:
+                log(f"{name:5s} interleaved: {r['error']}")
+            for impl in together:
+                if impl in r:  # the process-alone time is kept beside
+                    row[impl]["epoch_alone_s"] = row[impl]["epoch_s"]
+                    row[impl].update(r[impl], interleaved=True)
+            if "error" not in r:
+                log(f"{name:5s} interleaved " + ", ".join(
+                    f"{impl} {r[impl]['epoch_s'] * 1e3:.2f}" for impl in together) + " ms/epoch")
         table[name] = row
     return table
 
@@ -825,7 +876,9 @@ def render_result(res: dict) -> list[str]:
     table = res.get("table", {})
     if table:
         lines += ["Milliseconds per epoch (best of the timed epochs; lower is better), "
-                  "then ratios:", "",
+                  "then ratios. The JAX columns (functional, autodiff, compat, pure JAX) are "
+                  "timed in one process, round-robin, so their ratios share the machine's "
+                  "state; EpyNN runs alone:", "",
                   "| workload | EpyNN | functional | autodiff | compat | pure JAX | "
                   "EpyNN / functional | autodiff / functional | compat / functional | "
                   "functional / pure JAX | "

@@ -89,8 +89,10 @@ def _lazy_dict(name: str) -> property:
 
 
 def initializer_name(init) -> str:
-    """An initializer given as a function or a name, as the functional layers name it
-    (anything but xavier, orthogonal and zeros maps to xavier, EpyNN's default)."""
+    """The functional layer's ``initialization`` for an initializer given as a function
+    or a name: xavier, orthogonal or zeros; any other (a user's function) gives xavier
+    there, since the facade never draws through the functional layer -- ``_draw``
+    calls the user's function itself, with the layer's ``np_rng``."""
     name = name_of(init, "initialization")
     return name if name in ("xavier", "orthogonal", "zeros") else "xavier"
 

@@ -25,6 +25,20 @@ def builtin_class(name: str) -> type:
     return getattr(module, name)
 
 
+def _not_restored(name: str):
+    """Stands for a user's initializer named in a model file: the file holds the trained
+    weights, not the function, so drawing new weights with it raises a clear error."""
+
+    def initializer(shape, rng=None):
+        raise ValueError(
+            f"this layer was saved with the initializer {name!r}, a function that model files "
+            "do not hold (its trained weights were restored). To draw new weights, assign "
+            f"layer.initialization = {name} before model.initialize()")
+
+    initializer.__name__ = initializer.__qualname__ = name
+    return initializer
+
+
 def constructor_kwargs(name: str, config: dict) -> dict:
     """Constructor arguments from a saved config (names turned back into functions)."""
     from epynn_jax.compat.commons import maths
@@ -34,7 +48,7 @@ def constructor_kwargs(name: str, config: dict) -> dict:
         if k.startswith("activate"):
             v = maths.ACTIVATIONS[v]
         elif k == "initialization":
-            v = {"xavier": maths.xavier, "orthogonal": maths.orthogonal}.get(v, maths.xavier)
+            v = {"xavier": maths.xavier, "orthogonal": maths.orthogonal}.get(v) or _not_restored(v)
         elif k == "pool":
             v = _POOLS[v]
         out[k] = v

@@ -30,9 +30,7 @@ class Dropout(Layer):
     axis: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.axis, int):
-            object.__setattr__(self, "axis", (self.axis,))
-        object.__setattr__(self, "axis", tuple(int(a) for a in self.axis))
+        object.__setattr__(self, "axis", _axes(self.axis))
         p = self.drop_prob
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
             raise LayerError(f"Dropout: drop_prob must be a number in [0, 1), got {p!r}")
@@ -40,6 +38,16 @@ class Dropout(Layer):
     @property
     def d(self) -> dict:
         return {**super().d, "d": self.drop_prob, "a": self.axis}
+
+
+def _axes(axis) -> tuple[int, ...]:
+    """``axis`` as a tuple of ints: an int, or a tuple/list of ints (``()``: no shared axis)."""
+    items = (axis,) if isinstance(axis, numbers.Integral) else axis
+    if isinstance(items, (tuple, list)) and all(
+            isinstance(a, numbers.Integral) and not isinstance(a, bool) for a in items):
+        return tuple(int(a) for a in items)
+    raise LayerError(f"Dropout: axis must be an int or a tuple of ints (the axes that share "
+                     f"one mask value; () for none), got {axis!r}")
 
 
 def compute_shapes(layer: Dropout, X_shape: tuple[int, ...]) -> Dropout:

@@ -169,6 +169,26 @@ def test_write_read_round_trip(tmp_path, x64):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
 
 
+def halves(shape, rng=None):
+    """A user's initializer: every weight 0.5."""
+    return np.full(shape, 0.5)
+
+
+def test_a_users_initializer_is_honoured_and_named_in_files(tmp_path):
+    emb = Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=6)
+    model = EpyNN([emb, Flatten(), Dense(2, softmax, initialization=halves)])
+    model.initialize(loss="MSE", seed=1)
+    assert np.all(model.layers[2].p["W"] == 0.5)
+    model.train(1, init_logs=False)
+    path = tmp_path / "m.epynn"
+    model.write(str(path))
+    back = read_model(str(path))
+    np.testing.assert_array_equal(back.layers[2].p["W"], model.layers[2].p["W"])
+    assert back.layers[2].initialization.__name__ == "halves"
+    with pytest.raises(ValueError, match="saved with the initializer 'halves'"):
+        back.layers[2].initialization((2, 2))
+
+
 def test_vocabulary_round_trip(tmp_path, x64):
     words = np.array([list("ACGT"), list("GGCA"), list("TTAC"), list("CAGT")] * 3)
     emb = Embedding(X_data=words, Y_data=[0, 1, 0, 1] * 3, X_encode=True, Y_encode=True)
@@ -227,6 +247,14 @@ def test_dropout_is_off_at_prediction_and_evaluation():
     first = model.metrics["MSE"][0][-1]
     model.evaluate()
     assert model.metrics["MSE"][0][-1] == first
+
+
+def test_bad_dropout_axis_is_named_at_construction():
+    from epynn_jax.layers.base import LayerError
+
+    with pytest.raises(LayerError, match="Dropout: axis must be an int or a tuple of ints"):
+        Dropout(0.5, axis=None)
+    assert Dropout(0.5, axis=[1]).to_functional().axis == (1,)
 
 
 def test_initialization_failure_raises_instead_of_exiting():

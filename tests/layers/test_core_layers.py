@@ -133,6 +133,10 @@ def test_dropout_errors():
         Dropout(-0.1)
     with pytest.raises(LayerError, match="Dropout: axis 3 out of range for input rank 3"):
         Dropout(0.5, axis=3).compute_shapes((4, 5))
+    for bad in (None, 1.5, "1", (1, None), True):
+        with pytest.raises(LayerError, match="Dropout: axis must be an int or a tuple of ints"):
+            Dropout(0.5, axis=bad)
+    assert Dropout(0.5, axis=[1, np.int64(2)]).axis == (1, 2)
     built = Dropout(0.5).compute_shapes((4,))
     with pytest.raises(LayerError, match="Dropout: training needs a PRNG key"):
         built.forward({}, jnp.ones((2, 4)), None, True)

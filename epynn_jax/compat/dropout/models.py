@@ -18,8 +18,9 @@ class Dropout(BuiltinLayer):
     _uses_key = True
 
     def __init__(self, drop_prob: float = 0.5, axis=()) -> None:
-        axis = axis if isinstance(axis, tuple) else (axis,)
+        axis = tuple(axis) if isinstance(axis, (tuple, list)) else axis
         super().__init__(None, drop_prob=drop_prob, axis=axis)
+        self.to_functional()  # checks drop_prob and axis now, naming the layer
         self.d["d"] = drop_prob
         self.d["a"] = axis
         self.trainable = False
