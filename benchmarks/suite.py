@@ -619,9 +619,11 @@ def task_interleaved(task: dict) -> dict:
     """Several implementations in ONE process, timed round-robin (the order reversed every
     round), so that the machine's drifts hit them alike: the table's ratios come from here.
 
-    One timing is one epoch, or ``COMPAT_CHUNK`` epochs of one ``train`` call for the
-    facade (divided by the epochs run). At least ``epochs`` rounds, more until every
-    implementation has been timed for ``MIN_SECONDS`` (at most ``MAX_EPOCHS`` rounds).
+    One timing is ``COMPAT_CHUNK`` consecutive epochs for every implementation (one
+    ``train(COMPAT_CHUNK)`` call for the facade), divided by the epochs run: the best
+    timing is then a mean over as many epochs for each column. At least ``epochs``
+    rounds, more until every implementation has been timed for ``MIN_SECONDS`` (at
+    most ``MAX_EPOCHS`` rounds).
     """
     cfg, impls, n = task["cfg"], task["impls"], task["epochs"]
     runners = {impl: _runner(cfg, impl) for impl in impls}
@@ -632,9 +634,8 @@ def task_interleaved(task: dict) -> dict:
     rounds = 0
     while rounds < n or (min(spent.values()) < MIN_SECONDS and rounds < MAX_EPOCHS):
         for impl in (impls if rounds % 2 == 0 else impls[::-1]):
-            chunk = COMPAT_CHUNK if impl == "compat" else 1
             t0 = time.perf_counter()
-            ran = runners[impl][1](chunk)
+            ran = runners[impl][1](COMPAT_CHUNK)
             dt = time.perf_counter() - t0
             spent[impl] += dt
             times[impl].append(dt / max(ran, 1))
@@ -877,8 +878,10 @@ def render_result(res: dict) -> list[str]:
     if table:
         lines += ["Milliseconds per epoch (best of the timed epochs; lower is better), "
                   "then ratios. The JAX columns (functional, autodiff, compat, pure JAX) are "
-                  "timed in one process, round-robin, so their ratios share the machine's "
-                  "state; EpyNN runs alone:", "",
+                  f"timed in one process, round-robin, {COMPAT_CHUNK} epochs per timing (best "
+                  f"timing / {COMPAT_CHUNK}), "
+                  "so their ratios share the machine's state; EpyNN runs alone (best epoch):",
+                  "",
                   "| workload | EpyNN | functional | autodiff | compat | pure JAX | "
                   "EpyNN / functional | autodiff / functional | compat / functional | "
                   "functional / pure JAX | "
