@@ -259,7 +259,11 @@ def _kernel_grad(layer: Convolution, Xp: jax.Array, dZ: jax.Array) -> jax.Array:
             _used(layer, Xp), dZ, (1, 1), "VALID", rhs_dilation=layer.strides,
             dimension_numbers=("CHWN", "IHWO", "HWNC"))
     P = _patches(layer, Xp)
-    dW = jnp.tensordot(P, dZ, axes=((0, 1, 2), (0, 1, 2)))
+    # one contraction over the m*oh*ow windows of the (windows, k) patches, the layout
+    # the forward product used: XLA then shares the patches with the forward instead of
+    # building them a second time transposed (tensordot did; 1.6x slower on CPU)
+    dW = lax.dot_general(P.reshape(-1, P.shape[-1]), dZ.reshape(-1, dZ.shape[-1]),
+                         (((0,), (0,)), ((), ())))
     d = layer.d
     return dW.reshape(d["fh"], d["fw"], d["d"], d["u"])
 
