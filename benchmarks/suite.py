@@ -56,6 +56,7 @@ LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
 COMPAT_CHUNK = 10  # epochs per timed model.train() call of the facade
+INTERLEAVED_SECONDS = 3.0  # time each implementation this long in the interleaved run
 
 # One workload = one model on one data set, as in EpyNN's dummy_time and dummy_image
 # examples: ``n`` samples split into ``n_train`` (trained on, batch ``batch``) and
@@ -622,8 +623,8 @@ def task_interleaved(task: dict) -> dict:
     One timing is ``COMPAT_CHUNK`` consecutive epochs for every implementation (one
     ``train(COMPAT_CHUNK)`` call for the facade), divided by the epochs run: the best
     timing is then a mean over as many epochs for each column. At least ``epochs``
-    rounds, more until every implementation has been timed for ``MIN_SECONDS`` (at
-    most ``MAX_EPOCHS`` rounds).
+    rounds, more until every implementation has been timed for ``INTERLEAVED_SECONDS``
+    (at most ``MAX_EPOCHS`` rounds).
     """
     cfg, impls, n = task["cfg"], task["impls"], task["epochs"]
     runners = {impl: _runner(cfg, impl) for impl in impls}
@@ -632,7 +633,7 @@ def task_interleaved(task: dict) -> dict:
     times: dict[str, list[float]] = {impl: [] for impl in impls}
     spent = dict.fromkeys(impls, 0.0)
     rounds = 0
-    while rounds < n or (min(spent.values()) < MIN_SECONDS and rounds < MAX_EPOCHS):
+    while rounds < n or (min(spent.values()) < INTERLEAVED_SECONDS and rounds < MAX_EPOCHS):
         for impl in (impls if rounds % 2 == 0 else impls[::-1]):
             t0 = time.perf_counter()
             ran = runners[impl][1](COMPAT_CHUNK)

@@ -72,17 +72,20 @@ def _scores(net: Network, params, Xe: jax.Array, Ye: jax.Array, sizes: tuple[int
     return jnp.stack(scores), A
 
 
-@functools.partial(jax.jit, static_argnames=("net", "loss", "metric_names", "sizes", "use_key"))
+@functools.partial(jax.jit, static_argnames=("net", "loss", "metric_names", "sizes", "use_key",
+                                             "track"))
 def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes: tuple[int, ...],
-                   use_key: bool, params: tuple, idx: jax.Array, lrs: jax.Array, key: jax.Array,
-                   Xe: jax.Array, Ye: jax.Array):
+                   use_key: bool, track: bool, params: tuple, idx: jax.Array, lrs: jax.Array,
+                   key: jax.Array, Xe: jax.Array, Ye: jax.Array):
     """One epoch: scan SGD steps over ``idx`` (n_batches, batch), then evaluate every set.
 
     ``Xe``/``Ye`` are the data sets concatenated (``sizes`` samples each), the
     training set first, so ``idx`` (indices into the training set) indexes them
     directly. ``use_key=False`` (no layer draws random numbers) leaves the key
-    untouched. Returns ``(params, key, params_before_last_step, last_step_key,
-    last_batch_accuracy, last_batch_cost, scores, outputs)``.
+    untouched. ``track=False`` skips the per-step accuracy and cost (only the
+    progress line shows them). Returns ``(params, key, params_before_last_step,
+    last_step_key, last_batch_accuracy, last_batch_cost, scores, outputs)``, the
+    accuracy and cost None without ``track``.
     """
 
     def step(carry, b):
@@ -94,14 +97,14 @@ def epoch_compiled(net: Network, loss: str, metric_names: tuple[str, ...], sizes
         Xb, Yb = Xe[b], Ye[b]
         A, fcs = forward(net, params, Xb, sub, True)
         _, gs, _ = backward(net, params, fcs, losses.loss_deriv(loss, Yb, A))
-        cost = jnp.mean(losses.loss(loss, Yb, A))
         last = key if sub is None else sub
-        return (sgd(net, params, gs, lrs), key, params, last), (metrics_lib.accuracy(Yb, A), cost)
+        ys = (metrics_lib.accuracy(Yb, A), jnp.mean(losses.loss(loss, Yb, A))) if track else None
+        return (sgd(net, params, gs, lrs), key, params, last), ys
 
-    (params, key, prev, last_key), (accs, costs) = jax.lax.scan(
-        step, (params, key, params, key), idx)
+    (params, key, prev, last_key), ys = jax.lax.scan(step, (params, key, params, key), idx)
+    acc, cost = (ys[0][-1], ys[1][-1]) if track else (None, None)
     scores, outputs = _scores(net, params, Xe, Ye, sizes, metric_names)
-    return params, key, prev, last_key, accs[-1], costs[-1], scores, outputs
+    return params, key, prev, last_key, acc, cost, scores, outputs
 
 
 @functools.partial(jax.jit, static_argnames=("net", "loss"))

@@ -33,6 +33,7 @@ from epynn_jax.compat.commons.io import encode_dataset, scale_features
 from epynn_jax.compat.commons.loss import loss_functions
 from epynn_jax.compat.commons.models import dataSet
 from epynn_jax.compat.commons.schedule import schedule_lrate
+from epynn_jax.compat.embedding.models import Embedding as _Embedding
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
@@ -354,21 +355,27 @@ class EpyNN:
         data = self._device_data()
         params = self._device_params()
         key = self._key
-        lrs = self._lr_table(range(len(self.layers)), start, stop)
+        # the Embedding (A = X, no parameters) is left out of the compiled epoch: with it
+        # the next layer's input gradient was kept in the step (measured: RNN +13 %)
+        k = 1 if isinstance(self.layers[0], _Embedding) else 0
+        fixed, params, train_net = params[:k], params[k:], Network(net.layers[k:])
+        lrs = self._lr_table(range(k, len(self.layers)), start, stop)
         use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
+        track = not _report.is_quiet(self) and _report.interactive()
         t0 = time.time()
         for e in range(start, stop):
             self._set_epoch(e)
             idx = self.embedding.batch_indices().astype(np.int32)
             params, key, prev, last_key, acc, cost, scores, outputs = _engine.epoch_compiled(
-                net, self.loss, names, data.sizes, use_key, params, idx, lrs[e - start], key,
-                data.X, data.Y)
+                train_net, self.loss, names, data.sizes, use_key, track, params,
+                idx, lrs[e - start], key, data.X, data.Y)
             self._record_array(data.names, names, np.asarray(scores))
             self._progress(e, t0, acc, cost)
             self.report()
         self._key = key
-        self._store_params(params)
-        self._pending = (net, prev, data.X, data.Y, last_key if use_key else None, idx[-1])
+        self._store_params(fixed + params)
+        self._pending = (net, fixed + prev, data.X, data.Y, last_key if use_key else None,
+                         idx[-1])
         self._set_outputs(_split_rows(np.asarray(outputs), data.names, data.sizes))
 
     def _materialize(self) -> None:
