@@ -56,7 +56,7 @@ LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
 COMPAT_CHUNK = 10  # epochs per timed model.train() call of the facade
-INTERLEAVED_SECONDS = 3.0  # time each implementation this long in the interleaved run
+INTERLEAVED_SECONDS = 5.0  # time each implementation this long in the interleaved run
 
 # One workload = one model on one data set, as in EpyNN's dummy_time and dummy_image
 # examples: ``n`` samples split into ``n_train`` (trained on, batch ``batch``) and
