@@ -624,7 +624,8 @@ def task_interleaved(task: dict) -> dict:
     ``train(COMPAT_CHUNK)`` call for the facade), divided by the epochs run: the best
     timing is then a mean over as many epochs for each column. At least ``epochs``
     rounds, more until every implementation has been timed for ``INTERLEAVED_SECONDS``
-    (at most ``MAX_EPOCHS`` rounds).
+    (at most ``MAX_EPOCHS`` rounds). Every round's timings are returned
+    (``timings_s``), so that ratios can be taken round by round (see :func:`_ratio`).
     """
     cfg, impls, n = task["cfg"], task["impls"], task["epochs"]
     runners = {impl: _runner(cfg, impl) for impl in impls}
@@ -641,8 +642,8 @@ def task_interleaved(task: dict) -> dict:
             spent[impl] += dt
             times[impl].append(dt / max(ran, 1))
         rounds += 1
-    return {impl: {"epoch_s": min(t), "epoch_median_s": statistics.median(t), "rounds": rounds}
-            for impl, t in times.items()}
+    return {impl: {"epoch_s": min(t), "epoch_median_s": statistics.median(t), "rounds": rounds,
+                   "timings_s": t} for impl, t in times.items()}
 
 
 TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling,
@@ -851,8 +852,14 @@ def _ms(r: dict | None) -> str:
 
 
 def _ratio(a: dict | None, b: dict | None) -> str:
+    """Time of ``a`` / time of ``b``: the median of the round-by-round ratios when both
+    were timed in the same interleaved run (paired: each round's timings share the
+    machine's state), else best / best."""
     if not a or not b or "epoch_s" not in a or "epoch_s" not in b:
         return "–"
+    ta, tb = a.get("timings_s"), b.get("timings_s")
+    if ta and tb and len(ta) == len(tb):
+        return f"{statistics.median(x / y for x, y in zip(ta, tb)):.2f}"
     return f"{a['epoch_s'] / b['epoch_s']:.2f}"
 
 
@@ -880,8 +887,9 @@ def render_result(res: dict) -> list[str]:
         lines += ["Milliseconds per epoch (best of the timed epochs; lower is better), "
                   "then ratios. The JAX columns (functional, autodiff, compat, pure JAX) are "
                   f"timed in one process, round-robin, {COMPAT_CHUNK} epochs per timing (best "
-                  f"timing / {COMPAT_CHUNK}), "
-                  "so their ratios share the machine's state; EpyNN runs alone (best epoch):",
+                  f"timing / {COMPAT_CHUNK}); their ratios are the median of the round-by-round "
+                  "ratios (each round's timings share the machine's state). EpyNN runs alone "
+                  "(best epoch; EpyNN / functional is best / best):",
                   "",
                   "| workload | EpyNN | functional | autodiff | compat | pure JAX | "
                   "EpyNN / functional | autodiff / functional | compat / functional | "

@@ -46,3 +46,15 @@ def test_compat_single_call_table():
     assert _table_row(lines, "Dense")[0] == "Dense"
     rows = [line for line in lines if line.startswith("| Dense | 1.10 | 2.10 |")]
     assert len(rows) == 1
+
+
+def test_ratios_of_one_interleaved_run_are_paired_round_by_round():
+    """A slow round for one column only (the machine's drift) does not decide the ratio."""
+    table = {"RNN": {"cfg": {}, "epoch_flops": 1,
+                     "functional": _row(1.0, timings_s=[1.0, 2.0, 2.0]),
+                     "compat": _row(1.5, timings_s=[1.5, 2.2, 2.2])}}
+    lines = suite.render_result({**RESULT, "table": table})
+    header = next(line for line in lines if line.startswith("| workload | EpyNN"))
+    heads = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = dict(zip(heads, _table_row(lines, "RNN")))
+    assert cells["compat / functional"] == "1.10"  # best / best would say 1.50
