@@ -135,6 +135,19 @@ def test_new_data_arrays_are_used_by_the_next_train(x64):
     np.testing.assert_allclose(model.embedding.dtrain.A, model.predict(new_X).A, rtol=1e-12)
 
 
+def test_later_train_calls_reuse_the_compiled_epoch():
+    """A new epoch count, new weights or new data of the same shapes: no new trace."""
+    from epynn_jax.compat import _engine
+
+    model = small_model(epochs=1)
+    size = _engine.epoch_compiled._cache_size()
+    model.train(3, init_logs=False)
+    model.layers[2].p["W"] = model.layers[2].p["W"] * 0.5
+    model.embedding.dtrain.X = model.embedding.dtrain.X + 1.0
+    model.train(2, init_logs=False)
+    assert _engine.epoch_compiled._cache_size() == size
+
+
 @pytest.mark.parametrize("make_rng", [lambda: np.random.default_rng(7),
                                       lambda: np.random.RandomState(7)])
 def test_an_index_array_shuffles_like_epynns_list(make_rng):
