@@ -50,7 +50,6 @@ import numpy as np  # noqa: E402
 
 from epynn_jax import layers, network  # noqa: E402
 from epynn_jax.maths.schedules import Schedule  # noqa: E402
-from epynn_jax.network import training  # noqa: E402
 
 CASES = {
     "a": dict(title="(a) Flatten-Dense(64,relu)-Dense(2,softmax), 683x(128,1), batch 32",
@@ -90,15 +89,15 @@ def setup_ours(c, X, Y, epochs, guard=True):
     net = network.build([*first, layers.Dense(c["hidden"], "relu"),
                          layers.Dense(c["k"], "softmax")], c["sample"])
     params = network.init(net, jax.random.key(0))
-    splits = training.check_data(net, {"dtrain": (X[:n], Y[:n]), "dval": (X[n:], Y[n:])},
+    splits = network.checks.check_data(net, {"dtrain": (X[:n], Y[:n]), "dval": (X[n:], Y[n:])},
                                  c["loss"])
     metric_names = ("accuracy", c["loss"])
-    optimizer = training.epynn_sgd(Schedule(c["lr"]), epochs, n // c["batch"])
-    state = [training.TrainState(params, optimizer.init(params), jax.random.key(1))]
+    optimizer = network.epynn_sgd(Schedule(c["lr"]), epochs, n // c["batch"])
+    state = [network.TrainState(params, optimizer.init(params), jax.random.key(1))]
 
     def epoch():
         # fit's default check_finite=True runs the guarded epoch and fetches the guard.
-        out = training.run_epoch(net, optimizer, c["loss"], metric_names, c["batch"], state[0],
+        out = network.run_epoch(net, optimizer.update, c["loss"], metric_names, c["batch"], state[0],
                                  splits["dtrain"], splits, guard=guard)
         state[0], scores = out[0], jax.device_get(out[2:])
         _block(state[0].params)

@@ -219,7 +219,7 @@ def fit_epoch(layers, lr: float, batch: int, X):
         if "state" not in box:
             box["state"] = network.TrainState(params, opt.init(params), jax.random.key(0))
         box["state"], costs, scores = network.run_epoch(
-            net, opt, "MSE", metric_names, batch, box["state"], (X, Y), {"dtrain": (X, Y)})
+            net, opt.update, "MSE", metric_names, batch, box["state"], (X, Y), {"dtrain": (X, Y)})
         return box["state"].params, costs
 
     return epoch

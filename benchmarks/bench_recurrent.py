@@ -46,7 +46,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from epynn_jax import network  # noqa: E402
 from epynn_jax.layers import GRU, LSTM, RNN, Dense  # noqa: E402
-from epynn_jax.network import training  # noqa: E402
 
 CELLS = {"RNN": RNN, "LSTM": LSTM, "GRU": GRU}
 UNITS, LR, BATCH = 10, 0.1, 32
@@ -103,10 +102,10 @@ def ours_setup(cell: str, steps: int = 128):
 def compile_ours(cell: str, data: dict, steps: int = 128) -> float:
     """Seconds to trace, lower and compile the epoch that ``network.fit`` runs."""
     net, params, opt = ours_setup(cell, steps)
-    splits = training.check_data(net, data, "MSE")
-    state = training.TrainState(tuple(params), opt.init(params), jax.random.key(2))
+    splits = network.checks.check_data(net, data, "MSE")
+    state = network.TrainState(tuple(params), opt.init(params), jax.random.key(2))
     t = time.perf_counter()
-    training.run_epoch.lower(net, opt, "MSE", ("accuracy", "MSE"), BATCH, state,
+    network.run_epoch.lower(net, opt.update, "MSE", ("accuracy", "MSE"), BATCH, state,
                              splits["dtrain"], splits).compile()
     return time.perf_counter() - t
 

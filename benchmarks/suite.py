@@ -19,7 +19,7 @@ between two workers (on a shared 2-core VM that drift reached 15-30 %).
 
 Implementations (columns): ``epynn`` (EpyNN 1.2.13 itself, stdout suppressed),
 ``functional`` (``network.run_epoch``: the hand-written backward), ``autodiff``
-(the same epoch with ``training.autodiff_gradients(custom_vjp=False)``),
+(the same epoch with ``network.autodiff_gradients(custom_vjp=False)``),
 ``compat`` (the stateful facade ``epynn_jax.compat``, when present) and
 ``reference`` (a minimal pure-JAX program written below: what a JAX user would
 write by hand for the same model).
@@ -228,25 +228,24 @@ def autodiff_epoch_fn():
     import jax.numpy as jnp
     import optax
 
-    from epynn_jax.network import training
-
+    
     @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
                                                   "batch_size"))
     def autodiff_epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits):
         X, Y = train
         key, shuffle_key = jax.random.split(state.key)
-        idx = training.epoch_batches(shuffle_key, X.shape[0], batch_size)
+        idx = network.epoch.epoch_batches(shuffle_key, X.shape[0], batch_size)
 
         def step(state, batch_idx):
             key, sub = jax.random.split(state.key)
-            grads = training.autodiff_gradients(net, state.params, X[batch_idx], Y[batch_idx],
+            grads = network.autodiff_gradients(net, state.params, X[batch_idx], Y[batch_idx],
                                                 loss, sub, True, custom_vjp=False)
-            updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+            updates, opt_state = optimizer(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            return training.TrainState(params, opt_state, key), jnp.zeros(())
+            return network.TrainState(params, opt_state, key), jnp.zeros(())
 
         state, costs = jax.lax.scan(step, state._replace(key=key), idx)
-        scores = {name: training.evaluate(net, state.params, *xy, metric_names)
+        scores = {name: network.evaluate(net, state.params, *xy, metric_names)
                   for name, xy in splits.items()}
         return state, costs, scores
 
@@ -258,17 +257,16 @@ def functional_setup(cfg: dict):
     import jax
 
     from epynn_jax import Schedule, network
-    from epynn_jax.network import training
-
+    
     layers, shape = functional_net(cfg)
     net = network.build(layers, shape)
     params = network.init(net, jax.random.key(0))
     X, Y = make_data(cfg)
-    splits = training.check_data(net, _split(cfg, X, Y), "MSE")
+    splits = network.checks.check_data(net, _split(cfg, X, Y), "MSE")
     batch = min(cfg["batch"], cfg["n_train"])
-    opt = training.epynn_sgd(Schedule(learning_rate=LEARNING_RATE), 1000,
+    opt = network.epynn_sgd(Schedule(learning_rate=LEARNING_RATE), 1000,
                              max(cfg["n_train"] // batch, 1))
-    state = training.TrainState(params, opt.init(params), jax.random.key(1))
+    state = network.TrainState(params, opt.init(params), jax.random.key(1))
     return net, opt, batch, _block(state), _block(splits)
 
 
@@ -276,14 +274,13 @@ def jax_runner(cfg: dict, impl: str):
     """``(first, epochs)`` for the functional and autodiff columns."""
     import jax
 
-    from epynn_jax.network import training
-
+    
     net, opt, batch, state, splits = functional_setup(cfg)
-    fn = training.run_epoch if impl == "functional" else autodiff_epoch_fn()
+    fn = network.run_epoch if impl == "functional" else autodiff_epoch_fn()
     box = [state]
 
     def epoch():
-        box[0], _, scores = fn(net, opt, "MSE", ("accuracy", "MSE"), batch, box[0],
+        box[0], _, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
                                splits["dtrain"], splits)
         jax.device_get(scores)  # what fit does at each epoch boundary
 
@@ -507,8 +504,7 @@ def breakdown(cfg: dict, epoch_s: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from epynn_jax.network import training
-
+    
     net, opt, batch, state, splits = functional_setup(cfg)
     nb = max(cfg["n_train"] // batch, 1)
     names = ("accuracy", "MSE")
@@ -521,18 +517,18 @@ def breakdown(cfg: dict, epoch_s: float) -> dict:
 
     # 2. the epoch without evaluation: shuffle + scan of training steps
     def train_only():
-        jax.block_until_ready(training.run_epoch(net, opt, "MSE", names, batch, state,
+        jax.block_until_ready(network.run_epoch(net, opt.update, "MSE", names, batch, state,
                                                  (X, Y), {}))
     scan = _time(train_only, 5)
 
     # 3. the evaluation of both splits alone (full-set forward passes + metrics)
-    evaluate = jax.jit(lambda params: {k: training.evaluate(net, params, *xy, names)
+    evaluate = jax.jit(lambda params: {k: network.evaluate(net, params, *xy, names)
                                        for k, xy in splits.items()})
     ev = _time(lambda: jax.block_until_ready(evaluate(state.params)), 5)
 
     # 4. the same steps dispatched one by one from Python (one jitted call per batch)
-    step = jax.jit(functools.partial(training.train_step, net, opt, "MSE"))
-    idx = training.epoch_batches(jax.random.key(2), X.shape[0], batch)
+    step = jax.jit(functools.partial(network.train_step, net, opt, "MSE"))
+    idx = network.epoch.epoch_batches(jax.random.key(2), X.shape[0], batch)
     batches = [(X[i], Y[i]) for i in idx]
     _block(batches)
 

@@ -1,7 +1,7 @@
-"""Input/output: safe, atomic model and checkpoint files."""
+"""Input/output: safe, atomic model and checkpoint files, and when ``fit`` saves them."""
 
 from epynn_jax.errors import ModelFileError
-from epynn_jax.io import checkpoint
+from epynn_jax.io import checkpoint, checkpointing
 from epynn_jax.io.checkpoint import (
     Model,
     load_checkpoint,
@@ -10,6 +10,7 @@ from epynn_jax.io.checkpoint import (
     save_checkpoint,
     save_model,
 )
+from epynn_jax.io.checkpointing import Checkpoints
 
-__all__ = ["checkpoint", "Model", "ModelFileError", "load_checkpoint", "load_model",
-           "restore_opt_state", "save_checkpoint", "save_model"]
+__all__ = ["checkpoint", "checkpointing", "Checkpoints", "Model", "ModelFileError",
+           "load_checkpoint", "load_model", "restore_opt_state", "save_checkpoint", "save_model"]

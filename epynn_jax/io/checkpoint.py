@@ -638,8 +638,12 @@ def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
 
     With ``optimizer`` (an optax ``GradientTransformation``) the optimizer
     state is rebuilt as its pytree; without, ``opt_state`` is the tuple of
-    leaves. Raises :class:`ModelFileError` when the file is no checkpoint.
+    leaves. ``path`` may be a directory holding ``last.epynn`` (what
+    :class:`~epynn_jax.io.checkpointing.Checkpoints` writes there). Raises
+    :class:`ModelFileError` when the file is no checkpoint.
     """
+    if Path(path).is_dir():
+        path = Path(path) / "last.epynn"
     model = load_model(path, allow_modules=allow_modules, custom_layers=custom_layers)
     if model.epoch is None or model.opt_state is None:
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no optimizer state or "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Schedule", "SCHEDULES", "learning_rates", "optax_schedule"]
+__all__ = ["Schedule", "SCHEDULES", "learning_rates", "optax_schedule", "resolve", "rate"]
 
 SCHEDULES = ("steady", "exp_decay", "lin_decay")
 
@@ -51,18 +51,11 @@ class Schedule:
 
 
 def learning_rates(schedule: Schedule, epochs: int) -> np.ndarray:
-    """The learning rate of each epoch, shape (epochs,), float64."""
+    """The learning rate of each epoch, shape (epochs,), float64 (:func:`rate` in NumPy)."""
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
-    s = schedule
-    x = np.arange(epochs, dtype=np.float64)
-    epc = s.cycle_epochs if s.cycle_epochs else epochs
-    k = s.decay_k if s.decay_k else 5 / epc
-    if s.schedule == "steady":
-        return np.full(epochs, float(s.learning_rate))
-    if s.schedule == "exp_decay":
-        return s.learning_rate * (1 - s.cycle_descent) ** (x // epc) * np.exp(-(x % epc) * k)
-    return s.learning_rate / (1 + k * 100 * x)
+    lr, d, k, epc = resolve(schedule, epochs)
+    return rate(schedule.schedule, lr, d, k, epc, np.arange(epochs, dtype=np.float64), xp=np)
 
 
 def optax_schedule(rates: np.ndarray, steps_per_epoch: int):
@@ -74,3 +67,32 @@ def optax_schedule(rates: np.ndarray, steps_per_epoch: int):
         return table[jnp.minimum(count // steps_per_epoch, n - 1)]
 
     return schedule
+
+
+def resolve(schedule: Schedule, epochs: int) -> tuple[float, float, float, float]:
+    """``(lr, d, k, epc)`` of ``schedule`` over ``epochs`` epochs: ``epc = cycle_epochs or
+    epochs`` and ``k = decay_k or 5 / epc`` (the two defaults EpyNN resolves)."""
+    epc = schedule.cycle_epochs if schedule.cycle_epochs else epochs
+    k = schedule.decay_k if schedule.decay_k else 5 / epc
+    return float(schedule.learning_rate), float(schedule.cycle_descent), float(k), float(epc)
+
+
+def rate(kind: str, lr, d, k, epc, x, xp=jnp):
+    """The rate at epoch ``x``: THE schedule formula, used by the optimizer, the facade and
+    the reports alike.
+
+    ``kind`` is static (a Python str); the numbers may be Python floats, NumPy or traced
+    JAX arrays of any broadcastable shape. ``xp`` is the array module (``jax.numpy``
+    inside compiled code, ``numpy`` for host tables)::
+
+        steady:    lr
+        exp_decay: lr * (1 - d) ** (x // epc) * exp(-k * (x % epc))
+        lin_decay: lr / (1 + 100 * k * x)
+    """
+    if kind == "steady":
+        return lr * xp.ones_like(x)
+    if kind == "exp_decay":
+        return lr * (1 - d) ** (x // epc) * xp.exp(-(x % epc) * k)
+    if kind == "lin_decay":
+        return lr / (1 + k * 100 * x)
+    raise ValueError(f"unknown schedule {kind!r}; known: {', '.join(SCHEDULES)}")

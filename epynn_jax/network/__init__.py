@@ -1,23 +1,23 @@
-"""Networks: build, init, forward, backward, training and prediction."""
+"""Networks: build, init, forward, backward, training and prediction.
 
-from epynn_jax.network import model, parallel, training
+The rooms, in the order data flows through them: :mod:`.model` (build, init,
+forward, backward), :mod:`.objective` (the summed loss and its gradients),
+:mod:`.optim` (EpyNN's SGD as an optax transformation), :mod:`.checks`
+(validation before tracing), :mod:`.epoch` (the compiled epoch and its guard),
+:mod:`.fitting` (``fit``: the host-side loop) and :mod:`.parallel` (several
+devices).
+"""
+
+from epynn_jax.network import checks, epoch, fitting, model, objective, optim, parallel
+from epynn_jax.network.epoch import TrainState, evaluate, run_epoch, train_step
+from epynn_jax.network.fitting import FitResult, decide, fit, predict
 from epynn_jax.network.model import Network, apply, backward, build, forward, init
-from epynn_jax.network.training import (
-    FitResult,
-    TrainState,
-    autodiff_gradients,
-    epynn_sgd,
-    evaluate,
-    fit,
-    gradients,
-    loss_value,
-    predict,
-    run_epoch,
-    train_step,
-)
+from epynn_jax.network.objective import autodiff_gradients, gradients, loss_value
+from epynn_jax.network.optim import epynn_sgd
 
 __all__ = [
-    "model", "parallel", "training", "Network", "apply", "backward", "build", "forward", "init",
-    "FitResult", "TrainState", "autodiff_gradients", "epynn_sgd", "evaluate", "fit",
-    "gradients", "loss_value", "predict", "run_epoch", "train_step",
+    "checks", "epoch", "fitting", "model", "objective", "optim", "parallel", "Network",
+    "apply", "backward", "build", "forward", "init", "FitResult", "TrainState",
+    "autodiff_gradients", "decide", "epynn_sgd", "evaluate", "fit", "gradients",
+    "loss_value", "predict", "run_epoch", "train_step",
 ]

@@ -25,7 +25,7 @@ build the mesh from ``jax.devices()`` (all processes' devices) and call
 ``docs/scaling.md``).
 
 This module only places arrays and annotates shardings; it imports nothing
-from ``training`` (which imports it).
+from ``epoch`` and ``fitting`` (which import it).
 """
 
 from __future__ import annotations

@@ -10,19 +10,18 @@ import pytest
 from epynn_jax import layers, network
 from epynn_jax.maths import losses
 from epynn_jax.maths.activations import ActivationHPars
-from epynn_jax.network import training
 from epynn_jax.testing import relative_error
 
 # Compiled once per (net, loss), shared by the tests below.
-hand = jax.jit(training.gradients, static_argnums=(0, 4, 6))
+hand = jax.jit(network.gradients, static_argnums=(0, 4, 6))
 
 
 @jax.jit(static_argnums=(0, 4, 6))
 def three_ways(net, params, X, Y, loss, key, train):
     """Hand-written, plain-autodiff and custom_vjp gradients in one compiled call."""
-    return (training.gradients(net, params, X, Y, loss, key, train)[0],
-            training.autodiff_gradients(net, params, X, Y, loss, key, train, False),
-            training.autodiff_gradients(net, params, X, Y, loss, key, train, True))
+    return (network.gradients(net, params, X, Y, loss, key, train)[0],
+            network.autodiff_gradients(net, params, X, Y, loss, key, train, False),
+            network.autodiff_gradients(net, params, X, Y, loss, key, train, True))
 
 
 def _net(out="softmax", k=3, hp=ActivationHPars()):

@@ -12,7 +12,6 @@ import pytest
 from epynn_jax import layers, network
 from epynn_jax.layers import LayerError
 from epynn_jax.maths.schedules import Schedule
-from epynn_jax.network import training
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,8 @@ def params(net):
 def no_trace(monkeypatch):
     """Fail the test if fit or predict reaches a compiled function."""
     boom = mock.Mock(side_effect=AssertionError("traced before validating"))
-    monkeypatch.setattr(training, "run_epoch", boom)
-    monkeypatch.setattr(training, "_predict", boom)
+    monkeypatch.setattr(network.fitting, "run_epoch", boom)
+    monkeypatch.setattr(network.fitting, "_predict", boom)
     return boom
 
 
@@ -243,11 +242,26 @@ def test_fit_bad_schedule(net, params, no_trace, schedule):
     no_trace.assert_not_called()
 
 
-@pytest.mark.parametrize("key", ["seed", 1.5, np.zeros(3), 3])
+@pytest.mark.parametrize("key", ["seed", 1.5, np.zeros(3), True])
 def test_fit_bad_key(net, params, no_trace, key):
     with pytest.raises(TypeError, match=r"fit: key must be a PRNG key such as jax.random.key\(0\)"):
         network.fit(net, params, {"dtrain": _XY()}, epochs=1, key=key)
     no_trace.assert_not_called()
+
+
+def test_fit_negative_int_seed(net, params, no_trace):
+    with pytest.raises(ValueError, match=r"fit: an int seed must be in \[0, 2\*\*63\)"):
+        network.fit(net, params, {"dtrain": _XY()}, epochs=1, key=-1)
+    no_trace.assert_not_called()
+
+
+def test_fit_int_seed_is_that_key(net, params):
+    data = {"dtrain": _XY()}
+    a = network.fit(net, params, data, epochs=2, batch_size=2, key=3)
+    b = network.fit(net, params, data, epochs=2, batch_size=2, key=jax.random.key(3))
+    c = network.fit(net, params, data, epochs=2, batch_size=2, key=4)
+    assert np.array_equal(a.params[-1]["W"], b.params[-1]["W"])
+    assert not np.array_equal(a.params[-1]["W"], c.params[-1]["W"])
 
 
 def test_fit_accepts_a_single_metric_name(net, params):

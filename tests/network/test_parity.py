@@ -4,7 +4,7 @@ Both libraries start from the same weights (ours, copied into EpyNN's layers).
 We compare forward outputs, every ``g`` entry, and the parameters and metrics
 after several epochs of training: full batch through ``network.fit`` (the
 shuffle only changes the summation order), and mini-batches through a loop of
-``training.train_step`` fed EpyNN's own batches in EpyNN's order.
+``network.train_step`` fed EpyNN's own batches in EpyNN's order.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import pytest
 from epynn_jax import layers, network
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.schedules import Schedule, learning_rates
-from epynn_jax.network import training
 from epynn_jax.testing import relative_error
 
 RTOL = 1e-8
@@ -131,7 +130,7 @@ def test_forward_gradients_and_full_batch_training(x64, E, hidden, out, loss, sc
     assert relative_error(A, A_e) < RTOL
 
     # Every g entry (EpyNN's backward sweep without its update).
-    grads, _, _, gs, bcs = training.gradients(net, params, Xj, Yj, loss)
+    grads, _, _, gs, bcs = network.gradients(net, params, Xj, Yj, loss)
     dA = model.training_loss(Y, A_e, deriv=True)
     with _quiet():
         for layer in reversed(model.layers):
@@ -198,9 +197,9 @@ def test_minibatch_training_with_epynn_batches(x64, E, sched, extra):
     assert all(bx.shape == (5, 3, 2) for bx, _ in seen[0])
 
     steps = len(seen[0])
-    optimizer = training.epynn_sgd(Schedule.from_hpars(hp), epochs, steps)
-    state = training.TrainState(params, optimizer.init(params), jax.random.key(0))
-    step = jax.jit(training.train_step, static_argnums=(0, 1, 2))
+    optimizer = network.epynn_sgd(Schedule.from_hpars(hp), epochs, steps)
+    state = network.TrainState(params, optimizer.init(params), jax.random.key(0))
+    step = jax.jit(network.train_step, static_argnums=(0, 1, 2))
     for batches in seen:
         for bx, by in batches:
             state, _ = step(net, optimizer, "MSE", state, jnp.asarray(bx), jnp.asarray(by))

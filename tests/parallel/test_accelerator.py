@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from epynn_jax import Schedule, layers, network
-from epynn_jax.network import training
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +23,9 @@ def setup():
     rng = np.random.default_rng(0)
     data = {"dtrain": (rng.random((20, 5)), np.eye(2)[rng.integers(0, 2, 20)]),
             "dval": (rng.random((8, 5)), np.eye(2)[rng.integers(0, 2, 8)])}
-    splits = training.check_data(net, data, "MSE")
-    opt = training.epynn_sgd(Schedule(), 2, 5)
-    state = training.TrainState(params, opt.init(params), jax.random.key(1))
+    splits = network.checks.check_data(net, data, "MSE")
+    opt = network.epynn_sgd(Schedule(), 2, 5)
+    state = network.TrainState(params, opt.init(params), jax.random.key(1))
     return net, opt, state, splits
 
 
@@ -34,7 +33,7 @@ def test_epoch_has_no_host_transfer(setup):
     net, opt, state, splits = setup
     with jax.transfer_guard("disallow"):
         for _ in range(2):  # the compiling call and a cached one
-            state, costs, scores = training.run_epoch(net, opt, "MSE", ("accuracy", "MSE"), 4,
+            state, costs, scores = network.run_epoch(net, opt.update, "MSE", ("accuracy", "MSE"), 4,
                                                       state, splits["dtrain"], splits)
     assert costs.shape == (5,)
     fetched = jax.device_get(scores)  # the one explicit transfer, at the epoch boundary

@@ -53,7 +53,7 @@ def main() -> int:
     import numpy as np
 
     from epynn_jax import Schedule, layers, network
-    from epynn_jax.network import parallel, training
+    from epynn_jax.network import parallel
 
     def build():
         net = network.build([layers.Flatten(), layers.Dense(16, "relu"), layers.Dropout(0.25),
@@ -80,11 +80,11 @@ def main() -> int:
         arrays.update({f"single_{i}": x for i, x in enumerate(leaves(single))})
         # what XLA compiled: per-device batches and a cross-device sum
         mesh = parallel.as_mesh(jax.devices())
-        splits = training.check_data(net, data(np), "MSE")
-        opt = training.epynn_sgd(Schedule(), 4, 96 // args.batch_size)  # fit's (cached) one
-        state = training.TrainState(tuple(params), opt.init(params), jax.random.key(1))
+        splits = network.checks.check_data(net, data(np), "MSE")
+        opt = network.epynn_sgd(Schedule(), 4, 96 // args.batch_size)  # fit's (cached) one
+        state = network.TrainState(tuple(params), opt.init(params), jax.random.key(1))
         state, splits = parallel.place(mesh, state, splits, "dtrain")
-        hlo = training.run_epoch.lower(net, opt, "MSE", ("accuracy", "MSE"), args.batch_size, state,
+        hlo = network.run_epoch.lower(net, opt.update, "MSE", ("accuracy", "MSE"), args.batch_size, state,
                                        splits["dtrain"], splits, mesh=mesh).compile().as_text()
         out["all_reduce"] = "all-reduce" in hlo
         out["per_device_dot"] = f"f32[{args.batch_size // jax.device_count()},16]" in hlo

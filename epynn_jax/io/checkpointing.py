@@ -1,0 +1,124 @@
+"""When ``fit`` saves: the checkpoint policy it is given.
+
+``fit(..., checkpoints=Checkpoints("runs/a", every=5, best=("accuracy", "dval", "max")))``
+writes, in that directory, ``last.epynn`` every ``every`` epochs, at the end and on
+Ctrl-C, and ``best.epynn`` whenever the ``best`` value improves (files written
+atomically by :func:`~epynn_jax.io.checkpoint.save_checkpoint`). Resume with
+``fit(..., resume=load_checkpoint("runs/a"))``.
+
+``fit`` calls the four methods of :class:`~epynn_jax.network.fitting.Checkpointer`;
+it never imports this module, so ``network`` stays below ``io``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from epynn_jax.io.checkpoint import save_checkpoint
+from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network.fitting import Progress
+from epynn_jax.network.model import Network
+
+__all__ = ["Checkpoints", "CHECKPOINT_SUFFIX"]
+
+CHECKPOINT_SUFFIX = ".epynn"
+
+
+def _best_value(values: Sequence[float], mode: str) -> float | None:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+class Checkpoints:
+    """Save ``last`` every ``every`` epochs (and at the end, and on Ctrl-C) and ``best``
+    when ``best = (metric, split, 'max' | 'min')`` improves, in ``directory``.
+
+    Arguments are checked here; ``fit`` checks ``best`` against its metrics and splits
+    (:meth:`start`) before any tracing.
+    """
+
+    def __init__(self, directory: str | os.PathLike, every: int | None = None,
+                 best: tuple[str, str, str] | None = None) -> None:
+        self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ValueError(f"Checkpoints: {str(self.directory)!r} is not a directory")
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool)
+                                  or every < 1):
+            raise ValueError(f"Checkpoints: every must be a positive int, got {every!r}")
+        if best is not None:
+            if not (isinstance(best, (tuple, list)) and len(best) == 3):
+                raise ValueError("Checkpoints: best must be a (metric, split, mode) triple, e.g. "
+                                 f"('accuracy', 'dval', 'max'), got {best!r}")
+            metric, split, mode = best
+            if mode not in ("max", "min"):
+                raise ValueError(f"Checkpoints: best mode must be 'max' or 'min', got {mode!r}")
+            best = (metrics_lib.check_metric(metric), split, mode)
+        self.every = every
+        self.best = best
+        self._last_epoch: int | None = None
+
+    def __repr__(self) -> str:
+        return (f"Checkpoints({str(self.directory)!r}, every={self.every!r}, "
+                f"best={self.best!r})")
+
+    def path(self, name: str) -> Path:
+        """The file of checkpoint ``name`` (``'last'`` or ``'best'``)."""
+        return self.directory / f"{name}{CHECKPOINT_SUFFIX}"
+
+    # -- what fit calls ----------------------------------------------------------------
+
+    def start(self, metric_names: tuple[str, ...], splits: Sequence[str]) -> None:
+        """Check ``best`` against this fit's metrics and splits; create the directory."""
+        if self.best is not None:
+            metric, split, _ = self.best
+            if metric not in metric_names:
+                raise ValueError(f"fit: checkpoint best metric {metric!r} is not computed "
+                                 f"(metrics: {', '.join(metric_names)})")
+            if split not in splits:
+                raise ValueError(f"fit: checkpoint best split {split!r} is not in data "
+                                 f"(splits: {', '.join(splits)})")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._last_epoch = None
+
+    def after_epoch(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
+        saved = {}
+        if self.best is not None and self._improved(progress.history):
+            saved["best"] = self._save("best", net, progress, metadata)
+        if self.every is not None and progress.epoch % self.every == 0:
+            saved["last"] = self._save("last", net, progress, metadata)
+        return saved
+
+    def finish(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
+        if self._last_epoch == progress.epoch:
+            return {}
+        return {"last": self._save("last", net, progress, metadata)}
+
+    def interrupted(self, net: Network, progress: Progress, metadata: dict) -> Path | None:
+        if self._last_epoch == progress.epoch:
+            return self.path("last")
+        return self._save("last", net, progress, metadata)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _improved(self, history: dict) -> bool:
+        """Whether the last epoch is the best so far (strictly better than every earlier one)."""
+        metric, split, mode = self.best
+        values = history[metric][split]
+        last, before = values[-1], _best_value(values[:-1], mode)
+        if not math.isfinite(last):
+            return False
+        return before is None or (last > before if mode == "max" else last < before)
+
+    def _save(self, name: str, net: Network, progress: Progress, metadata: dict) -> Path:
+        state = progress.state
+        path = save_checkpoint(self.path(name), net, state.params, opt_state=state.opt_state,
+                               key=state.key, epoch=progress.epoch, history=progress.history,
+                               metadata=metadata)
+        if name == "last":
+            self._last_epoch = progress.epoch
+        return path

@@ -1,0 +1,158 @@
+"""Validation of everything ``fit`` and ``predict`` are given, before any tracing.
+
+Each check raises a clear ``ValueError``/``TypeError`` naming the argument (and
+the layer, where one is concerned) and returns the value in the form the
+compiled code takes (device arrays in the working float dtype, a PRNG key).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths.schedules import Schedule
+from epynn_jax.network.model import Network, Params, check_X
+
+__all__ = ["as_float", "positive_int", "check_params", "check_key", "check_options",
+           "check_opt_state", "restore_opt_state", "check_data"]
+
+
+def as_float(a, where: str) -> jax.Array:
+    """``a`` as a device array of the working float dtype; numeric and finite, else an error."""
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
+    with np.errstate(over="ignore"):  # finite float64 beyond float32's range becomes inf
+        arr = arr.astype(np.dtype(float_dtype()))
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: contains NaN or inf values (after conversion to "
+                         f"{arr.dtype})")
+    return jnp.asarray(arr)
+
+
+def positive_int(value: Any, name: str, where: str = "fit") -> int:
+    """A Python or NumPy int >= 1 (not a bool), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def check_params(net: Network, params: Any, where: str = "fit") -> Params:
+    """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes."""
+    if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
+        raise ValueError(f"{where}: params must be a tuple of {len(net.layers)} dicts (one per "
+                         f"layer, from network.init), got {type(params).__name__} of "
+                         f"{len(params) if isinstance(params, (tuple, list)) else '?'}")
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        expected = layer.param_shapes()
+        if not isinstance(p, Mapping) or set(p) != set(expected):
+            got = sorted(map(str, p)) if isinstance(p, Mapping) else repr(p)
+            raise ValueError(f"{where}: layer {i} ({layer.name}) has parameters "
+                             f"{sorted(expected)}, got {got}")
+        for k, shape in expected.items():
+            got, dtype = tuple(np.shape(p[k])), getattr(p[k], "dtype", np.asarray(p[k]).dtype)
+            if got != shape or np.dtype(dtype).kind != "f":
+                raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be "
+                                 f"float {shape}, got {np.dtype(dtype)} {got}")
+    return tuple(params)
+
+
+def check_key(key: Any, where: str = "fit") -> jax.Array:
+    """A PRNG key: ``None`` is ``jax.random.key(0)``, an int ``n >= 0`` is
+    ``jax.random.key(n)``; typed and legacy (uint32 (2,)) keys pass as they are."""
+    if key is None:
+        return jax.random.key(0)
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        if not 0 <= key < 2**63:
+            raise ValueError(f"{where}: an int seed must be in [0, 2**63), got {key!r}")
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) \
+            and key.shape == ():
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
+        return key  # a legacy jax.random.PRNGKey
+    raise TypeError(f"{where}: key must be a PRNG key such as jax.random.key(0) or an int "
+                    f"seed, got {key!r}")
+
+
+def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
+    """Types of fit's options; returns ``metrics`` as a tuple."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"fit: schedule must be a Schedule, got {schedule!r}")
+    if optimizer is not None and not (callable(getattr(optimizer, "init", None))
+                                      and callable(getattr(optimizer, "update", None))):
+        raise TypeError(f"fit: optimizer must be an optax GradientTransformation, got "
+                        f"{optimizer!r}")
+    if not all(callable(cb) for cb in callbacks):
+        raise TypeError(f"fit: every callback must be callable, got {list(callbacks)!r}")
+    return (metrics,) if isinstance(metrics, str) else tuple(metrics)
+
+
+def check_opt_state(optimizer, params: Params, opt_state: Any) -> None:
+    """Raise unless ``opt_state`` has the tree structure and shapes ``optimizer.init`` gives."""
+    expected = jax.eval_shape(optimizer.init, params)
+    same = jax.tree.structure(expected) == jax.tree.structure(opt_state) and all(
+        tuple(np.shape(a)) == tuple(b.shape)
+        for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(expected)))
+    if not same:
+        raise ValueError("fit: opt_state does not match the optimizer's state for these params "
+                         "(pass the optimizer it came from, or opt_state=None)")
+
+
+def _is_key(x: Any) -> bool:
+    return jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+
+
+def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
+    """An optimizer state rebuilt from its saved ``leaves``, shaped like ``optimizer.init(params)``.
+
+    Raises ``ValueError`` when the number, shapes or kinds of the leaves do not match
+    what ``optimizer`` keeps.
+    """
+    reference = optimizer.init(params)
+    ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
+    if len(ref_leaves) != len(leaves):
+        raise ValueError(f"optimizer state has {len(leaves)} arrays, the optimizer keeps "
+                         f"{len(ref_leaves)}: was it saved with another optimizer?")
+    out = []
+    for j, (ref, leaf) in enumerate(zip(ref_leaves, leaves)):
+        if _is_key(ref) != _is_key(leaf) or jnp.shape(ref) != jnp.shape(leaf):
+            raise ValueError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
+                             f"optimizer keeps {jnp.shape(ref)}")
+        out.append(leaf if _is_key(leaf) else jnp.asarray(leaf, dtype=jnp.asarray(ref).dtype))
+    return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
+    """Validate and convert every split ``{name: (X, Y)}`` before any tracing.
+
+    Checks ranks and sizes against the network, finiteness, and that labels
+    fit the output (same shape per sample; within [0, 1] for BCE and CCE).
+    """
+    out = {}
+    for name, xy in data.items():
+        if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
+            raise TypeError(f"data[{name!r}]: expected a pair (X, Y)")
+        X, Y = xy
+        check_X(net, X, f"{name} X")
+        Yshape = tuple(np.shape(Y))
+        if Yshape[:1] != tuple(np.shape(X))[:1]:
+            raise ValueError(f"{name}: X has {np.shape(X)[0]} samples but Y has "
+                             f"{Yshape[0] if Yshape else 0}")
+        if Yshape[1:] != net.output_shape:
+            raise ValueError(
+                f"{name} Y: labels of sample shape {Yshape[1:]} do not fit the output of "
+                f"{net.layers[-1].name} (sample shape {net.output_shape}); one-hot encode "
+                f"labels to {net.output_shape[-1]} columns or change the output units"
+            )
+        Xa, Ya = as_float(X, f"{name} X"), as_float(Y, f"{name} Y")
+        if loss in ("BCE", "CCE") and (float(jnp.min(Ya)) < 0 or float(jnp.max(Ya)) > 1):
+            raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
+        out[name] = (Xa, Ya)
+    return out

@@ -1,0 +1,351 @@
+"""``fit`` and ``predict``: the host-side loop around the compiled epoch.
+
+``fit`` validates everything (:mod:`~epynn_jax.network.checks`), builds the
+optimizer (EpyNN's SGD by default, :mod:`~epynn_jax.network.optim`), then runs
+:func:`~epynn_jax.network.epoch.run_epoch` once per epoch, turning the guard's
+flags into a :class:`~epynn_jax.errors.NonFiniteError`, appending the scores to
+the history and calling the callbacks. Saving is not its job: it is given a
+``checkpoints`` object (``epynn_jax.io.Checkpoints``, or anything with the
+:class:`Checkpointer` methods) and a loaded checkpoint to ``resume`` from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from epynn_jax.errors import NonFiniteError, TrainingInterrupted
+from epynn_jax.maths import losses
+from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.maths.schedules import Schedule, resolve
+from epynn_jax.network import checks, parallel
+from epynn_jax.network.epoch import TrainState, non_finite_error, run_epoch
+from epynn_jax.network.model import Network, Params, check_X, forward
+from epynn_jax.network.optim import epynn_sgd
+
+__all__ = ["FitResult", "Progress", "Checkpointer", "fit", "predict", "decide",
+           "data_fingerprint"]
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns."""
+
+    params: Params
+    opt_state: Any
+    key: jax.Array
+    history: dict[str, dict[str, list[float]]]
+    epochs: int
+    checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
+
+
+class Progress(NamedTuple):
+    """State, history and epochs done, replaced as ONE object so Ctrl-C never splits them."""
+
+    state: TrainState
+    history: dict
+    epoch: int
+
+
+class Checkpointer(Protocol):
+    """What :func:`fit` asks of its ``checkpoints`` argument (``epynn_jax.io.Checkpoints``).
+
+    Every method gets the network, the :class:`Progress` after the last completed
+    epoch and fit's ``metadata`` (loss, metrics, batch size, split, epochs,
+    schedule, data fingerprint); the ``save`` methods return ``{name: path}`` of
+    the files they wrote.
+    """
+
+    def start(self, metric_names: tuple[str, ...], splits: Sequence[str]) -> None:
+        """Validate the policy against this fit (before any tracing)."""
+
+    def after_epoch(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
+        """After each completed epoch."""
+
+    def finish(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
+        """After the last epoch (or a callback's stop)."""
+
+    def interrupted(self, net: Network, progress: Progress, metadata: dict) -> Path | None:
+        """On Ctrl-C: the file that holds the last completed epoch, if any."""
+
+
+def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
+    """``{split: {'n', 'X', 'Y', 'sha256'}}``: sizes, sample shapes and a hash of up to 64
+    evenly spaced samples, so a resume on other data is noticed at a small cost."""
+    out = {}
+    for name, (X, Y) in splits.items():
+        n = int(X.shape[0])
+        rows = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
+        h = hashlib.sha256()
+        for a in (X, Y):
+            h.update(np.ascontiguousarray(np.asarray(a[rows])).tobytes())
+        out[name] = {"n": n, "X": list(X.shape[1:]), "Y": list(Y.shape[1:]),
+                     "sha256": h.hexdigest()}
+    return out
+
+
+def _append(history: dict, scores: dict) -> dict:
+    """A new history with one more epoch of ``scores`` ({split: {metric: value}})."""
+    out = {m: {s: list(v) for s, v in d.items()} for m, d in history.items()}
+    for split, values in scores.items():
+        for m, v in values.items():
+            out[m][split].append(float(v))
+    return out
+
+
+def _finite_scores(scores: dict) -> bool:
+    return all(math.isfinite(float(v)) for values in scores.values() for v in values.values())
+
+
+def _debug_error(epoch: int, err: FloatingPointError, progress: Progress) -> NonFiniteError:
+    s = progress.state
+    return NonFiniteError(
+        f"fit: NaN or inf at epoch {epoch} (debug mode, jax.debug_nans): {err}; the chained "
+        "traceback shows the operation; err.params holds the parameters at the start of "
+        "that epoch",
+        epoch=epoch, params=s.params, opt_state=s.opt_state, key=s.key, history=progress.history)
+
+
+def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
+           check_finite: bool, debug: bool, mesh=None):
+    """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
+    if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
+        with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
+            return _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
+                          check_finite, False, mesh)
+    if check_finite:
+        state, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
+                                            state, train, splits, guard=True, mesh=mesh)
+        return state, jax.device_get(scores), jax.device_get(guard)
+    state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
+                                 train, splits, mesh=mesh)
+    return state, jax.device_get(scores), None
+
+
+def _schedule_depends_on_epochs(schedule: dict | None, old: Any, new: int) -> bool:
+    if not schedule or not isinstance(old, int) or old < 1:
+        return bool(schedule)
+    s = Schedule(**schedule)
+    return s.schedule != "steady" and resolve(s, old) != resolve(s, new)
+
+
+def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dict,
+            epochs: int, allow_new_data: bool) -> Progress:
+    """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``)."""
+    where = "fit: resume checkpoint"
+    if ck.net != net:
+        raise ValueError(f"{where} holds another architecture "
+                         f"({', '.join(layer.name for layer in ck.net.layers)})")
+    if ck.key is None or ck.epoch is None or ck.opt_state is None:
+        raise ValueError(f"{where} is a model file, not a checkpoint (no epoch, optimizer "
+                         "state or PRNG key)")
+    opt_state = ck.opt_state
+    if isinstance(opt_state, (tuple, list)):  # the saved leaves
+        opt_state = checks.restore_opt_state(optimizer, ck.params, opt_state)
+    saved = ck.metadata or {}
+    for field in ("loss", "batch_size", "train_split"):
+        if saved.get(field) != metadata[field]:
+            raise ValueError(f"{where} was trained with {field}={saved.get(field)!r}, this fit "
+                             f"has {metadata[field]!r}")
+    history = ck.history or {}
+    want_m, got_m = set(empty_history), set(history)
+    want_s = {s for d in empty_history.values() for s in d}
+    got_s = {s for d in history.values() for s in d}
+    if want_m != got_m or want_s != got_s:
+        diff = []
+        if want_m != got_m:
+            diff.append(f"metrics {sorted(got_m)} in the checkpoint, {sorted(want_m)} in this fit")
+        if want_s != got_s:
+            diff.append(f"splits {sorted(got_s)} in the checkpoint, {sorted(want_s)} in this fit")
+        raise ValueError(f"{where}'s history differs from this fit: {'; '.join(diff)}")
+    if any(len(v) != ck.epoch for d in history.values() for v in d.values()):
+        raise ValueError(f"{where}'s history does not have {ck.epoch} epochs in every entry")
+    if ck.epoch > epochs:
+        raise ValueError(f"{where} is at epoch {ck.epoch}, beyond epochs={epochs} "
+                         "(epochs is the TOTAL number of epochs)")
+    if not allow_new_data and "data" in saved and saved["data"] != metadata["data"]:
+        changed = sorted(s for s in set(saved["data"]) | set(metadata["data"])
+                         if saved["data"].get(s) != metadata["data"].get(s))
+        raise ValueError(f"{where} was trained on other data (splits {changed} differ in "
+                         "size, shape or content); pass allow_new_data=True if that is intended")
+    if metadata.get("epochs") != saved.get("epochs") and _schedule_depends_on_epochs(
+            metadata.get("schedule"), saved.get("epochs"), epochs):
+        warnings.warn(f"fit: resuming a run planned for {saved.get('epochs')} epochs with "
+                      f"epochs={epochs}: this schedule's rates depend on the total, so this "
+                      "run will not match an uninterrupted one", stacklevel=3)
+    return Progress(TrainState(tuple(ck.params), opt_state, ck.key), history, ck.epoch)
+
+
+def fit(
+    net: Network,
+    params: Params | None,
+    data: Mapping[str, tuple],
+    *,
+    epochs: int,
+    loss: str = "MSE",
+    metrics: Sequence[str] = ("accuracy",),
+    batch_size: int | None = None,
+    schedule: Schedule = Schedule(),
+    optimizer: optax.GradientTransformation | None = None,
+    opt_state: Any = None,
+    key: jax.Array | int | None = None,
+    train_split: str = "dtrain",
+    callbacks: Sequence[Callable[[int, dict], Any]] = (),
+    checkpoints: Checkpointer | None = None,
+    resume: Any = None,
+    allow_new_data: bool = False,
+    check_finite: bool = True,
+    debug: bool = False,
+    mesh: Any = None,
+) -> FitResult:
+    """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
+
+    ``data`` maps split names to ``(X, Y)``; ``data[train_split]`` is trained
+    on (shuffled each epoch from ``key``, ``N // batch_size`` batches, the
+    remainder dropped; ``batch_size=None`` is one full batch). ``metrics`` are
+    metric or loss names; the training loss is always appended. The default
+    optimizer is EpyNN's SGD with ``schedule`` (which depends on the total
+    ``epochs``). Each callback is called as ``callback(epoch, history)`` after
+    every epoch and may return ``False`` to stop. Returns params, optimizer
+    state, key and the history ``{metric: {split: [value per epoch]}}``.
+
+    ``checkpoints`` (e.g. ``epynn_jax.io.Checkpoints(directory, every=5,
+    best=('accuracy', 'dval', 'max'))``) is told after every epoch, at the end and
+    on Ctrl-C, and saves what its policy says. ``resume`` (a checkpoint loaded with
+    ``epynn_jax.io.load_checkpoint``) continues a run: params, optimizer state,
+    PRNG key and history come from it (``params``, ``opt_state`` and ``key`` are
+    then ignored), and training runs from its epoch up to ``epochs``, the TOTAL.
+    Resuming with the same arguments gives bitwise the parameters of an
+    uninterrupted run. A checkpoint records the data it was trained on (sizes,
+    shapes, a hash of some samples): resuming on other data raises unless
+    ``allow_new_data=True``.
+
+    Ctrl-C: the ``KeyboardInterrupt`` is caught, ``checkpoints`` saves the last
+    COMPLETED epoch, and :class:`~epynn_jax.errors.TrainingInterrupted` (a
+    ``KeyboardInterrupt``) is raised with ``.result`` (that state as a
+    ``FitResult``) and ``.checkpoint``.
+
+    Non-finite guard (``check_finite=True``): when a batch's loss or any
+    layer's gradient or updated parameters become NaN or inf, or any split's
+    evaluation does, the epoch is dropped and
+    :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
+    and layer, with the last good ``params``/``opt_state`` and the ``history``.
+    ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
+    ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
+    or inf raises (slow; for finding the cause).
+
+    ``mesh`` (a ``jax.sharding.Mesh`` with an axis ``'data'``, or a list of
+    devices) trains data-parallel: each batch is split over the devices,
+    parameters are replicated and gradients summed across devices (see
+    :mod:`~epynn_jax.network.parallel`); ``batch_size`` must be divisible by
+    the number of devices.
+    """
+    epochs = checks.positive_int(epochs, "epochs")
+    if not isinstance(data, Mapping):
+        raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
+    metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
+    if resume is not None and not all(hasattr(resume, f) for f in (
+            "net", "params", "opt_state", "key", "epoch", "history", "metadata")):
+        raise TypeError(f"fit: resume takes a checkpoint loaded with "
+                        f"epynn_jax.io.load_checkpoint(path), got {resume!r}")
+    if resume is None or params is not None:  # resuming takes the checkpoint's params
+        params = checks.check_params(net, params)
+    loss = losses.check_loss(loss, net.output_activation)
+    metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
+    if train_split not in data:
+        raise ValueError(f"fit: data has no training split {train_split!r} "
+                         f"(splits: {', '.join(data)})")
+    splits = checks.check_data(net, data, loss)
+    n_train = splits[train_split][0].shape[0]
+    batch_size = min(n_train if batch_size is None else
+                     checks.positive_int(batch_size, "batch_size"), n_train)
+    if mesh is not None:
+        mesh = parallel.as_mesh(mesh)
+        parallel.check_batch_size(mesh, batch_size)
+    if checkpoints is not None:
+        checkpoints.start(metric_names, tuple(splits))
+    steps = max(n_train // batch_size, 1)
+    metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
+                "train_split": train_split, "epochs": epochs,
+                "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
+                "data": data_fingerprint(splits)}
+    if optimizer is None:
+        optimizer = epynn_sgd(schedule, epochs, steps)
+    history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
+    if resume is not None:
+        progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data)
+    else:
+        if opt_state is None:
+            opt_state = optimizer.init(params)
+        else:
+            checks.check_opt_state(optimizer, params, opt_state)
+        progress = Progress(TrainState(tuple(params), opt_state, checks.check_key(key)),
+                            history, 0)
+    if mesh is not None:
+        state, splits = parallel.place(mesh, progress.state, splits, train_split)
+        progress = progress._replace(state=state)
+    run = _epoch if mesh is None else functools.partial(_epoch, mesh=mesh)
+
+    saved: dict[str, Path] = {}
+    try:
+        for epoch in range(progress.epoch, epochs):
+            try:
+                state, scores, guard = run(net, optimizer.update, loss, metric_names, batch_size,
+                                           progress.state, splits[train_split], splits,
+                                           check_finite, debug)
+            except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
+                raise _debug_error(epoch, err, progress) from err
+            if guard is not None and not (bool(guard.ok) and _finite_scores(scores)):
+                raise non_finite_error(net, epoch, guard, progress.state, progress.history,
+                                       scores=scores)
+            progress = Progress(state, _append(progress.history, scores), epoch + 1)
+            if checkpoints is not None:
+                saved.update(checkpoints.after_epoch(net, progress, metadata))
+            if any(cb(epoch, progress.history) is False for cb in callbacks):
+                break
+        if checkpoints is not None:
+            saved.update(checkpoints.finish(net, progress, metadata))
+    except KeyboardInterrupt as err:
+        last = None
+        if checkpoints is not None:
+            last = checkpoints.interrupted(net, progress, metadata)
+            if last is not None:
+                saved["last"] = last
+        raise TrainingInterrupted(
+            f"fit interrupted after {progress.epoch} completed epochs"
+            + (f"; checkpoint saved to {last}" if last else ""),
+            result=_result(progress, saved), checkpoint=last) from err
+    return _result(progress, saved)
+
+
+def _result(progress: Progress, saved: dict) -> FitResult:
+    s = progress.state
+    return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def _predict(net: Network, params: Params, X):
+    return forward(net, params, X, None, False)[0]
+
+
+def predict(net: Network, params: Params, X) -> jax.Array:
+    """The network's output on ``X`` (no dropout)."""
+    check_X(net, X)
+    return _predict(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"))
+
+
+def decide(A: jax.Array) -> jax.Array:
+    """EpyNN's decisions: argmax for several output units, else round."""
+    A2 = A.reshape(A.shape[0], -1)
+    return jnp.argmax(A2, axis=1) if A2.shape[1] > 1 else jnp.round(A2[:, 0])

@@ -1,0 +1,54 @@
+"""Gradients of the summed loss: the hand-written backward, and ``jax.grad`` to check it.
+
+Gradients are those of the *sum* of per-sample losses (EpyNN's convention, no
+``1/m``), so EpyNN's learning rates carry over unchanged.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from epynn_jax.layers.base import gradients_to_params
+from epynn_jax.maths import losses
+from epynn_jax.network.model import Network, Params, apply, backward, forward
+
+__all__ = ["loss_value", "gradients", "autodiff_gradients"]
+
+
+def loss_value(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
+               training: bool = False) -> jax.Array:
+    """Sum over samples of the per-sample loss (the training objective)."""
+    A, _ = forward(net, params, X, key, training)
+    return jnp.sum(losses.loss(loss, Y, A))
+
+
+def gradients(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
+              training: bool = True):
+    """Hand-written gradients of the summed loss.
+
+    Returns ``(grads, A, fcs, gs, bcs)``: ``grads`` shaped like ``params``
+    (``g['dW']`` mapped to ``W``), the output, and every layer's caches.
+    """
+    A, fcs = forward(net, params, X, key, training)
+    dA = losses.loss_deriv(loss, Y, A)
+    _, gs, bcs = backward(net, params, fcs, dA)
+    grads = tuple(gradients_to_params(p, g) for p, g in zip(params, gs))
+    return grads, A, fcs, gs, bcs
+
+
+def autodiff_gradients(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
+                       training: bool = True, custom_vjp: bool = True) -> Params:
+    """``jax.grad`` of the summed loss.
+
+    With ``custom_vjp=True`` it runs through :func:`network.apply` (so the
+    hand-written backward); with ``False`` JAX differentiates the forward math.
+    """
+    def objective(params):
+        if custom_vjp:
+            A = apply(net, params, X, key, training)
+        else:
+            A, _ = forward(net, params, X, key, training)
+        return jnp.sum(losses.loss(loss, Y, A))
+
+    return jax.grad(objective)(params)

@@ -1,0 +1,133 @@
+"""EpyNN's SGD as an optax ``GradientTransformation``, with a learning rate per layer.
+
+EpyNN updates every parameter with ``p -= lrate[e] * g``: plain SGD whose rate
+depends on the epoch ``e`` through a schedule (:mod:`epynn_jax.maths.schedules`),
+and each layer may have its own schedule (the facade's per-layer ``se_hPars``).
+Here that rule is ``optax.inject_hyperparams`` around a per-layer
+``scale_by_schedule``: the schedule's numbers (one row per layer) live in the
+optimizer **state**, so a new learning rate or epoch count is new data, not a
+new program. The transformation itself depends only on the schedules' kinds,
+``steps_per_epoch`` and the layers' own update rules, and is built once per
+such combination: the compiled epoch, which takes the optimizer's ``update``
+as a static argument, is reused by ``fit(epochs=3)`` then ``fit(epochs=5)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths import schedules
+from epynn_jax.maths.schedules import Schedule
+
+__all__ = ["epynn_sgd", "HYPERPARAMS", "set_hyperparams"]
+
+HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
+               "first_epoch")
+"""The numbers in the state, each an array with one entry per layer (see :func:`epynn_sgd`)."""
+
+
+def _scale_by_layer_rates(learning_rate, cycle_descent, decay_k, cycle_epochs, epochs,
+                          first_epoch, *, kinds: tuple[str, ...], steps_per_epoch: int,
+                          own_updates: tuple[Callable | None, ...]
+                          ) -> optax.GradientTransformation:
+    """Layer ``i``'s update is ``-rate_i(e) * g``, ``e = first_epoch + count // steps_per_epoch``
+    (capped at ``epochs - 1``); a layer with its own update rule ``own(p, g, rate) -> p``
+    (EpyNN's ``update_parameters``, with ``g`` keyed ``'d' + k``) gets ``own(...) - p``."""
+
+    def init(params):
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        x = jnp.minimum(first_epoch + state.count // steps_per_epoch, epochs - 1)
+
+        def layer_rate(j):
+            return schedules.rate(kinds[j], learning_rate[j], cycle_descent[j], decay_k[j],
+                                  cycle_epochs[j], x[j].astype(learning_rate.dtype))
+
+        def scaled(g, r):
+            return jax.tree_util.tree_map(lambda v: jnp.asarray(-r, v.dtype) * v, g)
+
+        count = optax.ScaleByScheduleState(optax.safe_int32_increment(state.count))
+        if len(kinds) == 1 and own_updates[0] is None:  # one schedule for any parameter tree
+            return scaled(updates, layer_rate(0)), count
+        out = []
+        for i, g in enumerate(updates):
+            r, own = layer_rate(i), own_updates[i]
+            if own is None:
+                out.append(scaled(g, r))
+            else:
+                new = own(params[i], {"d" + k: v for k, v in g.items()}, r)
+                out.append({k: new[k] - params[i][k] for k in g})
+        return tuple(out), count
+
+    return optax.GradientTransformation(init, update)
+
+
+@functools.lru_cache(maxsize=64)
+def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
+                    own_updates: tuple[Callable | None, ...], dtype: Any
+                    ) -> optax.GradientTransformation:
+    n = len(kinds)
+    placeholder = {name: np.ones(n) for name in HYPERPARAMS}
+    return optax.inject_hyperparams(
+        _scale_by_layer_rates, static_args=("kinds", "steps_per_epoch", "own_updates"),
+        hyperparam_dtype=dtype)(
+        **placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
+
+
+def _numbers(schedules_: Sequence[Schedule], epochs: int, first_epoch: int) -> dict:
+    rows = [(*schedules.resolve(s, epochs), epochs, first_epoch) for s in schedules_]
+    return {name: np.asarray(col, np.float64) for name, col in zip(HYPERPARAMS, zip(*rows))}
+
+
+def set_hyperparams(opt_state: Any, numbers: dict) -> Any:
+    """``opt_state`` of :func:`epynn_sgd` with the schedule's numbers replaced (same dtypes)."""
+    hp = {k: jnp.asarray(numbers[k], v.dtype) if k in numbers else v
+          for k, v in opt_state.hyperparams.items()}
+    return opt_state._replace(hyperparams=hp)
+
+
+def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int = 1,
+              steps_per_epoch: int = 1, *, first_epoch: int = 0,
+              own_updates: Sequence[Callable | None] | None = None
+              ) -> optax.GradientTransformation:
+    """EpyNN's update ``p -= lrate[e] * g``, each layer with its own schedule.
+
+    ``schedule`` is one :class:`Schedule` for every layer, or one per layer; a layer that must not train gets
+    ``Schedule(learning_rate=0)``. At optimizer step ``t`` the epoch is
+    ``e = first_epoch + t // steps_per_epoch`` (the last one, ``epochs - 1``, after the
+    end) and layer ``i`` moves by ``-rate_i(e) * g`` with :func:`~epynn_jax.maths.schedules.rate`
+    over ``epochs`` TOTAL epochs (EpyNN's schedules depend on the total). ``own_updates``
+    gives a layer its own rule ``own(p, g, rate) -> new p`` (the facade's compiled custom
+    layers). The numbers are part of the state (``opt_state.hyperparams``); the returned
+    transformation's ``update`` is shared by every call with the same kinds and steps.
+    """
+    scheds = (schedule,) if isinstance(schedule, Schedule) else tuple(schedule)
+    if not scheds or not all(isinstance(s, Schedule) for s in scheds):
+        raise TypeError(f"epynn_sgd: schedule must be a Schedule or one per layer, got "
+                        f"{schedule!r}")
+    schedules.learning_rates(scheds[0], epochs)  # validates epochs
+    if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
+        raise ValueError(f"epynn_sgd: first_epoch must be an int >= 0, got {first_epoch!r}")
+    own = tuple(own_updates) if own_updates is not None else (None,) * len(scheds)
+    if len(own) != len(scheds):
+        raise ValueError(f"epynn_sgd: {len(own)} own_updates for {len(scheds)} layers")
+    base = _transformation(tuple(s.schedule for s in scheds), int(steps_per_epoch), own,
+                           float_dtype())
+    numbers = _numbers(scheds, int(epochs), first_epoch)
+
+    def init(params):
+        if len(scheds) > 1 and len(params) != len(scheds):
+            raise ValueError(f"epynn_sgd: {len(scheds)} schedules (one per layer) for "
+                             f"{len(params)} layers")
+        return set_hyperparams(base.init(params), numbers)
+
+    return optax.GradientTransformation(init, base.update)
