@@ -97,8 +97,8 @@ def setup_ours(c, X, Y, epochs, guard=True):
 
     def epoch():
         # fit's default check_finite=True runs the guarded epoch and fetches the guard.
-        out = network.run_epoch(net, optimizer.update, c["loss"], metric_names, c["batch"], state[0],
-                                 splits["dtrain"], splits, guard=guard)
+        out = network.run_epoch(net, optimizer.update, c["loss"], metric_names, c["batch"],
+                                state[0], splits["dtrain"], splits, guard=guard)
         state[0], scores = out[0], jax.device_get(out[2:])
         _block(state[0].params)
         return scores

@@ -228,7 +228,8 @@ def autodiff_epoch_fn():
     import jax.numpy as jnp
     import optax
 
-    
+    from epynn_jax import network
+
     @functools.partial(jax.jit, static_argnames=("net", "optimizer", "loss", "metric_names",
                                                   "batch_size"))
     def autodiff_epoch(net, optimizer, loss, metric_names, batch_size, state, train, splits):
@@ -257,7 +258,7 @@ def functional_setup(cfg: dict):
     import jax
 
     from epynn_jax import Schedule, network
-    
+
     layers, shape = functional_net(cfg)
     net = network.build(layers, shape)
     params = network.init(net, jax.random.key(0))
@@ -274,7 +275,8 @@ def jax_runner(cfg: dict, impl: str):
     """``(first, epochs)`` for the functional and autodiff columns."""
     import jax
 
-    
+    from epynn_jax import network
+
     net, opt, batch, state, splits = functional_setup(cfg)
     fn = network.run_epoch if impl == "functional" else autodiff_epoch_fn()
     box = [state]
@@ -504,7 +506,8 @@ def breakdown(cfg: dict, epoch_s: float) -> dict:
     import jax
     import jax.numpy as jnp
 
-    
+    from epynn_jax import network
+
     net, opt, batch, state, splits = functional_setup(cfg)
     nb = max(cfg["n_train"] // batch, 1)
     names = ("accuracy", "MSE")

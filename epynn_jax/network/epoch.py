@@ -32,8 +32,8 @@ from epynn_jax.layers.base import gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network import parallel
-from epynn_jax.network.objective import gradients
 from epynn_jax.network.model import Network, Params, backward, forward
+from epynn_jax.network.objective import gradients
 
 __all__ = [
     "TrainState",

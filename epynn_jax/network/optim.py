@@ -101,8 +101,8 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
               ) -> optax.GradientTransformation:
     """EpyNN's update ``p -= lrate[e] * g``, each layer with its own schedule.
 
-    ``schedule`` is one :class:`Schedule` for every layer, or one per layer; a layer that must not train gets
-    ``Schedule(learning_rate=0)``. At optimizer step ``t`` the epoch is
+    ``schedule`` is one :class:`Schedule` for every layer, or one per layer; a layer
+    that must not train gets ``Schedule(learning_rate=0)``. At optimizer step ``t`` the epoch is
     ``e = first_epoch + t // steps_per_epoch`` (the last one, ``epochs - 1``, after the
     end) and layer ``i`` moves by ``-rate_i(e) * g`` with :func:`~epynn_jax.maths.schedules.rate`
     over ``epochs`` TOTAL epochs (EpyNN's schedules depend on the total). ``own_updates``

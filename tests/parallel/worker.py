@@ -84,8 +84,9 @@ def main() -> int:
         opt = network.epynn_sgd(Schedule(), 4, 96 // args.batch_size)  # fit's (cached) one
         state = network.TrainState(tuple(params), opt.init(params), jax.random.key(1))
         state, splits = parallel.place(mesh, state, splits, "dtrain")
-        hlo = network.run_epoch.lower(net, opt.update, "MSE", ("accuracy", "MSE"), args.batch_size, state,
-                                       splits["dtrain"], splits, mesh=mesh).compile().as_text()
+        hlo = network.run_epoch.lower(net, opt.update, "MSE", ("accuracy", "MSE"),
+                                      args.batch_size, state, splits["dtrain"], splits,
+                                      mesh=mesh).compile().as_text()
         out["all_reduce"] = "all-reduce" in hlo
         out["per_device_dot"] = f"f32[{args.batch_size // jax.device_count()},16]" in hlo
         out["full_batch_dot"] = f"f32[{args.batch_size},16]" in hlo

@@ -93,7 +93,8 @@ def test_ctrl_c_leaves_model_and_checkpoint_consistent(full_run, tmp_path):
     assert all(len(v) == 3 for d in err.result.history.values() for v in d.values())
     saved = load_model(err.checkpoint)
     assert saved.epoch == 3 and same_tree(saved.params, err.result.params)
-    resumed = network.fit(NET, problem.params0(), DATA, resume=load_checkpoint(err.checkpoint), **KW)
+    resumed = network.fit(NET, problem.params0(), DATA, resume=load_checkpoint(err.checkpoint),
+                          **KW)
     assert same_tree(resumed.params, full_run.params)
 
 
