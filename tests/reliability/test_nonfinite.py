@@ -87,3 +87,27 @@ def test_the_guard_does_not_change_a_healthy_run(full_run):
         for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(full_run.params)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert plain.history == full_run.history or jax.default_backend() != "cpu"
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_a_non_finite_evaluation_raises_in_every_epoch(epochs):
+    """Training is finite but one split's evaluation overflows: the guard covers it in
+    every epoch, the last one included."""
+    from epynn_jax import layers
+
+    net = network.build([layers.Dense(1, "identity")], (2,))
+    params = ({"W": jnp.ones((2, 1)), "b": jnp.zeros((1, 1))},)
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (8, 2)).astype(np.float32)
+    data = {"dtrain": (X, X[:, :1]), "dval": (np.full((4, 2), 3e38, np.float32),
+                                             np.zeros((4, 1), np.float32))}
+    with pytest.raises(NonFiniteError, match=r"evaluation \(MSE on dval\).* after epoch 0") \
+            as info:
+        network.fit(net, params, data, epochs=epochs, loss="MSE", metrics=(), batch_size=4)
+    err = info.value
+    assert err.epoch == 0 and err.step is None and err.layer_index is None
+    assert same_tree(err.params, params)  # the state the failed epoch started from
+    # without the guard the same run ends and records the overflow
+    done = network.fit(net, params, data, epochs=epochs, loss="MSE", metrics=(), batch_size=4,
+                       check_finite=False)
+    assert not np.isfinite(done.history["MSE"]["dval"][-1])
