@@ -44,6 +44,8 @@ __all__ = [
     "guarded_train_step",
     "run_epoch",
     "non_finite_error",
+    "scores",
+    "predict_jit",
     "forward_jit",
     "backward_update",
     "step_caches",
@@ -101,6 +103,18 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str]) ->
     return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
 
 
+@functools.partial(jax.jit, static_argnames=("metric_names",))
+def scores(metric_names: tuple[str, ...], Y: jax.Array, A: jax.Array) -> dict:
+    """``{metric: value}`` of given outputs ``A`` against labels ``Y`` (compiled)."""
+    return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def predict_jit(net: Network, params: Params, X: jax.Array) -> jax.Array:
+    """The output ``A`` of ``net`` on ``X`` (no dropout), compiled; no validation."""
+    return forward(net, params, X, None, False)[0]
+
+
 # -- the non-finite guard ---------------------------------------------------------------
 
 
@@ -151,15 +165,17 @@ def guarded_train_step(net: Network, optimizer, loss: str, carry: tuple[TrainSta
 
 def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: TrainState,
                      history: dict, where: str = "fit", scores: Mapping | None = None,
-                     advice: str = "") -> NonFiniteError:
+                     advice: str = "", offset: int = 0) -> NonFiniteError:
     """The error for a failed epoch (from its host-side ``guard`` or its ``scores``).
 
     ``state`` is the state the epoch started from (the last good one); it goes
-    into the error's ``params``/``opt_state``/``key`` with ``history``.
+    into the error's ``params``/``opt_state``/``key`` with ``history``. The guard's
+    layer ``i`` is layer ``i + offset`` of ``net`` (the facade trains without its
+    first layer, the Embedding).
     """
     bad, step, origin, what = (), None, None, "the training loss"
     if guard is not None and not bool(guard.ok):
-        bad = tuple(int(i) for i, b in enumerate(jax.device_get(guard.bad_layers)) if b)
+        bad = tuple(int(i) + offset for i, b in enumerate(jax.device_get(guard.bad_layers)) if b)
         step = int(guard.bad_step)
         if bad:
             origin = max(bad)  # backward runs last-to-first: the deepest bad layer began it

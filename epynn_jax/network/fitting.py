@@ -30,8 +30,8 @@ from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
 from epynn_jax.network import checks, parallel
-from epynn_jax.network.epoch import TrainState, non_finite_error, run_epoch
-from epynn_jax.network.model import Network, Params, check_X, forward
+from epynn_jax.network.epoch import TrainState, non_finite_error, predict_jit, run_epoch
+from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
 
 __all__ = ["FitResult", "Progress", "Checkpointer", "fit", "predict", "decide",
@@ -334,15 +334,10 @@ def _result(progress: Progress, saved: dict) -> FitResult:
     return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
 
 
-@functools.partial(jax.jit, static_argnames=("net",))
-def _predict(net: Network, params: Params, X):
-    return forward(net, params, X, None, False)[0]
-
-
 def predict(net: Network, params: Params, X) -> jax.Array:
     """The network's output on ``X`` (no dropout)."""
     check_X(net, X)
-    return _predict(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"))
+    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"))
 
 
 def decide(A: jax.Array) -> jax.Array:

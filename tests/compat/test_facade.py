@@ -87,20 +87,27 @@ def test_assigned_weights_are_used_by_the_next_train(x64):
 
 
 def test_caches_of_the_last_batch_of_several(x64):
-    """fc, bc and g come from the epoch's last batch, with the parameters before its step."""
-    model = small_model(batch=6)
-    model.train(2, init_logs=False)
-    before = model._pending[1]  # the parameters before the last step (device arrays)
+    """fc, bc and g come from the epoch's last batch, with the parameters before its step
+    (replayed by plain functional SGD steps over the epoch's batches here)."""
+    model = small_model(batch=6, epochs=1)
+    params = tuple({k: jnp.asarray(v) for k, v in layer.p.items()} for layer in model.layers)
+    model.train(1, init_logs=False)
     n_batches = len(model.embedding.dtrain.ids) // 6
     assert n_batches > 1
-    rows = model.embedding._order[(n_batches - 1) * 6:n_batches * 6]
+    order = np.asarray(model.embedding._order)
     net = network.Network(tuple(layer.to_functional() for layer in model.layers))
-    Xb = jnp.asarray(model.embedding.dtrain.X[rows])
-    Yb = jnp.asarray(model.embedding.dtrain.Y[rows])
-    A, fcs = network.forward(net, before, Xb, None, True)
-    _, gs, _ = network.backward(net, before, fcs, losses.loss_deriv("MSE", Yb, A))
+    for b in range(n_batches):
+        rows = order[b * 6:(b + 1) * 6]
+        Xb = jnp.asarray(model.embedding.dtrain.X[rows])
+        Yb = jnp.asarray(model.embedding.dtrain.Y[rows])
+        A, fcs = network.forward(net, params, Xb, None, True)
+        _, gs, _ = network.backward(net, params, fcs, losses.loss_deriv("MSE", Yb, A))
+        if b < n_batches - 1:
+            params = tuple({k: p[k] - 0.05 * gradients_to_params(p, g)[k] for k in p}
+                           for p, g in zip(params, gs))
     np.testing.assert_allclose(model.layers[2].fc["X"], fcs[2]["X"], rtol=1e-12)
     np.testing.assert_allclose(model.layers[3].g["dW"], gs[3]["dW"], rtol=1e-10)
+    np.testing.assert_allclose(model.layers[0].fc["X"], Xb, rtol=0)
     assert model.layers[2].d["m"] == 6
 
 
@@ -137,15 +144,15 @@ def test_new_data_arrays_are_used_by_the_next_train(x64):
 
 def test_later_train_calls_reuse_the_compiled_epoch():
     """A new epoch count, new weights or new data of the same shapes: no new trace."""
-    from epynn_jax.compat import _engine
+    from epynn_jax.network import epoch
 
     model = small_model(epochs=1)
-    size = _engine.epoch_compiled._cache_size()
+    size = epoch.run_epoch._cache_size()
     model.train(3, init_logs=False)
     model.layers[2].p["W"] = model.layers[2].p["W"] * 0.5
     model.embedding.dtrain.X = model.embedding.dtrain.X + 1.0
     model.train(2, init_logs=False)
-    assert _engine.epoch_compiled._cache_size() == size
+    assert epoch.run_epoch._cache_size() == size
 
 
 @pytest.mark.parametrize("make_rng", [lambda: np.random.default_rng(7),

@@ -91,14 +91,14 @@ def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
 def test_predict_compiles_once_per_shape():
     net = network.build([layers.Dense(9, "tanh"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
-    before = network.fitting._predict._cache_size()
+    before = network.epoch.predict_jit._cache_size()
     for seed in range(3):
         network.predict(net, params, _data(5, seed)[0])
-    assert network.fitting._predict._cache_size() == before + 1
+    assert network.epoch.predict_jit._cache_size() == before + 1
     network.predict(net, params, _data(6)[0])
-    assert network.fitting._predict._cache_size() == before + 2
+    assert network.epoch.predict_jit._cache_size() == before + 2
     network.predict(net, params, _data(5, 9)[0])
-    assert network.fitting._predict._cache_size() == before + 2
+    assert network.epoch.predict_jit._cache_size() == before + 2
 
 
 def test_epoch_batches_rule():

@@ -30,7 +30,7 @@ def no_trace(monkeypatch):
     """Fail the test if fit or predict reaches a compiled function."""
     boom = mock.Mock(side_effect=AssertionError("traced before validating"))
     monkeypatch.setattr(network.fitting, "run_epoch", boom)
-    monkeypatch.setattr(network.fitting, "_predict", boom)
+    monkeypatch.setattr(network.fitting, "predict_jit", boom)
     return boom
 
 

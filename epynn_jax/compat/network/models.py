@@ -11,14 +11,13 @@ verbose, init_logs)``, ``evaluate``, ``forward``, ``backward``, ``predict``,
 order are EpyNN's.
 
 Training does not call the layers' methods batch by batch: each epoch is one
-compiled call of the functional core (see :mod:`epynn_jax.compat._engine`),
+compiled call of the functional core (see :mod:`epynn_jax.compat.network._train`),
 and the layers' dicts are refreshed afterwards (``p`` at once; ``fc``,
 ``bc`` and ``g`` of the last training batch when first read).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import weakref
 
@@ -26,17 +25,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.compat import _engine, _report
+from epynn_jax.compat import _report
 from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
 from epynn_jax.compat._traced import try_trace
 from epynn_jax.compat.commons.io import encode_dataset, scale_features
 from epynn_jax.compat.commons.loss import loss_functions
 from epynn_jax.compat.commons.models import dataSet
 from epynn_jax.compat.commons.schedule import schedule_lrate
-from epynn_jax.compat.embedding.models import Embedding as _Embedding
+from epynn_jax.compat.network import _train
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network import epoch as core
 from epynn_jax.network.model import Network
 
 __all__ = ["EpyNN"]
@@ -46,13 +46,6 @@ _TABLE_ROWS = 11
 
 def _is_builtin(layer) -> bool:
     return isinstance(layer, BuiltinLayer)
-
-
-def _compiled_layer(layer):
-    """The functional layer to compile for ``layer``, or None if it runs eagerly."""
-    if _is_builtin(layer):
-        return layer._fl
-    return layer.__dict__.get("_adapter")
 
 
 class EpyNN:
@@ -77,6 +70,7 @@ class EpyNN:
         self._pending = None
         self._done_epochs = 0
         self.e = 0
+        self.diverged = None
 
     # -- setup --------------------------------------------------------------------------
 
@@ -175,10 +169,11 @@ class EpyNN:
         Yb = jnp.asarray(np.asarray(batch.Y, np.dtype(dt)))
         # Trace (no compilation) to check every shape; the values are computed on first read.
         fcs, bcs, _ = jax.eval_shape(
-            lambda p, X, Y, k: _engine.step_caches(net, self.loss, p, X, Y, k),
+            lambda p, X, Y, k: core.step_caches(net, self.loss, p, X, Y, k),
             params_d, Xb, Yb, self._key)
-        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
-        self._pending = (net, params_d, Xb, Yb, self._key if use_key else None, None)
+        key = self._key
+        self._pending = lambda: (core.step_caches(net, self.loss, params_d, Xb, Yb, key), Xb)
+        self._pending_skip = 0
         for layer, fc, bc in reversed(list(zip(self.layers, fcs, bcs))):
             layer.fs.update({k: tuple(v.shape) for k, v in fc.items()})
             layer.bs.update({k: tuple(v.shape) for k, v in bc.items()})
@@ -235,12 +230,24 @@ class EpyNN:
 
     # -- training -----------------------------------------------------------------------
 
-    def train(self, epochs: int, verbose: int | None = None, init_logs: bool = True) -> None:
+    def train(self, epochs: int, verbose: int | None = None, init_logs: bool = True, *,
+              on_nonfinite: str = "stop", mesh=None) -> None:
         """Train for ``epochs`` more epochs (continuing after the last one trained).
 
         ``verbose``: add a row to the epoch table every that many epochs
         (default: a tenth of ``epochs``). ``init_logs``: print the data,
         architecture and hyperparameter tables first (no pause).
+
+        Each epoch is the core's compiled epoch (:func:`epynn_jax.network.epoch.run_epoch`)
+        with EpyNN's batch order. Two keywords EpyNN does not have:
+
+        - ``on_nonfinite``: when a loss, gradient, update or score becomes NaN or
+          inf, ``'stop'`` (default) stops training, keeps the weights of the last
+          good epoch, prints one line naming the epoch, batch and layer to stderr
+          and sets ``model.diverged`` to the :class:`~epynn_jax.errors.NonFiniteError`;
+          ``'raise'`` raises that error instead; ``'ignore'`` trains on as EpyNN does.
+        - ``mesh``: a ``jax.sharding.Mesh`` (axis ``'data'``) or a list of devices to
+          split every batch over (see :mod:`epynn_jax.network.parallel`).
         """
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"EpyNN.train: epochs must be a positive int, got {epochs!r}")
@@ -258,28 +265,11 @@ class EpyNN:
         self.verbose = verbose
         self.cts = time.time()
         self._start = start
-        self._train_loop(start, self.epochs)
         self._done_epochs = self.epochs
+        _train.train_epochs(self, start, self.epochs, on_nonfinite, mesh)
 
-    def _plan(self) -> list[_engine.Segment]:
-        segs, run = [], []
-        for i, layer in enumerate(self.layers):
-            if _compiled_layer(layer) is not None:
-                run.append(i)
-                continue
-            if run:
-                segs.append(_engine.Segment(True, tuple(run)))
-                run = []
-            segs.append(_engine.Segment(False, (i,)))
-        if run:
-            segs.append(_engine.Segment(True, tuple(run)))
-        for s in segs:
-            if s.compiled:
-                s.net = Network(tuple(_compiled_layer(self.layers[i]) for i in s.indices))
-        return segs
-
-    def _device_data(self) -> _DeviceData:
-        """Every data set on the device, concatenated in ``dsets`` order (training first).
+    def _device_data(self) -> dict:
+        """``{name: (X, Y)}``: every data set on the device (``dtrain`` first).
 
         The copy is made once and reused while the Embedding holds the same
         data-set objects and arrays in the same float dtype; those arrays are
@@ -290,17 +280,14 @@ class EpyNN:
         dsets = tuple(self.embedding.dsets)
         owners = (dt, *((d, d.X, d.Y) for d in dsets))
         cached = self.__dict__.get("_dev_data")
-        if cached is not None and _same_objects(cached.owners, owners):
-            return cached
+        if cached is not None and _same_objects(cached[0], owners):
+            return cached[1]
         for d in dsets:
             d.X.flags.writeable = False
             d.Y.flags.writeable = False
-        data = _DeviceData(
-            owners=owners, names=tuple(d.name for d in dsets),
-            sizes=tuple(len(d.X) for d in dsets),
-            X=jnp.asarray(np.concatenate([np.asarray(d.X, dt) for d in dsets])),
-            Y=jnp.asarray(np.concatenate([np.asarray(d.Y, dt) for d in dsets])))
-        self._dev_data = data
+        data = {d.name: (jnp.asarray(np.asarray(d.X, dt)), jnp.asarray(np.asarray(d.Y, dt)))
+                for d in dsets}
+        self._dev_data = (owners, data)
         return data
 
     def _device_params(self) -> tuple:
@@ -324,156 +311,31 @@ class EpyNN:
             layer.p.update(host)
         self._dev_params = (np.dtype(float_dtype()), hosts, params)
 
-    def _lr_table(self, indices, start: int, stop: int) -> np.ndarray:
-        """Learning rates (epochs ``start..stop-1``, layers ``indices``): 0 for a layer
-        that does not train; a compiled custom layer decides in its own update."""
-        def rate(layer, e):
-            if not _is_builtin(layer):
-                return layer.lrate[e] if hasattr(layer, "lrate") else 0.0
-            return layer.lrate[e] if layer.trainable else 0.0
-
-        return np.asarray([[rate(self.layers[i], e) for i in indices] for e in range(start, stop)],
-                          np.dtype(float_dtype()))
-
-    def _train_loop(self, start: int, stop: int) -> None:
-        plan = self._plan()
-        if len(plan) == 1 and plan[0].compiled:
-            self._train_compiled(plan[0].net, start, stop)
-        else:
-            self._train_segmented(plan, start, stop)
-        _report.say("", self)
-
     def _set_epoch(self, e: int) -> None:
         self.e = e
         for layer in self.layers:
             layer.e = e
 
-    def _train_compiled(self, net, start, stop) -> None:
-        """Epochs ``start..stop-1``, one compiled call each; the host only shuffles
-        (EpyNN's generator), records the scores and prints."""
-        names = tuple(self.metrics)
-        data = self._device_data()
-        params = self._device_params()
-        key = self._key
-        # the Embedding (A = X, no parameters) is left out of the compiled epoch: with it
-        # the RNN workload's epoch measured up to 20 % slower (the next layer's input
-        # gradient then feeds a layer, though nothing reads it)
-        k = 1 if isinstance(self.layers[0], _Embedding) else 0
-        fixed, params, train_net = params[:k], params[k:], Network(net.layers[k:])
-        lrs = self._lr_table(range(k, len(self.layers)), start, stop)
-        use_key = any(getattr(layer, "_uses_key", False) for layer in self.layers)
-        track = not _report.is_quiet(self) and _report.interactive()
-        t0 = time.time()
-        for e in range(start, stop):
-            self._set_epoch(e)
-            idx = self.embedding.batch_indices().astype(np.int32)
-            params, key, prev, last_key, acc, cost, scores, outputs = _engine.epoch_compiled(
-                train_net, self.loss, names, data.sizes, use_key, track, params,
-                idx, lrs[e - start], key, data.X, data.Y)
-            self._record_array(data.names, names, np.asarray(scores))
-            self._progress(e, t0, acc, cost)
-            self.report()
-        self._key = key
-        self._store_params(fixed + params)
-        self._pending = (net, fixed + prev, data.X, data.Y, last_key if use_key else None,
-                         idx[-1])
-        self._set_outputs(_split_rows(np.asarray(outputs), data.names, data.sizes))
-
     def _materialize(self) -> None:
-        """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch."""
-        net, prev, X, Y, key, rows = self._pending
+        """Fill every built-in layer's ``fc``, ``bc`` and ``g`` from the last training batch
+        (replayed by the core on first read; see ``_train``)."""
+        pending, skip = self._pending, self._pending_skip
         self._pending = None
-        fcs, bcs, gs = _engine.step_caches(net, self.loss, prev, X, Y, key, rows)
-        m = int(X.shape[0] if rows is None else len(rows))
-        for layer, fc, bc, g in zip(self.layers, fcs, bcs, gs):
+        (fcs, bcs, gs), Xb = pending()
+        layers = self.layers[skip:]
+        if skip:  # the Embedding, left out of the compiled epoch: A = X, dX = dA
+            dX = bcs[0]["dX"] if "dX" in bcs[0] else None
+            fcs, bcs, gs = (({"X": Xb, "A": Xb}, *fcs),
+                            ({"dA": dX, "dX": dX} if dX is not None else {}, *bcs), ({}, *gs))
+            layers = self.layers
+        for layer, fc, bc, g in zip(layers, fcs, bcs, gs):
             for name, tree in (("fc", fc), ("bc", bc), ("g", g)):
                 target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
                 target.clear()
                 target.update(to_host(tree))
             layer.update_shapes(layer.__dict__.get("_fc", layer.__dict__.get("fc")), layer.fs)
             layer.update_shapes(layer.__dict__.get("_bc", layer.__dict__.get("bc")), layer.bs)
-            layer.d["m"] = m
-
-    def _train_segmented(self, plan, start, stop) -> None:
-        seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
-                      for s, seg in enumerate(plan) if seg.compiled}
-        lrs = {s: self._lr_table(seg.indices, start, stop)
-               for s, seg in enumerate(plan) if seg.compiled}
-        data = self._device_data()
-        X, Y, evalsets = data.X, data.Y, data.sets()  # the training rows come first
-        key = self._key
-        t0 = time.time()
-        last = {}
-        for e in range(start, stop):
-            self._set_epoch(e)
-            acc = cost = None
-            for b in self.embedding.batch_indices():
-                b = jnp.asarray(b)
-                A, fcs = X[b], {}
-                for s, seg in enumerate(plan):
-                    if seg.compiled:
-                        key, sub = jax.random.split(key)
-                        A, fcs[s] = _engine.segment_forward(seg.net, seg_params[s],
-                                                            jnp.asarray(A, float_dtype()), sub,
-                                                            True)
-                    else:
-                        A = self.layers[seg.indices[0]].forward(np.asarray(A))
-                acc, cost, dA = _engine.loss_and_deriv(self.loss, Y[b],
-                                                       jnp.asarray(A, float_dtype()))
-                for s in reversed(range(len(plan))):
-                    seg = plan[s]
-                    if seg.compiled:
-                        dA, seg_params[s], gs, bcs = _engine.segment_backward(
-                            seg.net, seg_params[s], fcs[s], jnp.asarray(dA, float_dtype()),
-                            lrs[s][e - start])
-                        last[s] = (fcs[s], bcs, gs)
-                    else:
-                        layer = self.layers[seg.indices[0]]
-                        dA = layer.backward(np.asarray(dA))
-                        layer.compute_gradients()
-                        layer.update_parameters()
-            outputs = self._evaluate_sets(plan, seg_params, evalsets)
-            self._progress(e, t0, acc, cost)
-            self.report()
-        self._key = key
-        for s, seg in enumerate(plan):
-            if not seg.compiled:
-                continue
-            for j, i in enumerate(seg.indices):
-                layer = self.layers[i]
-                layer.p.clear()
-                layer.p.update(to_host(seg_params[s][j]))
-                if s in last:
-                    for name, tree in zip(("fc", "bc", "g"), last[s]):
-                        target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
-                        target.clear()
-                        target.update(to_host(tree[j]))
-        self._set_outputs(outputs)
-
-    def _forward_segments(self, plan, seg_params, X):
-        A = X
-        for s, seg in enumerate(plan):
-            if seg.compiled:
-                A, _ = _engine.segment_forward(seg.net, seg_params[s],
-                                               jnp.asarray(A, float_dtype()), None, False)
-            else:
-                A = self.layers[seg.indices[0]].forward(np.asarray(A))
-        return np.asarray(A)
-
-    def _evaluate_sets(self, plan, seg_params, evalsets) -> dict:
-        outputs, scores = {}, {}
-        names = tuple(self.metrics)
-        for name, (Xs, Ys) in evalsets.items():
-            A = self._forward_segments(plan, seg_params, Xs)
-            outputs[name] = A
-            scores[name] = _engine.host_metrics(names, np.asarray(Ys), A)
-        self._record(scores)
-        return outputs
-
-    def _record_array(self, set_names, metric_names, scores: np.ndarray) -> None:
-        """Append ``scores[k, j]`` (set ``set_names[k]``, metric ``metric_names[j]``)."""
-        self._record({name: dict(zip(metric_names, row.tolist()))
-                      for name, row in zip(set_names, scores)})
+            layer.d["m"] = int(Xb.shape[0])
 
     def _record(self, scores: dict) -> None:
         for k, dset in enumerate(self.embedding.dsets):
@@ -489,7 +351,7 @@ class EpyNN:
     # -- EpyNN's per-call methods ---------------------------------------------------------
 
     def _current_params(self):
-        plan = self._plan()
+        plan = _train.plan(self.layers)
         seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
                       for s, seg in enumerate(plan) if seg.compiled}
         return plan, seg_params
@@ -497,7 +359,9 @@ class EpyNN:
     def evaluate(self) -> None:
         """Evaluate every data set (no dropout) and append each metric."""
         plan, seg_params = self._current_params()
-        self._set_outputs(self._evaluate_sets(plan, seg_params, self._device_data().sets()))
+        outputs, scores = _train.evaluate_sets(self, plan, seg_params, self._device_data())
+        self._record(scores)
+        self._set_outputs(outputs)
 
     def forward(self, X):
         """The output of every layer in turn (eager, no dropout); sets each layer's ``e``."""
@@ -535,7 +399,8 @@ class EpyNN:
         if not dset.active:
             raise ValueError("predict: X_data has no samples")
         plan, seg_params = self._current_params()
-        dset.A = self._forward_segments(plan, seg_params, jnp.asarray(dset.X, float_dtype()))
+        dset.A = _train.forward_segments(self, plan, seg_params,
+                                         jnp.asarray(dset.X, float_dtype()))
         dset.P = _decide(dset.A, self._label_columns() > 1)
         return dset
 
@@ -609,39 +474,12 @@ class EpyNN:
         write_model(self, path)
 
 
-def _split_rows(A: np.ndarray, names: tuple[str, ...], sizes: tuple[int, ...]) -> dict:
-    """``{name: rows}``: consecutive blocks of ``sizes`` rows of ``A`` (views)."""
-    out, start = {}, 0
-    for name, n in zip(names, sizes):
-        out[name] = A[start:start + n]
-        start += n
-    return out
-
-
 def _same_objects(a: tuple, b: tuple) -> bool:
     """``a`` and ``b`` hold the very same objects (nested tuples compared item by item)."""
     if len(a) != len(b):
         return False
     return all(_same_objects(x, y) if isinstance(x, tuple) and isinstance(y, tuple) else x is y
                for x, y in zip(a, b))
-
-
-@dataclasses.dataclass
-class _DeviceData:
-    """The model's data sets on the device: ``X``/``Y`` concatenated in ``names`` order
-    (``sizes`` samples each); ``owners`` are the host objects they were copied from."""
-
-    owners: tuple
-    names: tuple[str, ...]
-    sizes: tuple[int, ...]
-    X: jax.Array
-    Y: jax.Array
-
-    def sets(self) -> dict:
-        """``{name: (X, Y)}``: each set's rows."""
-        X, Y = _split_rows(self.X, self.names, self.sizes), _split_rows(self.Y, self.names,
-                                                                         self.sizes)
-        return {name: (X[name], Y[name]) for name in self.names}
 
 
 def _decide(A: np.ndarray, encoded: bool) -> np.ndarray:

@@ -1,0 +1,295 @@
+"""How the facade's ``EpyNN.train()`` drives the core: an adapter, not an engine.
+
+Every epoch runs the core's compiled epoch, :func:`epynn_jax.network.epoch.run_epoch`,
+with the batch order EpyNN's generator draws on the host passed in as indices,
+EpyNN's per-layer learning rates as ONE optax transformation
+(:func:`epynn_jax.network.optim.epynn_sgd`, one schedule per layer) and the core's
+non-finite guard. This module only translates: layers to a :class:`Network`,
+``se_hPars`` to :class:`Schedule` objects, the scores to EpyNN's ``metrics`` lists,
+a failed guard to one printed line.
+
+A model with custom NumPy layers is cut into segments: runs of compiled layers
+(the core's :func:`~epynn_jax.network.epoch.forward_jit` and
+:func:`~epynn_jax.network.epoch.backward_update`, with the same optimizer) and
+the custom layers, whose own methods run eagerly between them, batch by batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.compat import _report
+from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
+from epynn_jax.compat.embedding.models import Embedding
+from epynn_jax.errors import NonFiniteError
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths.schedules import Schedule
+from epynn_jax.network import epoch as core
+from epynn_jax.network import parallel
+from epynn_jax.network.model import Network
+from epynn_jax.network.optim import epynn_sgd
+
+__all__ = ["Segment", "plan", "train_epochs", "evaluate_sets", "forward_segments"]
+
+ON_NONFINITE = ("stop", "raise", "ignore")
+
+
+@dataclasses.dataclass
+class Segment:
+    """A run of layers: ``compiled`` (built-in, one Network) or one eager custom layer."""
+
+    compiled: bool
+    indices: tuple[int, ...]
+    net: Network | None = None
+
+
+def compiled_layer(layer):
+    """The functional layer to compile for ``layer``, or None if it runs eagerly."""
+    if isinstance(layer, BuiltinLayer):
+        return layer._fl
+    return layer.__dict__.get("_adapter")
+
+
+def plan(layers: list) -> list[Segment]:
+    """Segments of the model: maximal runs of compiled layers, and each eager layer alone."""
+    segs, run = [], []
+    for i, layer in enumerate(layers):
+        if compiled_layer(layer) is not None:
+            run.append(i)
+            continue
+        if run:
+            segs.append(Segment(True, tuple(run)))
+            run = []
+        segs.append(Segment(False, (i,)))
+    if run:
+        segs.append(Segment(True, tuple(run)))
+    for s in segs:
+        if s.compiled:
+            s.net = Network(tuple(compiled_layer(layers[i]) for i in s.indices))
+    return segs
+
+
+# -- the optimizer: EpyNN's per-layer rates as one optax transformation -------------------
+
+
+def _schedule(layer) -> Schedule:
+    """The layer's schedule (from its completed ``se_hPars``); rate 0 when it does not train
+    (a built-in layer with ``trainable = False``, an eager layer's own rule)."""
+    trains = layer.trainable if isinstance(layer, BuiltinLayer) else hasattr(layer, "lrate")
+    hp = getattr(layer, "se_hPars", None) or {}
+    if not trains or not hp:
+        return Schedule(learning_rate=0.0)
+    return Schedule.from_hpars(hp)
+
+
+def optimizer(layers: list, indices, epochs: int, start: int, steps_per_epoch: int):
+    """EpyNN's SGD for layers ``indices``: epoch ``start`` at step 0, over ``epochs`` in all."""
+    own = tuple(getattr(compiled_layer(layers[i]), "update", None)
+                if not isinstance(layers[i], BuiltinLayer) else None for i in indices)
+    return epynn_sgd(tuple(_schedule(layers[i]) for i in indices), epochs, steps_per_epoch,
+                     first_epoch=start, own_updates=own)
+
+
+# -- training -----------------------------------------------------------------------------
+
+
+def _say_nonfinite(model, err: NonFiniteError) -> None:
+    """The one line a diverging run prints (always, even when quiet: it is an error)."""
+    line = (f"EpyNN.train: stopped at epoch {err.epoch}"
+            + (f", batch {err.step}" if err.step is not None else "")
+            + (f", layer {err.layer_index} ({err.layer_name})" if err.layer_name else "")
+            + ": NaN or inf; the layers keep the weights of the last good epoch "
+            "(lower the learning rate or scale the inputs)")
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _nonfinite(model, err: NonFiniteError, on_nonfinite: str) -> None:
+    model.diverged = err
+    if on_nonfinite == "raise":
+        raise err
+    _say_nonfinite(model, err)
+
+
+def train_epochs(model, start: int, stop: int, on_nonfinite: str = "stop", mesh=None) -> None:
+    """Epochs ``start..stop-1`` of ``model``; the layers' dicts are refreshed afterwards."""
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"EpyNN.train: on_nonfinite must be one of {', '.join(ON_NONFINITE)}, "
+                         f"got {on_nonfinite!r}")
+    model.diverged = None
+    segs = plan(model.layers)
+    if len(segs) == 1 and segs[0].compiled:
+        _train_compiled(model, segs[0].net, start, stop, on_nonfinite, mesh)
+    else:
+        if mesh is not None:
+            raise ValueError("EpyNN.train: mesh needs every layer compiled; this model has "
+                             "eager custom layers")
+        _train_segmented(model, segs, start, stop, on_nonfinite)
+    _report.say("", model)
+
+
+def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: str,
+                    mesh) -> None:
+    """One :func:`~epynn_jax.network.epoch.run_epoch` call per epoch; the host shuffles
+    (EpyNN's generator), records the scores and prints."""
+    names = tuple(model.metrics)
+    splits = model._device_data()
+    params = model._device_params()
+    # The Embedding (A = X, no parameters) is left out of the compiled epoch: with it the
+    # RNN workload's epoch measured up to 20 % slower (the next layer's input gradient
+    # then feeds a layer, though nothing reads it).
+    k = 1 if isinstance(model.layers[0], Embedding) else 0
+    fixed, params, train_net = params[:k], tuple(params[k:]), Network(net.layers[k:])
+    idx = model.embedding.batch_indices().astype(np.int32)
+    opt = optimizer(model.layers, range(k, len(model.layers)), stop, start, idx.shape[0])
+    state = core.TrainState(params, opt.init(params), model._key)
+    guard = on_nonfinite != "ignore"
+    if mesh is not None:
+        mesh = parallel.as_mesh(mesh)
+        parallel.check_batch_size(mesh, idx.shape[1])
+        state, splits = parallel.place(mesh, state, splits, "dtrain")
+    track = not _report.is_quiet(model) and _report.interactive()
+    t0 = time.time()
+    before = state
+    for e in range(start, stop):
+        model._set_epoch(e)
+        if e > start:
+            idx = model.embedding.batch_indices().astype(np.int32)
+        before = state
+        out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
+                             splits["dtrain"], splits, guard, idx=jnp.asarray(idx), mesh=mesh)
+        state, costs, scores = out[:3]
+        scores = jax.device_get(scores)
+        if guard:
+            watch = jax.device_get(out[3])
+            if not (bool(watch.ok) and _finite(scores)):
+                err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
+                                            offset=k)
+                state = before
+                model._store_params(fixed + state.params)
+                model._key, model._done_epochs = state.key, e
+                _nonfinite(model, err, on_nonfinite)
+                return
+        model._record(scores)
+        if track:
+            model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"),
+                            float(costs[-1]))
+        model.report()
+    model._key = state.key
+    model._store_params(fixed + state.params)
+    last_idx = jnp.asarray(idx)
+    model._pending = lambda: (core.last_step_caches(
+        train_net, opt.update, model.loss, before, splits["dtrain"], last_idx),
+        splits["dtrain"][0][last_idx[-1]])
+    model._pending_skip = k
+    model._set_outputs({name: np.asarray(core.predict_jit(train_net, state.params, X))
+                        for name, (X, _) in splits.items()})
+
+
+def _finite(scores: dict) -> bool:
+    return all(math.isfinite(float(v)) for d in scores.values() for v in d.values())
+
+
+def _train_segmented(model, segs: list[Segment], start: int, stop: int,
+                     on_nonfinite: str) -> None:
+    """Batch by batch: compiled segments through the core, custom layers eagerly."""
+    layers = model.layers
+    params = {s: tuple(to_device(layers[i].p) for i in seg.indices)
+              for s, seg in enumerate(segs) if seg.compiled}
+    idx = model.embedding.batch_indices()
+    opts = {s: optimizer(layers, seg.indices, stop, start, idx.shape[0])
+            for s, seg in enumerate(segs) if seg.compiled}
+    opt_states = {s: opts[s].init(params[s]) for s in opts}
+    splits = model._device_data()
+    X, Y = splits["dtrain"]
+    key = model._key
+    t0 = time.time()
+    last = {}
+    outputs = {}
+    for e in range(start, stop):
+        model._set_epoch(e)
+        if e > start:
+            idx = model.embedding.batch_indices()
+        cost = None
+        for b in idx:
+            b = jnp.asarray(b)
+            A, fcs = X[b], {}
+            for s, seg in enumerate(segs):
+                if seg.compiled:
+                    key, sub = jax.random.split(key)
+                    A, fcs[s] = core.forward_jit(seg.net, params[s], jnp.asarray(A, float_dtype()),
+                                                 sub, True)
+                else:
+                    A = layers[seg.indices[0]].forward(np.asarray(A))
+            cost, dA = core.loss_and_deriv(model.loss, Y[b], jnp.asarray(A, float_dtype()))
+            for s in reversed(range(len(segs))):
+                seg = segs[s]
+                if seg.compiled:
+                    dA, params[s], opt_states[s], gs, bcs = core.backward_update(
+                        seg.net, opts[s].update, params[s], opt_states[s], fcs[s],
+                        jnp.asarray(dA, float_dtype()))
+                    last[s] = (fcs[s], bcs, gs)
+                else:
+                    layer = layers[seg.indices[0]]
+                    dA = layer.backward(np.asarray(dA))
+                    layer.compute_gradients()
+                    layer.update_parameters()
+        outputs, scores = evaluate_sets(model, segs, params, splits)
+        if on_nonfinite != "ignore" and not (_finite(scores) and math.isfinite(float(cost))):
+            named = scores if not _finite(scores) else {"the last batch": {model.loss: cost}}
+            err = core.non_finite_error(Network(()), e, None, core.TrainState((), None, key),
+                                        {}, "EpyNN.train", named)
+            model._done_epochs = e
+            _store_segments(model, segs, params, last)
+            _nonfinite(model, err, on_nonfinite)
+            return
+        model._record(scores)
+        model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"), cost)
+        model.report()
+    model._key = key
+    _store_segments(model, segs, params, last)
+    model._set_outputs(outputs)
+
+
+def _store_segments(model, segs, params, last) -> None:
+    for s, seg in enumerate(segs):
+        if not seg.compiled:
+            continue
+        for j, i in enumerate(seg.indices):
+            layer = model.layers[i]
+            layer.p.clear()
+            layer.p.update(to_host(params[s][j]))
+            if s in last:
+                for name, tree in zip(("fc", "bc", "g"), last[s]):
+                    target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
+                    target.clear()
+                    target.update(to_host(tree[j]))
+
+
+def forward_segments(model, segs: list[Segment], params: dict, X) -> np.ndarray:
+    """The model's output on ``X`` (no dropout), segment by segment."""
+    A = X
+    for s, seg in enumerate(segs):
+        if seg.compiled:
+            A = core.predict_jit(seg.net, params[s], jnp.asarray(A, float_dtype()))
+        else:
+            A = model.layers[seg.indices[0]].forward(np.asarray(A))
+    return np.asarray(A)
+
+
+def evaluate_sets(model, segs: list[Segment], params: dict, splits: dict) -> tuple[dict, dict]:
+    """``(outputs, scores)`` of every data set: the model's output, then the core's metrics."""
+    outputs, scores = {}, {}
+    names = tuple(model.metrics)
+    for name, (Xs, Ys) in splits.items():
+        A = forward_segments(model, segs, params, Xs)
+        outputs[name] = A
+        scores[name] = jax.device_get(core.scores(names, Ys, jnp.asarray(A, float_dtype())))
+    return outputs, scores
