@@ -184,3 +184,11 @@ def compute_gradients(layer: GRU, p: dict, fc: dict, bc: dict) -> dict:
     for j, k in enumerate(GATES):
         g["dU" + k], g["dV" + k], g["db" + k] = dU[j], dV[j], db[j]
     return clip(layer, g)
+
+
+# GRU's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+GRU.compute_shapes = compute_shapes
+GRU.initialize_parameters = initialize_parameters
+GRU.forward = forward
+GRU.backward = backward
+GRU.compute_gradients = compute_gradients

@@ -199,3 +199,11 @@ def compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
     for j, k in enumerate(GATES):
         g["dU" + k], g["dV" + k], g["db" + k] = (s[j] for s in split)
     return clip(layer, g)
+
+
+# LSTM's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+LSTM.compute_shapes = compute_shapes
+LSTM.initialize_parameters = initialize_parameters
+LSTM.forward = forward
+LSTM.backward = backward
+LSTM.compute_gradients = compute_gradients

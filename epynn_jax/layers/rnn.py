@@ -150,3 +150,11 @@ def compute_gradients(layer: RNN, p: dict, fc: dict, bc: dict) -> dict:
         "db": jnp.sum(dh_, axis=(0, 1))[None, :],
     }
     return clip(layer, g)
+
+
+# RNN's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+RNN.compute_shapes = compute_shapes
+RNN.initialize_parameters = initialize_parameters
+RNN.forward = forward
+RNN.backward = backward
+RNN.compute_gradients = compute_gradients
