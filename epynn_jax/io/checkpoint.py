@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.errors import ModelFileError
-from epynn_jax.layers.base import Layer
+from epynn_jax.layers.base import Layer, check_bound
 from epynn_jax.network.model import Network, Params, build
 
 __all__ = [
@@ -223,6 +223,10 @@ def _decode_layer(entry: Any, i: int, resolver: _Resolver) -> Layer:
     cls = resolver.resolve(entry["class"], where)
     if not (issubclass(cls, Layer) and dataclasses.is_dataclass(cls)):
         raise ModelFileError(f"{where}: {entry['class']!r} is not a layer class")
+    try:
+        check_bound(cls)  # a module written for the earlier contract: say which lines to add
+    except TypeError as err:
+        raise ModelFileError(f"{where}: {err}") from None
     fields = _decode_fields(entry["fields"], cls, resolver, f"{where} ({cls.__name__})", 1)
     fields.pop("input_shape", None)
     return _construct(cls, fields, f"{where} ({cls.__name__})")

@@ -19,11 +19,13 @@ names (``W``, ``b``; ``X``, ``Z``, ``A``; ``dA``, ``dZ``, ``dX``; ``dW``,
 ``db``). ``g['d' + k]`` has the shape of ``p[k]``. EpyNN's ``d``, ``fs`` and
 ``bs`` are derived: ``layer.d``, ``layer.fs(m)`` and ``layer.bs(m)``.
 
-The :class:`Layer` methods of the same names dispatch to the module-level
-functions of the module that defines the layer class (searching the class's
-bases in order), so a custom layer is a module with a dataclass and five
-functions, exactly like ``layers/template.py``. A class may also override the
-methods directly.
+The layer's module binds them as the class's methods, explicitly, at its
+end (``Dense.forward = forward``), so ``layer.forward(p, X)`` *is* the call
+``forward(layer, p, X)`` and ``Dense.forward is dense.forward``. A subclass
+inherits its parent's functions and rebinds only those it changes; several
+layers may share a module. A class may also define the methods in its body.
+Making an instance of a class that leaves one of the five unbound raises a
+``TypeError`` naming the class, the function and the line to add.
 
 :func:`apply` wraps any layer's forward/backward pair in a ``jax.custom_vjp``,
 so ``jax.grad`` through a network runs the hand-written backward.
@@ -32,8 +34,10 @@ so ``jax.grad`` through a network runs the hand-written backward.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import sys
+import weakref
 from functools import partial
 from typing import Any
 
@@ -46,6 +50,7 @@ __all__ = [
     "Layer",
     "LayerError",
     "FUNCTIONS",
+    "check_bound",
     "apply",
     "gradients_to_params",
     "check_input",
@@ -73,18 +78,80 @@ def float_dtype():
     return jax.dtypes.canonicalize_dtype(float)  # no array is created (no dispatch)
 
 
-def _find_function(cls: type, name: str):
-    for klass in cls.__mro__:
-        if klass is Layer or klass is object:
-            break
-        module = sys.modules.get(klass.__module__)
-        fn = getattr(module, name, None)
-        if callable(fn) and not isinstance(fn, type):
-            return fn
-    raise NotImplementedError(
-        f"layer {cls.__name__}: no function {name!r} in module {cls.__module__!r} "
-        f"(a layer module defines {', '.join(FUNCTIONS)})"
+def _unbound(cls: type) -> list[str]:
+    """The contract functions ``cls`` still takes from :class:`Layer` (bound nowhere)."""
+    return [name for name in FUNCTIONS if getattr(cls, name) is getattr(Layer, name)]
+
+
+def _stray(cls: type) -> list[str]:
+    """Contract functions ``cls`` inherits while its module defines its own, bound nowhere.
+
+    Only a diagnosis of layers written for the old contract, in which a layer's
+    methods were looked up by name in its module: a subclass of a built-in layer
+    that defines its own ``backward`` there would now silently keep its parent's.
+    A function counts when its first parameter is named ``layer``, as in the template.
+    """
+    module = sys.modules.get(cls.__module__)
+    if module is None:
+        return []
+    names = vars(module)
+    bound = {id(fn) for obj in names.values()
+             if isinstance(obj, type) and issubclass(obj, Layer) for fn in vars(obj).values()}
+    stray = []
+    for name in FUNCTIONS:
+        fn = names.get(name)
+        if (inspect.isfunction(fn) and fn.__module__ == cls.__module__
+                and getattr(cls, name) not in (fn, getattr(Layer, name)) and id(fn) not in bound
+                and next(iter(inspect.signature(fn).parameters), None) == "layer"):
+            stray.append(name)
+    return stray
+
+
+def _binding_error(cls: type, missing: list[str], stray: list[str]) -> TypeError:
+    """The error for a layer class whose methods are not all bound, saying what to add."""
+    module = sys.modules.get(cls.__module__)
+    defined = [n for n in missing if inspect.isfunction(getattr(module, n, None))]
+    what = [f"does not bind {', '.join(missing)}"] if missing else []
+    for name in stray:
+        owner = next(k for k in cls.__mro__ if name in vars(k))
+        what.append(f"keeps {owner.__name__}'s {name} although its module defines its own "
+                    f"{name}(layer, ...)")
+    old = (" (layers no longer look their functions up in their module by name)"
+           if stray or defined else "")
+    lines = "\n".join(f"    {cls.__name__}.{n} = {n}" for n in FUNCTIONS
+                      if n in missing or n in stray)
+    undefined = [n for n in missing if n not in defined]
+    them = "them" if len(undefined) > 1 else "it"
+    note = (f"\n(module {cls.__module__!r} defines no {', '.join(undefined)} yet: write "
+            f"{them} first, as the template does)" if undefined else "")
+    return TypeError(
+        f"layer {cls.__name__} {'; it '.join(what)}{old}. A layer's methods are the "
+        f"functions of its module, bound explicitly after them: add at the end of module "
+        f"{cls.__module__!r}, as epynn_jax/layers/template.py does:\n{lines}{note}"
     )
+
+
+def _declaration_only(layer: Layer, name: str) -> TypeError:
+    """The error of calling one of :class:`Layer`'s declarations (``super().forward``)."""
+    cls = type(layer).__name__
+    return TypeError(
+        f"{cls}: Layer.{name} only declares the contract's signature and has no body to "
+        f"call; {cls} binds its own {name} (``{cls}.{name} = {name}`` at the end of its module)"
+    )
+
+
+def check_bound(cls: type) -> None:
+    """Raise a ``TypeError`` unless layer class ``cls`` binds the five contract functions.
+
+    :class:`Layer` runs it when a class makes its first instance, so an incomplete
+    layer fails where it is made, before any tracing.
+    """
+    missing, stray = _unbound(cls), _stray(cls)
+    if missing or stray:
+        raise _binding_error(cls, missing, stray)
+
+
+_CHECKED: weakref.WeakSet = weakref.WeakSet()  # layer classes that passed check_bound
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,29 +173,44 @@ class Layer:
         super().__init_subclass__(**kwargs)
         jax.tree_util.register_static(cls)
 
-    # -- the contract: dispatch to the layer module's pure functions ---------
+    def __new__(cls, *args: Any, **kwargs: Any) -> Layer:
+        # Checked on the first instance, not at class creation: a module binds the
+        # functions after the class statement, at its end.
+        if cls not in _CHECKED:
+            check_bound(cls)
+            _CHECKED.add(cls)
+        return super().__new__(cls)
+
+    # -- the contract: each layer binds its module's functions over these ------
+    # ``Dense.forward = forward`` at the end of layers/dense.py; these only
+    # declare the signatures (an instance of a class that leaves one of them
+    # unbound cannot be made, see check_bound).
 
     def compute_shapes(self, X_shape: tuple[int, ...]) -> Layer:
-        """Return this layer with ``input_shape`` set from ``X_shape`` (no batch axis)."""
-        return _find_function(type(self), "compute_shapes")(self, tuple(X_shape))
+        """Return this layer with ``input_shape`` set from ``X_shape`` (no batch axis).
+
+        Bound per layer to its module's function (``Dense.compute_shapes`` is
+        ``dense.compute_shapes``), like the four methods below.
+        """
+        raise _declaration_only(self, "compute_shapes")
 
     def initialize_parameters(self, key: jax.Array) -> Params:
         """Return the parameter dict ``p``."""
-        return _find_function(type(self), "initialize_parameters")(self, key)
+        raise _declaration_only(self, "initialize_parameters")
 
     def forward(
         self, p: Params, X: jax.Array, key: jax.Array | None = None, training: bool = False
     ) -> tuple[jax.Array, Cache]:
         """Return ``(A, fc)``."""
-        return _find_function(type(self), "forward")(self, p, X, key, training)
+        raise _declaration_only(self, "forward")
 
     def backward(self, p: Params, fc: Cache, dA: jax.Array) -> tuple[jax.Array, Cache]:
         """Return ``(dX, bc)``."""
-        return _find_function(type(self), "backward")(self, p, fc, dA)
+        raise _declaration_only(self, "backward")
 
     def compute_gradients(self, p: Params, fc: Cache, bc: Cache) -> Params:
         """Return the gradient dict ``g`` (``g['dW']`` shaped like ``p['W']``)."""
-        return _find_function(type(self), "compute_gradients")(self, p, fc, bc)
+        raise _declaration_only(self, "compute_gradients")
 
     # -- derived descriptions -------------------------------------------------
 

@@ -291,3 +291,11 @@ def compute_gradients(layer: Convolution, p: dict, fc: dict, bc: dict) -> dict:
     dW = _kernel_grad(layer, _pad(layer, fc["X"]).astype(dZ.dtype), dZ)
     db = jnp.sum(dZ, axis=(0, 1, 2))
     return {"dW": dW, "db": db if layer.use_bias else jnp.zeros_like(db)}
+
+
+# Convolution's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Convolution.compute_shapes = compute_shapes
+Convolution.initialize_parameters = initialize_parameters
+Convolution.forward = forward
+Convolution.backward = backward
+Convolution.compute_gradients = compute_gradients

@@ -89,3 +89,11 @@ def compute_gradients(layer: Dense, p: dict, fc: dict, bc: dict) -> dict:
     """dW = X^T . dZ; db = sum over the batch of dZ."""
     dZ = bc["dZ"]
     return {"dW": jnp.dot(fc["X"].T, dZ), "db": jnp.sum(dZ, axis=0, keepdims=True)}
+
+
+# Dense's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Dense.compute_shapes = compute_shapes
+Dense.initialize_parameters = initialize_parameters
+Dense.forward = forward
+Dense.backward = backward
+Dense.compute_gradients = compute_gradients

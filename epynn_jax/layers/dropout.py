@@ -92,3 +92,11 @@ def backward(layer: Dropout, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Dropout, p: dict, fc: dict, bc: dict) -> dict:
     """No parameters."""
     return {}
+
+
+# Dropout's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Dropout.compute_shapes = compute_shapes
+Dropout.initialize_parameters = initialize_parameters
+Dropout.forward = forward
+Dropout.backward = backward
+Dropout.compute_gradients = compute_gradients

@@ -59,3 +59,11 @@ def backward(layer: Embedding, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Embedding, p: dict, fc: dict, bc: dict) -> dict:
     """No parameters."""
     return {}
+
+
+# Embedding's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Embedding.compute_shapes = compute_shapes
+Embedding.initialize_parameters = initialize_parameters
+Embedding.forward = forward
+Embedding.backward = backward
+Embedding.compute_gradients = compute_gradients

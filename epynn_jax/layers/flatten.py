@@ -46,3 +46,11 @@ def backward(layer: Flatten, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Flatten, p: dict, fc: dict, bc: dict) -> dict:
     """No parameters."""
     return {}
+
+
+# Flatten's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Flatten.compute_shapes = compute_shapes
+Flatten.initialize_parameters = initialize_parameters
+Flatten.forward = forward
+Flatten.backward = backward
+Flatten.compute_gradients = compute_gradients

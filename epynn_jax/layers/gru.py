@@ -34,8 +34,8 @@ Gradients, summed over the batch and the steps::
     dbk = sum_t sum_m dk_
 
 Implementation (same numbers, less kept per step): each step is ONE product
-[X_t hp] . [[U], [V]] (``_recurrent.joint_product``: on CPU its forward is
-2.5-3x faster than the input terms of all steps computed before the scan);
+[X_t hp] . [[U], [V]] (``_recurrent.joint_product``; why, and what it was
+measured to save: ``docs/performance.md``, "Recurrent layers");
 ``hp`` is ``h`` shifted by one step, computed after it; f' of tanh and
 sigmoid is taken from the activation (1 - a^2, a (1 - a)). So under ``jit``
 XLA drops the pre-activations from the training step, and an evaluation
@@ -112,11 +112,6 @@ def initialize_parameters(layer: GRU, key: jax.Array) -> dict:
 def forward(layer: GRU, p: dict, X: jax.Array, key=None, training: bool = False):
     """One scan over time. ``fc``: X, h, hp, hh_, hh, z, z_, r, r_, A."""
     check_sequence(layer, p["Uz"].shape[0], X)
-    return _forward(layer, p, X)
-
-
-@jax.jit
-def _forward(layer: GRU, p: dict, X: jax.Array):
     u = layer.unit_cells
     # [x hp] . W gives X_t . [Uz Ur Uhh] + hp . [Vz Vr 0]: Vhh multiplies r * hp, after r
     V = jnp.concatenate([stack_gates(p, "V", ("z", "r")), jnp.zeros_like(p["Vhh"])], axis=-1)
@@ -146,11 +141,6 @@ def _forward(layer: GRU, p: dict, X: jax.Array):
 def backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dhh_, dz_, dr_, dX."""
     check_dA(layer, dA, fc["h"])
-    return _backward(layer, p, fc, dA)
-
-
-@jax.jit
-def _backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
     u = layer.unit_cells
     dA = full_dA(layer, dA, fc["h"])
     Vzr = stack_gates(p, "V", ("z", "r"))
@@ -181,11 +171,6 @@ def _backward(layer: GRU, p: dict, fc: dict, dA: jax.Array):
 
 def compute_gradients(layer: GRU, p: dict, fc: dict, bc: dict) -> dict:
     """dUk, dVk, dbk for k in z, r, hh (dVhh from r * hp); then EpyNN's clipping if enabled."""
-    return _compute_gradients(layer, p, fc, bc)
-
-
-@jax.jit
-def _compute_gradients(layer: GRU, p: dict, fc: dict, bc: dict) -> dict:
     dgates = jnp.concatenate([bc["d" + k + "_"] for k in GATES], axis=-1)  # (m, s, 3u)
     X = fc["X"].astype(dgates.dtype)
     hp = fc["hp"]
@@ -199,3 +184,11 @@ def _compute_gradients(layer: GRU, p: dict, fc: dict, bc: dict) -> dict:
     for j, k in enumerate(GATES):
         g["dU" + k], g["dV" + k], g["db" + k] = dU[j], dV[j], db[j]
     return clip(layer, g)
+
+
+# GRU's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+GRU.compute_shapes = compute_shapes
+GRU.initialize_parameters = initialize_parameters
+GRU.forward = forward
+GRU.backward = backward
+GRU.compute_gradients = compute_gradients

@@ -37,8 +37,8 @@ Gradients for each gate k, summed over the batch and the steps::
     dUk = sum_t X_t^T . dk_     dVk = sum_t hp_t^T . dk_     dbk = sum_t sum_m dk_
 
 Implementation (same numbers, less kept per step): each step is ONE product
-[X_t hp] . [[U], [V]] (``_recurrent.joint_product``: on CPU its forward is
-2.5-3x faster than the input terms of all steps computed before the scan);
+[X_t hp] . [[U], [V]] (``_recurrent.joint_product``; why, and what it was
+measured to save: ``docs/performance.md``, "Recurrent layers");
 ``hp`` and ``Cp_`` are ``h`` and ``C_`` shifted by one step, computed after
 it; f' of tanh and sigmoid is taken from the activation (1 - a^2, a (1 - a)).
 So under ``jit`` XLA drops the pre-activations from the training step, and an
@@ -124,11 +124,6 @@ def initialize_parameters(layer: LSTM, key: jax.Array) -> dict:
 def forward(layer: LSTM, p: dict, X: jax.Array, key=None, training: bool = False):
     """One scan over time. ``fc``: X, h, hp, o_, o, i_, i, f_, f, g_, g, C_, Cp_, C, A."""
     check_sequence(layer, p["Uf"].shape[0], X)
-    return _forward(layer, p, X)
-
-
-@jax.jit
-def _forward(layer: LSTM, p: dict, X: jax.Array):
     act = layer.gate_activations
     W = joint_weights(stack_gates(p, "U", GATES), stack_gates(p, "V", GATES))  # (e + u, 4u)
     b = stack_gates(p, "b", GATES)  # (1, 4u)
@@ -155,11 +150,6 @@ def backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc``: dA, dh_, dh, dhn, dC_, dC, dCn, do_, dg_, di_,
     df_, dX (EpyNN's never-used ``dz_`` is left out)."""
     check_dA(layer, dA, fc["h"])
-    return _backward(layer, p, fc, dA)
-
-
-@jax.jit
-def _backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
     dA = full_dA(layer, dA, fc["h"])
     act = layer.gate_activations
     V = stack_gates(p, "V", GATES)
@@ -199,11 +189,6 @@ def _backward(layer: LSTM, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
     """dUk, dVk, dbk for k in f, i, g, o (one contraction over m and s for all four
     gates); then EpyNN's clipping if enabled."""
-    return _compute_gradients(layer, p, fc, bc)
-
-
-@jax.jit
-def _compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
     dgates = jnp.concatenate([bc["d" + k + "_"] for k in GATES], axis=-1)  # (m, s, 4u)
     X = fc["X"].astype(dgates.dtype)
     dU = jnp.einsum("mse,msk->ek", X, dgates)
@@ -214,3 +199,11 @@ def _compute_gradients(layer: LSTM, p: dict, fc: dict, bc: dict) -> dict:
     for j, k in enumerate(GATES):
         g["dU" + k], g["dV" + k], g["db" + k] = (s[j] for s in split)
     return clip(layer, g)
+
+
+# LSTM's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+LSTM.compute_shapes = compute_shapes
+LSTM.initialize_parameters = initialize_parameters
+LSTM.forward = forward
+LSTM.backward = backward
+LSTM.compute_gradients = compute_gradients

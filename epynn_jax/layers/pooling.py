@@ -182,3 +182,11 @@ def backward(layer: Pooling, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Pooling, p: dict, fc: dict, bc: dict) -> dict:
     """No parameters."""
     return {}
+
+
+# Pooling's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Pooling.compute_shapes = compute_shapes
+Pooling.initialize_parameters = initialize_parameters
+Pooling.forward = forward
+Pooling.backward = backward
+Pooling.compute_gradients = compute_gradients

@@ -25,8 +25,8 @@ Gradients, summed over the batch and the steps (one contraction each)::
     dU = sum_t X_t^T . dh__t     dV = sum_t hp_t^T . dh__t     db = sum_t sum_m dh__t
 
 Implementation (same numbers, less kept per step): each step is ONE product
-[X_t hp] . [[U], [V]] (``_recurrent.joint_product``: on CPU its forward is
-2.5-3x faster than the input terms of all steps computed before the scan);
+[X_t hp] . [[U], [V]] (``_recurrent.joint_product``; why, and what it was
+measured to save: ``docs/performance.md``, "Recurrent layers");
 ``hp`` is ``h`` shifted by one step, computed after it; f' of tanh and
 sigmoid is taken from the activation (1 - a^2, a (1 - a)). So under ``jit``
 XLA drops the pre-activations from the training step, and an evaluation
@@ -106,11 +106,6 @@ def initialize_parameters(layer: RNN, key: jax.Array) -> dict:
 def forward(layer: RNN, p: dict, X: jax.Array, key=None, training: bool = False):
     """One scan over time. ``fc = {'X', 'h_', 'h', 'hp', 'A'}``, caches (m, s, u)."""
     check_sequence(layer, p["U"].shape[0], X)
-    return _forward(layer, p, X)
-
-
-@jax.jit
-def _forward(layer: RNN, p: dict, X: jax.Array):
     W = joint_weights(p["U"], p["V"])  # (e + u, u)
 
     def step(hp, x):
@@ -129,11 +124,6 @@ def _forward(layer: RNN, p: dict, X: jax.Array):
 def backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     """One reverse scan over time. ``bc = {'dA', 'dhn', 'dh_', 'dh', 'dX'}``, (m, s, .)."""
     check_dA(layer, dA, fc["h"])
-    return _backward(layer, p, fc, dA)
-
-
-@jax.jit
-def _backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
     dA = full_dA(layer, dA, fc["h"])
 
     def step(dhn, xs):
@@ -152,11 +142,6 @@ def _backward(layer: RNN, p: dict, fc: dict, dA: jax.Array):
 
 def compute_gradients(layer: RNN, p: dict, fc: dict, bc: dict) -> dict:
     """dU, dV (contractions over m and s), db (1, u); then EpyNN's clipping if enabled."""
-    return _compute_gradients(layer, p, fc, bc)
-
-
-@jax.jit
-def _compute_gradients(layer: RNN, p: dict, fc: dict, bc: dict) -> dict:
     dh_ = bc["dh_"]
     X = fc["X"].astype(dh_.dtype)
     g = {
@@ -165,3 +150,11 @@ def _compute_gradients(layer: RNN, p: dict, fc: dict, bc: dict) -> dict:
         "db": jnp.sum(dh_, axis=(0, 1))[None, :],
     }
     return clip(layer, g)
+
+
+# RNN's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+RNN.compute_shapes = compute_shapes
+RNN.initialize_parameters = initialize_parameters
+RNN.forward = forward
+RNN.backward = backward
+RNN.compute_gradients = compute_gradients

@@ -1,7 +1,8 @@
 """Template: the identity layer, and the pattern for writing your own.
 
-Copy this module to start a custom layer: keep the frozen dataclass and the
-five functions in this order, then fill in the math.
+Copy this module to start a custom layer: keep the frozen dataclass, the
+five functions in this order and the five lines at the end that bind them
+as the class's methods (rename ``Template`` there too), then fill in the math.
 
 Shapes (m = batch size): X (m, ...) -> A (m, ...), dA (m, ...) -> dX (m, ...).
 Forward A = X; backward dX = dA; no parameters, no gradients.
@@ -49,3 +50,11 @@ def backward(layer: Template, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: Template, p: dict, fc: dict, bc: dict) -> dict:
     """No parameters: ``g = {}``."""
     return {}
+
+
+# Template's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Template.compute_shapes = compute_shapes
+Template.initialize_parameters = initialize_parameters
+Template.forward = forward
+Template.backward = backward
+Template.compute_gradients = compute_gradients

@@ -42,3 +42,11 @@ def backward(layer: BadScale, p: dict, fc: dict, dA: jax.Array):
 def compute_gradients(layer: BadScale, p: dict, fc: dict, bc: dict) -> dict:
     # Deliberately wrong: dL/dc is sum(dA); the factor a does not belong here.
     return {"da": jnp.sum(bc["dA"] * fc["X"], axis=0), "dc": jnp.sum(bc["dA"] * p["a"], axis=0)}
+
+
+# BadScale's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+BadScale.compute_shapes = compute_shapes
+BadScale.initialize_parameters = initialize_parameters
+BadScale.forward = forward
+BadScale.backward = backward
+BadScale.compute_gradients = compute_gradients

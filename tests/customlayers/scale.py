@@ -41,3 +41,11 @@ def backward(layer: Scale, p: dict, fc: dict, dA: jax.Array):
 
 def compute_gradients(layer: Scale, p: dict, fc: dict, bc: dict) -> dict:
     return {"da": jnp.sum(bc["dA"] * fc["X"], axis=0), "dc": jnp.sum(bc["dA"], axis=0)}
+
+
+# Scale's methods are the five functions above: layer.forward(...) is forward(layer, ...).
+Scale.compute_shapes = compute_shapes
+Scale.initialize_parameters = initialize_parameters
+Scale.forward = forward
+Scale.backward = backward
+Scale.compute_gradients = compute_gradients

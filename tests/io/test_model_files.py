@@ -207,6 +207,12 @@ CUSTOM = textwrap.dedent('''
 
     def compute_gradients(layer, p, fc, bc):
         return {"ds": jnp.sum(bc["dA"] * fc["X"] * layer.factor, axis=0, keepdims=True)}
+
+    Scale.compute_shapes = compute_shapes
+    Scale.initialize_parameters = initialize_parameters
+    Scale.forward = forward
+    Scale.backward = backward
+    Scale.compute_gradients = compute_gradients
 ''')
 
 
@@ -251,6 +257,21 @@ def test_allowed_but_missing_module_is_named(custom_module, tmp_path):
     _rewrite(path, path, {"model.json": lambda b: b.replace(name.encode(), b"no_such_mod_xyz")})
     with pytest.raises(ModelFileError, match="cannot import module 'no_such_mod_xyz'"):
         load_model(path, allow_modules=("no_such_mod_xyz",))
+
+
+def test_custom_layer_module_that_no_longer_binds_its_functions_is_named(custom_module,
+                                                                          tmp_path):
+    """A model saved with a layer whose module has since lost its five binding lines (or
+    predates them): the loader says which lines the module needs, as a ModelFileError."""
+    name, module = custom_module
+    net = network.build([module.Scale()], (4,))
+    path = save_model(tmp_path / "m.epynn", net, network.init(net, jax.random.key(0)))
+    unbound = CUSTOM[:CUSTOM.index("\nScale.compute_shapes =")]
+    (tmp_path / f"{name}.py").write_text(unbound)
+    sys.modules.pop(name, None)
+    with pytest.raises(ModelFileError, match=r"layer 0: layer Scale does not bind compute_shapes"
+                                             r"(.|\n)*    Scale\.forward = forward"):
+        load_model(path, allow_modules=(name,))
 
 
 # -- rejections of bad files ------------------------------------------------------------------
