@@ -5,7 +5,8 @@ File format (version 1): a zip archive holding
 - ``model.json``: ``{"format": "epynn_jax.model", "version": 1, "input_shape": [...],
   "layers": [{"class": "module:QualName", "fields": {...}}, ...],
   "arrays": {name: {"file": "arrays/N.npy", "shape": [...], "dtype": "<f4"}},
-  "metadata": {...}, "history": {...} | null, "checkpoint": {...} | null}``.
+  "metadata": {...}, "history": {...} | null, "checkpoint": {...} | null,
+  "extras": {...} | null}``.
   Layer fields are the dataclass fields, JSON-encoded: tuples as
   ``{"__tuple__": [...]}``, non-finite floats as ``{"__float__": "nan"}``,
   nested frozen dataclasses (``ActivationHPars``) as
@@ -14,6 +15,13 @@ File format (version 1): a zip archive holding
   parameters ``params/<layer>/<key>``, and in a checkpoint the optimizer state
   leaves ``opt_state/<j>`` (``jax.tree_util.tree_flatten`` order) and the PRNG
   key ``key`` (its ``jax.random.key_data``).
+
+``extras`` is a validated place for what another layer of the library (the
+EpyNN facade) stores next to the network: a JSON object whose depth, size,
+strings, numbers (finite floats, 64-bit ints) and value types are checked by
+:func:`check_extras` before anything is built. Every member is stored
+uncompressed, and a compressed member is refused, so no member can expand in
+memory beyond its size on disk (no zip bomb).
 
 Loading never runs code from the file: nothing is unpickled, arrays are read
 from their validated ``.npy`` headers (numeric dtypes only), every parameter is
@@ -65,6 +73,9 @@ __all__ = [
     "load_checkpoint",
     "restore_opt_state",
     "encode_layer",
+    "atomic_write",
+    "check_extras",
+    "read_format",
 ]
 
 FORMAT = "epynn_jax.model"
@@ -76,6 +87,10 @@ MAX_DEPTH = 32
 _NPY_HEADER_MAX = 2**16
 _PARAM_KINDS = "f"
 _STATE_KINDS = "fiub"
+MAX_EXTRAS_DEPTH = 16
+MAX_EXTRAS_ITEMS = 2**22
+MAX_EXTRAS_STRING = 2**20
+_INT64 = 2**63
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -86,7 +101,8 @@ class Model(NamedTuple):
     optimizer state rebuilt for the ``optimizer`` given to
     :func:`load_checkpoint`, or the tuple of its leaves when none was given
     (see :func:`restore_opt_state`). ``key`` and ``epoch`` (epochs completed)
-    are ``None`` unless saved.
+    are ``None`` unless saved; ``extras`` is the file's validated extras
+    section (see :func:`check_extras`), ``None`` when it has none.
     """
 
     net: Network
@@ -96,6 +112,7 @@ class Model(NamedTuple):
     opt_state: Any = None
     key: jax.Array | None = None
     epoch: int | None = None
+    extras: dict | None = None
 
 
 # -- encoding layers -------------------------------------------------------------------
@@ -337,6 +354,95 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
     return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
 
 
+# -- extras: a validated JSON section for other parts of the library -------------------
+
+
+def _extras_path(path: tuple) -> str:
+    return "extras" + "".join(f"[{k!r}]" for k in path)
+
+
+def _check_extras_value(value: Any, path: tuple, count: list, error: type) -> None:
+    """Check one value (recursively; the depth is bounded before each step down)."""
+    count[0] += 1
+    if count[0] > MAX_EXTRAS_ITEMS:
+        raise error(f"extras: more than {MAX_EXTRAS_ITEMS} values")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not -_INT64 <= value < _INT64:
+            raise error(f"{_extras_path(path)}: integer outside the 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise error(f"{_extras_path(path)}: non-finite number {value!r}")
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_EXTRAS_STRING:
+            raise error(f"{_extras_path(path)}: string longer than {MAX_EXTRAS_STRING}")
+        return
+    if not isinstance(value, (list, dict)):
+        raise error(f"{_extras_path(path)}: unsupported value of type {type(value).__name__}")
+    if len(path) >= MAX_EXTRAS_DEPTH:
+        raise error(f"{_extras_path(path)}: nested deeper than {MAX_EXTRAS_DEPTH} levels")
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for k, v in items:
+        if isinstance(value, dict) and (not isinstance(k, str) or len(k) > MAX_EXTRAS_STRING):
+            raise error(f"{_extras_path(path)}: invalid key {str(k)[:80]!r}")
+        _check_extras_value(v, (*path, k), count, error)
+
+
+def check_extras(extras: Any, error: type[Exception] = ModelFileError) -> dict | None:
+    """Return ``extras`` if it is ``None`` or a valid extras section, else raise ``error``.
+
+    Valid: a dict whose values are JSON values (``None``, bool, int in the
+    64-bit range, finite float, str, list, dict with str keys), at most
+    ``MAX_EXTRAS_DEPTH`` levels deep, ``MAX_EXTRAS_ITEMS`` values in all and
+    strings (keys included) of at most ``MAX_EXTRAS_STRING`` characters.
+    :func:`load_model` checks a file's section with this before it builds
+    anything; :func:`save_model` checks what it is given (``error=ValueError``).
+    The caller still checks the meaning of its own fields.
+    """
+    if extras is None:
+        return None
+    if not isinstance(extras, dict):
+        raise error(f"extras must be a JSON object, got {type(extras).__name__}")
+    _check_extras_value(extras, (), [0], error)
+    return extras
+
+
+def _check_members(zf: zipfile.ZipFile) -> None:
+    """Refuse compressed or encrypted members: save_model stores every member as is,
+    so no member of a valid file can expand in memory beyond its size on disk."""
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ModelFileError(f"member {info.filename[:200]!r} is compressed or encrypted; "
+                                 "model files store their members uncompressed")
+
+
+def read_format(path: str | os.PathLike) -> tuple[Any, Any]:
+    """``(format, version)`` as declared by the ``model.json`` of the zip file at ``path``.
+
+    Reads nothing but that member, within the loader's size limit, and checks
+    nothing else: for telling a user what a file that :func:`load_model`
+    refused is (an older format, another program's zip). ``(None, None)``
+    when the file is no zip with a readable ``model.json`` (an ``OSError``
+    opening it propagates).
+    """
+    with open(path, "rb") as f:
+        try:
+            with zipfile.ZipFile(f) as zf:
+                info = zf.getinfo(MODEL_JSON)
+                if info.file_size > MAX_JSON_BYTES:
+                    return None, None
+                with zf.open(info) as fp:
+                    doc = json.loads(fp.read(MAX_JSON_BYTES + 1).decode("utf-8"))
+        except Exception:  # noqa: BLE001 - whatever the bytes: no declared format
+            return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    return doc.get("format"), doc.get("version")
+
+
 # -- writing -------------------------------------------------------------------------------
 
 
@@ -390,12 +496,27 @@ def _key_entry(key: Any) -> tuple[np.ndarray, dict]:
     return _host_array(arr, "key", "u")
 
 
+def _extras_doc(extras: Mapping | None) -> dict | None:
+    if extras is None:
+        return None
+    if not isinstance(extras, Mapping):
+        raise TypeError(f"save_model: extras must be a mapping, got {type(extras).__name__}")
+    doc = _json_dict(dict(extras), "extras")
+    try:
+        return check_extras(doc, ValueError)
+    except ValueError as err:
+        raise ValueError(f"save_model: {err}") from None
+
+
 def save_model(path: str | os.PathLike, net: Network, params: Params, *,
                metadata: Mapping | None = None, opt_state: Any = None, key: Any = None,
-               history: Mapping | None = None, epoch: int | None = None) -> Path:
+               history: Mapping | None = None, epoch: int | None = None,
+               extras: Mapping | None = None) -> Path:
     """Save ``net`` and ``params`` (and optionally training state) to ``path``, atomically.
 
-    ``metadata`` and ``history`` must be JSON-serializable. With ``opt_state``
+    ``metadata`` and ``history`` must be JSON-serializable; ``extras`` (a
+    section another part of the library keeps next to the network, returned
+    as ``Model.extras``) must pass :func:`check_extras`. With ``opt_state``
     (any optax state pytree; its leaves are stored), ``key`` (a ``jax.random``
     key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`).
     Raises ``TypeError``/``ValueError`` for arguments that cannot be stored
@@ -403,6 +524,7 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     anything is written. Returns the path.
     """
     arrays = _param_arrays(net, params)
+    extras_doc = _extras_doc(extras)
     index = {name: _host_array(a, name, _PARAM_KINDS)[1] for name, a in arrays.items()}
     checkpoint = None
     if opt_state is not None or key is not None or epoch is not None:
@@ -426,6 +548,7 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         "metadata": _json_dict(dict(metadata or {}), "metadata"),
         "history": None if history is None else _json_dict(history, "history"),
         "checkpoint": checkpoint,
+        "extras": extras_doc,
     }
     text = json.dumps(doc, indent=1).encode()
 
@@ -562,7 +685,9 @@ def _check_history(history: Any) -> dict | None:
 
 
 def _parse(zf: zipfile.ZipFile, path: Path, resolver: _Resolver) -> Model:
+    _check_members(zf)
     doc = _read_doc(zf)
+    extras = check_extras(doc.get("extras"))
     net = _build_network(doc, resolver)
     arrays = _read_arrays(zf, net, doc)
     history = _check_history(doc.get("history"))
@@ -578,7 +703,7 @@ def _parse(zf: zipfile.ZipFile, path: Path, resolver: _Resolver) -> Model:
         opt_state = tuple(
             _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
             for j in range(ck["opt_state"]))
-    return Model(net, params, doc["metadata"], history, opt_state, key, epoch)
+    return Model(net, params, doc["metadata"], history, opt_state, key, epoch, extras)
 
 
 def _load(path: str | os.PathLike, allow_modules: Sequence[str],

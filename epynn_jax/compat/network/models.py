@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.compat import _report
+from epynn_jax.compat import _modelfile, _report
 from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
 from epynn_jax.compat._traced import try_trace
 from epynn_jax.compat.commons.io import encode_dataset, scale_features
@@ -469,9 +469,12 @@ class EpyNN:
             pyplot_metrics(self, path)
 
     def write(self, path: str | None = None) -> None:
-        """Save the model (weights, architecture, vocabulary, metrics; no pickle)."""
-        from epynn_jax.compat.commons.library import write_model
-        write_model(self, path)
+        """Save the model (weights, architecture, vocabulary, metrics; no pickle), atomically.
+
+        Raises ``ValueError`` naming the layer and key for NaN or inf weights,
+        before anything is written.
+        """
+        _modelfile.write_model(self, path)
 
 
 def _same_objects(a: tuple, b: tuple) -> bool:
