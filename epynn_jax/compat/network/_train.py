@@ -2,7 +2,7 @@
 
 Every epoch runs the core's compiled epoch, :func:`epynn_jax.network.epoch.run_epoch`,
 with the batch order EpyNN's generator draws on the host passed in as indices,
-EpyNN's per-layer learning rates as ONE optax transformation
+EpyNN's per-layer learning rates as ONE gradient transformation
 (:func:`epynn_jax.network.optim.epynn_sgd`, one schedule per layer) and the core's
 non-finite guard. This module only translates: layers to a :class:`Network`,
 ``se_hPars`` to :class:`Schedule` objects, the scores to EpyNN's ``metrics`` lists,
@@ -76,7 +76,7 @@ def plan(layers: list) -> list[Segment]:
     return segs
 
 
-# -- the optimizer: EpyNN's per-layer rates as one optax transformation -------------------
+# -- the optimizer: EpyNN's per-layer rates as one gradient transformation -------------------
 
 
 def _schedule(layer) -> Schedule:

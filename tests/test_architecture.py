@@ -1,0 +1,99 @@
+"""The import rules of docs/architecture.md, checked on the source (function-level imports
+included: a lazy import that points up is still an import)."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "epynn_jax"
+
+# room (module prefix) -> the rooms of ours it may import, besides itself
+ALLOWED = {
+    "epynn_jax.errors": (),
+    "epynn_jax.config": (),
+    "epynn_jax.maths": ("epynn_jax.errors",),
+    "epynn_jax.layers": ("epynn_jax.maths", "epynn_jax.errors"),
+    "epynn_jax.data": ("epynn_jax.maths", "epynn_jax.errors"),
+    "epynn_jax.network": ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.errors"),
+    "epynn_jax.io": ("epynn_jax.network", "epynn_jax.layers", "epynn_jax.maths",
+                     "epynn_jax.data", "epynn_jax.errors"),
+    "epynn_jax.testing": ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.network",
+                          "epynn_jax.errors"),
+}
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path) -> set[str]:
+    """Every ``epynn_jax`` module ``path`` imports, anywhere in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("epynn_jax")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
+                and node.module.startswith("epynn_jax"):
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _room(name: str) -> str | None:
+    matches = [r for r in ALLOWED if name == r or name.startswith(r + ".")]
+    return max(matches, key=len) if matches else None
+
+
+def _within(target: str, rooms) -> bool:
+    return any(target == r or target.startswith(r + ".") for r in rooms)
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_one_way(path):
+    name = _module_name(path)
+    room = _room(name)
+    targets = _imports(path)
+    if not name.startswith(("epynn_jax.compat", "epynn_jax.cli", "epynn_jax.__main__")):
+        up = sorted(t for t in targets if _within(t, ("epynn_jax.compat", "epynn_jax.cli")))
+        assert not up, f"{name} imports the facade or the command: {up}"
+    if room is None:
+        return
+    allowed = (room, *ALLOWED[room])
+    bad = sorted(t for t in targets if not _within(t, allowed)
+                 and t not in ("epynn_jax.__version__",))
+    assert not bad, f"{name} ({room}) imports {bad}; docs/architecture.md allows {allowed}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "layers").glob("*.py")),
+                         ids=lambda p: p.name)
+def test_a_layer_imports_only_maths_the_base_and_private_helpers(path):
+    if path.name in ("__init__.py",):
+        return
+    for t in _imports(path):
+        ok = _within(t, ("epynn_jax.maths", "epynn_jax.errors", "epynn_jax.layers.base")) or (
+            t.startswith("epynn_jax.layers._"))
+        assert ok, f"layers/{path.name} imports {t}"
+
+
+def test_network_never_imports_io():
+    for path in (PACKAGE / "network").glob("*.py"):
+        assert not [t for t in _imports(path) if _within(t, ("epynn_jax.io",))], path
+
+
+def test_compat_has_no_scan_optimizer_or_metric_code_of_its_own():
+    for path in (PACKAGE / "compat").rglob("*.py"):
+        text = path.read_text()
+        for word in ("lax.scan", "optax", "apply_updates"):
+            assert word not in text, f"{path.relative_to(PACKAGE)} uses {word}"
+
+
+def test_the_rules_are_those_of_the_page():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    for room in ("maths/", "layers/", "network/epoch.py", "io/checkpointing.py", "compat/"):
+        assert f"`{room}`" in page
