@@ -5,20 +5,29 @@
     epynn-jax list                                   the bundled examples and their models
     epynn-jax train EXAMPLE [--model NAME] [--epochs N] [--seed S] [--batch-size B]
                     [--lr LR] [--out DIR] [--quick] [--synthetic] [--cache-dir DIR]
+                    [--no-plot] [--resume CHECKPOINT]
     epynn-jax info MODEL                             what a model file holds
-    epynn-jax predict MODEL INPUT.npy [--out OUT.npy]
+    epynn-jax predict MODEL INPUT.npy [--out OUT]
 
 ``python -m epynn_jax`` is the same command. Errors a user can cause (a bad
-argument, a missing or corrupt file, data that does not fit the model) print
-one line on stderr and exit with status 1 (2 for usage errors), never a
-traceback.
+argument, a missing or corrupt file, data that does not fit the model, a
+diverging run) print one line on stderr and exit with status 1 (2 for usage
+errors), never a traceback.
+
+Ctrl-C during ``train`` saves the last completed epoch as a checkpoint in
+``OUT/EXAMPLE_MODEL.checkpoint/last.epynn``, prints the command that resumes
+it (the same options plus ``--resume``) and exits with status 130; the
+resumed run ends with the same model as an uninterrupted one. The
+checkpoint is removed once the run has finished and its model file is saved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +36,8 @@ from pathlib import Path
 __all__ = ["EXAMPLES", "Recipe", "main", "build_parser"]
 
 MODEL_SUFFIX = ".epynn"
+#: Seeds are 32-bit unsigned ints (what numpy's and jax's generators both take whole).
+MAX_SEED = 2**32 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +135,10 @@ class CLIError(Exception):
     """An error reported as one line on stderr (exit status 1)."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the lines to print on stderr (what was saved, how to resume)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, status 2, no usage dump
         self.exit(2, f"epynn-jax: error: {message} (see epynn-jax --help)\n")
@@ -145,6 +160,16 @@ def _positive(kind: type):
     return parse
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an int from 0 to {MAX_SEED}, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the command."""
     parser = _Parser(prog="epynn-jax", description="Train EpyNN's examples with JAX; "
@@ -160,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("example", help="example name (see `epynn-jax list`)")
     train.add_argument("--model", help="which model of the example (default: the first)")
     train.add_argument("--epochs", type=_positive(int), help="epochs (default: the recipe's)")
-    train.add_argument("--seed", type=int, default=0, help="seed of data, init and shuffles")
+    train.add_argument("--seed", type=_seed, default=0,
+                       help=f"seed of data, init and shuffles (0 to {MAX_SEED})")
     train.add_argument("--batch-size", type=_positive(int), help="mini-batch size")
     train.add_argument("--lr", type=_positive(float), help="learning rate")
     train.add_argument("--out", default="epynn-jax-out", help="folder for the model and plot")
@@ -170,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", help="download cache (default $EPYNN_JAX_DATA or "
                        "~/.cache/epynn_jax)")
     train.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
+    train.add_argument("--resume", metavar="CHECKPOINT",
+                       help="continue an interrupted run from its checkpoint (Ctrl-C prints "
+                       "the whole command)")
 
     info = sub.add_parser("info", help="describe a model file")
     info.add_argument("model", help="model file")
@@ -177,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="run a model file on an input array")
     predict.add_argument("model", help="model file")
     predict.add_argument("input", help="input array (.npy), shape (m, *input_shape)")
-    predict.add_argument("--out", help="write the outputs here (.npy); default: print them")
+    predict.add_argument("--out", help="write the outputs to this exact path, in .npy format "
+                         "(no suffix is added); default: print them")
     return parser
 
 
@@ -214,12 +244,133 @@ def _resolve(args: argparse.Namespace) -> tuple[str, Recipe]:
     return name, models[name]
 
 
+# -- train: checkpoints, resume, Ctrl-C, divergence ---------------------------------------
+
+#: The checkpoint fit writes for the last completed epoch (at the end and on Ctrl-C).
+LAST_CHECKPOINT = "last.epynn"
+
+
+def _fit_checkpointed(net, params, data, *, directory: Path, resume: Path | None, **options):
+    """``network.fit`` with the command's checkpointing.
+
+    The ONE place the command passes fit's checkpoint arguments: fit writes
+    ``directory/last.epynn`` at the end and on Ctrl-C (then raises
+    ``TrainingInterrupted`` with ``.checkpoint``); ``resume``, a checkpoint
+    file :func:`_check_resume` has read, continues that run to the same end.
+    """
+    from epynn_jax import network
+
+    return network.fit(net, params, data, checkpoint_dir=directory, resume=resume, **options)
+
+
+def _check_resume(text: str, net, *, epochs: int, lr: float, batch: int) -> tuple[Path, int]:
+    """The checkpoint ``--resume`` names and its epoch, once it is known to continue THIS run.
+
+    ``batch`` is the batch size fit uses (the training split's size for full batches).
+    The seed and the data cannot be checked: the command printed on Ctrl-C has them.
+    """
+    path = Path(text)
+    if path.is_dir():
+        path = path / LAST_CHECKPOINT
+        if not path.is_file():
+            raise CLIError(f"--resume {text}: a directory without a {LAST_CHECKPOINT} checkpoint")
+    elif not path.is_file():
+        raise CLIError(f"--resume {text}: no such checkpoint file")
+    try:
+        ck = _checkpoint().load_checkpoint(path)
+    except (ValueError, OSError) as err:
+        raise CLIError(f"--resume {text}: cannot read the checkpoint: {err}") from None
+    if ck.net != net:
+        arch = " -> ".join(layer.name for layer in ck.net.layers)
+        raise CLIError(f"--resume {text} is a checkpoint of another model ({arch}): resume "
+                       "with the example and --model it was trained with")
+    plan = ck.metadata
+    was = {"--epochs": plan.get("epochs"), "--batch-size": plan.get("batch_size"),
+           "--lr": (plan.get("schedule") or {}).get("learning_rate")}
+    now = {"--epochs": epochs, "--batch-size": batch, "--lr": lr}
+    differ = [f"{opt} {was[opt]}" for opt in was if was[opt] is not None and was[opt] != now[opt]]
+    if differ:
+        raise CLIError(f"--resume {text} continues a run with {', '.join(differ)}: resume with "
+                       "the options it was started with (Ctrl-C printed the whole command)")
+    return path, int(ck.epoch)
+
+
+def _resume_command(args: argparse.Namespace, model_name: str, epochs: int, lr: float,
+                    checkpoint: Path) -> str:
+    """The command that continues this run from ``checkpoint``, every option explicit."""
+    argv = ["epynn-jax", "train", args.example, "--model", model_name, "--epochs", str(epochs),
+            "--seed", str(args.seed), "--lr", repr(lr)]
+    if args.batch_size:
+        argv += ["--batch-size", str(args.batch_size)]
+    argv += ["--out", args.out]
+    if args.cache_dir:
+        argv += ["--cache-dir", args.cache_dir]
+    argv += [flag for flag, on in (("--quick", args.quick), ("--synthetic", args.synthetic),
+                                   ("--no-plot", args.no_plot)) if on]
+    return shlex.join([*argv, "--resume", str(checkpoint)])
+
+
+def _interrupted(stop, args: argparse.Namespace, model_name: str, epochs: int, lr: float,
+                 directory: Path) -> Interrupted:
+    """What to say after Ctrl-C (fit's ``TrainingInterrupted``): what is saved, how to resume."""
+    done = getattr(stop.result, "epochs", 0) or 0
+    if done == 0:  # fit saved the initial state: not worth resuming
+        _discard_checkpoint(directory)
+        return Interrupted("interrupted before the first epoch finished; nothing to resume")
+    if stop.checkpoint is None:
+        return Interrupted(f"interrupted after {done} of {epochs} epochs; no checkpoint saved")
+    command = _resume_command(args, model_name, epochs, lr, Path(stop.checkpoint))
+    return Interrupted(f"interrupted after {done} of {epochs} epochs; checkpoint saved to "
+                       f"{stop.checkpoint}. Resume with:\n  {command}")
+
+
+def _diverged(err, lr: float, batch: int | None) -> CLIError:
+    """A ``NonFiniteError`` in the command's words: what to change on the command line."""
+    where = ("the training loss" if err.layer_name is None
+             else f"the gradient of layer {err.layer_index} ({err.layer_name})")
+    smaller = (f"; gradients are summed over the batch, so a smaller --batch-size (this run: "
+               f"{batch}) also takes smaller steps" if batch else "")
+    return CLIError(f"training diverged: {where} became NaN or inf in epoch {err.epoch + 1}, "
+                    f"nothing was saved. Lower the learning rate, e.g. --lr {lr / 10:g} "
+                    f"(this run: --lr {lr:g}){smaller}")
+
+
+def _out_folder(text: str) -> tuple[Path, bool]:
+    """``--out``, created now so a bad folder fails before training; (folder, created)."""
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"--out {text} is a file, not a folder")
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CLIError(f"--out {text}: cannot create the folder: {err.strerror or err}") from None
+    return folder, created
+
+
+def _discard_checkpoint(directory: Path) -> None:
+    """Remove the run's checkpoint (its model file is saved) and its folder if now empty."""
+    with contextlib.suppress(OSError):
+        (directory / LAST_CHECKPOINT).unlink(missing_ok=True)
+    _remove_empty(directory)
+
+
+def _remove_empty(*folders: Path) -> None:
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only ever removes an empty folder
+
+
 def cmd_train(args: argparse.Namespace, out) -> int:
-    """Train one model of one example; save the model file and the plot."""
+    """Train one model of one example; save the model file and the plot.
+
+    Ctrl-C leaves a checkpoint and raises :class:`Interrupted` with the resume command.
+    """
     import jax
 
     from epynn_jax import network
     from epynn_jax.data import examples
+    from epynn_jax.errors import NonFiniteError, TrainingInterrupted
     from epynn_jax.io import report
     from epynn_jax.maths.schedules import Schedule
 
@@ -234,23 +385,44 @@ def cmd_train(args: argparse.Namespace, out) -> int:
     batch = args.batch_size or recipe.batch_size
     lr = args.lr or recipe.learning_rate
     input_shape = data["dtrain"][0].shape[1:]
+    n_train = data["dtrain"][0].shape[0]
     net = network.build(recipe.layers(), input_shape)
+    resume, resumed_at = None, 0
+    if args.resume is not None:
+        resume, resumed_at = _check_resume(args.resume, net, epochs=epochs, lr=lr,
+                                           batch=min(batch or n_train, n_train))
+    folder, created = _out_folder(args.out)
+    directory = folder / f"{args.example}_{model_name}.checkpoint"
     key_init, key_fit = jax.random.split(jax.random.key(args.seed))
     params = network.init(net, key_init)
     title = (f"{args.example} / {model_name}: {' -> '.join(layer.name for layer in net.layers)}"
-             f"; {recipe.loss}, lr {lr:g}, batch {batch or 'full'}, {epochs} epochs")
+             f"; {recipe.loss}, lr {lr:g}, batch {batch or 'full'}, {epochs} epochs"
+             + (f"; resumed at epoch {resumed_at}" if resume else ""))
     reporter = report.Reporter(epochs, out, every=max(epochs // 10, 1), title=title)
+    reporter.begin()  # the title shows while the first epoch compiles
     start = time.perf_counter()
-    result = network.fit(net, params, data, epochs=epochs, loss=recipe.loss, batch_size=batch,
-                         schedule=Schedule(learning_rate=lr), key=key_fit,
-                         callbacks=[reporter])
+    try:
+        result = _fit_checkpointed(net, params, data, directory=directory, resume=resume,
+                                   epochs=epochs, loss=recipe.loss, batch_size=batch,
+                                   schedule=Schedule(learning_rate=lr), key=key_fit,
+                                   callbacks=[reporter])
+    except TrainingInterrupted as stop:
+        reporter.close()
+        raise _interrupted(stop, args, model_name, epochs, lr, directory) from None
+    except KeyboardInterrupt:  # before fit's loop: nothing trained, nothing saved
+        _remove_empty(directory, *([folder] if created else []))
+        raise
+    except Exception as err:
+        _remove_empty(directory, *([folder] if created else []))  # never a saved checkpoint
+        if isinstance(err, NonFiniteError):
+            raise _diverged(err, lr, batch) from None
+        raise
     seconds = time.perf_counter() - start
     final = report.final_metrics(result.history)
-    out.write(f"trained in {seconds:.1f} s; final "
+    out.write(f"trained in {seconds:.1f} s"
+              + (f" (epochs {resumed_at + 1} to {result.epochs})" if resume else "") + "; final "
               + ", ".join(f"{m} {s} {v:.4f}" for m, per in final.items() for s, v in per.items())
               + "\n")
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"{args.example}_{model_name}"
     metadata = {"example": args.example, "model": model_name, "loss": recipe.loss,
                 "learning_rate": lr, "batch_size": batch, "epochs": result.epochs,
@@ -266,6 +438,7 @@ def cmd_train(args: argparse.Namespace, out) -> int:
         checkpoint.save_model(path, net, result.params, metadata=metadata,
                               history=result.history)
         out.write(f"model saved to {path}\n")
+        _discard_checkpoint(directory)
     if not args.no_plot:
         png = report.plot_history(result.history, stem.with_suffix(".png"),
                                   f"{args.example} / {model_name}")
@@ -275,6 +448,8 @@ def cmd_train(args: argparse.Namespace, out) -> int:
 
 def _load(path: str):
     checkpoint = _checkpoint()
+    if Path(path).is_dir():
+        raise CLIError(f"{path} is a directory, not a model file")
     if not Path(path).is_file():
         raise CLIError(f"no such model file: {path}")
     try:
@@ -308,28 +483,68 @@ def cmd_info(args: argparse.Namespace, out) -> int:
     return 0
 
 
+#: The first bytes of every .npy file (numpy's format: magic string, then version).
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_input(text: str):
+    """The array in the .npy file ``text``, or a CLIError saying what the file is instead."""
+    import numpy as np
+
+    path = Path(text)
+    if path.is_dir():
+        raise CLIError(f"input {text} is a directory, not a .npy file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(NPY_MAGIC))
+    except FileNotFoundError:
+        raise CLIError(f"no such input file: {text}") from None
+    except OSError as err:
+        raise CLIError(f"cannot read input {text}: {err.strerror or err}") from None
+    if head != NPY_MAGIC:
+        what = (" (it is a zip archive, as numpy.savez writes: save one array with numpy.save)"
+                if head.startswith(b"PK\x03\x04") else "")
+        raise CLIError(f"input {text} is not a .npy file{what}; write the array with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # dtype object: the elements would be unpickled
+            raise CLIError(f"input {text} holds Python objects (dtype object), which are "
+                           "never unpickled: save a numeric array") from None
+        raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
+    except OSError as err:
+        raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
+
+
+def _write_output(text: str, A) -> Path:
+    """Write ``A`` in .npy format to exactly ``text`` (numpy.save would append .npy), atomically."""
+    import numpy as np
+
+    path = Path(text)
+    if path.is_dir():
+        raise CLIError(f"--out {text} is a directory; give a file name")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _checkpoint().atomic_write(path, lambda f: np.lib.format.write_array(f, A,
+                                                                          allow_pickle=False))
+    return path
+
+
 def cmd_predict(args: argparse.Namespace, out) -> int:
-    """Run the model on an input array; print or save the outputs."""
+    """Run the model on an input array; print the outputs or write them to ``--out``."""
     import numpy as np
 
     from epynn_jax import network
     from epynn_jax.layers import LayerError
 
     model = _load(args.model)
-    try:
-        X = np.load(args.input, allow_pickle=False)
-    except FileNotFoundError:
-        raise CLIError(f"no such input file: {args.input}") from None
-    except (ValueError, OSError) as err:
-        raise CLIError(f"cannot read input {args.input} as a .npy array: {err}") from None
+    X = _read_input(args.input)
     try:
         A = np.asarray(network.predict(model.net, model.params, X))
     except (LayerError, ValueError, TypeError) as err:
         raise CLIError(f"input {args.input}: {err}") from None
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.out, A)
-        out.write(f"outputs {A.shape} saved to {args.out}\n")
+        path = _write_output(args.out, A)
+        out.write(f"outputs {A.shape} saved to {path}\n")
     else:
         with np.printoptions(precision=4, suppress=True, threshold=200):
             out.write(f"{A}\n")
@@ -355,6 +570,10 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     except (ValueError, TypeError, OSError, ArithmeticError) as e:
         # LayerError, DataError, ModelFileError, NonFiniteError (a diverging run), ...
         err.write(f"epynn-jax {args.command}: error: {type(e).__name__}: {e}\n")
+    except Interrupted as stop:  # Ctrl-C where the command saved something: say what
+        err.write("".join(f"epynn-jax {args.command}: {line}\n" if i == 0 else f"{line}\n"
+                          for i, line in enumerate(str(stop).splitlines())))
+        return 130
     except KeyboardInterrupt:
         err.write(f"epynn-jax {args.command}: interrupted\n")
         return 130

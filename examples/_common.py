@@ -3,7 +3,9 @@
 Every example script is ``python examples/NAME.py [--quick] [--model M] [--epochs N]
 [--seed S] [--out DIR]``; the download examples add ``--synthetic``,
 ``--cache-dir``, ``--url`` and ``--sha256``. ``main(argv)`` of each script
-returns ``{model: {metric: {split: final value}}}``.
+returns ``{model: {metric: {split: final value}}}``; run as a script, Ctrl-C
+ends it with one line on stderr and status 130 (nothing is saved: the scripts
+keep no checkpoints; ``epynn-jax train`` does, and resumes).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import jax
 
 from epynn_jax import network
 from epynn_jax.data import examples
+from epynn_jax.errors import TrainingInterrupted
 from epynn_jax.io import report
 from epynn_jax.maths.schedules import Schedule
 
@@ -31,6 +34,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an int from 0 to {2**32 - 1}, got {text!r}")
+    return value
+
+
+def run(main: Callable[[Sequence[str]], object]) -> None:
+    """Run an example script's ``main`` on ``sys.argv``: Ctrl-C prints one line, not a traceback."""
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt as stop:
+        detail = f" {stop}" if str(stop) else ""
+        print(f"{Path(sys.argv[0]).stem}: interrupted{detail}", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 def parse_args(doc: str, models: Sequence[str], argv: Sequence[str] | None,
                download: bool = False) -> argparse.Namespace:
     """Parse the common options of an example script."""
@@ -40,7 +63,7 @@ def parse_args(doc: str, models: Sequence[str], argv: Sequence[str] | None,
     parser.add_argument("--model", choices=list(models), action="append",
                         help="train only this model (repeatable; default: all)")
     parser.add_argument("--epochs", type=_positive_int, help="override every model's epochs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, init and shuffles")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of data, init and shuffles")
     parser.add_argument("--out", help="folder for the metric plots (optional)")
     parser.add_argument("--quiet", action="store_true", help="print only the final metrics")
     if download:
@@ -82,9 +105,17 @@ def train(name: str, make_layers: Callable[[], list], data: dict, args: argparse
     arch = " -> ".join(layer.name for layer in net.layers)
     callbacks = [] if args.quiet else [report.Reporter(
         epochs, every=max(epochs // 10, 1), title=f"\n== {name}: {arch} ({loss}, lr {lr:g})")]
-    result = network.fit(net, params, data, epochs=epochs, loss=loss, metrics=metrics,
-                         batch_size=batch_size, schedule=Schedule(learning_rate=lr),
-                         key=key_fit, callbacks=callbacks)
+    for reporter in callbacks:
+        reporter.begin()  # the title shows while the first epoch compiles
+    try:
+        result = network.fit(net, params, data, epochs=epochs, loss=loss, metrics=metrics,
+                             batch_size=batch_size, schedule=Schedule(learning_rate=lr),
+                             key=key_fit, callbacks=callbacks)
+    except TrainingInterrupted as stop:
+        for reporter in callbacks:
+            reporter.close()
+        raise KeyboardInterrupt(f"during {name}, after {stop.result.epochs} of {epochs} epochs; "
+                                "nothing saved") from None
     final = report.final_metrics(result.history)
     print(f"{name}: " + ", ".join(f"{m} {s} {v:.3f}" for m, per in final.items()
                                   for s, v in per.items()))

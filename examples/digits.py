@@ -13,13 +13,11 @@ Pooling(2x2) -> Flatten -> Dense(10, softmax).
 
 from __future__ import annotations
 
-import sys
-
 from epynn_jax import layers
 from epynn_jax.layers.convolution import Convolution
 from epynn_jax.layers.pooling import Pooling
 
-from _common import load, parse_args, train
+from _common import load, parse_args, run, train
 
 MODELS = {
     "dense": lambda: [layers.Flatten(), layers.Dense(64, "relu"), layers.Dense(10, "softmax")],
@@ -41,4 +39,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -10,11 +10,9 @@ Model: one Dense unit with a sigmoid, MSE, SGD with learning rate 0.1,
 
 from __future__ import annotations
 
-import sys
-
 from epynn_jax import layers
 
-from _common import load, parse_args, train
+from _common import load, parse_args, run, train
 
 MODELS = {
     "perceptron": lambda: [layers.Dense(1, "sigmoid")],
@@ -29,4 +27,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

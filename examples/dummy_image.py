@@ -13,13 +13,11 @@ Dense(2, softmax).
 
 from __future__ import annotations
 
-import sys
-
 from epynn_jax import layers
 from epynn_jax.layers.convolution import Convolution
 from epynn_jax.layers.pooling import Pooling
 
-from _common import load, parse_args, train
+from _common import load, parse_args, run, train
 
 MODELS = {
     "feedforward": lambda: [layers.Flatten(), layers.Dropout(0.2), layers.Dense(64, "relu"),
@@ -42,4 +40,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -12,14 +12,12 @@ positions is not linearly separable, which is the example's lesson.
 
 from __future__ import annotations
 
-import sys
-
 from epynn_jax import layers
 from epynn_jax.layers.gru import GRU
 from epynn_jax.layers.lstm import LSTM
 from epynn_jax.layers.rnn import RNN
 
-from _common import load, parse_args, train
+from _common import load, parse_args, run, train
 
 MODELS = {
     "feedforward": lambda: [layers.Flatten(), layers.Dense(2, "softmax")],
@@ -39,4 +37,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -20,13 +20,11 @@ too large), so the models with T = 5 use rates about 5 times EpyNN's.
 
 from __future__ import annotations
 
-import sys
-
 from epynn_jax import layers
 from epynn_jax.layers.lstm import LSTM
 from epynn_jax.maths.activations import ActivationHPars
 
-from _common import load, parse_args, train
+from _common import load, parse_args, run, train
 
 T5 = ActivationHPars(softmax_temperature=5.0)
 
@@ -51,4 +49,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run(main)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -29,6 +29,8 @@ __all__ = [
     "format_row",
     "metrics_table",
     "progress_bar",
+    "progress_line",
+    "eta_seconds",
     "final_metrics",
     "plot_history",
 ]
@@ -76,18 +78,54 @@ def metrics_table(history: History, every: int = 1) -> str:
     return "\n".join([format_header(history), *rows])
 
 
-def progress_bar(done: int, total: int, elapsed: float, width: int = 24) -> str:
+def eta_seconds(done: int, total: int, elapsed: float,
+                since: tuple[int, float] = (0, 0.0)) -> float:
+    """Seconds left, at the rate measured since ``since = (epochs done, elapsed s)``.
+
+    The rate is ``(elapsed - since[1]) / (done - since[0])`` seconds per epoch;
+    NaN while no epoch has finished after ``since``. :class:`Reporter` measures
+    from the end of the first epoch it sees, whose time includes compilation.
+
+    >>> eta_seconds(5, 10, 1.0)
+    1.0
+    >>> eta_seconds(3, 10, 4.2, since=(1, 4.0))  # 4 s to compile epoch 1, then 0.1 s each
+    0.7
+    """
+    d0, t0 = since
+    if done <= d0:
+        return float("nan")
+    return round((elapsed - t0) / (done - d0) * max(total - done, 0), 6)
+
+
+def _eta_text(eta: float) -> str:
+    return f"ETA {eta:.1f} s" if math.isfinite(eta) else "ETA ?"
+
+
+def progress_bar(done: int, total: int, elapsed: float, width: int = 24,
+                 eta: float | None = None) -> str:
     """``[#####-----]  5/10 epochs  1.2 s  ETA 1.2 s``.
+
+    ``eta`` in seconds (default: :func:`eta_seconds` from the start; NaN shows ``ETA ?``).
 
     >>> progress_bar(5, 10, 1.0, width=10)
     '[#####-----]  5/10 epochs  1.0 s  ETA 1.0 s'
     """
     total = max(total, 1)
     filled = min(width, round(width * done / total))
-    eta = elapsed / done * (total - done) if done else float("nan")
-    eta_text = f"ETA {eta:.1f} s" if math.isfinite(eta) else "ETA ?"
+    eta = eta_seconds(done, total, elapsed) if eta is None else eta
     return (f"[{'#' * filled}{'-' * (width - filled)}] {str(done).rjust(len(str(total)))}/{total}"
-            f" epochs  {elapsed:.1f} s  {eta_text}")
+            f" epochs  {elapsed:.1f} s  {_eta_text(eta)}")
+
+
+def progress_line(done: int, total: int, elapsed: float, eta: float | None = None) -> str:
+    """The plain progress line written to logs and pipes (no bar, no carriage return).
+
+    >>> progress_line(500, 3000, 2.5, eta=10.0)
+    'progress:  500/3000 epochs  2.5 s  ETA 10.0 s'
+    """
+    eta = eta_seconds(done, total, elapsed) if eta is None else eta
+    return (f"progress: {str(done).rjust(len(str(total)))}/{total} epochs  {elapsed:.1f} s  "
+            f"{_eta_text(eta)}")
 
 
 def final_metrics(history: History) -> dict[str, dict[str, float]]:
@@ -96,46 +134,106 @@ def final_metrics(history: History) -> dict[str, dict[str, float]]:
 
 
 class Reporter:
-    """A ``fit`` callback printing a table row per epoch and a progress bar.
+    """A ``fit`` callback: a table row every ``every`` epochs, and progress in between.
 
-    ``every``: print a row every ``every`` epochs (and at the last one);
-    ``progress``: draw the bar (default: only when ``stream`` is a terminal,
-    so logs and pipes get clean rows). Never stops training (returns None).
+    Progress (``progress=None``, the default): on a terminal
+    (``stream.isatty()``) a bar redrawn in place, at most every ``redraw``
+    seconds; elsewhere (a log file, a pipe, CI) a plain ``progress:`` line
+    whenever ``interval`` seconds have passed since the last line written, so
+    a long run never goes silent for long. ``progress=True`` forces the bar,
+    ``False`` prints rows only. The ETA is measured from the end of the first
+    epoch the reporter sees: that epoch includes the compilation, seconds that
+    the other epochs do not spend. The title is written by :meth:`begin` (call
+    it just before ``fit`` so it shows while the first epoch compiles) or else
+    with the header. Never stops training (returns None).
+
+    Hand-written rather than tqdm or rich, which are not dependencies and do
+    not do the hard part: tried with tqdm 4.70 and rich 15 on a pipe, tqdm
+    writes its carriage-return redraws into the log as one ever-growing line
+    (and bases its first ETA on the compiled epoch), rich draws nothing until
+    the end. Either would still need this class around it.
     """
 
     def __init__(self, epochs: int, stream: IO[str] | None = None, every: int = 1,
-                 progress: bool | None = None, title: str | None = None) -> None:
+                 progress: bool | None = None, title: str | None = None,
+                 interval: float = 5.0, redraw: float = 0.1,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.epochs = epochs
         self.stream = sys.stdout if stream is None else stream
         self.every = max(int(every), 1)
         isatty = getattr(self.stream, "isatty", lambda: False)
-        self.progress = isatty() if progress is None else progress
+        tty = bool(isatty())
+        if progress is None:
+            self.mode = "bar" if tty else "lines"
+        else:
+            self.mode = "bar" if progress else None
         self.title = title
-        self.start = time.perf_counter()
+        self.interval = interval
+        self.redraw = redraw
+        self.clock = clock
+        self.start = clock()
+        self._title_done = False
         self._header_done = False
         self._bar_len = 0
+        self._since: tuple[int, float] | None = None  # (epochs done, elapsed) at the 1st call
+        self._last_line = self.start
+        self._drawn = -math.inf
+
+    @property
+    def progress(self) -> bool:
+        """Whether a bar is drawn (on a terminal, or forced)."""
+        return self.mode == "bar"
+
+    def begin(self) -> None:
+        """Write the title now and start the clock (call it right before ``fit``)."""
+        self._write_title()
+        self.start = self._last_line = self.clock()
+        self.stream.flush()
+
+    def _write_title(self) -> None:
+        if not self._title_done:
+            if self.title:
+                self.stream.write(self.title + "\n")
+            self._title_done = True
 
     def _clear_bar(self) -> None:
         if self._bar_len:
             self.stream.write("\r" + " " * self._bar_len + "\r")
             self._bar_len = 0
 
+    def close(self) -> None:
+        """Erase an unfinished bar (after an interruption), so the next line starts clean."""
+        self._clear_bar()
+        self.stream.flush()
+
     def __call__(self, epoch: int, history: History) -> None:
-        last = epoch + 1 >= self.epochs
+        now = self.clock()
+        done, elapsed = epoch + 1, now - self.start
+        if self._since is None:
+            self._since = (done, elapsed)
+        eta = eta_seconds(done, self.epochs, elapsed, self._since)
+        last = done >= self.epochs
+        wrote = False
         if not self._header_done:
-            if self.title:
-                self.stream.write(self.title + "\n")
+            self._write_title()
             self.stream.write(format_header(history) + "\n")
-            self._header_done = True
-        if (epoch + 1) % self.every == 0 or last:
+            self._header_done, self._last_line, wrote = True, now, True
+        row = done % self.every == 0 or last
+        if row:
             self._clear_bar()
             self.stream.write(format_row(history, epoch) + "\n")
-        if self.progress:
-            bar = progress_bar(epoch + 1, self.epochs, time.perf_counter() - self.start)
+            self._last_line, wrote = now, True
+        if self.mode == "bar" and (last or row or now - self._drawn >= self.redraw):
+            bar = progress_bar(done, self.epochs, elapsed, eta=eta)
             self._clear_bar()
             self.stream.write(bar + ("\n" if last else ""))
             self._bar_len = 0 if last else len(bar)
-        self.stream.flush()
+            self._drawn, wrote = now, True
+        elif self.mode == "lines" and not row and now - self._last_line >= self.interval:
+            self.stream.write(progress_line(done, self.epochs, elapsed, eta=eta) + "\n")
+            self._last_line, wrote = now, True
+        if wrote:
+            self.stream.flush()
 
 
 def plot_history(history: History, path: str | Path, title: str = "") -> Path | None:

@@ -89,6 +89,14 @@ def test_train_without_checkpoint_module_still_trains(trained):
     (["train", "dummy_boolean", "--epochs", "0"], 2, "--epochs"),
     (["train", "dummy_boolean", "--lr", "nan"], 2, "--lr"),
     (["train", "dummy_boolean", "--batch-size", "x"], 2, "--batch-size"),
+    (["train", "dummy_boolean", "--batch-size", "0"], 2, "argument --batch-size"),
+    (["train", "dummy_boolean", "--epochs", "-3"], 2, "argument --epochs"),
+    (["train", "dummy_boolean", "--epochs", "1e3"], 2, "argument --epochs"),
+    (["train", "dummy_boolean", "--lr", "-0.1"], 2, "argument --lr"),
+    (["train", "dummy_boolean", "--lr", "inf"], 2, "argument --lr"),
+    (["train", "dummy_boolean", "--seed", "-1"], 2, "argument --seed"),
+    (["train", "dummy_boolean", "--seed", "1.5"], 2, "argument --seed"),
+    (["train", "dummy_boolean", "--seed", str(2**32)], 2, "argument --seed"),
     (["frobnicate"], 2, "invalid choice"),
     ([], 2, "required"),
     (["info"], 2, "required"),
@@ -143,10 +151,49 @@ def test_predict_errors(trained, tmp_path):
     np.save(tmp_path / "wrong.npy", np.zeros((3, 5)))
     (tmp_path / "text.npy").write_text("not numpy")
     np.save(tmp_path / "nan.npy", np.full((2, 11), np.nan))
-    for name, match in (("wrong.npy", "expected shape"), ("text.npy", "cannot read input"),
+    with open(tmp_path / "arrays.npy", "wb") as f:  # a .npz archive under a .npy name
+        np.savez(f, x=np.zeros((2, 11)))
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object))
+    (tmp_path / "folder.npy").mkdir()
+    for name, match in (("wrong.npy", "expected shape"),
+                        ("text.npy", "text.npy is not a .npy file"),
+                        ("arrays.npy", "is not a .npy file (it is a zip archive"),
+                        ("objects.npy", "holds Python objects"),
+                        ("folder.npy", "folder.npy is a directory, not a .npy file"),
                         ("missing.npy", "no such input"), ("nan.npy", "NaN")):
         code, _, err = run("predict", model, str(tmp_path / name))
         assert_one_line_error(code, err, 1, match)
+        assert "allow_pickle" not in err and "pickled data" not in err, err
+
+
+@needs_checkpoint
+def test_predict_out_writes_exactly_the_given_path_and_says_so(trained, tmp_path):
+    """``--out outs`` writes ``outs`` (numpy.save would write ``outs.npy``) and reports it."""
+    _, _, folder = trained
+    model = str(folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}")
+    np.save(tmp_path / "x.npy", np.ones((3, 11), np.float32))
+    target = tmp_path / "sub" / "outs"
+    code, out, err = run("predict", model, str(tmp_path / "x.npy"), "--out", str(target))
+    assert code == 0, err
+    assert out == f"outputs (3, 1) saved to {target}\n"
+    assert target.is_file() and not target.with_suffix(".npy").exists()
+    assert np.load(target).shape == (3, 1)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["outs"]  # no temp file left
+    code, _, err = run("predict", model, str(tmp_path / "x.npy"), "--out", str(tmp_path))
+    assert_one_line_error(code, err, 1, "is a directory")
+
+
+@needs_checkpoint
+def test_a_directory_given_as_model_file_is_named_a_directory(tmp_path):
+    for command in (["info", str(tmp_path)], ["predict", str(tmp_path), "x.npy"]):
+        code, _, err = run(*command)
+        assert_one_line_error(code, err, 1, f"{tmp_path} is a directory, not a model file")
+
+
+def test_gitignore_covers_what_the_command_and_the_docs_write():
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    assert "epynn-jax-out/" in lines  # train's default --out
+    assert "site/" in lines  # mkdocs build
 
 
 @needs_checkpoint
@@ -183,11 +230,21 @@ def test_every_recipe_builds_on_its_data():
             assert net.output_shape == Y.shape[1:], (name, model)
 
 
-def test_a_diverging_run_is_a_one_line_error():
-    try:
-        from epynn_jax.errors import NonFiniteError  # noqa: F401
-    except ImportError:
-        pytest.skip("fit has no divergence check on this branch")
+def test_a_diverging_run_is_a_one_line_error_in_the_commands_words(tmp_path):
+    from epynn_jax.errors import NonFiniteError  # noqa: F401 - fit's divergence check
+
+    out = tmp_path / "never"
     code, _, err = run("train", "dummy_string", "--quick", "--lr", "1e6", "--epochs", "3",
-                       "--no-plot", "--out", "/nonexistent-not-written")
-    assert_one_line_error(code, err, 1, "NaN")
+                       "--batch-size", "16", "--no-plot", "--out", str(out))
+    assert_one_line_error(code, err, 1, "training diverged")
+    assert "NaN" in err and "in epoch 1" in err  # 1-based, as in the table
+    assert "--lr 100000" in err and "this run: --lr 1e+06" in err and "--batch-size" in err
+    assert "err.params" not in err and "debug=True" not in err  # Python advice is no use here
+    assert not out.exists()  # nothing written, not even an empty folder
+
+
+def test_an_out_folder_that_is_a_file_fails_before_training(tmp_path):
+    (tmp_path / "file").write_text("")
+    code, out, err = run("train", "dummy_boolean", "--out", str(tmp_path / "file"))
+    assert_one_line_error(code, err, 1, "--out")
+    assert "epoch" not in out

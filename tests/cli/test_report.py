@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import jax
 import numpy as np
@@ -58,3 +59,81 @@ def test_plot_history_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")
     path = report.plot_history(HISTORY, tmp_path / "sub" / "m.png", "title")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+class Clock:
+    """A fake ``time.perf_counter``: the tests set the time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+HIST = {"accuracy": {"dtrain": [0.5] * 3000}}
+
+
+def test_eta_leaves_out_the_first_epoch_that_compiled():
+    # 3.9 s for the first epoch (compilation), then 0.1 s per epoch: 28 more take 2.8 s
+    clock, stream = Clock(), io.StringIO()
+    rep = report.Reporter(30, stream, every=100, progress=True, clock=clock)
+    clock.now = 3.9
+    rep(0, HIST)
+    assert " 1/30 epochs  3.9 s  ETA ?" in stream.getvalue()  # no rate measured yet
+    clock.now = 4.0
+    rep(1, HIST)
+    assert stream.getvalue().endswith(" 2/30 epochs  4.0 s  ETA 2.8 s")
+    assert report.eta_seconds(2, 30, 4.0, since=(1, 3.9)) == pytest.approx(2.8)
+    assert math.isnan(report.eta_seconds(1, 30, 3.9, since=(1, 3.9)))
+
+
+def test_without_a_terminal_a_plain_line_comes_at_least_every_interval():
+    # 3000 epochs of 10 ms after a 4 s compile; rows every 300 epochs (3 s apart)
+    # would leave 3 s gaps; with interval=2 no gap between lines exceeds 2 s + 1 epoch
+    clock, stream = Clock(), io.StringIO()
+    rep = report.Reporter(3000, stream, every=300, title="demo", interval=2.0, clock=clock)
+    rep.begin()
+    assert stream.getvalue() == "demo\n"  # the title shows before the first epoch
+    times = [0.0]
+    for epoch in range(3000):
+        clock.now = 4.0 + 0.01 * epoch
+        before = stream.getvalue().count("\n")
+        rep(epoch, HIST)
+        if stream.getvalue().count("\n") > before:
+            times.append(clock.now)
+    text = stream.getvalue()
+    assert "\r" not in text and "[" not in text  # no bar, no carriage return in logs
+    progress = [line for line in text.splitlines() if line.startswith("progress:")]
+    assert progress and len(progress) <= 30 // 2 + 1
+    assert progress[0] == "progress:  201/3000 epochs  6.0 s  ETA 28.0 s"
+    assert max(b - a for a, b in zip(times[1:], times[2:])) <= 2.0 + 0.01 + 1e-9
+    rows = [line for line in text.splitlines() if line.split()[0].isdigit()]
+    assert [int(r.split()[0]) for r in rows] == list(range(300, 3001, 300))
+
+
+def test_progress_false_prints_rows_only():
+    clock, stream = Clock(), io.StringIO()
+    rep = report.Reporter(100, stream, every=50, progress=False, interval=0.5, clock=clock)
+    for epoch in range(100):
+        clock.now = epoch
+        rep(epoch, HIST)
+    assert "progress" not in stream.getvalue() and stream.getvalue().count("\n") == 3
+
+
+def test_the_bar_is_redrawn_at_most_every_redraw_seconds_and_close_erases_it():
+    clock, stream = Clock(), Terminal()
+    rep = report.Reporter(1000, stream, every=1000, redraw=0.1, clock=clock)
+    assert rep.progress  # a terminal gets the bar
+    for epoch in range(999):  # 1 ms epochs: 1 s in all
+        clock.now = 0.001 * (epoch + 1)
+        rep(epoch, HIST)
+    assert 9 <= stream.getvalue().count("/1000 epochs") <= 12
+    rep.close()
+    bar = stream.getvalue().rsplit("\r", 3)[1]  # ..., last bar drawn, its blank-out, ""
+    assert bar.startswith("[") and stream.getvalue().endswith("\r" + " " * len(bar) + "\r")

@@ -123,8 +123,11 @@ def test_checksum_mismatch_stops_a_download_example(tmp_path, capsys):
 
 def test_bad_options_are_usage_errors(capsys):
     module = load_example("dummy_boolean")
-    for argv in (["--epochs", "0"], ["--model", "nope"], ["--frobnicate"]):
+    for argv, named in ((["--epochs", "0"], "--epochs"), (["--model", "nope"], "--model"),
+                        (["--frobnicate"], "--frobnicate"), (["--seed", "-1"], "--seed"),
+                        (["--seed", str(2**32)], "--seed")):
         with pytest.raises(SystemExit) as exit_:
             module.main(argv)
         assert exit_.value.code == 2
-    assert "Traceback" not in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err
