@@ -259,8 +259,10 @@ def _fit_checkpointed(net, params, data, *, directory: Path, resume: Path | None
     file :func:`_check_resume` has read, continues that run to the same end.
     """
     from epynn_jax import network
+    from epynn_jax.io import Checkpoints, load_checkpoint
 
-    return network.fit(net, params, data, checkpoint_dir=directory, resume=resume, **options)
+    return network.fit(net, params, data, checkpoints=Checkpoints(directory),
+                       resume=None if resume is None else load_checkpoint(resume), **options)
 
 
 def _check_resume(text: str, net, *, epochs: int, lr: float, batch: int) -> tuple[Path, int]:

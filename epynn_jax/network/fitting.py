@@ -96,12 +96,17 @@ def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
 
 
 def _append(history: dict, scores: dict) -> dict:
-    """A new history with one more epoch of ``scores`` ({split: {metric: value}})."""
-    out = {m: {s: list(v) for s, v in d.items()} for m, d in history.items()}
+    """``history`` with one more epoch of ``scores`` ({split: {metric: value}}), in place
+    (a copy per epoch made a long run quadratic; see :func:`_truncated` for Ctrl-C)."""
     for split, values in scores.items():
         for m, v in values.items():
-            out[m][split].append(float(v))
-    return out
+            history[m][split].append(float(v))
+    return history
+
+
+def _truncated(history: dict, epochs: int) -> dict:
+    """``history`` cut to ``epochs`` entries (a Ctrl-C may land inside :func:`_append`)."""
+    return {m: {s: v[:epochs] for s, v in d.items()} for m, d in history.items()}
 
 
 def _finite_scores(scores: dict) -> bool:
@@ -292,6 +297,7 @@ def fit(
             checks.check_opt_state(optimizer, params, opt_state)
         progress = Progress(TrainState(tuple(params), opt_state, checks.check_key(key)),
                             history, 0)
+    progress = progress._replace(history=_truncated(progress.history, progress.epoch))  # own
     if mesh is not None:
         state, splits = parallel.place(mesh, progress.state, splits, train_split)
         progress = progress._replace(state=state)
@@ -317,6 +323,7 @@ def fit(
         if checkpoints is not None:
             saved.update(checkpoints.finish(net, progress, metadata))
     except KeyboardInterrupt as err:
+        progress = progress._replace(history=_truncated(progress.history, progress.epoch))
         last = None
         if checkpoints is not None:
             last = checkpoints.interrupted(net, progress, metadata)

@@ -39,6 +39,7 @@ from epynn_jax.network.optim import epynn_sgd
 __all__ = ["Segment", "plan", "train_epochs", "evaluate_sets", "forward_segments"]
 
 ON_NONFINITE = ("stop", "raise", "ignore")
+ADVICE = "Lower the learning rate (se_hPars) or scale the inputs."
 
 
 @dataclasses.dataclass
@@ -105,8 +106,7 @@ def _say_nonfinite(model, err: NonFiniteError) -> None:
     line = (f"EpyNN.train: stopped at epoch {err.epoch}"
             + (f", batch {err.step}" if err.step is not None else "")
             + (f", layer {err.layer_index} ({err.layer_name})" if err.layer_name else "")
-            + ": NaN or inf; the layers keep the weights of the last good epoch "
-            "(lower the learning rate or scale the inputs)")
+            + ": NaN or inf; the layers keep the weights of the last good epoch. " + ADVICE)
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
@@ -171,7 +171,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
             watch = jax.device_get(out[3])
             if not (bool(watch.ok) and _finite(scores)):
                 err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
-                                            offset=k)
+                                            advice=ADVICE, offset=k)
                 state = before
                 model._store_params(fixed + state.params)
                 model._key, model._done_epochs = state.key, e
@@ -245,7 +245,7 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
         if on_nonfinite != "ignore" and not (_finite(scores) and math.isfinite(float(cost))):
             named = scores if not _finite(scores) else {"the last batch": {model.loss: cost}}
             err = core.non_finite_error(Network(()), e, None, core.TrainState((), None, key),
-                                        {}, "EpyNN.train", named)
+                                        {}, "EpyNN.train", named, advice=ADVICE)
             model._done_epochs = e
             _store_segments(model, segs, params, last)
             _nonfinite(model, err, on_nonfinite)
