@@ -36,10 +36,8 @@ Two formulations compute the same numbers; ``impl`` chooses one statically:
   reshape and transpose of the input, and dXp the inverse.
 - ``'auto'`` (default), chosen at trace time from ``jax.default_backend()``:
   ``'patches'`` on CPU; on GPU/TPU ``'patches'`` when the windows tile the
-  input or hold fewer than 144 values (fh * fw * channels), else ``'lax'``.
-  Measured with ``benchmarks/bench_conv_impl.py`` on an H200 (batch 256,
-  28 x 28): 3x3 stride 1 with 1-8 channels, patches 1.0-1.8x faster; with
-  16-128 channels, lax 1.1-1.8x faster; 4x4 stride 4, patches 1.1-2.3x faster.
+  input or hold fewer than 144 values (fh * fw * channels), else ``'lax'``
+  (the rule's measurements: ``docs/performance.md``, "Convolution").
 
 Neither builds EpyNN's (m, oh, ow, fh, fw, c, u) product tensor.
 
@@ -128,9 +126,9 @@ class Convolution(Layer):
             return self.impl
         if jax.default_backend() == "cpu":
             return "patches"
-        # Measured on an H200 (benchmarks/bench_conv_impl.py): XLA's convolution wins
-        # once the window holds >= 144 values (3x3 with >= 16 channels) and the
-        # windows overlap; patches win for few channels and for tiling windows.
+        # XLA's convolution wins once the window holds >= 144 values and the windows
+        # overlap; patches win for few channels and for tiling windows (measured on a
+        # GPU: docs/performance.md, "Convolution").
         fh, fw = self.filter_size
         tiling = tuple(self.strides) == (fh, fw)
         channels = self.input_shape[-1] if self.input_shape else 1
@@ -261,7 +259,7 @@ def _kernel_grad(layer: Convolution, Xp: jax.Array, dZ: jax.Array) -> jax.Array:
     P = _patches(layer, Xp)
     # one contraction over the m*oh*ow windows of the (windows, k) patches, the layout
     # the forward product used: XLA then shares the patches with the forward instead of
-    # building them a second time transposed (tensordot did; 1.6x slower on CPU)
+    # building them a second time transposed (as tensordot made it do)
     dW = lax.dot_general(P.reshape(-1, P.shape[-1]), dZ.reshape(-1, dZ.shape[-1]),
                          (((0,), (0,)), ((), ())))
     d = layer.d
