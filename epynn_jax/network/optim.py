@@ -74,13 +74,16 @@ def _scale_by_layer_rates(learning_rate, cycle_descent, decay_k, cycle_epochs, e
 @functools.lru_cache(maxsize=64)
 def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
                     own_updates: tuple[Callable | None, ...], dtype: Any
-                    ) -> optax.GradientTransformation:
+                    ) -> tuple[optax.GradientTransformation, Any]:
+    """The transformation and a host copy of its initial state (the state does not depend
+    on the parameters: a step count and the numbers), so ``init`` is ONE transfer."""
     n = len(kinds)
     placeholder = {name: np.ones(n) for name in HYPERPARAMS}
-    return optax.inject_hyperparams(
+    base = optax.inject_hyperparams(
         _scale_by_layer_rates, static_args=("kinds", "steps_per_epoch", "own_updates"),
         hyperparam_dtype=dtype)(
         **placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
+    return base, jax.device_get(base.init(()))
 
 
 def _numbers(schedules_: Sequence[Schedule], epochs: int, first_epoch: int) -> dict:
@@ -120,14 +123,16 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     own = tuple(own_updates) if own_updates is not None else (None,) * len(scheds)
     if len(own) != len(scheds):
         raise ValueError(f"epynn_sgd: {len(own)} own_updates for {len(scheds)} layers")
-    base = _transformation(tuple(s.schedule for s in scheds), int(steps_per_epoch), own,
-                           float_dtype())
-    numbers = _numbers(scheds, int(epochs), first_epoch)
+    dtype = float_dtype()
+    base, template = _transformation(tuple(s.schedule for s in scheds), int(steps_per_epoch),
+                                     own, dtype)
+    numbers = {k: np.asarray(v, dtype) for k, v in _numbers(scheds, int(epochs),
+                                                             first_epoch).items()}
 
     def init(params):
         if len(scheds) > 1 and len(params) != len(scheds):
             raise ValueError(f"epynn_sgd: {len(scheds)} schedules (one per layer) for "
                              f"{len(params)} layers")
-        return set_hyperparams(base.init(params), numbers)
+        return jax.device_put(template._replace(hyperparams=numbers))
 
     return optax.GradientTransformation(init, base.update)

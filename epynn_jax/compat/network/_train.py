@@ -138,7 +138,12 @@ def train_epochs(model, start: int, stop: int, on_nonfinite: str = "stop", mesh=
 def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: str,
                     mesh) -> None:
     """One :func:`~epynn_jax.network.epoch.run_epoch` call per epoch; the host shuffles
-    (EpyNN's generator), records the scores and prints."""
+    (EpyNN's generator), records the scores and prints.
+
+    The host reads epoch ``e``'s scores and guard while the device runs epoch
+    ``e + 1`` (a pipeline one epoch deep): no epoch waits for the host. When
+    epoch ``e`` failed, the already dispatched ``e + 1`` is dropped with it.
+    """
     names = tuple(model.metrics)
     splits = model._device_data()
     params = model._device_params()
@@ -157,34 +162,40 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
         state, splits = parallel.place(mesh, state, splits, "dtrain")
     track = not _report.is_quiet(model) and _report.interactive()
     t0 = time.time()
-    before = state
-    for e in range(start, stop):
+
+    def settle(e: int, before: core.TrainState, out: tuple) -> bool:
+        """Record epoch ``e`` (True), or stop at it (False: a NaN or inf)."""
+        scores, watch, cost = jax.device_get((out[2], out[3] if guard else None,
+                                              out[1][-1] if track else None))
         model._set_epoch(e)
-        if e > start:
-            idx = model.embedding.batch_indices().astype(np.int32)
-        before = state
-        out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
-                             splits["dtrain"], splits, guard, idx=jnp.asarray(idx), mesh=mesh)
-        state, costs, scores = out[:3]
-        scores = jax.device_get(scores)
-        if guard:
-            watch = jax.device_get(out[3])
-            if not (bool(watch.ok) and _finite(scores)):
-                err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
-                                            advice=ADVICE, offset=k)
-                state = before
-                model._store_params(fixed + state.params)
-                model._key, model._done_epochs = state.key, e
-                _nonfinite(model, err, on_nonfinite)
-                return
+        if guard and not (bool(watch.ok) and _finite(scores)):
+            err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
+                                        advice=ADVICE, offset=k)
+            model._store_params(fixed + before.params)
+            model._key, model._done_epochs = before.key, e
+            _nonfinite(model, err, on_nonfinite)
+            return False
         model._record(scores)
         if track:
-            model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"),
-                            float(costs[-1]))
+            model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"), float(cost))
         model.report()
+        return True
+
+    last = None  # (epoch, state before it, its outputs, its batches): dispatched, not read
+    for e in range(start, stop):
+        if e > start:
+            idx = model.embedding.batch_indices().astype(np.int32)
+        idx_d = jnp.asarray(idx)
+        out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
+                             splits["dtrain"], splits, guard, idx=idx_d, mesh=mesh)
+        if last is not None and not settle(*last[:3]):
+            return
+        last, state = (e, state, out, idx_d), out[0]
+    if not settle(*last[:3]):
+        return
     model._key = state.key
     model._store_params(fixed + state.params)
-    last_idx = jnp.asarray(idx)
+    before, last_idx = last[1], last[3]
     model._pending = lambda: (core.last_step_caches(
         train_net, opt.update, model.loss, before, splits["dtrain"], last_idx),
         splits["dtrain"][0][last_idx[-1]])
