@@ -29,6 +29,7 @@ float64 the clip moves only outputs within 2.2e-16 of the edges, so EpyNN's valu
 are kept for everything else; at float32 values and derivatives stay finite
 (``|dL/dA| <= 1 / delta`` per unit for BCE and CCE). Outside the clip range the
 derivative is the one at the range's edge, so it still points back into it.
+MAE's ``eps`` is at least the dtype's smallest normal number (1e-16 is 0 in float16).
 """
 
 from __future__ import annotations
@@ -61,10 +62,12 @@ def margin(dtype) -> float:
     The smallest step the dtype resolves above 1 (1.2e-7 for float32, 2.2e-16
     for float64); integer dtypes use the default float's.
     """
+    return float(jnp.finfo(_floating(dtype)).eps)
+
+
+def _floating(dtype):
     dtype = np.dtype(dtype)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        dtype = jnp.result_type(float)
-    return float(jnp.finfo(dtype).eps)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 
 
 def _clip(A: jax.Array, low: float | None, high: float | None) -> jax.Array:
@@ -90,7 +93,10 @@ def MAE(Y: jax.Array, A: jax.Array) -> jax.Array:
 
 
 def MAE_deriv(Y: jax.Array, A: jax.Array) -> jax.Array:
-    return -(Y - A) / (jnp.abs(Y - A) + E_SAFE) / _units(A)
+    # eps no smaller than the dtype's smallest normal number: 1e-16 is 0 in float16,
+    # and 0 / 0 where A == Y. Float32 and float64 keep EpyNN's 1e-16.
+    eps = max(E_SAFE, float(jnp.finfo(_floating(jnp.asarray(A).dtype)).tiny))
+    return -(Y - A) / (jnp.abs(Y - A) + eps) / _units(A)
 
 
 def MSLE(Y: jax.Array, A: jax.Array) -> jax.Array:

@@ -189,3 +189,14 @@ def test_float64_edges_keep_epynns_values(x64, epynn_loss, name):
                                rtol=1e-8, atol=0)
     np.testing.assert_allclose(losses.loss_deriv(name, jnp.asarray(Y), jnp.asarray(A)),
                                fn(Y, A, deriv=True), rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_low_precision_values_and_derivatives_finite(name, dtype):
+    """Where 1e-16 underflows to 0 (float16), MAE's |Y - A| + eps still never divides by 0."""
+    Y = jnp.asarray([[1.0, 0.0], [0.0, 1.0]], dtype)
+    A = jnp.asarray([[1.0, 0.0], [0.5, 0.5]], dtype)  # first row: A == Y exactly
+    L, dA = losses.loss(name, Y, A), losses.loss_deriv(name, Y, A)
+    assert np.isfinite(np.asarray(L, np.float32)).all(), (name, L)
+    assert np.isfinite(np.asarray(dA, np.float32)).all(), (name, dA)
