@@ -798,7 +798,8 @@ CACHE_SCRIPT = """
 import time
 t0 = time.perf_counter()
 import jax, numpy as np
-from epynn_jax import layers, network
+from epynn_jax import config, layers, network
+config.setup()  # what the command and the script runner do: the cache on unless opted out
 net = network.build([layers.Flatten(), layers.Dense(64, 'relu'), layers.Dense(2, 'softmax')],
                     (128, 1))
 params = network.init(net, jax.random.key(0))

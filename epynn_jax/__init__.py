@@ -14,9 +14,10 @@ from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import Network, build, fit, init, predict
 
-config.setup()  # persistent compilation cache (opt out: EPYNN_JAX_NO_CACHE=1)
+# No global setting changes here: the persistent compilation cache is opt-in
+# (config.enable_compilation_cache()); the command and the script runner switch it on.
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "layers", "maths", "network", "ActivationHPars", "Schedule", "Network",
+__all__ = ["config", "data", "layers", "maths", "network", "ActivationHPars", "Schedule", "Network",
            "build", "fit", "init", "predict", "__version__"]

@@ -565,6 +565,9 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    from epynn_jax import config
+
+    config.setup()  # a program, not a library: the compilation cache on (EPYNN_JAX_NO_CACHE=1: off)
     try:
         return COMMANDS[args.command](args, out)
     except CLIError as e:

@@ -1,18 +1,27 @@
-"""Runtime configuration: JAX's persistent compilation cache, on by default.
+"""Runtime configuration: JAX's persistent compilation cache, opt-in for libraries.
 
 A compiled epoch (one XLA program per network, batch size, optimizer and
 data shape) takes from a fraction of a second to several seconds to compile.
-JAX can keep compiled programs on disk and reuse them in the next process;
-:func:`setup` (called once when ``epynn_jax`` is imported) switches that on:
+JAX can keep compiled programs on disk and reuse them in the next process.
+
+Importing ``epynn_jax`` changes no JAX setting: a library must not switch
+process-wide options for the program that imports it. Programs that want the
+cache call :func:`enable_compilation_cache` once::
+
+    import epynn_jax
+    epynn_jax.config.enable_compilation_cache()      # ~/.cache/epynn_jax/jax
+
+The command line (``epynn-jax``) and the EpyNN script runner
+(``python -m epynn_jax.compat``) are programs, not libraries: they call
+:func:`setup`, which switches the cache on unless ``EPYNN_JAX_NO_CACHE=1``.
 
 - the cache lives in ``$XDG_CACHE_HOME/epynn_jax/jax`` (``~/.cache/epynn_jax/jax``
   when ``XDG_CACHE_HOME`` is unset);
 - programs that took at least :data:`MIN_COMPILE_TIME_SECS` to compile are
   written (JAX's own default, 1 s, would skip most of our epochs);
 - a cache directory the user already chose (``JAX_COMPILATION_CACHE_DIR`` or
-  ``jax.config.update('jax_compilation_cache_dir', ...)``) is left alone;
-- opt out with the environment variable ``EPYNN_JAX_NO_CACHE=1`` (before the
-  import) or :func:`enable_compilation_cache` ``(False)`` at any time.
+  ``jax.config.update('jax_compilation_cache_dir', ...)``) is kept;
+- :func:`enable_compilation_cache` ``(False)`` switches it off at any time.
 
 The cache is trusted code: do not point it at a directory others can write.
 """
@@ -69,7 +78,8 @@ def enable_compilation_cache(enabled: bool = True, path: str | os.PathLike | Non
 
     ``path`` defaults to the directory already configured, else
     :func:`default_cache_dir`. Returns the directory in use (``None`` when off).
-    Takes effect for the next compilation, also after earlier ones.
+    Takes effect for the next compilation, also after earlier ones. This
+    changes JAX's process-wide settings; ``epynn_jax`` never calls it on import.
     """
     if not isinstance(enabled, bool):
         raise TypeError(f"enable_compilation_cache: enabled must be a bool, got {enabled!r}")
@@ -86,7 +96,7 @@ def enable_compilation_cache(enabled: bool = True, path: str | os.PathLike | Non
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError:
-        # An unwritable home must not stop the library from importing.
+        # An unwritable home must not stop a run: it only runs uncached.
         jax.config.update("jax_enable_compilation_cache", False)
         _reset_jax_cache()
         return None
@@ -98,10 +108,11 @@ def enable_compilation_cache(enabled: bool = True, path: str | os.PathLike | Non
 
 
 def setup() -> str | None:
-    """The import-time default: the cache on unless ``EPYNN_JAX_NO_CACHE`` is set.
+    """The programs' default: the cache on unless ``EPYNN_JAX_NO_CACHE`` is set.
 
-    Respects a directory and threshold the user configured in JAX before.
-    Returns the directory in use (``None`` when off).
+    Called by ``epynn-jax`` and ``python -m epynn_jax.compat`` (never on
+    import). Respects a directory and threshold the user configured in JAX
+    before. Returns the directory in use (``None`` when off).
     """
     if _truthy(os.environ.get(ENV_NO_CACHE)):
         return enable_compilation_cache(False)

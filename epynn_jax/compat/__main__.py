@@ -1,8 +1,9 @@
 """``python -m epynn_jax.compat SCRIPT.py [ARGS...]``: run an EpyNN script on the facade.
 
-Compiled epochs are kept in JAX's persistent compilation cache, which
-importing ``epynn_jax`` switches on (:mod:`epynn_jax.config`), so running a
-script again skips most compilation; ``EPYNN_JAX_NO_CACHE=1`` turns it off.
+The runner switches JAX's persistent compilation cache on before the script
+runs (:func:`epynn_jax.config.setup`; importing the facade changes no JAX
+setting), so running a script again skips most compilation;
+``EPYNN_JAX_NO_CACHE=1`` turns it off.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from epynn_jax import config
 from epynn_jax.compat import run_script
 
 
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(argv[0]):
         print(f"python -m epynn_jax.compat: no such script: {argv[0]}", file=sys.stderr)
         return 2
+    config.setup()
     run_script(argv[0], argv[1:])
     return 0
 

@@ -8,7 +8,9 @@ The binary metrics (``recall``, ``precision``, ``fscore``, ``specificity``,
 ``NPV``) treat **class 0 as positive**, as EpyNN does, and give NaN on an empty
 denominator. Their ``*_macro`` variants average the one-vs-rest metric over
 every class present in the labels or the outputs. Loss names (``'MSE'``, ...)
-are metrics too: the mean per-sample loss.
+are metrics too: the mean per-sample loss, with the losses' clip of ``A`` to the
+working dtype's resolution (:mod:`epynn_jax.maths.losses`), so a float32 output
+of 1.0000001 or 0 gives a finite value.
 
 All functions take (Y, A) and return a scalar.
 """

@@ -13,6 +13,7 @@ epoch ``x`` is:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import jax.numpy as jnp
@@ -25,7 +26,17 @@ SCHEDULES = ("steady", "exp_decay", "lin_decay")
 
 @dataclass(frozen=True)
 class Schedule:
-    """EpyNN's schedule hyperparameters (``se_hPars`` keys)."""
+    """EpyNN's schedule hyperparameters (``se_hPars`` keys), checked when made.
+
+    - ``learning_rate``: a finite real number > 0;
+    - ``schedule``: one of :data:`SCHEDULES`;
+    - ``decay_k``: a finite real number >= 0 (0: ``5 / epc``, see above);
+    - ``cycle_epochs``: an int >= 0 (0: one cycle over the whole training);
+    - ``cycle_descent``: a real number in [0, 1).
+
+    NumPy scalars count as numbers, bools do not. A wrong type raises
+    ``TypeError``, a value out of range ``ValueError``, each naming the field.
+    """
 
     learning_rate: float = 0.1
     schedule: str = "steady"
@@ -34,14 +45,35 @@ class Schedule:
     cycle_descent: float = 0.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.schedule, str):
+            raise TypeError(f"Schedule: schedule must be a name such as 'steady', "
+                            f"got {self.schedule!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(
-                f"unknown schedule {self.schedule!r}; known: {', '.join(SCHEDULES)}"
-            )
-        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be a finite number, got {self.learning_rate!r}")
-        if self.cycle_epochs < 0:
-            raise ValueError(f"cycle_epochs must be >= 0, got {self.cycle_epochs!r}")
+            raise ValueError(f"Schedule: unknown schedule {self.schedule!r}; "
+                             f"known: {', '.join(SCHEDULES)}")
+        lr = self._real("learning_rate", "a finite number > 0")
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"Schedule: learning_rate must be a finite number > 0, "
+                             f"got {self.learning_rate!r}")
+        k = self._real("decay_k", "a finite number >= 0")
+        if not (math.isfinite(k) and k >= 0):
+            raise ValueError(f"Schedule: decay_k must be a finite number >= 0, "
+                             f"got {self.decay_k!r}")
+        d = self._real("cycle_descent", "a number in [0, 1)")
+        if not 0 <= d < 1:  # also refuses NaN
+            raise ValueError(f"Schedule: cycle_descent must be a number in [0, 1), "
+                             f"got {self.cycle_descent!r}")
+        epc = self.cycle_epochs
+        if isinstance(epc, bool) or not isinstance(epc, numbers.Integral):
+            raise TypeError(f"Schedule: cycle_epochs must be an int >= 0, got {epc!r}")
+        if epc < 0:
+            raise ValueError(f"Schedule: cycle_epochs must be an int >= 0, got {epc!r}")
+
+    def _real(self, field: str, expected: str) -> float:
+        value = getattr(self, field)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"Schedule: {field} must be {expected}, got {value!r}")
+        return float(value)
 
     @classmethod
     def from_hpars(cls, se_hPars: dict) -> Schedule:

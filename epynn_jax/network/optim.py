@@ -86,8 +86,9 @@ def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
     return base, jax.device_get(base.init(()))
 
 
-def _numbers(schedules_: Sequence[Schedule], epochs: int, first_epoch: int) -> dict:
-    rows = [(*schedules.resolve(s, epochs), epochs, first_epoch) for s in schedules_]
+def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: int) -> dict:
+    rows = [(*(schedules.resolve(s, epochs) if s is not None else (0.0, 0.0, 0.0, 1.0)),
+             epochs, first_epoch) for s in schedules_]
     return {name: np.asarray(col, np.float64) for name, col in zip(HYPERPARAMS, zip(*rows))}
 
 
@@ -105,7 +106,7 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     """EpyNN's update ``p -= lrate[e] * g``, each layer with its own schedule.
 
     ``schedule`` is one :class:`Schedule` for every layer, or one per layer; a layer
-    that must not train gets ``Schedule(learning_rate=0)``. At optimizer step ``t`` the epoch is
+    that must not train gets ``None`` (its rate is 0). At optimizer step ``t`` the epoch is
     ``e = first_epoch + t // steps_per_epoch`` (the last one, ``epochs - 1``, after the
     end) and layer ``i`` moves by ``-rate_i(e) * g`` with :func:`~epynn_jax.maths.schedules.rate`
     over ``epochs`` TOTAL epochs (EpyNN's schedules depend on the total). ``own_updates``
@@ -114,17 +115,18 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     transformation's ``update`` is shared by every call with the same kinds and steps.
     """
     scheds = (schedule,) if isinstance(schedule, Schedule) else tuple(schedule)
-    if not scheds or not all(isinstance(s, Schedule) for s in scheds):
-        raise TypeError(f"epynn_sgd: schedule must be a Schedule or one per layer, got "
-                        f"{schedule!r}")
-    schedules.learning_rates(scheds[0], epochs)  # validates epochs
+    if not scheds or not all(s is None or isinstance(s, Schedule) for s in scheds):
+        raise TypeError(f"epynn_sgd: schedule must be a Schedule or one per layer (None: "
+                        f"the layer does not train), got {schedule!r}")
+    schedules.learning_rates(Schedule(), epochs)  # validates epochs
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
         raise ValueError(f"epynn_sgd: first_epoch must be an int >= 0, got {first_epoch!r}")
     own = tuple(own_updates) if own_updates is not None else (None,) * len(scheds)
     if len(own) != len(scheds):
         raise ValueError(f"epynn_sgd: {len(own)} own_updates for {len(scheds)} layers")
     dtype = float_dtype()
-    base, template = _transformation(tuple(s.schedule for s in scheds), int(steps_per_epoch),
+    kinds = tuple("steady" if s is None else s.schedule for s in scheds)
+    base, template = _transformation(kinds, int(steps_per_epoch),
                                      own, dtype)
     numbers = {k: np.asarray(v, dtype) for k, v in _numbers(scheds, int(epochs),
                                                              first_epoch).items()}

@@ -234,11 +234,13 @@ def test_a_diverging_run_is_a_one_line_error_in_the_commands_words(tmp_path):
     from epynn_jax.errors import NonFiniteError  # noqa: F401 - fit's divergence check
 
     out = tmp_path / "never"
-    code, _, err = run("train", "dummy_string", "--quick", "--lr", "1e6", "--epochs", "3",
+    # lr 1e38: the float32 update overflows to inf. (A large lr alone no longer gives NaN:
+    # the BCE of a saturated softmax is clipped to stay finite, maths/losses.py.)
+    code, _, err = run("train", "dummy_string", "--quick", "--lr", "1e38", "--epochs", "3",
                        "--batch-size", "16", "--no-plot", "--out", str(out))
     assert_one_line_error(code, err, 1, "training diverged")
     assert "NaN" in err and "in epoch 1" in err  # 1-based, as in the table
-    assert "--lr 100000" in err and "this run: --lr 1e+06" in err and "--batch-size" in err
+    assert "--lr 1e+37" in err and "this run: --lr 1e+38" in err and "--batch-size" in err
     assert "err.params" not in err and "debug=True" not in err  # Python advice is no use here
     assert not out.exists()  # nothing written, not even an empty folder
 

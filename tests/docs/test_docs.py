@@ -115,6 +115,24 @@ def test_ci_runs_the_readme_quick_start_test_command():
     assert '"$status" -eq 5' in ci  # "no tests collected" is handled explicitly
 
 
+def test_oracle_is_installed_last_so_pip_reports_no_false_conflict():
+    """EpyNN 1.2.13 pins ancient versions. Installed with --no-deps *last*, pip runs no
+    dependency check; any pip install after it would print a red 'ERROR: pip's dependency
+    resolver ...' block about the pins although nothing is wrong."""
+    readme = [code.strip() for lang, code, _, _ in
+              fenced_blocks((ROOT / "README.md").read_text()) if lang == "bash"][1]
+    steps = [step.strip() for step in readme.split("&&")]
+    pip_steps = [step for step in steps if " install " in step and "/pip " in step]
+    assert pip_steps[-1] == ".venv/bin/pip install --no-deps epynn==1.2.13", pip_steps
+    assert all("epynn==" not in step for step in pip_steps[:-1]), pip_steps
+    plain = "numpy matplotlib tabulate termcolor texttable pygments"
+    assert all(name in " ".join(pip_steps[:-1]).split() for name in plain.split())
+    guide = [code.strip() for lang, code, _, _ in
+             fenced_blocks((ROOT / "docs" / "getting-started.md").read_text())
+             if lang == "bash" and "epynn==1.2.13" in code]
+    assert guide == [readme]  # the guide runs what the README and .ci/run run
+
+
 def test_output_comparison_is_strict_where_it_matters():
     assert same_output("dX  (3, 4)  1.2e-11  pass", "dX  (3, 4)  7.7e-12  pass")
     assert not same_output("dX  (3, 4)  0.31  FAIL", "dX  (3, 4)  0.25  FAIL")

@@ -130,3 +130,73 @@ def test_unknown_loss_names():
         losses.check_loss("mse")
     with pytest.raises(TypeError, match="loss must be a name"):
         losses.check_loss(None)
+
+
+# -- float32: outputs one ulp outside [0, 1] and saturated outputs ----------------------------
+
+_ONE_UP = np.nextafter(np.float32(1), np.float32(2))      # 1.0000001: a float32 softmax sum
+_ZERO_DOWN = -np.float32(np.finfo(np.float32).tiny)        # just below 0
+
+
+@pytest.mark.parametrize("name", ["MSLE", "CCE", "BCE"])
+@pytest.mark.parametrize("edge", [_ONE_UP, np.float32(1), np.float32(0), _ZERO_DOWN,
+                                  np.float32(-1e-7)])
+def test_float32_log_losses_finite_at_the_edges(name, edge):
+    """Every loss that takes a log is finite, value and derivative, for outputs at the
+    edges of [0, 1] and one float32 step beyond them, against both labels."""
+    Y = jnp.asarray([[1.0, 0.0], [0.0, 1.0]], jnp.float32)
+    A = jnp.asarray([[edge, 1 - edge], [edge, 1 - edge]], jnp.float32)
+    assert A.dtype == jnp.float32
+    L, dA = losses.loss(name, Y, A), losses.loss_deriv(name, Y, A)
+    assert L.dtype == jnp.float32 and dA.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(L))), (name, edge, L)
+    assert np.all(np.isfinite(np.asarray(dA))), (name, edge, dA)
+    assert np.all(np.asarray(L) >= -1e-6), (name, edge, L)  # a loss never goes negative
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float32_derivative_points_the_right_way_beyond_the_edges(name):
+    """One float32 step past 1 with label 0, the loss falls as A falls (dL/dA > 0; CCE
+    ignores a label-0 output: dL/dA = 0); just below 0 with label 1, the loss falls as A
+    rises (dL/dA < 0)."""
+    above = losses.loss_deriv(name, jnp.asarray([[0.0]], jnp.float32),
+                              jnp.asarray([[_ONE_UP]], jnp.float32))
+    below = losses.loss_deriv(name, jnp.asarray([[1.0]], jnp.float32),
+                              jnp.asarray([[_ZERO_DOWN]], jnp.float32))
+    above, below = np.asarray(above), np.asarray(below)
+    assert np.isfinite(above).all() and np.isfinite(below).all(), (name, above, below)
+    assert (above == 0).all() if name == "CCE" else (above > 0).all(), (name, above)
+    assert (below < 0).all(), (name, below)
+
+
+def test_float32_bce_saturated_gradient_is_bounded_by_the_resolution():
+    """The clip uses float32's resolution, not 1e-16: |dL/dA| stays below 1 / eps32."""
+    Y = jnp.asarray([[0.0, 1.0]], jnp.float32)
+    A = jnp.asarray([[1.0, 0.0]], jnp.float32)
+    dA = np.asarray(losses.loss_deriv("BCE", Y, A))
+    assert np.all(np.abs(dA) <= 1.0 / np.finfo(np.float32).eps), dA
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_float64_edges_keep_epynns_values(x64, epynn_loss, name):
+    """Inside [0, 1] at float64 the values stay EpyNN's, also close to the edges."""
+    Y = np.asarray([[1.0, 0.0], [0.0, 1.0]])
+    A = np.asarray([[1e-9, 1 - 1e-9], [1 - 1e-12, 1e-12]])
+    if name == "CCE":
+        A = A / A.sum(axis=1, keepdims=True)
+    fn = epynn_loss.loss_functions(name, "softmax")
+    np.testing.assert_allclose(losses.loss(name, jnp.asarray(Y), jnp.asarray(A)), fn(Y, A),
+                               rtol=1e-8, atol=0)
+    np.testing.assert_allclose(losses.loss_deriv(name, jnp.asarray(Y), jnp.asarray(A)),
+                               fn(Y, A, deriv=True), rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+@pytest.mark.parametrize("name", NAMES)
+def test_low_precision_values_and_derivatives_finite(name, dtype):
+    """Where 1e-16 underflows to 0 (float16), MAE's |Y - A| + eps still never divides by 0."""
+    Y = jnp.asarray([[1.0, 0.0], [0.0, 1.0]], dtype)
+    A = jnp.asarray([[1.0, 0.0], [0.5, 0.5]], dtype)  # first row: A == Y exactly
+    L, dA = losses.loss(name, Y, A), losses.loss_deriv(name, Y, A)
+    assert np.isfinite(np.asarray(L, np.float32)).all(), (name, L)
+    assert np.isfinite(np.asarray(dA, np.float32)).all(), (name, dA)

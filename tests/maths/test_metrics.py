@@ -128,3 +128,21 @@ def test_unknown_metric():
         metrics.check_metric("acc")
     with pytest.raises(TypeError, match="metric must be a name"):
         metrics.check_metric(len)
+
+
+def test_every_metric_finite_on_saturated_float32_outputs():
+    """float32 softmax outputs at 0, 1 and one step past them (1.0000001): every metric,
+    the loss names included, is finite, and decision metrics equal their value on the
+    outputs clipped into [0, 1]."""
+    up = np.nextafter(np.float32(1), np.float32(2))
+    tiny = -np.finfo(np.float32).tiny
+    Y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
+    A = np.asarray([[up, tiny], [0, 1], [0, up], [1, 0]], np.float32)
+    for name in metrics.METRICS:
+        value = metrics.metric(name, jnp.asarray(Y), jnp.asarray(A))
+        assert value.dtype == jnp.float32 and np.isfinite(float(value)), (name, value)
+        if name in metrics.losses.LOSSES:
+            assert float(value) >= -1e-6, (name, value)
+        else:
+            exact = metrics.metric(name, jnp.asarray(Y), jnp.asarray(np.clip(A, 0, 1)))
+            assert float(value) == pytest.approx(float(exact), abs=1e-6), name

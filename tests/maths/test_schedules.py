@@ -79,12 +79,55 @@ def test_optax_schedule_one_step_per_epoch(x64):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(schedule="cosine"), "unknown schedule 'cosine'"),
     (dict(learning_rate=float("nan")), "learning_rate"),
-    (dict(learning_rate="0.1"), "learning_rate"),
-    (dict(cycle_epochs=-1), "cycle_epochs"),
+    (dict(learning_rate=float("inf")), "learning_rate"),
+    (dict(learning_rate=-1.0), "learning_rate must be .*> 0, got -1.0"),
+    (dict(learning_rate=0), "learning_rate must be .*> 0, got 0"),
+    (dict(cycle_epochs=-1), "cycle_epochs must be .*>= 0, got -1"),
+    (dict(decay_k=-0.1), "decay_k must be .*>= 0, got -0.1"),
+    (dict(decay_k=float("nan")), "decay_k"),
+    (dict(decay_k=float("inf")), "decay_k"),
+    (dict(cycle_descent=1.0), r"cycle_descent must be .*\[0, 1\), got 1.0"),
+    (dict(cycle_descent=-0.2), "cycle_descent .*got -0.2"),
+    (dict(cycle_descent=float("nan")), "cycle_descent"),
 ])
-def test_bad_schedules(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
         Schedule(**kwargs)
+    assert "\n" not in str(err.value) and str(err.value).startswith("Schedule: ")
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(learning_rate="0.1"), "learning_rate"),
+    (dict(learning_rate=True), "learning_rate"),
+    (dict(learning_rate=None), "learning_rate"),
+    (dict(learning_rate=[0.1]), "learning_rate"),
+    (dict(decay_k="0"), "decay_k"),
+    (dict(decay_k=None), "decay_k"),
+    (dict(cycle_epochs=2.5), "cycle_epochs"),
+    (dict(cycle_epochs=4.0), "cycle_epochs"),
+    (dict(cycle_epochs=True), "cycle_epochs"),
+    (dict(cycle_epochs="4"), "cycle_epochs"),
+    (dict(cycle_descent=None), "cycle_descent"),
+    (dict(schedule=None), "schedule"),
+    (dict(schedule=0), "schedule"),
+])
+def test_bad_types(kwargs, field):
+    with pytest.raises(TypeError, match=f"Schedule: {field} must be") as err:
+        Schedule(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_hpars_name_the_key():
+    with pytest.raises(ValueError, match="learning_rate"):
+        Schedule.from_hpars({"learning_rate": -0.5})
+
+
+def test_valid_values_of_every_kind_are_accepted():
+    np_kinds = Schedule(learning_rate=np.float32(0.01), decay_k=np.float64(0.5),
+                        cycle_epochs=np.int64(3), cycle_descent=np.float32(0.5))
+    assert float(learning_rates(np_kinds, 4)[0]) == pytest.approx(0.01)
+    assert Schedule(learning_rate=1, decay_k=0, cycle_epochs=0, cycle_descent=0)
+    assert Schedule(learning_rate=1e-12, schedule="lin_decay", cycle_descent=0.999)
 
 
 def test_epochs_must_be_positive():

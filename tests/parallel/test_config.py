@@ -1,7 +1,13 @@
-"""The persistent compilation cache: on by default, in the user cache dir, opt-out."""
+"""The persistent compilation cache: off on import, on in the command and the script runner.
+
+A library changes no global setting when it is imported; ``epynn-jax`` and
+``python -m epynn_jax.compat`` switch the cache on (opt out: ``EPYNN_JAX_NO_CACHE=1``),
+and library users call :func:`epynn_jax.config.enable_compilation_cache`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,17 +20,39 @@ import pytest
 from epynn_jax import config
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = "import epynn_jax; print('DIR', epynn_jax.config.compilation_cache_dir())"
+# Every JAX setting, before and after importing the package and the facade.
+SNAPSHOT = """
+import json, jax
+def snap():
+    return {k: repr(v) for k, v in sorted(jax.config.values.items())}
+before = snap()
+import epynn_jax, epynn_jax.compat
+import epynn_jax.compat.network.models, epynn_jax.compat.embedding.models
+after = snap()
+print('CHANGED', json.dumps({k: (before.get(k), after.get(k)) for k in set(before) | set(after)
+                             if before.get(k) != after.get(k)}))
+"""
+CLI_PROBE = ("import io; from epynn_jax import cli, config; "
+             "cli.main(['list'], out=io.StringIO()); print('DIR', config.compilation_cache_dir())")
+SCRIPT = "import epynn_jax.config as c; print('DIR', c.compilation_cache_dir())\n"
 
 
-def _probe(**env_overrides) -> str:
+def _env(**overrides) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("EPYNN_JAX_NO_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")}
-    env.update(env_overrides)
+           if k not in ("EPYNN_JAX_NO_CACHE", "JAX_COMPILATION_CACHE_DIR", "XDG_CACHE_HOME")
+           and not k.startswith("JAX_")}
+    env.update(overrides)
     env["PYTHONPATH"] = str(ROOT)
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
-    return [line for line in out.splitlines() if line.startswith("DIR")][0][4:]
+    return env
+
+
+def _run(argv: list[str], **env_overrides) -> str:
+    return subprocess.run([sys.executable, *argv], env=_env(**env_overrides), capture_output=True,
+                          text=True, timeout=120, check=True).stdout
+
+
+def _dir(stdout: str) -> str:
+    return [line for line in stdout.splitlines() if line.startswith("DIR")][0][4:]
 
 
 @pytest.fixture
@@ -45,12 +73,39 @@ def test_default_dir_follows_xdg(tmp_path, monkeypatch):
     assert config.default_cache_dir() == Path.home() / ".cache" / "epynn_jax" / "jax"
 
 
-def test_import_turns_cache_on_in_xdg_dir(tmp_path):
-    assert _probe(XDG_CACHE_HOME=str(tmp_path)) == str(tmp_path / "epynn_jax" / "jax")
+def test_import_changes_no_jax_setting(tmp_path):
+    out = _run(["-c", SNAPSHOT], XDG_CACHE_HOME=str(tmp_path))
+    changed = json.loads(out.split("CHANGED", 1)[1])
+    assert changed == {}, f"importing epynn_jax changed JAX settings: {changed}"
+    assert not (tmp_path / "epynn_jax").exists(), "importing created a cache directory"
+
+
+def test_command_turns_cache_on_in_xdg_dir(tmp_path):
+    assert _dir(_run(["-c", CLI_PROBE], XDG_CACHE_HOME=str(tmp_path))) == str(
+        tmp_path / "epynn_jax" / "jax")
+
+
+def test_script_runner_turns_cache_on_in_xdg_dir(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(SCRIPT)
+    out = _run(["-m", "epynn_jax.compat", str(script)], XDG_CACHE_HOME=str(tmp_path))
+    assert _dir(out) == str(tmp_path / "epynn_jax" / "jax")
 
 
 def test_env_var_opts_out(tmp_path):
-    assert _probe(XDG_CACHE_HOME=str(tmp_path), EPYNN_JAX_NO_CACHE="1") == "None"
+    assert _dir(_run(["-c", CLI_PROBE], XDG_CACHE_HOME=str(tmp_path),
+                     EPYNN_JAX_NO_CACHE="1")) == "None"
+    script = tmp_path / "probe.py"
+    script.write_text(SCRIPT)
+    assert _dir(_run(["-m", "epynn_jax.compat", str(script)], XDG_CACHE_HOME=str(tmp_path),
+                     EPYNN_JAX_NO_CACHE="1")) == "None"
+
+
+def test_runner_respects_a_directory_chosen_in_jax(tmp_path):
+    chosen = tmp_path / "mine"
+    out = _run(["-c", CLI_PROBE], XDG_CACHE_HOME=str(tmp_path),
+               JAX_COMPILATION_CACHE_DIR=str(chosen))
+    assert _dir(out) == str(chosen)
 
 
 def test_compiled_programs_land_in_the_cache(tmp_path, restore_cache_config):

@@ -60,10 +60,22 @@ def test_stops_naming_epoch_and_layer_and_keeps_the_last_good_params():
     assert err.history == three.history
 
 
+def _overflowing(X: np.ndarray) -> np.ndarray:
+    """Finite float32 data whose first Dense product overflows to inf: every feature
+    +-3e38 with the sign of one column of the initial W (a column with sum |W| > 1.2).
+    (Large but finite outputs no longer do it: a saturated softmax's CCE is clipped.)"""
+    W = np.asarray(problem.params0()[0]["W"])
+    j = int(np.argmax(np.abs(W).sum(axis=0)))
+    assert float(np.abs(W[:, j]).sum()) * 3e38 > 1.2 * float(np.finfo(np.float32).max)
+    out = np.tile(np.sign(W[:, j]) * np.float32(3e38), (len(X), 1)).astype(np.float32)
+    assert np.isfinite(out).all()
+    return out
+
+
 def test_overflowing_data_stops_at_the_first_step_with_the_initial_params():
     X, Y = DATA["dtrain"]
     with pytest.raises(NonFiniteError) as info:
-        _fit({"dtrain": (X * np.float32(1e30), Y), "dval": DATA["dval"]})
+        _fit({"dtrain": (_overflowing(X), Y), "dval": DATA["dval"]})
     err = info.value
     assert (err.epoch, err.step) == (0, 0)
     assert err.layer_index == max(err.bad_layers) and 2 in err.bad_layers
@@ -74,7 +86,7 @@ def test_overflowing_data_stops_at_the_first_step_with_the_initial_params():
 def test_debug_mode_reports_through_jax_debug_nans():
     X, Y = DATA["dtrain"]
     with pytest.raises(NonFiniteError, match="debug mode"):
-        _fit({"dtrain": (X * np.float32(1e30), Y)}, debug=True)
+        _fit({"dtrain": (_overflowing(X), Y)}, debug=True)
     assert not jax.config.jax_debug_nans  # switched off again
 
 

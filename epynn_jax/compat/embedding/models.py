@@ -16,9 +16,20 @@ place by the layer's ``np_rng`` (set by the model) at ``initialize`` and at
 every epoch, then cut into ``N // batch_size`` batches, the remainder dropped.
 The facade shuffles a list of sample indices with the same generator, so the
 batch order is EpyNN's.
+
+Inputs are checked when the layer is made, each bad one with one line naming
+the argument: ``batch_size`` is ``None`` (one batch of every training sample) or
+an int >= 1 (EpyNN silently trains one batch for 0 and misbehaves below);
+``relative_size`` holds up to three non-negative numbers with a positive sum;
+``X_data`` and ``Y_data`` are non-empty sequences of samples of one shape, real
+(complex data would lose its imaginary part), finite, and ``X_data`` holds
+numbers unless ``X_encode`` one-hot encodes its elements.
 """
 
 from __future__ import annotations
+
+import math
+import numbers
 
 import numpy as np
 
@@ -29,7 +40,79 @@ from epynn_jax.compat.commons.models import dataSet
 __all__ = ["Embedding"]
 
 
+def _check_batch_size(batch_size) -> None:
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError("Embedding: batch_size must be an int >= 1, or None for one batch of "
+                        f"every training sample; got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError("Embedding: batch_size must be >= 1, or None for one batch of every "
+                         f"training sample; got {batch_size!r}")
+
+
+def _check_relative_size(relative_size) -> tuple:
+    try:
+        rs = tuple(relative_size)
+    except TypeError:
+        raise TypeError("Embedding: relative_size must be a tuple (train, val, test) of "
+                        f"relative sizes, got {relative_size!r}") from None
+    if not 1 <= len(rs) <= 3:
+        raise ValueError("Embedding: relative_size must hold 1 to 3 relative sizes "
+                         f"(train, val, test), got {relative_size!r}")
+    for r in rs:
+        if isinstance(r, bool) or not isinstance(r, numbers.Real):
+            raise TypeError("Embedding: relative_size must hold numbers (train, val, test), "
+                            f"got {relative_size!r}")
+        if not (math.isfinite(r) and r >= 0):
+            raise ValueError("Embedding: relative_size must hold finite numbers >= 0, "
+                             f"got {relative_size!r}")
+    if sum(rs) <= 0:
+        raise ValueError(f"Embedding: relative_size must have a positive sum, got {rs}")
+    return rs + (0,) * (3 - len(rs))
+
+
+def _samples(data, name: str) -> np.ndarray:
+    """``data`` as an array of samples: one shape, at least one sample, real values."""
+    try:
+        arr = np.array(data)
+    except ValueError:  # NumPy's "inhomogeneous shape" for ragged nested lists
+        raise ValueError(f"Embedding: {name} samples must all have the same shape "
+                         "(got nested sequences of different lengths)") from None
+    if arr.ndim == 0:
+        raise TypeError(f"Embedding: {name} must be a sequence of samples, got "
+                        f"{type(data).__name__} {data!r:.40}")
+    if len(arr) == 0:
+        raise ValueError(f"Embedding: {name} is empty (0 samples)")
+    if np.iscomplexobj(arr):
+        raise TypeError(f"Embedding: {name} is complex ({arr.dtype}); the layers compute with "
+                        "real numbers: pass its real part, modulus or both as features")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = ~np.isfinite(arr.reshape(len(arr), -1))
+        first = int(np.argmax(bad.any(axis=1)))
+        raise ValueError(f"Embedding: {name} holds NaN or inf ({int(bad.sum())} values, "
+                         f"the first in sample {first})")
+
+
+def _check_features(X: np.ndarray, X_encode: bool) -> None:
+    if X.size == 0:
+        raise ValueError(f"Embedding: X_data samples have no features (shape {X.shape})")
+    if X_encode:
+        return  # any hashable elements: they are one-hot encoded
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"Embedding: X_data holds {X.dtype} values, not numbers; pass "
+                        "X_encode=True to one-hot encode its elements")
+    _check_finite(X, "X_data")
+
+
 def _one_hot_labels(Y: np.ndarray) -> np.ndarray:
+    if Y.dtype.kind not in "biuf":
+        raise ValueError(f"Embedding: Y_encode needs integer labels 0..K-1, got {Y.dtype} "
+                         f"labels {np.unique(Y).tolist()[:10]}")
     labels = np.unique(Y)
     k = len(labels)
     if not (np.issubdtype(Y.dtype, np.integer) or np.issubdtype(Y.dtype, np.bool_)
@@ -48,7 +131,8 @@ class Embedding(BuiltinLayer):
     def __init__(self, X_data=None, Y_data=None, relative_size=(2, 1, 0), batch_size=None,
                  X_encode: bool = False, Y_encode: bool = False, X_scale: bool = False) -> None:
         super().__init__(None)
-        rs = tuple(relative_size) + (0,) * (3 - len(tuple(relative_size)))
+        _check_batch_size(batch_size)
+        rs = _check_relative_size(relative_size)
         self.se_dataset = {
             "dtrain_relative": rs[0], "dval_relative": rs[1], "dtest_relative": rs[2],
             "batch_size": batch_size, "X_scale": X_scale, "X_encode": X_encode,
@@ -68,12 +152,17 @@ class Embedding(BuiltinLayer):
         if Y_data is None:
             raise ValueError("Embedding: Y_data (labels) is required with X_data; use "
                              "model.predict for unlabeled data")
-        if X_scale:
-            X_data = scale_features(np.asarray(X_data, dtype=np.float64))
-        X = np.array(X_data)
-        Y = np.array(Y_data)
+        X = _samples(X_data, "X_data")
+        _check_features(X, X_encode and not X_scale)
+        Y = _samples(Y_data, "Y_data")
+        if not Y_encode and Y.dtype.kind not in "biuf":
+            raise TypeError(f"Embedding: Y_data holds {Y.dtype} values, not numbers; pass "
+                            "Y_encode=True for integer class labels")
+        _check_finite(Y, "Y_data")
         if len(X) != len(Y):
             raise ValueError(f"Embedding: X_data has {len(X)} samples but Y_data has {len(Y)}")
+        if X_scale:
+            X = np.array(scale_features(np.asarray(X, dtype=np.float64)))
         if X_encode:
             self.e2i, self.i2e, self.d["e"] = index_elements_auto(X)
             X = np.array(encode_dataset(X, self.e2i, self.d["e"]))
@@ -86,8 +175,6 @@ class Embedding(BuiltinLayer):
 
     def _split(self, X, Y, rs) -> None:
         total = sum(rs)
-        if total <= 0:
-            raise ValueError(f"Embedding: relative_size must have a positive sum, got {rs}")
         n = len(X)
         n_train = round(rs[0] / total * n)
         n_val = round(rs[1] / total * n)

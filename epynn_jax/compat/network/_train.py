@@ -80,17 +80,19 @@ def plan(layers: list) -> list[Segment]:
 # -- the optimizer: EpyNN's per-layer rates as one gradient transformation -------------------
 
 
-def _schedule(layer) -> Schedule:
-    """The layer's schedule (from its completed ``se_hPars``); rate 0 when it does not train
-    (a built-in layer with ``trainable = False``, an eager layer's own rule)."""
+def _schedule(layer) -> Schedule | None:
+    """The layer's schedule (from its completed ``se_hPars``); None (rate 0) when it does not
+    train: a built-in layer with ``trainable = False``, a custom layer without ``lrate``, a
+    learning rate of 0."""
     trains = layer.trainable if isinstance(layer, BuiltinLayer) else hasattr(layer, "lrate")
     hp = getattr(layer, "se_hPars", None) or {}
-    if not trains or not hp:
-        return Schedule(learning_rate=0.0)
+    if not trains or not hp or hp.get("learning_rate") == 0:
+        return None
     return Schedule.from_hpars(hp)
 
 
 def optimizer(layers: list, indices, epochs: int, start: int, steps_per_epoch: int):
+    # (own_updates: a compiled custom layer applies its own update_parameters)
     """EpyNN's SGD for layers ``indices``: epoch ``start`` at step 0, over ``epochs`` in all."""
     own = tuple(getattr(compiled_layer(layers[i]), "update", None)
                 if not isinstance(layers[i], BuiltinLayer) else None for i in indices)
