@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+import epynn_jax.compat._modelfile  # noqa: F401  (the facade's model-file slot layer)
+import epynn_jax.compat._traced  # noqa: F401  (the facade's traced custom-layer adapter)
 import epynn_jax.layers  # noqa: F401  (registers the built-in layers)
 from epynn_jax.layers.base import Layer, LayerError
 
@@ -26,8 +28,16 @@ def _all_layer_classes():
 SHAPES = [(6,), (5, 3), (8, 8, 2)]
 
 
+# Layers whose fields have no valid defaults: the arguments to make one.
+ARGS = {"CustomLayerSlot": {"layer_class": "pkg.mod:MyLayer"}}
+
+
+def _make(cls):
+    return cls(**ARGS.get(cls.__name__, {}))
+
+
 def _built(cls):
-    layer = cls()
+    layer = _make(cls)
     for shape in SHAPES:
         try:
             return layer.compute_shapes(shape)
@@ -46,7 +56,7 @@ def test_the_core_layers_are_found():
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_hashable_and_equal(cls):
-    a, b = cls(), cls()
+    a, b = _make(cls), _make(cls)
     assert a == b and hash(a) == hash(b)
     built_a, built_b = _built(cls), _built(cls)
     assert built_a == built_b and hash(built_a) == hash(built_b)
@@ -75,7 +85,7 @@ def test_static_through_jit(cls):
     f(_built(cls), x)          # equal, distinct object: no retrace
     assert len(traces) == 1
     assert traces[0] == layer  # the layer itself, not a tracer
-    f(cls(), x)                # a different (unbuilt) layer: one more trace
+    f(_make(cls), x)           # a different (unbuilt) layer: one more trace
     assert len(traces) == 2
 
 
