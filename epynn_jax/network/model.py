@@ -16,6 +16,7 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -212,9 +213,9 @@ def memory_limit() -> tuple[int | None, str]:
     host's available memory (CPU devices share it). ``(None, ...)`` when
     neither is known.
     """
-    device = jax.config.jax_default_device
+    device = jax.config.jax_default_device  # a Device, a platform name, or None
     if not isinstance(device, jax.Device):
-        device = jax.devices()[0]
+        device = jax.devices(*([device] if isinstance(device, str) else []))[0]
     try:
         stats = device.memory_stats()
     except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
@@ -261,12 +262,20 @@ def check_param_memory(net: Network, key: Any, max_bytes: float | None = None) -
     Returns the estimated total.
     """
     limit, what = _limit(max_bytes)
-    sizes, details = [], []
-    for layer, k in zip(net.layers, split_keys(net, as_key(key, "check_param_memory"))):
-        shapes = jax.eval_shape(layer.initialize_parameters, k)
-        parts = {name: (tuple(a.shape), np.dtype(a.dtype)) for name, a in shapes.items()}
-        sizes.append(sum(math.prod(s) * d.itemsize for s, d in parts.values()))
-        details.append(", ".join(f"{name} {s} {d.name}" for name, (s, d) in parts.items()))
+    key = as_key(key, "check_param_memory")
+    sizes, details, seen = [], [], {}  # equal layers have equal sizes: trace each once
+    for layer in net.layers:
+        try:
+            size, detail = seen[layer]
+        except (KeyError, TypeError):  # TypeError: an unhashable custom layer
+            shapes = jax.eval_shape(layer.initialize_parameters, key)
+            parts = {name: (tuple(a.shape), np.dtype(a.dtype)) for name, a in shapes.items()}
+            size = sum(math.prod(s) * d.itemsize for s, d in parts.values())
+            detail = ", ".join(f"{name} {s} {d.name}" for name, (s, d) in parts.items())
+            with contextlib.suppress(TypeError):
+                seen[layer] = size, detail
+        sizes.append(size)
+        details.append(detail)
     total = sum(sizes)
     if limit is None or total <= limit:
         return total

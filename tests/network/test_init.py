@@ -101,6 +101,28 @@ def test_automatic_limit_comes_from_the_device_or_the_host(monkeypatch):
         network.init(small, 0)
 
 
+class _FakeGPU:
+    platform, id, device_kind = "gpu", 0, "NVIDIA H200"
+
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        if isinstance(self.stats, Exception):
+            raise self.stats
+        return self.stats
+
+
+def test_a_device_that_reports_its_memory_gives_the_limit(monkeypatch):
+    gpu = _FakeGPU({"bytes_limit": 140 * 10**9, "bytes_in_use": 10**9})
+    monkeypatch.setattr(jax, "devices", lambda *a: [gpu])
+    assert model_mod.memory_limit() == (139 * 10**9, "gpu:0 (NVIDIA H200)")
+    for silent in ({}, None, RuntimeError("no stats here")):  # then the host's memory
+        gpu.stats = silent
+        limit, where = model_mod.memory_limit()
+        assert where == "the host" and limit > 0
+
+
 def test_total_over_the_limit_names_the_largest_layer():
     net = network.build([layers.Dense(100), layers.Dense(100), layers.Dense(2)], (100,))
     # each big layer: W 40000 + b 400 bytes; the last 808; all three: 81,608 bytes
