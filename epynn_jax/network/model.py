@@ -131,8 +131,8 @@ def as_key(key: Any, where: str = "init") -> jax.Array:
         try:
             return jax.random.key(int(key))
         except (OverflowError, TypeError, ValueError):
-            raise ValueError(f"{where}: seed {int(key)} is out of range (an int seed must fit "
-                             "in 64 bits)") from None
+            raise ValueError(f"{where}: seed {int(key)} is out of range (an int seed must be "
+                             "from -2**63 to 2**63 - 1)") from None
     shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
     if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
         if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):

@@ -64,9 +64,11 @@ def test_anything_else_is_refused_in_one_line(net, bad, match):
     assert "jax.random.key(seed)" in msg
 
 
-def test_seed_out_of_range_is_one_clear_line(net):
-    with pytest.raises(ValueError, match=r"init: seed 2\*\*70|init: seed 1180591620717411303424"):
-        network.init(net, 2**70)
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 2**70])
+def test_seed_out_of_range_is_one_clear_line(net, seed):
+    with pytest.raises(ValueError, match=rf"^init: seed {seed} is out of range .*2\*\*63 - 1\)$"):
+        network.init(net, seed)
+    assert network.init(net, 2**63 - 1)[0]["W"].shape == (4, 3)
 
 
 # -- parameters that cannot fit --------------------------------------------------------------
