@@ -117,7 +117,7 @@ _NPY_HEADER_MAX = 2**16
 _PARAM_KINDS = "f"
 _STATE_KINDS = "fiub"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ARRAY_NAME = re.compile(r"params/(0|[1-9]\d*)/\w+|opt_state/(0|[1-9]\d*)|key")
+_ARRAY_NAME = re.compile(r"params/(0|[1-9]\d{0,8})/\w+|opt_state/(0|[1-9]\d{0,8})|key")
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
