@@ -1,54 +1,81 @@
 """Safe, atomic model and checkpoint files (no pickle, no code run on load).
 
-File format (version 1): a zip archive holding
+File format (version 1): a zip archive of uncompressed (stored) members
 
-- ``model.json``: ``{"format": "epynn_jax.model", "version": 1, "input_shape": [...],
-  "layers": [{"class": "module:QualName", "fields": {...}}, ...],
-  "arrays": {name: {"file": "arrays/N.npy", "shape": [...], "dtype": "<f4"}},
-  "metadata": {...}, "history": {...} | null, "checkpoint": {...} | null,
-  "extras": {...} | null}``.
-  Layer fields are the dataclass fields, JSON-encoded: tuples as
-  ``{"__tuple__": [...]}``, non-finite floats as ``{"__float__": "nan"}``,
-  nested frozen dataclasses (``ActivationHPars``) as
-  ``{"__dataclass__": "module:QualName", "fields": {...}}``;
 - one ``.npy`` file per array (written with ``allow_pickle=False``): the
   parameters ``params/<layer>/<key>``, and in a checkpoint the optimizer state
   leaves ``opt_state/<j>`` (``jax.tree_util.tree_flatten`` order) and the PRNG
-  key ``key`` (its ``jax.random.key_data``).
+  key ``key`` (its ``jax.random.key_data``);
+- ``model.json`` (written last): ``{"format": "epynn_jax.model", "version": 1,
+  "input_shape": [...], "layers": [{"class": "module:QualName", "fields": {...}}, ...],
+  "arrays": {name: {"file": "arrays/N.npy", "shape": [...], "dtype": "<f4",
+  "sha256": "<hex digest of the .npy member>"}}, "metadata": {...},
+  "history": {...} | null, "checkpoint": {...} | null, "extras": {...} | null}``.
+  Layer fields are the dataclass fields, JSON-encoded: tuples as
+  ``{"__tuple__": [...]}``, non-finite floats as ``{"__float__": "nan"}``,
+  nested frozen dataclasses (``ActivationHPars``) as
+  ``{"__dataclass__": "module:QualName", "fields": {...}}``.
 
 ``extras`` is a validated place for what another layer of the library (the
 EpyNN facade) stores next to the network: a JSON object whose depth, size,
 strings, numbers (finite floats, 64-bit ints) and value types are checked by
 :func:`check_extras` before anything is built. Every member is stored
-uncompressed, and a compressed member is refused, so no member can expand in
-memory beyond its size on disk (no zip bomb).
+uncompressed (a compressed member is refused), so no member can expand in memory
+beyond its size on disk (no zip bomb).
 
-Loading never runs code from the file: nothing is unpickled, arrays are read
-from their validated ``.npy`` headers (numeric dtypes only), every parameter is
-checked against the architecture (shape from ``layer.param_shapes()``, a float
-dtype, finite values), and the rebuilt architecture must encode back to exactly
-the stored one. Layer classes of ``epynn_jax.layers`` (and dataclasses of
-``epynn_jax.maths``) load directly; any other module is imported only when the
-caller names it in ``allow_modules``, or the class is passed in
-``custom_layers``. Every problem with a file's content raises
+Loading never runs code from the file and costs time in proportion to it: the
+cheap checks all come first, before any layer is constructed or traced:
+
+1. the archive: members stored uncompressed, not overlapping, no duplicates;
+   ``model.json`` at most ``MAX_JSON_BYTES``; format, version and structure;
+2. the counts: at most ``MAX_LAYERS`` layers and ``MAX_ARRAYS`` arrays;
+3. every array's index entry: a known name, a numeric dtype, a shape whose
+   size matches its member's, a well-formed checksum;
+4. every class path (of each layer and each dataclass in its fields): the
+   class is looked up through class attributes only, must be defined exactly
+   at that path (its own ``__module__:__qualname__``), in an allowed module,
+   and be a layer (or, in fields, a dataclass). Layer classes of
+   ``epynn_jax.layers`` (and dataclasses of ``epynn_jax.maths``) load
+   directly; any other module is imported only when the caller names it in
+   ``allow_modules``, or the class is passed in ``custom_layers``.
+
+Then the layers are constructed and built (``jax.eval_shape``, once per
+distinct layer), the rebuilt architecture must encode back to exactly the
+stored one, and every array is read: its member's SHA-256 must match the
+index, its ``.npy`` header the index, a parameter the architecture's shape
+(``layer.param_shapes()``) with a float dtype and finite values. Files written
+by epynn_jax 0.1 have no checksums: they load unverified, with a warning
+(re-save them to add checksums); a file where only some arrays have a checksum
+is refused. Every problem with a file's content raises
 :class:`~epynn_jax.errors.ModelFileError` saying what is wrong (a missing file
 raises the usual ``FileNotFoundError``).
 
-Writes are atomic: the archive goes to a temporary file in the same
-directory, is flushed and fsynced, then ``os.replace``-d over the target and
-the directory is fsynced; an interrupted save leaves the previous file intact.
+Writes are atomic: the archive goes to a temporary file ``.<name>.XXXXXXXX.tmp``
+in the same directory, locked (``flock``) while it is written, flushed and
+fsynced, then ``os.replace``-d over the target and the directory is fsynced;
+an interrupted save leaves the previous file intact. A save first removes the
+temporary files of earlier saves of the same target that were killed before
+they could clean up: only files of that exact pattern, that no writer holds
+locked, and that were last written ``STALE_TEMP_AGE_S`` seconds ago or more
+(on systems without ``fcntl`` nothing is removed).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
 import importlib
+import io
 import json
 import math
 import os
 import re
+import stat
 import tempfile
+import time
+import types
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +87,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.errors import ModelFileError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks, so stale temp files are never removed
+    fcntl = None
 from epynn_jax.layers.base import Layer, check_bound
 from epynn_jax.network.model import Network, Params, build
 
@@ -83,7 +115,14 @@ VERSION = 1
 MODEL_JSON = "model.json"
 BUILTIN_MODULES = ("epynn_jax.layers", "epynn_jax.maths")
 MAX_JSON_BYTES = 16 * 2**20
+#: Most layers a model file may list: every distinct layer is traced once on load, so the
+#: cap bounds the time a small file can cost. Raise it to load deeper networks.
+MAX_LAYERS = 256
+#: Most arrays a model file may hold (parameters, optimizer state leaves, key).
+MAX_ARRAYS = 4096
 MAX_DEPTH = 32
+#: A temporary file of an interrupted save is removed once unlocked and this old (seconds).
+STALE_TEMP_AGE_S = 60.0
 _NPY_HEADER_MAX = 2**16
 _PARAM_KINDS = "f"
 _STATE_KINDS = "fiub"
@@ -91,6 +130,8 @@ MAX_EXTRAS_DEPTH = 16
 MAX_EXTRAS_ITEMS = 2**22
 MAX_EXTRAS_STRING = 2**20
 _INT64 = 2**63
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ARRAY_NAME = re.compile(r"params/(0|[1-9]\d{0,8})/\w+|opt_state/(0|[1-9]\d{0,8})|key")
 _CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
@@ -155,7 +196,13 @@ def encode_layer(layer: Layer) -> dict:
 
 
 class _Resolver:
-    """Maps ``module:QualName`` to a class, importing only allowed modules."""
+    """Maps ``module:QualName`` to a class, importing only allowed modules.
+
+    The qualname is followed through class namespaces only (``vars``, so no
+    module ``__getattr__`` or descriptor runs), never through a module, and the
+    class found must be defined exactly at that path. Results are cached: a
+    path repeated in a file is looked up once.
+    """
 
     def __init__(self, allow_modules: Sequence[str], custom_layers: Mapping[str, type] | None):
         if isinstance(allow_modules, str):
@@ -165,11 +212,19 @@ class _Resolver:
         for name, cls in self.custom.items():
             if not isinstance(cls, type):
                 raise TypeError(f"custom_layers[{name!r}] must be a class, got {cls!r}")
+        self._found: dict[str, type] = {}
 
     def _allowed(self, module: str) -> bool:
         return any(module == m or module.startswith(m + ".") for m in self.allowed)
 
     def resolve(self, path: Any, where: str) -> type:
+        if isinstance(path, str) and path in self._found:
+            return self._found[path]
+        cls = self._resolve(path, where)
+        self._found[path] = cls
+        return cls
+
+    def _resolve(self, path: Any, where: str) -> type:
         if not isinstance(path, str) or not _CLASS_PATH.match(path):
             raise ModelFileError(f"{where}: invalid class path {path!r} "
                                  "(expected 'module:QualName')")
@@ -184,15 +239,53 @@ class _Resolver:
                 f"custom_layers={{{qualname.rsplit('.', 1)[-1]!r}: the_class}} to load_model"
             )
         try:
-            obj = importlib.import_module(module)
+            obj: Any = importlib.import_module(module)
         except Exception as err:  # noqa: BLE001 - any import failure is reported as such
             raise ModelFileError(f"{where}: cannot import module {module!r} for class "
                                  f"{path!r}: {type(err).__name__}: {err}") from None
         for part in qualname.split("."):
-            obj = getattr(obj, part, None)
-        if not isinstance(obj, type):
-            raise ModelFileError(f"{where}: module {module!r} has no class {qualname!r}")
+            obj = vars(obj).get(part)
+            if isinstance(obj, types.ModuleType):
+                raise ModelFileError(f"{where}: class path {path!r} goes through the module "
+                                     f"{obj.__name__!r}: a model file names a class by the "
+                                     "module that defines it")
+            if not isinstance(obj, type):
+                raise ModelFileError(f"{where}: module {module!r} has no class {qualname!r}")
+        own = _class_path(obj)
+        if own != path:
+            raise ModelFileError(f"{where}: class path {path!r} names a class defined as "
+                                 f"{own!r}; a model file names each class where it is defined")
         return obj
+
+
+def _nested_classes(fields: dict, where: str):
+    """Every ``__dataclass__`` path inside a layer's encoded fields (depth-limited)."""
+    stack = [(v, 1) for v in fields.values()]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ModelFileError(f"{where}: value nested too deeply")
+        if isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, dict):
+            if "__dataclass__" in value:
+                yield value["__dataclass__"]
+            stack.extend((v, depth + 1) for v in value.values())
+
+
+def _check_classes(doc: dict, resolver: _Resolver) -> None:
+    """Resolve every class path of the file (layers and field dataclasses) before any is made."""
+    for i, entry in enumerate(doc["layers"]):
+        where = f"layer {i}"
+        if not (isinstance(entry, dict) and set(entry) == {"class", "fields"}
+                and isinstance(entry["fields"], dict)):
+            raise ModelFileError(f"{where}: expected {{'class': ..., 'fields': {{...}}}}")
+        cls = resolver.resolve(entry["class"], where)
+        if not (issubclass(cls, Layer) and dataclasses.is_dataclass(cls)):
+            raise ModelFileError(f"{where}: {entry['class']!r} is not a layer class")
+        for path in _nested_classes(entry["fields"], where):
+            if not dataclasses.is_dataclass(resolver.resolve(path, where)):
+                raise ModelFileError(f"{where}: {path!r} is not a dataclass")
 
 
 def _decode(value: Any, resolver: _Resolver, where: str, depth: int = 0) -> Any:
@@ -232,14 +325,10 @@ def _construct(cls: type, fields: dict, where: str):
         raise ModelFileError(f"{where}: invalid fields for {cls.__name__}: {err}") from None
 
 
-def _decode_layer(entry: Any, i: int, resolver: _Resolver) -> Layer:
+def _decode_layer(entry: dict, i: int, resolver: _Resolver) -> Layer:
+    """The layer of a checked entry (see :func:`_check_classes`), without its input shape."""
     where = f"layer {i}"
-    if not (isinstance(entry, dict) and set(entry) == {"class", "fields"}
-            and isinstance(entry["fields"], dict)):
-        raise ModelFileError(f"{where}: expected {{'class': ..., 'fields': {{...}}}}")
     cls = resolver.resolve(entry["class"], where)
-    if not (issubclass(cls, Layer) and dataclasses.is_dataclass(cls)):
-        raise ModelFileError(f"{where}: {entry['class']!r} is not a layer class")
     try:
         check_bound(cls)  # a module written for the earlier contract: say which lines to add
     except TypeError as err:
@@ -250,15 +339,11 @@ def _decode_layer(entry: Any, i: int, resolver: _Resolver) -> Layer:
 
 
 def _build_network(doc: dict, resolver: _Resolver) -> Network:
+    """Construct and build the checked layers (traces each distinct layer once)."""
     layers = doc["layers"]
-    if not isinstance(layers, list) or not layers:
-        raise ModelFileError("model.json: 'layers' must be a non-empty list")
-    shape = doc["input_shape"]
-    if not (isinstance(shape, list) and all(_is_int(s) and s >= 1 for s in shape)):
-        raise ModelFileError(f"model.json: invalid input_shape {shape!r}")
     built = [_decode_layer(e, i, resolver) for i, e in enumerate(layers)]
     try:
-        net = build(built, tuple(shape))
+        net = build(built, tuple(doc["input_shape"]))
     except (TypeError, ValueError, OverflowError) as err:
         raise ModelFileError(f"model.json: the architecture does not build: {err}") from None
     for i, (layer, entry) in enumerate(zip(net.layers, layers)):
@@ -328,30 +413,74 @@ def _check_dtype(s: Any, kinds: str, where: str) -> np.dtype:
     return dt
 
 
-def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
-              shape: tuple[int, ...], where: str) -> np.ndarray:
-    """Read one .npy member after checking its header against ``dtype`` and ``shape``."""
-    nbytes = math.prod(shape) * dtype.itemsize
-    if info.file_size > nbytes + _NPY_HEADER_MAX or info.file_size < nbytes:
-        raise ModelFileError(f"{where}: member {info.filename!r} has {info.file_size} bytes, "
-                             f"which does not fit an array {shape} of {dtype}")
+def _npy_header(fp, dtype: np.dtype, shape: tuple[int, ...], where: str) -> int:
+    """Check a .npy header (at ``fp``) against ``dtype`` and ``shape``; return its length."""
+    version = np.lib.format.read_magic(fp)
+    if version not in ((1, 0), (2, 0)):
+        raise ModelFileError(f"{where}: unsupported .npy version {version}")
+    with warnings.catch_warnings():  # a mangled header can warn while it is parsed
+        warnings.simplefilter("ignore")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        hshape, fortran, hdtype = read_header(fp)  # numpy caps the header it parses
+    if tuple(hshape) != shape or hdtype != dtype or fortran:
+        raise ModelFileError(f"{where}: .npy header says {hdtype} {tuple(hshape)}"
+                             f"{' fortran' if fortran else ''}, the index says "
+                             f"{dtype} {shape}")
+    return fp.tell()
+
+
+@functools.lru_cache(maxsize=256)
+def _canonical_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The .npy header numpy writes for a C-ordered array of ``dtype`` and ``shape``."""
+    buf = io.BytesIO()
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+              "shape": shape}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
+
+
+def _check_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
+               shape: tuple[int, ...], where: str) -> bytes:
+    """Check a member's .npy header against the index, and that exactly the array's bytes
+    follow it; return the header's bytes.
+
+    The header numpy writes is compared as bytes (no parsing); any other header is
+    parsed with numpy's reader (which caps its size) and must agree.
+    """
+    canonical = _canonical_header(dtype, shape)
     with zf.open(info) as fp:
-        version = np.lib.format.read_magic(fp)
-        if version not in ((1, 0), (2, 0)):
-            raise ModelFileError(f"{where}: unsupported .npy version {version}")
-        with warnings.catch_warnings():  # a mangled header can warn while it is parsed
-            warnings.simplefilter("ignore")
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            hshape, fortran, hdtype = read_header(fp)
-        if tuple(hshape) != shape or hdtype != dtype or fortran:
-            raise ModelFileError(f"{where}: .npy header says {hdtype} {tuple(hshape)}"
-                                 f"{' fortran' if fortran else ''}, the index says "
-                                 f"{dtype} {shape}")
-        buf = fp.read(nbytes)
-        if len(buf) != nbytes or fp.read(1):
-            raise ModelFileError(f"{where}: data is truncated or has trailing bytes")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
+        head = fp.read(len(canonical))
+        if head != canonical:
+            start = io.BytesIO(head + fp.read(_NPY_HEADER_MAX))
+            head = start.getvalue()[:_npy_header(start, dtype, shape, where)]
+    if info.file_size - len(head) != math.prod(shape) * dtype.itemsize:
+        raise ModelFileError(f"{where}: member {info.filename!r} has {info.file_size} bytes: "
+                             f"data is truncated or has trailing bytes")
+    return head
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dtype: np.dtype,
+              shape: tuple[int, ...], where: str, sha256: str | None,
+              header: bytes) -> np.ndarray:
+    """Read one .npy member whose ``header`` :func:`_check_npy` checked; verify its checksum.
+
+    The member's size was checked against ``shape``, so reading it whole is
+    bounded. The array is a read-only view of the member's bytes.
+    """
+    with zf.open(info) as fp:
+        raw = fp.read()
+    if len(raw) != info.file_size:
+        raise ModelFileError(f"{where}: member {info.filename!r} is truncated")
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise ModelFileError(f"{where}: checksum mismatch: member {info.filename!r} does not "
+                             "hold the bytes saved for this array (members renamed, swapped or "
+                             "corrupted)")
+    if not raw.startswith(header):  # the file changed while it was read
+        raise ModelFileError(f"{where}: member {info.filename!r} changed while it was read")
+    return np.frombuffer(memoryview(raw)[len(header):], dtype=dtype).reshape(shape)
 
 
 # -- extras: a validated JSON section for other parts of the library -------------------
@@ -410,15 +539,6 @@ def check_extras(extras: Any, error: type[Exception] = ModelFileError) -> dict |
     return extras
 
 
-def _check_members(zf: zipfile.ZipFile) -> None:
-    """Refuse compressed or encrypted members: save_model stores every member as is,
-    so no member of a valid file can expand in memory beyond its size on disk."""
-    for info in zf.infolist():
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            raise ModelFileError(f"member {info.filename[:200]!r} is compressed or encrypted; "
-                                 "model files store their members uncompressed")
-
-
 def read_format(path: str | os.PathLike) -> tuple[Any, Any]:
     """``(format, version)`` as declared by the ``model.json`` of the zip file at ``path``.
 
@@ -456,17 +576,68 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _temp_name(name: str) -> re.Pattern:
+    """The names ``tempfile.mkstemp`` gives this target's temp files (8 random characters)."""
+    return re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp")
+
+
+def _remove_stale_temps(path: Path, min_age_s: float | None = None) -> list[Path]:
+    """Remove temp files that killed saves of ``path`` left behind; return those removed.
+
+    A candidate has this target's temp name, is a regular file (never a link),
+    is not locked by a live writer (``atomic_write`` holds a ``flock`` while
+    it writes, released by the kernel when the writer dies) and was last
+    written at least ``min_age_s`` (default ``STALE_TEMP_AGE_S``) seconds ago,
+    which also covers the instant between a writer creating its file and
+    locking it. Never raises: a file that cannot be checked is kept.
+    """
+    if fcntl is None:
+        return []
+    min_age = STALE_TEMP_AGE_S if min_age_s is None else min_age_s
+    pattern, removed = _temp_name(path.name), []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_NONBLOCK", 0))
+        except OSError:  # gone, a link, or not ours to open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while a writer holds it
+            st = os.fstat(fd)
+            same = os.stat(entry.path, follow_symlinks=False)
+            if (stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (same.st_dev, same.st_ino)
+                    and time.time() - st.st_mtime >= min_age):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Write ``path`` atomically: temp file in the same directory, fsync, replace, fsync dir.
 
     ``write(fileobj)`` fills the file. On any failure (or KeyboardInterrupt)
-    the temp file is removed and an existing ``path`` is left untouched.
+    the temp file is removed and an existing ``path`` is left untouched. The
+    temp file is locked while it is written, and stale temp files of earlier,
+    killed writes of ``path`` are removed first (:func:`_remove_stale_temps`).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    _remove_stale_temps(directory / path.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
+            if fcntl is not None:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # "a writer is alive": see above
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -478,6 +649,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
         raise
     _fsync_dir(directory)
     return path
+
+
+class _Hashing:
+    """A write-only file object that passes bytes through and hashes them (SHA-256)."""
+
+    def __init__(self, f):
+        self.f, self.h = f, hashlib.sha256()
+
+    def write(self, b) -> int:
+        self.h.update(b)
+        return self.f.write(b)
 
 
 def _json_dict(value: Any, what: str) -> Any:
@@ -521,8 +703,13 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`).
     Raises ``TypeError``/``ValueError`` for arguments that cannot be stored
     (non-finite parameters, shapes that do not match the layers) before
-    anything is written. Returns the path.
+    anything is written. Every array's index entry holds the SHA-256 of its
+    ``.npy`` member. Returns the path.
     """
+    if isinstance(net, Network) and len(net.layers) > MAX_LAYERS:
+        raise ValueError(f"save_model: the network has {len(net.layers)} layers; model files "
+                         f"hold at most {MAX_LAYERS}, so the file could not be loaded (raise "
+                         "epynn_jax.io.checkpoint.MAX_LAYERS, here and where it is loaded)")
     arrays = _param_arrays(net, params)
     extras_doc = _extras_doc(extras)
     index = {name: _host_array(a, name, _PARAM_KINDS)[1] for name, a in arrays.items()}
@@ -537,6 +724,10 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         if key is not None:
             arrays["key"], index["key"] = _key_entry(key)
         checkpoint = {"epoch": epoch, "opt_state": None if opt_state is None else len(leaves)}
+    if len(index) > MAX_ARRAYS:
+        raise ValueError(f"save_model: {len(index)} arrays to store; model files hold at most "
+                         f"{MAX_ARRAYS}, so the file could not be loaded (raise "
+                         "epynn_jax.io.checkpoint.MAX_ARRAYS, here and where it is loaded)")
     for j, name in enumerate(index):
         index[name]["file"] = f"arrays/{j}.npy"
     doc = {
@@ -550,14 +741,16 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         "checkpoint": checkpoint,
         "extras": extras_doc,
     }
-    text = json.dumps(doc, indent=1).encode()
 
     def write(f):
+        # The arrays first, hashed as they are written; then the index that holds the hashes.
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
-            zf.writestr(MODEL_JSON, text)
             for name, arr in arrays.items():
                 with zf.open(index[name]["file"], "w", force_zip64=arr.nbytes > 2**30) as m:
-                    np.lib.format.write_array(m, arr, allow_pickle=False)
+                    hashing = _Hashing(m)
+                    np.lib.format.write_array(hashing, arr, allow_pickle=False)
+                index[name]["sha256"] = hashing.h.hexdigest()
+            zf.writestr(MODEL_JSON, json.dumps(doc, indent=1).encode())
 
     return atomic_write(path, write)
 
@@ -576,10 +769,40 @@ def save_checkpoint(path: str | os.PathLike, net: Network, params: Params, *, op
 # -- reading -------------------------------------------------------------------------------
 
 
-def _read_doc(zf: zipfile.ZipFile) -> dict:
-    names = zf.namelist()
+def _check_archive(zf: zipfile.ZipFile) -> None:
+    """Every member stored (uncompressed), none overlapping another: bytes read <= file size."""
+    infos = zf.infolist()
+    if len(infos) > MAX_ARRAYS + 1:
+        raise ModelFileError(f"the archive has {len(infos)} members; model files hold "
+                             f"{MODEL_JSON} and at most {MAX_ARRAYS} arrays (raise "
+                             "epynn_jax.io.checkpoint.MAX_ARRAYS to load more)")
+    names = [i.filename for i in infos]
     if len(names) != len(set(names)):
         raise ModelFileError("duplicate members in the archive")
+    data_end = getattr(zf, "start_dir", None)  # where the central directory begins
+    previous, end = None, 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+            raise ModelFileError(f"member {info.filename[:200]!r} is compressed or encrypted "
+                                 f"(method {info.compress_type}); model files store their "
+                                 "members uncompressed")
+        if info.compress_size != info.file_size:
+            raise ModelFileError(f"member {info.filename!r}: inconsistent sizes in the archive")
+        if info.header_offset < end:
+            raise ModelFileError(f"members {previous!r} and {info.filename!r} overlap in the "
+                                 "archive (not a file save_model wrote)")
+        # the local header is 30 bytes and the name, plus an extra field (not counted: this
+        # is a lower bound of where the member ends)
+        name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437",
+                                         errors="replace")
+        end = info.header_offset + 30 + len(name) + info.compress_size
+        if data_end is not None and end > data_end:
+            raise ModelFileError(f"member {info.filename!r} extends past the archive's data")
+        previous = info.filename
+
+
+def _read_doc(zf: zipfile.ZipFile) -> dict:
+    names = zf.namelist()
     if MODEL_JSON not in names:
         raise ModelFileError(f"no {MODEL_JSON} in the archive: not an epynn_jax model file")
     info = zf.getinfo(MODEL_JSON)
@@ -608,63 +831,159 @@ def _read_doc(zf: zipfile.ZipFile) -> dict:
     return doc
 
 
-def _expected_arrays(net: Network, doc: dict) -> dict[str, tuple[str, tuple | None]]:
-    """Name -> (allowed dtype kinds, required shape or None) for every array in the file."""
-    out: dict[str, tuple[str, tuple | None]] = {}
-    for i, layer in enumerate(net.layers):
-        for k, shape in layer.param_shapes().items():
-            out[f"params/{i}/{k}"] = (_PARAM_KINDS, shape)
+def _check_counts(doc: dict) -> None:
+    """Layers, arrays, input shape and checkpoint fields: sizes before any work per item."""
+    n = len(doc["layers"])
+    if n == 0:
+        raise ModelFileError(f"{MODEL_JSON}: 'layers' must be a non-empty list")
+    if n > MAX_LAYERS:
+        raise ModelFileError(f"{MODEL_JSON} lists {n} layers; model files hold at most "
+                             f"{MAX_LAYERS} (raise epynn_jax.io.checkpoint.MAX_LAYERS to load "
+                             "a deeper network)")
+    if len(doc["arrays"]) > MAX_ARRAYS:
+        raise ModelFileError(f"{MODEL_JSON} lists {len(doc['arrays'])} arrays; model files hold "
+                             f"at most {MAX_ARRAYS} (raise epynn_jax.io.checkpoint.MAX_ARRAYS "
+                             "to load more)")
+    shape = doc["input_shape"]
+    if not (0 < len(shape) <= MAX_DEPTH and all(_is_int(s) and s >= 1 for s in shape)):
+        raise ModelFileError(f"{MODEL_JSON}: invalid input_shape {shape!r}")
     ck = doc.get("checkpoint")
     if ck is not None:
-        n = ck.get("opt_state")
-        if n is not None and not (_is_int(n) and 0 <= n <= 100_000):
-            raise ModelFileError(f"checkpoint: invalid optimizer state leaf count {n!r}")
-        for j in range(n or 0):
-            out[f"opt_state/{j}"] = (_STATE_KINDS, None)
-        if "key" in doc["arrays"]:
-            out["key"] = ("u", None)
-    return out
+        leaves = ck.get("opt_state")
+        if leaves is not None and not (_is_int(leaves) and 0 <= leaves <= MAX_ARRAYS):
+            raise ModelFileError(f"checkpoint: invalid optimizer state leaf count {leaves!r}")
+        epoch = ck.get("epoch")
+        if epoch is not None and not (_is_int(epoch) and epoch >= 0):
+            raise ModelFileError(f"invalid checkpoint epoch {epoch!r}")
 
 
-def _read_arrays(zf: zipfile.ZipFile, net: Network, doc: dict) -> dict[str, np.ndarray]:
-    index, expected = doc["arrays"], _expected_arrays(net, doc)
-    if set(index) != set(expected):
-        missing, extra = sorted(set(expected) - set(index)), sorted(set(index) - set(expected))
-        raise ModelFileError(f"arrays do not match the architecture: missing {missing}, "
-                             f"unexpected {extra}")
+class _Entry(NamedTuple):
+    """A checked index entry: its member, dtype, shape, checksum (None: unverified) and the
+    bytes of its checked .npy header."""
+
+    info: zipfile.ZipInfo
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    sha256: str | None
+    header: bytes
+
+
+def _kinds(name: Any, doc: dict) -> str:
+    """The dtype kinds allowed for the array ``name``; raise for a name that cannot be there."""
+    match = _ARRAY_NAME.fullmatch(name) if isinstance(name, str) else None
+    ck = doc.get("checkpoint") or {}
+    if match and name.startswith("params/") and int(match.group(1)) < len(doc["layers"]):
+        return _PARAM_KINDS
+    if match and name.startswith("opt_state/") and int(match.group(2)) < (ck.get("opt_state")
+                                                                         or 0):
+        return _STATE_KINDS
+    if name == "key" and doc.get("checkpoint") is not None:
+        return "u"
+    raise ModelFileError(f"unexpected array {name!r} in the index (the file lists "
+                         f"{len(doc['layers'])} layers and "
+                         f"{ck.get('opt_state') or 0} optimizer state arrays)")
+
+
+def _check_index(zf: zipfile.ZipFile, doc: dict) -> tuple[dict[str, _Entry], bool]:
+    """Check every index entry against its member without reading any array.
+
+    Returns the entries and whether the file is checksummed (False: written
+    by epynn_jax 0.1, no array has a checksum).
+    """
+    out: dict[str, _Entry] = {}
     files = {MODEL_JSON}
-    out = {}
-    for name, (kinds, shape) in expected.items():
-        entry = index[name]
+    for name, entry in doc["arrays"].items():
+        kinds = _kinds(name, doc)
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
-                or not isinstance(entry.get("shape"), list) \
+                or not isinstance(entry.get("shape"), list) or len(entry["shape"]) > MAX_DEPTH \
                 or not all(_is_int(s) and s >= 0 for s in entry["shape"]):
-            raise ModelFileError(f"array {name!r}: invalid index entry {entry!r}")
-        dtype = _check_dtype(entry.get("dtype"), kinds, f"array {name!r}")
-        if shape is not None and tuple(entry["shape"]) != shape:
-            raise ModelFileError(f"array {name!r} has shape {tuple(entry['shape'])}, the "
-                                 f"architecture needs {shape}")
+            raise ModelFileError(f"array {name!r}: invalid index entry {entry!r}"[:300])
+        where = f"array {name!r}"
+        dtype = _check_dtype(entry.get("dtype"), kinds, where)
+        sha = entry.get("sha256")
+        if sha is not None and not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+            raise ModelFileError(f"{where}: invalid sha256 {sha!r}"[:300])
+        file = entry["file"]
+        if file in files:
+            raise ModelFileError(f"{where}: member {file!r} used twice")
+        files.add(file)
         try:
-            info = zf.getinfo(entry["file"])
+            info = zf.getinfo(file)
         except KeyError:
-            raise ModelFileError(f"array {name!r}: member {entry['file']!r} is missing") from None
-        if entry["file"] in files:
-            raise ModelFileError(f"array {name!r}: member {entry['file']!r} used twice")
-        files.add(entry["file"])
-        arr = _read_npy(zf, info, dtype, tuple(entry["shape"]), f"array {name!r}")
-        if kinds == _PARAM_KINDS and not np.all(np.isfinite(arr)):
-            raise ModelFileError(f"array {name!r} contains NaN or inf values")
-        out[name] = arr
+            raise ModelFileError(f"{where}: member {file!r} is missing") from None
+        shape = tuple(entry["shape"])
+        nbytes = math.prod(shape) * dtype.itemsize
+        if info.file_size > nbytes + _NPY_HEADER_MAX or info.file_size < nbytes:
+            raise ModelFileError(f"{where}: member {file!r} has {info.file_size} bytes, which "
+                                 f"does not fit an array {shape} of {dtype}")
+        out[name] = _Entry(info, dtype, shape, sha, _check_npy(zf, info, dtype, shape, where))
     extra = set(zf.namelist()) - files
     if extra:
         raise ModelFileError(f"unexpected members in the archive: {sorted(extra)[:5]}")
+    unchecked = [name for name, e in out.items() if e.sha256 is None]
+    if unchecked and len(unchecked) != len(out):
+        raise ModelFileError(f"array {unchecked[0]!r} has no sha256 checksum, though other "
+                             "arrays of the file have one (a damaged or edited file)")
+    return out, not unchecked
+
+
+def _expected_arrays(net: Network, doc: dict) -> dict[str, tuple | None]:
+    """Name -> required shape (None: any) of every array the architecture and checkpoint need."""
+    out: dict[str, tuple | None] = {}
+    shapes: dict[Layer, dict] = {}  # equal layers have equal parameter shapes: trace once
+    for i, layer in enumerate(net.layers):
+        try:
+            p = shapes[layer] if layer in shapes else shapes.setdefault(layer,
+                                                                        layer.param_shapes())
+        except TypeError:  # an unhashable custom layer
+            p = layer.param_shapes()
+        for k, shape in p.items():
+            out[f"params/{i}/{k}"] = shape
+    ck = doc.get("checkpoint")
+    if ck is not None:
+        for j in range(ck.get("opt_state") or 0):
+            out[f"opt_state/{j}"] = None
+        if "key" in doc["arrays"]:
+            out["key"] = None
     return out
+
+
+def _read_arrays(zf: zipfile.ZipFile, net: Network, doc: dict,
+                 entries: dict[str, _Entry]) -> dict[str, np.ndarray]:
+    expected = _expected_arrays(net, doc)
+    if set(entries) != set(expected):
+        missing, extra = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
+        raise ModelFileError(f"arrays do not match the architecture: missing {missing}, "
+                             f"unexpected {extra}")
+    for name, shape in expected.items():
+        if shape is not None and entries[name].shape != shape:
+            raise ModelFileError(f"array {name!r} has shape {entries[name].shape}, the "
+                                 f"architecture needs {shape}")
+    out = {}
+    for name in expected:
+        e = entries[name]
+        arr = _read_npy(zf, e.info, e.dtype, e.shape, f"array {name!r}", e.sha256, e.header)
+        if name.startswith("params/") and not np.all(np.isfinite(arr)):
+            raise ModelFileError(f"array {name!r} contains NaN or inf values")
+        out[name] = arr
+    return out
+
+
+def _to_device(x: Any, dtype: Any = None) -> jax.Array:
+    """A device array of ``x`` (cast on the host to ``dtype`` if given).
+
+    ``jax.device_put`` only transfers; ``jnp.asarray`` would compile a conversion
+    for every new shape (tens of ms each, most of a model's load time).
+    """
+    if dtype is not None and (not isinstance(x, jax.Array) or x.dtype != dtype):
+        x = np.asarray(x, dtype=jax.dtypes.canonicalize_dtype(dtype))
+    return jax.device_put(x) if not isinstance(x, jax.Array) else x
 
 
 def _wrap_key(data: np.ndarray, entry: dict, where: str) -> jax.Array:
     impl = entry.get("key_impl")
     if impl is None:
-        return jnp.asarray(data)
+        return _to_device(data)
     if not isinstance(impl, str) or not re.fullmatch(r"\w+", impl):
         raise ModelFileError(f"{where}: invalid key implementation {impl!r}")
     try:
@@ -684,26 +1003,43 @@ def _check_history(history: Any) -> dict | None:
     return history
 
 
-def _parse(zf: zipfile.ZipFile, path: Path, resolver: _Resolver) -> Model:
-    _check_members(zf)
+def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
+    """The model in ``zf``, and whether its arrays were verified against checksums.
+
+    Cheap checks first (archive, JSON, counts, index, class paths), then the
+    layers are constructed and built, then the arrays read.
+    """
+    _check_archive(zf)
     doc = _read_doc(zf)
+    _check_counts(doc)
+    entries, verified = _check_index(zf, doc)
+    _check_classes(doc, resolver)
     extras = check_extras(doc.get("extras"))
-    net = _build_network(doc, resolver)
-    arrays = _read_arrays(zf, net, doc)
     history = _check_history(doc.get("history"))
-    params = tuple({k: jnp.asarray(arrays[f"params/{i}/{k}"]) for k in layer.param_shapes()}
-                   for i, layer in enumerate(net.layers))
+    net = _build_network(doc, resolver)
+    arrays = _read_arrays(zf, net, doc, entries)
+    params = tuple({k: _to_device(arrays[f"params/{i}/{k}"]) for k in p}
+                   for i, p in enumerate(_param_names(net, arrays)))
     ck = doc.get("checkpoint") or {}
     key = _wrap_key(arrays["key"], doc["arrays"]["key"], "key") if "key" in arrays else None
-    epoch = ck.get("epoch")
-    if epoch is not None and not (_is_int(epoch) and epoch >= 0):
-        raise ModelFileError(f"invalid checkpoint epoch {epoch!r}")
     opt_state = None
     if ck.get("opt_state") is not None:
         opt_state = tuple(
             _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
             for j in range(ck["opt_state"]))
-    return Model(net, params, doc["metadata"], history, opt_state, key, epoch, extras)
+    model = Model(net, params, doc["metadata"], history, opt_state, key, ck.get("epoch"),
+                  extras)
+    return model, verified or not entries
+
+
+def _param_names(net: Network, arrays: dict) -> list[list[str]]:
+    """Each layer's parameter names, in the order the file's index lists them."""
+    names: list[list[str]] = [[] for _ in net.layers]
+    for name in arrays:
+        if name.startswith("params/"):
+            _, i, k = name.split("/")
+            names[int(i)].append(k)
+    return names
 
 
 def _load(path: str | os.PathLike, allow_modules: Sequence[str],
@@ -718,12 +1054,17 @@ def _load(path: str | os.PathLike, allow_modules: Sequence[str],
                                  f"model file): {type(err).__name__}: {err}") from None
         with zf:
             try:
-                return _parse(zf, path, resolver)
+                model, verified = _parse(zf, resolver)
             except ModelFileError as err:
                 raise ModelFileError(f"{path}: {err}") from None
             except Exception as err:  # noqa: BLE001 - content we could not anticipate
                 raise ModelFileError(f"{path}: corrupted model file ({type(err).__name__}: "
                                      f"{err})") from None
+    if not verified:
+        warnings.warn(f"{path}: the arrays of this model file have no checksums (written by "
+                      "epynn_jax 0.1), so they are loaded unverified; re-save it with "
+                      "save_model to add them", UserWarning, stacklevel=3)
+    return model
 
 
 def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
@@ -756,7 +1097,7 @@ def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
         if _is_key(ref) != _is_key(leaf) or jnp.shape(ref) != jnp.shape(leaf):
             raise ModelFileError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
                                  f"optimizer keeps {jnp.shape(ref)}")
-        out.append(leaf if _is_key(leaf) else jnp.asarray(leaf, dtype=jnp.asarray(ref).dtype))
+        out.append(leaf if _is_key(leaf) else _to_device(leaf, jnp.asarray(ref).dtype))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

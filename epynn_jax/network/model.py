@@ -5,7 +5,8 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 
 - ``build(layers, input_shape)`` runs ``compute_shapes`` layer by layer (static
   shape inference; errors name the layer and its position);
-- ``init(net, key)`` draws every layer's ``p``;
+- ``init(net, key)`` draws every layer's ``p`` (``key`` a ``jax.random`` key or an int
+  seed), after checking that the parameters fit in memory (:func:`check_param_memory`);
 - ``forward(net, params, X, key, training)`` returns the output and every ``fc``;
 - ``backward(net, params, fcs, dA)`` runs the explicit backward chain and
   returns ``dX``, every ``g`` and every ``bc``;
@@ -15,9 +16,13 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import numbers
+import os
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -25,7 +30,8 @@ import numpy as np
 from epynn_jax.layers.base import Layer, LayerError
 from epynn_jax.layers.base import apply as layer_apply
 
-__all__ = ["Network", "build", "init", "forward", "backward", "apply", "split_keys", "check_X"]
+__all__ = ["Network", "build", "init", "forward", "backward", "apply", "split_keys", "check_X",
+           "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
 
 Params = tuple[dict, ...]
 
@@ -80,17 +86,31 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int]) -> Network:
                          f"shape without the batch axis, e.g. (5,)), got {input_shape!r}")
     shape = tuple(int(s) for s in input_shape)
     built = []
+    # Output shapes are traced (eval_shape); a layer equal to one already built at the same
+    # input shape has the same output shape, so a long stack of repeated layers traces once.
+    traced: dict[Layer, tuple[int, ...]] = {}
     for i, layer in enumerate(layers):
         if not isinstance(layer, Layer):
             raise TypeError(f"build: layer {i} is not a Layer: {layer!r}")
         try:
             layer = layer.compute_shapes(shape)
-            out = layer.output_shape
+            out = _output_shape(layer, traced)
         except LayerError as err:
             raise LayerError(f"layer {i} ({layer.name}): {err}") from None
         built.append(layer)
         shape = out
     return Network(tuple(built))
+
+
+def _output_shape(layer: Layer, traced: dict) -> tuple[int, ...]:
+    try:
+        return traced[layer]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable custom layer: no reuse
+        return layer.output_shape
+    out = traced[layer] = layer.output_shape
+    return out
 
 
 def split_keys(net: Network, key: jax.Array | None) -> tuple:
@@ -100,10 +120,176 @@ def split_keys(net: Network, key: jax.Array | None) -> tuple:
     return tuple(jax.random.split(key, len(net.layers)))
 
 
-def init(net: Network, key: jax.Array) -> Params:
-    """Initial parameters: a tuple of ``p`` dicts, one per layer."""
+def as_key(key: Any, where: str = "init") -> jax.Array:
+    """``key`` as a single ``jax.random`` key: an int seed becomes ``jax.random.key(seed)``.
+
+    Typed keys (``jax.random.key``) and legacy raw keys (``jax.random.PRNGKey``,
+    uint32 of the default implementation's key shape) pass unchanged. Anything
+    else raises a one-line ``TypeError``.
+    """
+    if isinstance(key, numbers.Integral) and not isinstance(key, bool):
+        try:
+            return jax.random.key(int(key))
+        except (OverflowError, TypeError, ValueError):
+            raise ValueError(f"{where}: seed {int(key)} is out of range (an int seed must be "
+                             "from -2**63 to 2**63 - 1)") from None
+    shape, dtype = getattr(key, "shape", None), getattr(key, "dtype", None)
+    if isinstance(key, (jax.Array, np.ndarray)) and dtype is not None:
+        if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            if shape == ():
+                return key
+            problem = f"a batch of keys of shape {shape}"
+        elif dtype == np.uint32 and shape == _raw_key_shape():
+            return key
+        else:
+            problem = f"an array of {dtype} and shape {shape}"
+    else:
+        problem = "None" if key is None else f"{type(key).__name__} {_short(key)}"
+    raise TypeError(f"{where}: key must be one key from jax.random.key(seed), or an int seed; "
+                    f"got {problem}")
+
+
+def _raw_key_shape() -> tuple[int, ...]:
+    return jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def init(net: Network, key: jax.Array | int, *, max_bytes: float | None = None) -> Params:
+    """Initial parameters: a tuple of ``p`` dicts, one per layer.
+
+    ``key`` is a ``jax.random`` key or an int seed (``jax.random.key(seed)``).
+    Before anything is drawn, the parameters' size is estimated from their
+    shapes and checked against ``max_bytes`` (by default the memory available
+    on the default device, see :func:`check_param_memory`): a layer too large
+    raises :class:`LayerError` naming it and its size, instead of failing
+    later inside XLA.
+    """
+    key = as_key(key)
+    check_param_memory(net, key, max_bytes)
     keys = split_keys(net, key)
     return tuple(layer.initialize_parameters(k) for layer, k in zip(net.layers, keys))
+
+
+# -- how much memory the parameters need, and how much there is ------------------------------
+
+#: Environment variable overriding the automatic limit of :func:`check_param_memory`
+#: (bytes, e.g. ``8e9``; ``inf`` turns the check off).
+MAX_PARAM_BYTES_ENV = "EPYNN_JAX_MAX_PARAM_BYTES"
+
+
+def _fmt_bytes(n: float) -> str:
+    if n < 1000:
+        return f"{int(n)} B"
+    for unit in ("kB", "MB", "GB", "TB", "PB"):
+        n /= 1000
+        if n < 1000 or unit == "PB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _host_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def memory_limit() -> tuple[int | None, str]:
+    """Bytes free for new arrays on the default device, and where that figure comes from.
+
+    The device's own count (``bytes_limit - bytes_in_use`` of
+    ``device.memory_stats()``) where JAX reports one (GPU, TPU); otherwise the
+    host's available memory (CPU devices share it). ``(None, ...)`` when
+    neither is known.
+    """
+    device = jax.config.jax_default_device  # a Device, a platform name, or None
+    if not isinstance(device, jax.Device):
+        device = jax.devices(*([device] if isinstance(device, str) else []))[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return free, f"{device.platform}:{device.id} ({device.device_kind})"
+    return _host_available(), "the host"
+
+
+def _limit(max_bytes: Any) -> tuple[float | None, str]:
+    """The limit to apply and a description of it (``None``: no check)."""
+    source = "max_bytes"
+    if max_bytes is None:
+        env = os.environ.get(MAX_PARAM_BYTES_ENV)
+        if env is None:
+            limit, where = memory_limit()
+            return limit, f"available on {where}"
+        try:
+            max_bytes = float(env)
+        except ValueError:
+            raise ValueError(f"init: {MAX_PARAM_BYTES_ENV}={env!r} is not a number of bytes "
+                             "(e.g. 8e9, or inf to turn the check off)") from None
+        source = MAX_PARAM_BYTES_ENV
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Real):
+        raise TypeError(f"init: max_bytes must be a number of bytes (or math.inf), got "
+                        f"{type(max_bytes).__name__} {_short(max_bytes)}")
+    if math.isnan(max_bytes) or max_bytes <= 0:
+        raise ValueError(f"init: {source} must be > 0 bytes (math.inf turns the check off), "
+                         f"got {max_bytes!r}")
+    return (None if math.isinf(max_bytes) else float(max_bytes)), f"allowed by {source}"
+
+
+def check_param_memory(net: Network, key: Any, max_bytes: float | None = None) -> int:
+    """Estimate the bytes of ``init(net, key)``'s parameters; raise if they cannot fit.
+
+    The shapes and dtypes come from ``jax.eval_shape`` of each layer's
+    ``initialize_parameters`` (nothing is allocated). The limit is
+    ``max_bytes`` when given (``math.inf``: no check), else the environment
+    variable ``EPYNN_JAX_MAX_PARAM_BYTES`` when set, else the memory
+    available on the default device (:func:`memory_limit`). Raises
+    :class:`LayerError` naming the first layer larger than the limit, or the
+    total and the largest layer when only all of them together exceed it.
+    Returns the estimated total.
+    """
+    limit, what = _limit(max_bytes)
+    key = as_key(key, "check_param_memory")
+    sizes, details, seen = [], [], {}  # equal layers have equal sizes: trace each once
+    for layer in net.layers:
+        try:
+            size, detail = seen[layer]
+        except (KeyError, TypeError):  # TypeError: an unhashable custom layer
+            shapes = jax.eval_shape(layer.initialize_parameters, key)
+            parts = {name: (tuple(a.shape), np.dtype(a.dtype)) for name, a in shapes.items()}
+            size = sum(math.prod(s) * d.itemsize for s, d in parts.values())
+            detail = ", ".join(f"{name} {s} {d.name}" for name, (s, d) in parts.items())
+            with contextlib.suppress(TypeError):
+                seen[layer] = size, detail
+        sizes.append(size)
+        details.append(detail)
+    total = sum(sizes)
+    if limit is None or total <= limit:
+        return total
+    hint = (f"pass max_bytes= to network.init or set {MAX_PARAM_BYTES_ENV} to change the "
+            "limit (math.inf / inf turns the check off)")
+    for i, (layer, size) in enumerate(zip(net.layers, sizes)):
+        if size > limit:
+            raise LayerError(f"init: layer {i} ({layer.name}) needs {_fmt_bytes(size)} for its "
+                             f"parameters ({details[i]}), more than the {_fmt_bytes(limit)} "
+                             f"{what}; {hint}")
+    big = max(range(len(sizes)), key=sizes.__getitem__)
+    raise LayerError(f"init: the parameters of all layers need {_fmt_bytes(total)}, more than "
+                     f"the {_fmt_bytes(limit)} {what} (largest: layer {big} "
+                     f"({net.layers[big].name}), {_fmt_bytes(sizes[big])}); {hint}")
 
 
 def check_X(net: Network, X, where: str = "X") -> None:
