@@ -14,6 +14,7 @@ resident memory; the tests then check each case from that report.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
 import json
 import os
@@ -122,12 +123,14 @@ def npy(arr) -> bytes:
 def with_array(b: dict, kind: str, name: str, arr, index: bool = True,
                raw: bytes | None = None) -> bytes:
     """Replace array ``name`` (e.g. 'params/1/W') by ``arr``; ``index`` also updates its
-    shape and dtype in model.json, so that only the architecture can object."""
+    shape, dtype and checksum in model.json, so that only the architecture can object."""
     doc = copy.deepcopy(b[kind]["doc"])
     entry = doc["arrays"][name]
+    data = raw if raw is not None else npy(arr)
     if index:
         entry["shape"], entry["dtype"] = list(np.shape(arr)), np.asarray(arr).dtype.str
-    data = raw if raw is not None else npy(arr)
+        if "sha256" in entry:
+            entry["sha256"] = hashlib.sha256(data).hexdigest()
     return rezip([(n, json.dumps(doc).encode() if n == "model.json"
                    else data if n == entry["file"] else d) for n, d in b[kind]["members"]])
 
