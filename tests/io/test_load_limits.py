@@ -23,6 +23,11 @@ from epynn_jax.io import checkpoint as ckpt
 from epynn_jax.io import load_model, save_model
 from epynn_jax.layers.base import Layer
 
+# A bound that only a time proportional to the layer count (333 s for this file before)
+# can break on a loaded 2-core machine; the 2 s target is measured, not asserted
+# (tests are not timed: the machines are shared and noisy).
+FAST_S = 10.0
+
 TEMPLATE = {"class": "epynn_jax.layers.template:Template", "fields": {}}
 # a Template exactly as save_model encodes it at input shape (3,)
 TEMPLATE_3 = ckpt.encode_layer(network.build([layers.Template()], (3,)).layers[0])
@@ -68,7 +73,7 @@ def test_150000_layers_in_a_small_deflated_file_are_refused_at_once(tmp_path, no
     start = time.perf_counter()
     with pytest.raises(ModelFileError, match="compressed"):
         load_model(path)
-    assert time.perf_counter() - start < 2 and not no_trace
+    assert time.perf_counter() - start < FAST_S and not no_trace
 
 
 def test_more_layers_than_the_cap_are_refused_before_building(tmp_path, no_trace):
@@ -77,7 +82,7 @@ def test_more_layers_than_the_cap_are_refused_before_building(tmp_path, no_trace
     with pytest.raises(ModelFileError, match=f"150000 layers.*at most {ckpt.MAX_LAYERS}.*"
                                              "MAX_LAYERS"):
         load_model(path)
-    assert time.perf_counter() - start < 2 and not no_trace
+    assert time.perf_counter() - start < FAST_S and not no_trace
 
 
 def test_epynn_jax_info_refuses_it_at_once(tmp_path):
@@ -85,7 +90,7 @@ def test_epynn_jax_info_refuses_it_at_once(tmp_path):
     out, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     assert cli.main(["info", str(path)], out=out, err=err) == 1
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < FAST_S
     assert "150000 layers" in err.getvalue() and "Traceback" not in err.getvalue()
 
 
