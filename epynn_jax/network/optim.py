@@ -135,6 +135,6 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
         if len(scheds) > 1 and len(params) != len(scheds):
             raise ValueError(f"epynn_sgd: {len(scheds)} schedules (one per layer) for "
                              f"{len(params)} layers")
-        return jax.device_put(template._replace(hyperparams=numbers))
+        return jax.device_put(template._replace(hyperparams=numbers))  # ONE transfer
 
     return optax.GradientTransformation(init, base.update)

@@ -45,10 +45,12 @@ class dataSet:  # noqa: N801 - EpyNN's name
 
     ``Y`` given 1-D becomes a column (N, 1); 2-D labels (one-hot) are kept and
     ``y`` is their argmax. ``A`` and ``P`` (outputs and decisions) are filled by
-    evaluation and prediction. A set with no samples has ``active = False``.
+    evaluation and prediction; after training they are computed when first read.
+    A set with no samples has ``active = False``.
     """
 
     def __init__(self, X_data, Y_data=None, name: str = "dummy") -> None:
+        self._deferred = None
         self.name = name
         self.active = len(X_data) > 0
         if self.active:
@@ -64,6 +66,43 @@ class dataSet:  # noqa: N801 - EpyNN's name
         self.ids = np.arange(len(X_data))
         self.A = np.array([])
         self.P = np.array([])
+
+    # -- outputs, computed on first read after training ------------------------------------
+
+    def _defer(self, outputs, encoded: bool) -> None:
+        """``A = outputs()`` and ``P`` its decisions (argmax when ``encoded``), when first read."""
+        self._deferred = (outputs, encoded)
+
+    def _fill(self) -> None:
+        outputs, encoded = self._deferred
+        self._deferred = None
+        A = np.asarray(outputs())
+        self.__dict__["_A"] = A
+        self.__dict__["_P"] = np.argmax(A, axis=1) if encoded else np.around(A)
+
+    @property
+    def A(self) -> np.ndarray:
+        if self._deferred is not None:
+            self._fill()
+        return self._A
+
+    @A.setter
+    def A(self, value) -> None:
+        if self._deferred is not None:
+            self._fill()
+        self._A = value
+
+    @property
+    def P(self) -> np.ndarray:
+        if self._deferred is not None:
+            self._fill()
+        return self._P
+
+    @P.setter
+    def P(self, value) -> None:
+        if self._deferred is not None:
+            self._fill()
+        self._P = value
 
     def __repr__(self) -> str:
         n = len(self.ids)

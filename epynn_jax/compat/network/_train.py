@@ -187,12 +187,11 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     for e in range(start, stop):
         if e > start:
             idx = model.embedding.batch_indices().astype(np.int32)
-        idx_d = jnp.asarray(idx)
         out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
-                             splits["dtrain"], splits, guard, idx=idx_d, mesh=mesh)
+                             splits["dtrain"], splits, guard, idx=idx, mesh=mesh)
         if last is not None and not settle(*last[:3]):
             return
-        last, state = (e, state, out, idx_d), out[0]
+        last, state = (e, state, out, idx), out[0]
     if not settle(*last[:3]):
         return
     model._key = state.key
@@ -202,8 +201,10 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
         train_net, opt.update, model.loss, before, splits["dtrain"], last_idx),
         splits["dtrain"][0][last_idx[-1]])
     model._pending_skip = k
-    model._set_outputs({name: np.asarray(core.predict_jit(train_net, state.params, X))
-                        for name, (X, _) in splits.items()})
+    for dset in model.embedding.dsets:  # outputs A and decisions P, computed when first read
+        X = splits[dset.name][0]
+        dset._defer(lambda X=X: core.predict_jit(train_net, state.params, X),
+                    dset.Y.shape[1] > 1)
 
 
 def _finite(scores: dict) -> bool:
