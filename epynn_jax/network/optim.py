@@ -31,16 +31,18 @@ __all__ = ["epynn_sgd", "HYPERPARAMS", "set_hyperparams"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
-"""The numbers in the state, each an array with one entry per layer (see :func:`epynn_sgd`)."""
+"""The rows of ``opt_state.hyperparams['numbers']`` (6, n_schedules): one column per layer."""
 
 
-def _scale_by_layer_rates(learning_rate, cycle_descent, decay_k, cycle_epochs, epochs,
-                          first_epoch, *, kinds: tuple[str, ...], steps_per_epoch: int,
+def _scale_by_layer_rates(numbers, *, kinds: tuple[str, ...], steps_per_epoch: int,
                           own_updates: tuple[Callable | None, ...]
                           ) -> optax.GradientTransformation:
     """Layer ``i``'s update is ``-rate_i(e) * g``, ``e = first_epoch + count // steps_per_epoch``
     (capped at ``epochs - 1``); a layer with its own update rule ``own(p, g, rate) -> p``
-    (EpyNN's ``update_parameters``, with ``g`` keyed ``'d' + k``) gets ``own(...) - p``."""
+    (EpyNN's ``update_parameters``, with ``g`` keyed ``'d' + k``) gets ``own(...) - p``.
+    ``numbers`` holds the :data:`HYPERPARAMS` rows (one array: one transfer per ``init``).
+    """
+    learning_rate, cycle_descent, decay_k, cycle_epochs, epochs, first_epoch = numbers
 
     def init(params):
         return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -77,26 +79,26 @@ def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
                     ) -> tuple[optax.GradientTransformation, Any]:
     """The transformation and a host copy of its initial state (the state does not depend
     on the parameters: a step count and the numbers), so ``init`` is ONE transfer."""
-    n = len(kinds)
-    placeholder = {name: np.ones(n) for name in HYPERPARAMS}
+    placeholder = np.ones((len(HYPERPARAMS), len(kinds)))
     base = optax.inject_hyperparams(
         _scale_by_layer_rates, static_args=("kinds", "steps_per_epoch", "own_updates"),
         hyperparam_dtype=dtype)(
-        **placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
-    return base, jax.device_get(base.init(()))
+        placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
+    return base, base.init(())  # on the device: its step counts are reused by every init
 
 
-def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: int) -> dict:
-    rows = [(*(schedules.resolve(s, epochs) if s is not None else (0.0, 0.0, 0.0, 1.0)),
+def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: int
+             ) -> np.ndarray:
+    """The :data:`HYPERPARAMS` rows (6, n): one column per schedule."""
+    cols = [(*(schedules.resolve(s, epochs) if s is not None else (0.0, 0.0, 0.0, 1.0)),
              epochs, first_epoch) for s in schedules_]
-    return {name: np.asarray(col, np.float64) for name, col in zip(HYPERPARAMS, zip(*rows))}
+    return np.asarray(cols, np.float64).T
 
 
-def set_hyperparams(opt_state: Any, numbers: dict) -> Any:
-    """``opt_state`` of :func:`epynn_sgd` with the schedule's numbers replaced (same dtypes)."""
-    hp = {k: jnp.asarray(numbers[k], v.dtype) if k in numbers else v
-          for k, v in opt_state.hyperparams.items()}
-    return opt_state._replace(hyperparams=hp)
+def set_hyperparams(opt_state: Any, numbers: Any) -> Any:
+    """``opt_state`` of :func:`epynn_sgd` with its numbers (6, n) replaced (same dtype)."""
+    old = opt_state.hyperparams["numbers"]
+    return opt_state._replace(hyperparams={"numbers": jnp.asarray(numbers, old.dtype)})
 
 
 def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int = 1,
@@ -128,13 +130,12 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     kinds = tuple("steady" if s is None else s.schedule for s in scheds)
     base, template = _transformation(kinds, int(steps_per_epoch),
                                      own, dtype)
-    numbers = {k: np.asarray(v, dtype) for k, v in _numbers(scheds, int(epochs),
-                                                             first_epoch).items()}
+    numbers = _numbers(scheds, int(epochs), first_epoch).astype(dtype)
 
     def init(params):
         if len(scheds) > 1 and len(params) != len(scheds):
             raise ValueError(f"epynn_sgd: {len(scheds)} schedules (one per layer) for "
                              f"{len(params)} layers")
-        return jax.device_put(template._replace(hyperparams=numbers))  # ONE transfer
+        return template._replace(hyperparams={"numbers": jax.device_put(numbers)})
 
     return optax.GradientTransformation(init, base.update)
