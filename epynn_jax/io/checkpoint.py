@@ -93,6 +93,7 @@ try:
 except ImportError:  # not POSIX: no advisory locks, so stale temp files are never removed
     fcntl = None
 from epynn_jax.layers.base import Layer, check_bound
+from epynn_jax.network import checks
 from epynn_jax.network.model import Network, Params, build
 
 __all__ = [
@@ -1087,18 +1088,10 @@ def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
     Raises :class:`ModelFileError` when the number, shapes or kinds of the
     leaves do not match what ``optimizer`` keeps.
     """
-    reference = optimizer.init(params)
-    ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
-    if len(ref_leaves) != len(leaves):
-        raise ModelFileError(f"optimizer state has {len(leaves)} arrays, the optimizer keeps "
-                             f"{len(ref_leaves)}: was the checkpoint saved with another optimizer?")
-    out = []
-    for j, (ref, leaf) in enumerate(zip(ref_leaves, leaves)):
-        if _is_key(ref) != _is_key(leaf) or jnp.shape(ref) != jnp.shape(leaf):
-            raise ModelFileError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
-                                 f"optimizer keeps {jnp.shape(ref)}")
-        out.append(leaf if _is_key(leaf) else _to_device(leaf, jnp.asarray(ref).dtype))
-    return jax.tree_util.tree_unflatten(treedef, out)
+    try:
+        return checks.restore_opt_state(optimizer, params, leaves)
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None
 
 
 def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,

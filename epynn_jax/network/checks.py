@@ -125,7 +125,9 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
         if _is_key(ref) != _is_key(leaf) or jnp.shape(ref) != jnp.shape(leaf):
             raise ValueError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
                              f"optimizer keeps {jnp.shape(ref)}")
-        out.append(leaf if _is_key(leaf) else jnp.asarray(leaf, dtype=jnp.asarray(ref).dtype))
+        # device_put, not jnp.asarray: that compiles a conversion per new shape
+        out.append(leaf if _is_key(leaf) else jax.device_put(
+            np.asarray(leaf, dtype=np.dtype(jnp.asarray(ref).dtype))))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

@@ -80,29 +80,20 @@ class dataSet:  # noqa: N801 - EpyNN's name
         self.__dict__["_A"] = A
         self.__dict__["_P"] = np.argmax(A, axis=1) if encoded else np.around(A)
 
-    @property
-    def A(self) -> np.ndarray:
-        if self._deferred is not None:
-            self._fill()
-        return self._A
+    A = property(lambda self: self._output("_A"), lambda self, v: self._set_output("_A", v),
+                 doc="The model's outputs on the samples.")
+    P = property(lambda self: self._output("_P"), lambda self, v: self._set_output("_P", v),
+                 doc="The decisions (argmax, or rounded outputs).")
 
-    @A.setter
-    def A(self, value) -> None:
+    def _output(self, slot: str) -> np.ndarray:
         if self._deferred is not None:
             self._fill()
-        self._A = value
+        return self.__dict__[slot]
 
-    @property
-    def P(self) -> np.ndarray:
+    def _set_output(self, slot: str, value) -> None:
         if self._deferred is not None:
-            self._fill()
-        return self._P
-
-    @P.setter
-    def P(self, value) -> None:
-        if self._deferred is not None:
-            self._fill()
-        self._P = value
+            self._fill()  # the other of A and P must not be computed from newer weights later
+        self.__dict__[slot] = value
 
     def __repr__(self) -> str:
         n = len(self.ids)
