@@ -359,3 +359,13 @@ def test_runner_sets_argv_path_and_aliases(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": ROOT, "EPYNN_JAX_NO_CACHE": "1"})
     assert "ARGS ['script.py', 'a', 'b'] 42 __main__" in out.stdout
+
+
+def test_initialize_refuses_metrics_that_are_not_names():
+    """Was: "'int' object is not iterable" (found by the functional API's fuzz)."""
+    emb = Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=6)
+    model = EpyNN([emb, Flatten(), Dense(2, softmax)], name="metrics")
+    with pytest.raises(TypeError, match="EpyNN.initialize: metrics must be a metric name"):
+        model.initialize(loss="MSE", metrics=3)
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        model.initialize(loss="MSE", metrics=["auc"])

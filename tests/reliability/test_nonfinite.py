@@ -125,3 +125,21 @@ def test_a_non_finite_evaluation_raises_in_every_epoch(epochs):
     done = network.fit(net, params, data, epochs=epochs, loss="MSE", metrics=(), batch_size=4,
                        check_finite=False)
     assert not np.isfinite(done.history["MSE"]["dval"][-1])
+
+
+def test_a_metric_that_is_zero_over_zero_is_recorded_and_training_goes_on():
+    """Regression (fuzz): no predicted and no true positives make precision and recall
+    0/0 = NaN; that is not divergence, so fit records NaN (as EpyNN does) and trains on,
+    while the loss is still guarded."""
+    from epynn_jax import layers
+
+    net = network.build([layers.Dense(1, "sigmoid")], (2,))
+    params = ({"W": jnp.zeros((2, 1)), "b": jnp.full((1, 1), 5.0)},)  # always predicts 1
+    X = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    Y = np.ones((8, 1), np.float32)  # every label is 1: no positive (class 0) anywhere
+    result = network.fit(net, params, {"dtrain": (X, Y)}, epochs=2, loss="MSE", batch_size=4,
+                         metrics=("precision", "recall", "accuracy"))
+    assert result.epochs == 2
+    assert all(np.isnan(result.history[m]["dtrain"]).all() for m in ("precision", "recall"))
+    assert result.history["accuracy"]["dtrain"] == [1.0, 1.0]
+    assert np.isfinite(result.history["MSE"]["dtrain"]).all()
