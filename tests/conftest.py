@@ -1,7 +1,8 @@
-"""Shared fixtures: a scoped float64 switch and the EpyNN 1.2.13 oracle."""
+"""Shared fixtures: a scoped float64 switch, the EpyNN 1.2.13 oracle, trace budgets."""
 
 from __future__ import annotations
 
+import chex
 import numpy as np
 import pytest
 
@@ -29,3 +30,55 @@ def load_epynn():
 def epynn():
     """The EpyNN package (skips when absent)."""
     return load_epynn()
+
+
+class TraceBudget:
+    """How often a library function that is already ``jax.jit``-ed may still be traced,
+    checked by ``chex.assert_max_traces``.
+
+    ``chex.assert_max_traces`` counts the calls of a Python function that receive
+    tracers, so it must sit *inside* ``jit``; ``network.run_epoch`` and
+    ``predict_jit`` are already jit objects, and re-jitting their bodies here would
+    test this file's static arguments instead of the library's. What the budget wraps
+    instead is a module-level function the jitted body calls *while it is traced*
+    (looked up in its module then, never when the compiled program runs), ``calls``
+    times per trace: the library's own jit is what is counted, and nothing in the
+    library changes for the test.
+    """
+
+    def __init__(self, monkeypatch, module, name: str, calls: int = 1):
+        self._monkeypatch, self._module, self._name = monkeypatch, module, name
+        self._original, self._calls = getattr(module, name), calls
+
+    def allow(self, traces: int) -> None:
+        """From now on at most ``traces`` more traces; one more raises ``AssertionError``."""
+        chex.clear_trace_counter()
+        self._monkeypatch.setattr(self._module, self._name, chex.assert_max_traces(
+            self._original, traces * self._calls))
+
+    def exactly_once(self, call) -> None:
+        """``call()`` traces exactly once: refused with no trace allowed, fine with one.
+
+        (The refused trace is never cached: the second call traces again.)
+        """
+        self.allow(0)
+        with pytest.raises(AssertionError, match="is traced > 0 times"):
+            call()
+        self.allow(1)
+        call()
+
+
+@pytest.fixture
+def trace_budget(monkeypatch):
+    """``trace_budget(module, name, calls=1)``: a :class:`TraceBudget` on ``module.name``,
+    which the jitted function under test calls ``calls`` times per trace."""
+    return lambda module, name, calls=1: TraceBudget(monkeypatch, module, name, calls)
+
+
+@pytest.fixture
+def epoch_traces(trace_budget):
+    """``epoch_traces(splits)``: the :class:`TraceBudget` of ``network.run_epoch``, whose body
+    evaluates each of its ``splits`` data splits once per trace."""
+    from epynn_jax.network import epoch
+
+    return lambda splits: trace_budget(epoch, "evaluate", splits)

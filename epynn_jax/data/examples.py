@@ -18,8 +18,9 @@ generator                 X                            label
 ========================  ===========================  ======================================
 
 The real data sets (``ptm_protein``, ``author_music``, ``captcha_mnist``) are
-tar archives on the EpyNN authors' S3 bucket. :func:`fetch` downloads one into
-a cache directory (``$EPYNN_JAX_DATA`` or ``~/.cache/epynn_jax``), checks its
+tar archives on the EpyNN authors' S3 bucket. :func:`fetch` downloads one with
+`pooch <https://www.fatiando.org/pooch>`_ (the ``examples`` extra) into a
+cache directory (``$EPYNN_JAX_DATA`` or ``~/.cache/epynn_jax``), checking its
 SHA-256, and :func:`extract` unpacks it refusing absolute paths, ``..``
 components and links. The published archives carry no checksum; until one is
 pinned in :data:`REMOTES`, the first download records it next to the archive
@@ -32,9 +33,9 @@ import dataclasses
 import gzip
 import hashlib
 import os
+import shutil
 import tarfile
-import tempfile
-import urllib.error
+import urllib.parse
 import urllib.request
 import wave
 from pathlib import Path, PurePosixPath
@@ -51,6 +52,7 @@ __all__ = [
     "captcha_mnist_synthetic",
     "digits",
     "DataUnavailable",
+    "MissingExtra",
     "DataError",
     "Remote",
     "REMOTES",
@@ -244,7 +246,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits
     except ImportError:
-        raise DataUnavailable(
+        raise MissingExtra(
             "the digits example needs scikit-learn: pip install 'epynn-jax[examples]'"
         ) from None
     data = load_digits()
@@ -256,6 +258,14 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 class DataUnavailable(RuntimeError):
     """A real data set is not on this machine and cannot be fetched."""
+
+
+class MissingExtra(DataUnavailable, ImportError):
+    """A package of the ``examples`` extra (pooch, scikit-learn) is not installed.
+
+    Both a :class:`DataUnavailable` (the data cannot be had: the example scripts
+    say so and suggest ``--synthetic``) and an ``ImportError``.
+    """
 
 
 class DataError(ValueError):
@@ -315,43 +325,83 @@ def _verify(path: Path, expected: str | None) -> None:
                         "delete the file to download it again")
 
 
+def _pooch():
+    """The ``pooch`` module, or :class:`MissingExtra` saying how to install it."""
+    try:
+        import pooch
+    except ImportError:
+        raise MissingExtra("downloading the real data sets needs pooch: "
+                           "pip install 'epynn-jax[examples]'") from None
+    return pooch
+
+
+def _copy_file_url(url: str, output_file, pooch_=None) -> None:
+    """A pooch downloader for ``file://`` URLs (local mirrors, tests), which pooch lacks."""
+    source = Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path))
+    if hasattr(output_file, "write"):
+        with open(source, "rb") as f:
+            shutil.copyfileobj(f, output_file)
+    else:
+        shutil.copyfile(source, output_file)
+
+
+def _downloader(pooch, source: str, timeout: float):
+    """pooch's downloader for ``source``: HTTP(S) and FTP with ``timeout``, ``file://`` by
+    :func:`_copy_file_url`; ``None`` for any other scheme."""
+    scheme = urllib.parse.urlparse(source).scheme
+    if scheme == "file":
+        return _copy_file_url
+    if scheme in ("http", "https"):
+        return pooch.HTTPDownloader(timeout=timeout)
+    if scheme == "ftp":
+        return pooch.FTPDownloader(timeout=timeout)
+    return None
+
+
 def fetch(remote: Remote, cache: str | os.PathLike | None = None, *, url: str | None = None,
-          sha256: str | None = None, timeout: float = 60.0) -> Path:
+          sha256: str | None = None, timeout: float = 60.0, retries: int = 2) -> Path:
     """The path of ``remote``'s archive in the cache, downloading it if absent.
 
-    ``url`` overrides the remote's address (``file://`` URLs work, for
-    mirrors and tests); ``sha256`` overrides its checksum. The download
-    goes to a temporary file renamed into place only after the checksum
-    passes. Raises :class:`DataUnavailable` when it cannot be downloaded and
-    :class:`DataError` on a checksum mismatch.
+    The download is pooch's: into a temporary file in the cache, moved into
+    place only after its SHA-256 matches ``sha256`` (else the remote's pinned
+    one; with neither, the first download's checksum is recorded next to it
+    and the cached file is verified against that record on later calls),
+    retried up to ``retries`` times over the network. ``url`` overrides the
+    remote's address (``file://`` URLs work, for mirrors and tests). A cached
+    file whose checksum does not match is refused, never silently replaced.
+
+    Raises :class:`DataUnavailable` when it cannot be downloaded
+    (:class:`MissingExtra`, also an ``ImportError``, when pooch is not
+    installed) and :class:`DataError` on a checksum mismatch.
     """
     folder = cache_dir(cache)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / remote.filename
     expected = sha256 or remote.sha256
-    if target.exists():
+    if target.exists():  # no pooch needed to use the cache
         _verify(target, expected)
         return target
+    pooch = _pooch()
+    import requests  # pooch's own dependency: its HTTP errors
+
     source = url or remote.url
-    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=remote.filename + ".", suffix=".part")
-    tmp = Path(tmp_name)
+    downloader = _downloader(pooch, source, timeout)
+    if downloader is None:
+        raise DataUnavailable(f"{remote.name}: cannot download {source!r} (the URL must start "
+                              "with https://, http://, ftp:// or file://)")
+    store = pooch.create(
+        path=folder, base_url="",
+        registry={remote.filename: f"sha256:{expected}" if expected else None},
+        urls={remote.filename: source},
+        retry_if_failed=0 if downloader is _copy_file_url else int(retries))
     try:
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(source, timeout=timeout) as response:  # noqa: S310
-                    for chunk in iter(lambda: response.read(1 << 20), b""):
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                reason = getattr(err, "reason", err)
-                raise DataUnavailable(f"{remote.name}: could not download {source} "
-                                      f"({reason})") from None
-        if expected is not None and sha256_of(tmp) != expected.lower():
-            raise DataError(f"{remote.name}: the file downloaded from {source} has SHA-256 "
-                            f"{sha256_of(tmp)}, expected {expected}")
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _verify(target, expected)
+        store.fetch(remote.filename, downloader=downloader)
+    except ValueError as err:  # pooch's checksum mismatch; the download is deleted
+        raise DataError(f"{remote.name}: the file downloaded from {source} failed its "
+                        f"SHA-256 check ({err})") from None
+    except (requests.RequestException, OSError) as err:
+        raise DataUnavailable(f"{remote.name}: could not download {source} ({err})") from None
+    _verify(target, expected)  # records the checksum of a first download
     return target
 
 
@@ -371,7 +421,8 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
     Every member is checked first (no absolute paths, no ``..``, only
     regular files and folders); Python's ``filter='data'`` is used on top
-    where available.
+    where available. (pooch's ``Untar`` processor is not used: it relies on
+    that filter alone, which Python before 3.12 does not apply.)
     """
     archive, dest = Path(archive), Path(dest)
     try:

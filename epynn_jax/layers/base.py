@@ -38,13 +38,13 @@ import inspect
 import math
 import sys
 import weakref
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.maths.activations import ActivationHPars
+from epynn_jax.maths.activations import DEFAULT_HPARS, ActivationHPars
 
 __all__ = [
     "Layer",
@@ -167,7 +167,7 @@ class Layer:
     """
 
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
-    hpars: ActivationHPars = dataclasses.field(default=ActivationHPars(), kw_only=True)
+    hpars: ActivationHPars = dataclasses.field(default=DEFAULT_HPARS, kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -179,6 +179,13 @@ class Layer:
         if cls not in _CHECKED:
             check_bound(cls)
             _CHECKED.add(cls)
+        # The common fields are keyword-only, so every layer's own __post_init__ is
+        # spared checking them: a wrong hpars would fail only when traced.
+        hpars = kwargs.get("hpars", DEFAULT_HPARS)
+        if not isinstance(hpars, ActivationHPars):
+            raise LayerError(f"{cls.__name__}: hpars must be an ActivationHPars (from "
+                             f"epynn_jax.maths.activations, e.g. ActivationHPars(ELU_alpha=0.5)),"
+                             f" got {hpars!r}")
         return super().__new__(cls)
 
     # -- the contract: each layer binds its module's functions over these ------
@@ -251,16 +258,13 @@ class Layer:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of ``p`` (without drawing random numbers)."""
         self._require_built("param_shapes")
-        out = jax.eval_shape(self.initialize_parameters, jax.random.key(0))
-        return {k: tuple(v.shape) for k, v in out.items()}
+        return {k: tuple(v.shape) for k, v in _shaped(_abstract_params, self).items()}
 
     def _abstract_forward(self, m: int, training: bool = False):
-        shape = self._require_built("shapes")
-        p = jax.eval_shape(self.initialize_parameters, jax.random.key(0))
-        X = jax.ShapeDtypeStruct((m, *shape), float_dtype())
-        return p, jax.eval_shape(
-            lambda p, X, k: self.forward(p, X, k, training), p, X, jax.random.key(0)
-        )
+        """``(p, (A, fc))``, shape-and-dtype structs for a batch of ``m`` (shared: read them,
+        never modify them)."""
+        self._require_built("shapes")
+        return _shaped(_abstract_forward, self, m, training)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -285,6 +289,34 @@ class Layer:
     def trainable(self) -> bool:
         """Whether the layer has parameters."""
         return bool(self.param_shapes()) if self.built else True
+
+
+def _abstract_params(layer: Layer) -> Params:
+    return jax.eval_shape(layer.initialize_parameters, jax.random.key(0))
+
+
+def _abstract_forward(layer: Layer, m: int, training: bool):
+    p = _shaped(_abstract_params, layer)
+    X = jax.ShapeDtypeStruct((m, *layer.input_shape), float_dtype())
+    return p, jax.eval_shape(lambda p, X, k: layer.forward(p, X, k, training), p, X,
+                             jax.random.key(0))
+
+
+@lru_cache(maxsize=1024)
+def _shaped_cached(fn, layer: Layer, dtype, *args):
+    return fn(layer, *args)
+
+
+def _shaped(fn, layer: Layer, *args):
+    """``fn(layer, *args)``, an abstract evaluation, memoised on the layer and the working
+    float dtype: a frozen layer's shapes are a function of its fields, and tracing it again
+    costs milliseconds each time (a recurrent layer's scan) in ``build``, ``fit``'s checks
+    and every model-file load. A layer that cannot be hashed is traced each time."""
+    try:
+        hash(layer)
+    except TypeError:
+        return fn(layer, *args)
+    return _shaped_cached(fn, layer, float_dtype(), *args)
 
 
 def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None) -> None:

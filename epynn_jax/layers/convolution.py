@@ -101,13 +101,15 @@ class Convolution(Layer):
             raise LayerError("Convolution: softmax is not supported as a convolution activation "
                              "(EpyNN allows it only in Dense); use e.g. 'relu'")
         init = initializers.check_initializer(self.initialization, "Convolution")
+        if not isinstance(self.use_bias, bool):  # bool("no") would be True
+            raise LayerError(f"Convolution: use_bias must be True or False, "
+                             f"got {self.use_bias!r}")
         if self.impl not in IMPLS:
             raise LayerError(f"Convolution: impl must be one of {IMPLS}, got {self.impl!r}")
         object.__setattr__(self, "filter_size", filter_size)
         object.__setattr__(self, "strides", strides)
         object.__setattr__(self, "activate", activate)
         object.__setattr__(self, "initialization", init)
-        object.__setattr__(self, "use_bias", bool(self.use_bias))
 
     @property
     def d(self) -> dict:

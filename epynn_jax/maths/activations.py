@@ -13,6 +13,8 @@ All functions are numerically stable for large ``|Z|`` (EpyNN's literal
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -43,6 +45,11 @@ class ActivationHPars:
     ``epynn_softmax_grad=True`` reproduces EpyNN's softmax backward, which
     omits the ``1/T`` factor (its gradient is ``T`` times the exact one); the
     default is the exact gradient.
+
+    The alphas are finite real numbers, the temperature a finite number > 0 and
+    ``epynn_softmax_grad`` a bool (NumPy scalars count, bools are not numbers): a
+    wrong type raises ``TypeError``, a value out of range ``ValueError``, each
+    naming the field, where the hyperparameters are made.
     """
 
     ELU_alpha: float = 1.0
@@ -51,10 +58,18 @@ class ActivationHPars:
     epynn_softmax_grad: bool = False
 
     def __post_init__(self) -> None:
+        for field in ("ELU_alpha", "LRELU_alpha", "softmax_temperature"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"ActivationHPars: {field} must be a real number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"ActivationHPars: {field} must be finite, got {value!r}")
         if not self.softmax_temperature > 0:
-            raise ValueError(
-                f"softmax_temperature must be > 0, got {self.softmax_temperature!r}"
-            )
+            raise ValueError(f"ActivationHPars: softmax_temperature must be > 0, "
+                             f"got {self.softmax_temperature!r}")
+        if not isinstance(self.epynn_softmax_grad, bool):
+            raise TypeError(f"ActivationHPars: epynn_softmax_grad must be True or False, "
+                            f"got {self.epynn_softmax_grad!r}")
 
 
 DEFAULT_HPARS = ActivationHPars()

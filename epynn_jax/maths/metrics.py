@@ -17,14 +17,14 @@ All functions take (Y, A) and return a scalar.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 
 from epynn_jax.maths import losses
 
-__all__ = ["METRICS", "metric", "check_metric", "decisions", "accuracy"]
+__all__ = ["METRICS", "metric", "check_metric", "check_metrics", "decisions", "accuracy"]
 
 
 def decisions(Y: jax.Array, A: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -132,6 +132,16 @@ def check_metric(name: object) -> str:
     if name not in METRICS:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
     return name
+
+
+def check_metrics(names: object, where: str = "metrics") -> tuple[str, ...]:
+    """``names`` as a tuple of known metric names: one name, or an iterable of them."""
+    if isinstance(names, str):
+        names = (names,)
+    if not isinstance(names, Iterable) or isinstance(names, (bytes, dict)):
+        raise TypeError(f"{where} must be a metric name or a sequence of names such as "
+                        f"('accuracy',), got {names!r}")
+    return tuple(check_metric(n) for n in names)
 
 
 def metric(name: str, Y: jax.Array, A: jax.Array) -> jax.Array:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_X
 
@@ -82,7 +83,7 @@ def check_key(key: Any, where: str = "fit") -> jax.Array:
 
 
 def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
-    """Types of fit's options; returns ``metrics`` as a tuple."""
+    """Types of fit's options; returns ``metrics`` as a tuple of known names."""
     if not isinstance(schedule, Schedule):
         raise TypeError(f"fit: schedule must be a Schedule, got {schedule!r}")
     if optimizer is not None and not (callable(getattr(optimizer, "init", None))
@@ -91,7 +92,7 @@ def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
                         f"{optimizer!r}")
     if not all(callable(cb) for cb in callbacks):
         raise TypeError(f"fit: every callback must be callable, got {list(callbacks)!r}")
-    return (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    return metrics_lib.check_metrics(metrics, "fit: metrics")
 
 
 def check_opt_state(optimizer, params: Params, opt_state: Any) -> None:

@@ -20,6 +20,7 @@ eager NumPy layers and to fill EpyNN's ``fc``/``bc``/``g`` dicts.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -43,6 +44,7 @@ __all__ = [
     "Guard",
     "guarded_train_step",
     "run_epoch",
+    "finite_scores",
     "non_finite_error",
     "scores",
     "predict_jit",
@@ -163,6 +165,18 @@ def guarded_train_step(net: Network, optimizer, loss: str, carry: tuple[TrainSta
     return (state, guard), cost
 
 
+def finite_scores(scores: Mapping) -> bool:
+    """Whether every loss value in ``{split: {metric: value}}`` is finite (host values).
+
+    Only losses count (the training loss is always among the scores): a ratio metric
+    (precision, recall, ...) is 0/0, NaN, on a split with no predicted or no true
+    positives, undefined there as in EpyNN, not a sign of divergence; a network whose
+    numbers diverged makes its loss non-finite too.
+    """
+    return all(math.isfinite(float(v)) for values in scores.values()
+               for name, v in values.items() if name in losses.LOSSES)
+
+
 def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: TrainState,
                      history: dict, where: str = "fit", scores: Mapping | None = None,
                      advice: str = "", offset: int = 0) -> NonFiniteError:
@@ -184,7 +198,7 @@ def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: Train
         at = f"at epoch {epoch}, batch {step}"
     else:
         failed = [f"{m} on {s}" for s, values in (scores or {}).items()
-                  for m, v in values.items() if not jnp.isfinite(v)]
+                  for m, v in values.items() if m in losses.LOSSES and not jnp.isfinite(v)]
         what = f"the evaluation ({', '.join(failed)})"
         at = f"after epoch {epoch}"
     advice = advice or ("Try a lower learning rate, scaled inputs, or fit(debug=True) to find "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,13 @@ from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
 from epynn_jax.network import checks, parallel
-from epynn_jax.network.epoch import TrainState, non_finite_error, predict_jit, run_epoch
+from epynn_jax.network.epoch import (
+    TrainState,
+    finite_scores,
+    non_finite_error,
+    predict_jit,
+    run_epoch,
+)
 from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
 
@@ -107,10 +112,6 @@ def _append(history: dict, scores: dict) -> dict:
 def _truncated(history: dict, epochs: int) -> dict:
     """``history`` cut to ``epochs`` entries (a Ctrl-C may land inside :func:`_append`)."""
     return {m: {s: v[:epochs] for s, v in d.items()} for m, d in history.items()}
-
-
-def _finite_scores(scores: dict) -> bool:
-    return all(math.isfinite(float(v)) for values in scores.values() for v in values.values())
 
 
 def _debug_error(epoch: int, err: FloatingPointError, progress: Progress) -> NonFiniteError:
@@ -243,9 +244,11 @@ def fit(
 
     Non-finite guard (``check_finite=True``): when a batch's loss or any
     layer's gradient or updated parameters become NaN or inf, or any split's
-    evaluation does, the epoch is dropped and
+    loss does, the epoch is dropped and
     :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
     and layer, with the last good ``params``/``opt_state`` and the ``history``.
+    (A ratio metric such as precision is NaN on a split where it is 0/0: it is
+    recorded as NaN, as EpyNN does, and training goes on.)
     ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
     ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
     or inf raises (slow; for finding the cause).
@@ -260,6 +263,10 @@ def fit(
     if not isinstance(data, Mapping):
         raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
     metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
+    if checkpoints is not None and not all(callable(getattr(checkpoints, f, None)) for f in (
+            "start", "after_epoch", "finish", "interrupted")):
+        raise TypeError(f"fit: checkpoints must be a checkpoint policy such as "
+                        f"epynn_jax.io.Checkpoints(directory), got {checkpoints!r}")
     if resume is not None and not all(hasattr(resume, f) for f in (
             "net", "params", "opt_state", "key", "epoch", "history", "metadata")):
         raise TypeError(f"fit: resume takes a checkpoint loaded with "
@@ -312,7 +319,7 @@ def fit(
                                            check_finite, debug)
             except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
                 raise _debug_error(epoch, err, progress) from err
-            if guard is not None and not (bool(guard.ok) and _finite_scores(scores)):
+            if guard is not None and not (bool(guard.ok) and finite_scores(scores)):
                 raise non_finite_error(net, epoch, guard, progress.state, progress.history,
                                        scores=scores)
             progress = Progress(state, _append(progress.history, scores), epoch + 1)

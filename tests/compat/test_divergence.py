@@ -76,3 +76,17 @@ def test_a_finite_run_is_untouched(capsys):
     m.train(3, init_logs=False)
     assert m.diverged is None and capsys.readouterr().err == ""
     assert all(len(v) == 3 for v in m.metrics["accuracy"][:1])
+
+
+def test_a_zero_over_zero_metric_is_nan_as_in_epynn_and_training_goes_on(capsys):
+    """Regression (fuzz): NPV with no predicted negatives is 0/0; EpyNN prints nan and
+    trains on, and so does the facade (only a loss stops training)."""
+    # Labels all 0 and outputs near 0: every decision is 0 (positive), none negative.
+    emb = Embedding(X_data=X[:, :2] / 1e4, Y_data=np.zeros(40, int), batch_size=8)
+    m = EpyNN([emb, Dense(1, identity)], name="ratio")
+    m.initialize(loss="MSE", seed=1, metrics=["NPV", "accuracy"],
+                 se_hPars={"learning_rate": 0.01, "schedule": "steady"})
+    m.train(2, init_logs=False)
+    assert m.diverged is None and capsys.readouterr().err == ""
+    assert len(m.metrics["MSE"][0]) == 2 and np.isfinite(m.metrics["MSE"][0]).all()
+    assert np.isnan(m.metrics["NPV"][0]).all() and m.metrics["accuracy"][0] == [1.0, 1.0]

@@ -142,26 +142,17 @@ def test_new_data_arrays_are_used_by_the_next_train(x64):
     np.testing.assert_allclose(model.embedding.dtrain.A, model.predict(new_X).A, rtol=1e-12)
 
 
-def test_later_train_calls_reuse_the_compiled_epoch(monkeypatch):
+def test_later_train_calls_reuse_the_compiled_epoch(epoch_traces):
     """A new epoch count, new weights or new data of the same shapes: no new trace."""
-    from epynn_jax.network import epoch
-
-    traces = []
-    evaluate = epoch.evaluate  # runs once per split, at trace time only
-
-    def counting(*args, **kwargs):
-        traces.append(args[0])
-        return evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(epoch, "evaluate", counting)
     model = small_model(epochs=1)
-    before = len(traces)  # 0 when an earlier test compiled this epoch, else 2 (two splits)
-    assert before in (0, 2)
+    traces = epoch_traces(splits=len(model._device_data()))
+    traces.allow(0)
     model.train(3, init_logs=False)
     model.layers[2].p["W"] = model.layers[2].p["W"] * 0.5
     model.embedding.dtrain.X = model.embedding.dtrain.X + 1.0
     model.train(2, init_logs=False)
-    assert len(traces) == before
+    # The budget does see the facade's epoch: a batch size no other test uses traces once.
+    traces.exactly_once(lambda: small_model(batch=7).train(1, init_logs=False))
 
 
 @pytest.mark.parametrize("make_rng", [lambda: np.random.default_rng(7),
@@ -368,3 +359,13 @@ def test_runner_sets_argv_path_and_aliases(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": ROOT, "EPYNN_JAX_NO_CACHE": "1"})
     assert "ARGS ['script.py', 'a', 'b'] 42 __main__" in out.stdout
+
+
+def test_initialize_refuses_metrics_that_are_not_names():
+    """Was: "'int' object is not iterable" (found by the functional API's fuzz)."""
+    emb = Embedding(X_data=X, Y_data=Y, Y_encode=True, batch_size=6)
+    model = EpyNN([emb, Flatten(), Dense(2, softmax)], name="metrics")
+    with pytest.raises(TypeError, match="EpyNN.initialize: metrics must be a metric name"):
+        model.initialize(loss="MSE", metrics=3)
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        model.initialize(loss="MSE", metrics=["auc"])

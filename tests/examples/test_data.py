@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import io
+import sys
 import tarfile
+import threading
 
 import numpy as np
 import pytest
@@ -130,6 +134,77 @@ def test_fetch_records_a_checksum_when_none_is_pinned(tmp_path):
 def test_fetch_reports_an_unreachable_source(tmp_path):
     with pytest.raises(ex.DataUnavailable, match="could not download"):
         ex.fetch(ex.REMOTES["author_music"], tmp_path, url=fixtures.url(tmp_path / "missing"))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no request lines on stderr
+        pass
+
+
+@pytest.fixture
+def http_server(tmp_path, monkeypatch):
+    """``(folder, base URL)``: ``folder`` served over HTTP on 127.0.0.1 for the test."""
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # never through a proxy from the environment
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_fetch_over_http_verifies_and_records(http_server, tmp_path):
+    folder, base = http_server
+    archive = fixtures.ptm_archive(folder)
+    digest = ex.sha256_of(archive)
+    remote = ex.REMOTES["ptm_protein"]
+    pinned = ex.fetch(remote, tmp_path / "a", url=f"{base}/{archive.name}", sha256=digest)
+    assert ex.sha256_of(pinned) == digest
+    # nothing pinned: the first download's checksum is recorded, and then enforced
+    path = ex.fetch(remote, tmp_path / "b", url=f"{base}/{archive.name}", retries=0)
+    assert path.with_name(path.name + ".sha256").read_text().split()[0] == digest
+    path.write_bytes(b"tampered")
+    with pytest.raises(ex.DataError, match="does not match"):
+        ex.fetch(remote, tmp_path / "b", url=f"{base}/{archive.name}")
+
+
+def test_fetch_over_http_refuses_a_wrong_checksum_and_keeps_nothing(http_server, tmp_path):
+    folder, base = http_server
+    archive = fixtures.ptm_archive(folder)
+    with pytest.raises(ex.DataError, match="SHA-256"):
+        ex.fetch(ex.REMOTES["ptm_protein"], tmp_path / "c", url=f"{base}/{archive.name}",
+                 sha256="0" * 64, retries=0)
+    assert not any((tmp_path / "c").iterdir())
+
+
+def test_fetch_over_http_reports_a_missing_file(http_server, tmp_path):
+    _, base = http_server
+    with pytest.raises(ex.DataUnavailable, match="could not download.*404"):
+        ex.fetch(ex.REMOTES["ptm_protein"], tmp_path / "c", url=f"{base}/missing.tar",
+                 retries=0)
+    assert not any((tmp_path / "c").iterdir())
+
+
+def test_fetch_refuses_an_unknown_url_scheme(tmp_path):
+    with pytest.raises(ex.DataUnavailable, match="https://, http://, ftp:// or file://"):
+        ex.fetch(ex.REMOTES["ptm_protein"], tmp_path, url="gopher://example.org/x.tar")
+
+
+def test_without_pooch_a_download_says_which_extra_to_install(tmp_path, monkeypatch):
+    archive = fixtures.ptm_archive(tmp_path)
+    digest = ex.sha256_of(archive)
+    cache = tmp_path / "c"
+    ex.fetch(ex.REMOTES["ptm_protein"], cache, url=fixtures.url(archive), sha256=digest)
+    monkeypatch.setitem(sys.modules, "pooch", None)  # import pooch now raises ImportError
+    with pytest.raises(ImportError, match=r"pip install 'epynn-jax\[examples\]'") as info:
+        ex.fetch(ex.REMOTES["author_music"], cache, url=fixtures.url(archive))
+    assert isinstance(info.value, ex.DataUnavailable)  # the example scripts' message and exit
+    # the cache needs no pooch
+    assert ex.fetch(ex.REMOTES["ptm_protein"], cache, sha256=digest).exists()
 
 
 def _evil(tmp_path, name, kind=tarfile.REGTYPE):

@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,10 +195,7 @@ def test_layers_sharing_a_module_train_in_one_network(x64):
     hand = jax.jit(lambda p: network.gradients(net, p, X, Y, "MSE")[0])(params)
     plain = jax.jit(lambda p: network.autodiff_gradients(net, p, X, Y, "MSE",
                                                          custom_vjp=False))(params)
-    for h, a in zip(hand, plain, strict=True):
-        assert h.keys() == a.keys()
-        for k in h:
-            np.testing.assert_allclose(h[k], a[k], rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(hand, plain, rtol=1e-10, atol=1e-12)
 
 
 # -- a class that leaves a function unbound ---------------------------------------------------

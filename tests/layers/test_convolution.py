@@ -3,10 +3,13 @@ formulations against each other and a direct loop, and parity with EpyNN 1.2.13.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from jit_variants import check_pass
 
 from epynn_jax import testing
 from epynn_jax.layers import Convolution, Dense, Flatten, LayerError, Pooling
@@ -85,6 +88,18 @@ def test_gradients_match_autodiff_and_finite_differences(impl, case):
         report.assert_ok()
     else:  # db is 0 by design (b stays 0), the rest must be exact
         assert report["dX"].passed and report["dW"].passed, str(report)
+
+
+class TestJitVariants(chex.TestCase):
+    """The hand-written pass with and without jax.jit (see jit_variants.py)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*((f"{impl}_{i}", impl, GRAD_CASES[i])
+                                      for impl, i in (("patches", 0), ("lax", 1), ("patches", 2))))
+    def test_forward_backward(self, impl, case):
+        fs, st, pad, shape, act, use_bias = case
+        layer = Convolution(3, fs, st, pad, act, use_bias=use_bias, impl=impl)
+        check_pass(self.variant, layer, shape, batch=2, zero=() if use_bias else ("b",))
 
 
 def test_no_bias_gradient_is_zero(x64):  # db is computed the same way by both formulations

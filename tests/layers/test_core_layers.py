@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from jit_variants import check_pass
 
 from epynn_jax import testing
 from epynn_jax.layers import Dropout, Embedding, Flatten, LayerError, Template
 
-
-@pytest.mark.parametrize("layer,shape,training", [
+CORE_CASES = [
     (Template(), (3, 2), False), (Embedding(vocabulary_size=4), (3, 4), True),
     (Flatten(), (2, 3, 2), True), (Flatten(), (6,), False),
     (Dropout(0.5), (6,), True), (Dropout(0.3, axis=(1,)), (4, 3), True),
-])
+]
+
+
+@pytest.mark.parametrize("layer,shape,training", CORE_CASES)
 def test_check_layer(layer, shape, training):
     report = testing.check_layer(layer, shape, training=training, batch=4)
     report.assert_ok()
     assert [c.key for c in report.checks] == ["dX"]
+
+
+class TestJitVariants(chex.TestCase):
+    """The hand-written pass with and without jax.jit (see jit_variants.py)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*(
+        (f"{layer.name}_{'_'.join(map(str, shape))}", layer, shape, training)
+        for layer, shape, training in CORE_CASES))
+    def test_forward_backward(self, layer, shape, training):
+        out = check_pass(self.variant, layer, shape, training=training, batch=4)
+        assert out["g"] == {}
 
 
 def test_identity_layers_pass_through(x64):

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import warnings
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from jit_variants import check_pass
 
 from epynn_jax import testing
 from epynn_jax.layers import Dense, LayerError
@@ -23,6 +26,16 @@ def test_check_layer_every_activation(activate):
     report = testing.check_layer(Dense(4, activate, hpars=HP), (5,), batch=3)
     report.assert_ok()
     assert {c.key for c in report.checks} == {"dX", "dW", "db"}
+
+
+class TestJitVariants(chex.TestCase):
+    """The hand-written pass with and without jax.jit (see jit_variants.py)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*((a, a) for a in ACTIVATIONS))
+    def test_forward_backward(self, activate):
+        out = check_pass(self.variant, Dense(4, activate, hpars=HP), (5,))
+        assert set(out["fc"]) == {"X", "Z", "A"} and set(out["g"]) == {"dW", "db"}
 
 
 def test_check_layer_orthogonal_initialization():

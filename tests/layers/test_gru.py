@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import chex
 import jax
 import numpy as np
 import pytest
 import recurrent_oracle as oracle
+from jit_variants import check_pass
 
 from epynn_jax import testing
 from epynn_jax.layers import GRU
@@ -40,6 +42,13 @@ def test_backward_matches_autodiff_and_finite_differences(variant):
     report.assert_ok()
     assert len(report.checks) == 10  # dX and 9 parameter gradients
 
+
+class TestJitVariants(chex.TestCase):
+    """The hand-written pass with and without jax.jit (see jit_variants.py)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_forward_backward(self):
+        check_pass(self.variant, make("sequences"), SHAPE)  # every gate its own activation
 
 
 def test_gradients_in_a_network_match_autodiff():

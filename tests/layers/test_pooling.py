@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
+from jit_variants import check_pass
 
 from epynn_jax import testing
 from epynn_jax.layers import LayerError, Pooling
@@ -76,6 +79,16 @@ def test_gradients_match_autodiff_and_finite_differences(pool, case):
     ps, st, shape = case
     testing.check_layer(JittedPooling(ps, st, pool), shape, batch=2, max_entries=12,
                         directions=2).assert_ok()
+
+
+class TestJitVariants(chex.TestCase):
+    """The hand-written pass with and without jax.jit (see jit_variants.py)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters("max", "min", "mean")
+    def test_forward_backward(self, pool):
+        ps, st, shape = CASES[1]  # overlapping windows
+        check_pass(self.variant, Pooling(ps, st, pool), shape, batch=2)
 
 
 @pytest.mark.parametrize("pool", ["max", "min", "mean"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -61,8 +62,7 @@ def test_gradients_are_of_the_summed_loss(x64):
     g1 = hand(net, params, X, Y, "MSE", None, False)[0]
     g2 = hand(net, params, jnp.concatenate([X, X]), jnp.concatenate([Y, Y]), "MSE", None,
               False)[0]
-    for a, b in zip(jax.tree_util.tree_leaves(g1), jax.tree_util.tree_leaves(g2)):
-        np.testing.assert_allclose(2 * np.asarray(a), b, rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(jax.tree.map(lambda g: 2 * g, g1), g2, rtol=1e-12, atol=1e-15)
 
 
 def test_dX_matches_autodiff_and_finite_differences(x64):

@@ -4,23 +4,8 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import pytest
 
 from epynn_jax import Schedule, layers, network
-
-
-@pytest.fixture
-def trace_counter(monkeypatch):
-    """Count traces of run_epoch: ``evaluate`` runs once per split, at trace time only."""
-    calls = []
-    original = network.evaluate
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(network.epoch, "evaluate", counting)
-    return calls
 
 
 def _data(m, seed=0):
@@ -29,43 +14,45 @@ def _data(m, seed=0):
         rng.integers(0, 2, m)]
 
 
-def test_fit_traces_run_epoch_once_per_shape(trace_counter):
+def test_fit_traces_run_epoch_once_per_shape(epoch_traces):
     # Units 7: a network no other test builds, so the jit cache starts cold for it.
     net = network.build([layers.Dense(7, "relu"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
-    before = network.run_epoch._cache_size()
-    data = {"dtrain": _data(20), "dval": _data(9, 1)}
-    network.fit(net, params, data, epochs=3, batch_size=4)
-    assert len(trace_counter) == 2          # one trace, two splits evaluated
-    assert network.run_epoch._cache_size() == before + 1
+    traces = epoch_traces(splits=2)
+
+    def fit(train):
+        return network.fit(net, params, {"dtrain": train, "dval": _data(9, 1)}, epochs=3,
+                           batch_size=4)
+
+    traces.exactly_once(lambda: fit(_data(20)))  # three epochs, one trace
     # Same shapes, same configuration, new values: no retrace.
-    network.fit(net, params, {"dtrain": _data(20, 2), "dval": _data(9, 3)}, epochs=3,
-                batch_size=4)
-    assert len(trace_counter) == 2
-    assert network.run_epoch._cache_size() == before + 1
-    # A new training-set size: exactly one more trace.
-    network.fit(net, params, {"dtrain": _data(24), "dval": _data(9, 1)}, epochs=3,
-                batch_size=4)
-    assert len(trace_counter) == 4
-    assert network.run_epoch._cache_size() == before + 2
+    traces.allow(0)
+    fit(_data(20, 2))
+    # A new training-set size: exactly one more trace, then none for either size.
+    traces.exactly_once(lambda: fit(_data(24)))
+    traces.allow(0)
+    fit(_data(24, 5))
+    fit(_data(20, 3))
 
 
-def test_new_epoch_count_or_learning_rate_does_not_recompile(trace_counter):
+def test_new_epoch_count_or_learning_rate_does_not_recompile(epoch_traces):
     """The default optimizer keeps the schedule's numbers in its state, not its code."""
     net = network.build([layers.Dense(5, "relu"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
     data = {"dtrain": _data(20)}
-    before = network.run_epoch._cache_size()
-    a = network.fit(net, params, data, epochs=3, batch_size=4,
-                    schedule=Schedule(0.1, "exp_decay"))
-    b = network.fit(net, params, data, epochs=5, batch_size=4,
-                    schedule=Schedule(0.02, "exp_decay", cycle_epochs=2, cycle_descent=0.5))
-    assert network.run_epoch._cache_size() == before + 1 and len(trace_counter) == 1
+    traces = epoch_traces(splits=1)
+
+    def fit(epochs, schedule):
+        return network.fit(net, params, data, epochs=epochs, batch_size=4, schedule=schedule)
+
+    traces.allow(1)
+    a = fit(3, Schedule(0.1, "exp_decay"))
+    traces.allow(0)
+    b = fit(5, Schedule(0.02, "exp_decay", cycle_epochs=2, cycle_descent=0.5))
     # ... and the new numbers are used: the rates differ, so do the parameters.
     assert not np.allclose(a.params[0]["W"], b.params[0]["W"])
     # Another schedule kind is other code: one more compilation.
-    network.fit(net, params, data, epochs=3, batch_size=4, schedule=Schedule(0.1, "lin_decay"))
-    assert network.run_epoch._cache_size() == before + 2
+    traces.exactly_once(lambda: fit(3, Schedule(0.1, "lin_decay")))
 
 
 def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
@@ -88,17 +75,23 @@ def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
         np.testing.assert_allclose(seen, expected, rtol=1e-12)
 
 
-def test_predict_compiles_once_per_shape():
+def test_predict_compiles_once_per_shape(trace_budget):
     net = network.build([layers.Dense(9, "tanh"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
-    before = network.epoch.predict_jit._cache_size()
-    for seed in range(3):
-        network.predict(net, params, _data(5, seed)[0])
-    assert network.epoch.predict_jit._cache_size() == before + 1
-    network.predict(net, params, _data(6)[0])
-    assert network.epoch.predict_jit._cache_size() == before + 2
-    network.predict(net, params, _data(5, 9)[0])
-    assert network.epoch.predict_jit._cache_size() == before + 2
+    # predict_jit's body runs the network's forward once per trace.
+    traces = trace_budget(network.epoch, "forward")
+
+    def predict(m, seed):
+        return network.predict(net, params, _data(m, seed)[0])
+
+    traces.exactly_once(lambda: predict(5, 0))
+    traces.allow(0)
+    for seed in range(1, 3):
+        predict(5, seed)
+    traces.exactly_once(lambda: predict(6, 0))
+    traces.allow(0)
+    predict(5, 9)
+    predict(6, 9)
 
 
 def test_epoch_batches_rule():

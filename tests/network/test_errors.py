@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from unittest import mock
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -269,5 +270,4 @@ def test_fit_accepts_a_single_metric_name(net, params):
     a = network.fit(net, params, data, epochs=2, metrics="accuracy", batch_size=2)
     b = network.fit(net, params, data, epochs=2, metrics=("accuracy",), batch_size=2)
     assert set(a.history) == {"accuracy", "MSE"}
-    for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
-        np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal(a.params, b.params)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import chex
 import jax
 import pytest
 import reliability_problem as problem
@@ -30,7 +31,7 @@ def _run(seed: int = 2):
 
 def test_two_fits_in_one_process_are_identical(full_run):
     again = _run()
-    assert same_tree(again.params, full_run.params)
+    chex.assert_trees_all_equal(again.params, full_run.params, strict=True)
     assert again.history == full_run.history
     assert not same_tree(_run(seed=3).params, full_run.params)  # the seed does matter
 

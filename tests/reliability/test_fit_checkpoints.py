@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -48,9 +49,10 @@ def test_resume_gives_bitwise_the_uninterrupted_run(full_run, half_run):
     assert not same_tree(half.params, full_run.params)
     resumed = network.fit(NET, problem.params0(), DATA, resume=load_checkpoint(directory), **KW)
     assert resumed.epochs == KW["epochs"] == full_run.epochs
-    assert same_tree(resumed.params, full_run.params)
-    assert same_tree(resumed.opt_state, full_run.opt_state)  # schedule step count included
-    assert same_tree(resumed.key, full_run.key)
+    chex.assert_trees_all_equal(resumed.params, full_run.params, strict=True)
+    # the schedule's step count included
+    chex.assert_trees_all_equal(resumed.opt_state, full_run.opt_state, strict=True)
+    chex.assert_trees_all_equal(resumed.key, full_run.key, strict=True)
     assert resumed.history == full_run.history
 
 
@@ -92,10 +94,11 @@ def test_ctrl_c_leaves_model_and_checkpoint_consistent(full_run, tmp_path):
     assert err.result.epochs == 3 and err.checkpoint == tmp_path / "last.epynn"
     assert all(len(v) == 3 for d in err.result.history.values() for v in d.values())
     saved = load_model(err.checkpoint)
-    assert saved.epoch == 3 and same_tree(saved.params, err.result.params)
+    assert saved.epoch == 3
+    chex.assert_trees_all_equal(saved.params, err.result.params, strict=True)
     resumed = network.fit(NET, problem.params0(), DATA, resume=load_checkpoint(err.checkpoint),
                           **KW)
-    assert same_tree(resumed.params, full_run.params)
+    chex.assert_trees_all_equal(resumed.params, full_run.params, strict=True)
 
 
 def test_real_sigint_between_epochs(tmp_path):
@@ -110,7 +113,7 @@ def test_real_sigint_between_epochs(tmp_path):
     done = err.result.epochs
     assert done in (2, 3) and saved.epoch == done
     assert all(len(v) == done for d in saved.history.values() for v in d.values())
-    assert same_tree(saved.params, err.result.params)
+    chex.assert_trees_all_equal(saved.params, err.result.params, strict=True)
 
 
 def test_interrupt_without_checkpointing_still_returns_the_state():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import reliability_problem as problem
-from reliability_problem import NET, same_tree
+from reliability_problem import NET
 
 from epynn_jax import network
 from epynn_jax.errors import NonFiniteError
@@ -55,8 +56,9 @@ def test_stops_naming_epoch_and_layer_and_keeps_the_last_good_params():
     assert all(len(v) == 3 for d in err.history.values() for v in d.values())
     three = network.fit(NET, problem.params0(), DATA, epochs=3, batch_size=None, loss="CCE",
                         optimizer=POISON, key=problem.train_key())
-    assert same_tree(err.params, three.params)  # exactly the state after the 3 good epochs
-    assert same_tree(err.opt_state, three.opt_state)
+    # exactly the state after the 3 good epochs
+    chex.assert_trees_all_equal(err.params, three.params, strict=True)
+    chex.assert_trees_all_equal(err.opt_state, three.opt_state, strict=True)
     assert err.history == three.history
 
 
@@ -79,7 +81,7 @@ def test_overflowing_data_stops_at_the_first_step_with_the_initial_params():
     err = info.value
     assert (err.epoch, err.step) == (0, 0)
     assert err.layer_index == max(err.bad_layers) and 2 in err.bad_layers
-    assert same_tree(err.params, problem.params0())
+    chex.assert_trees_all_equal(err.params, problem.params0(), strict=True)
     assert all(v == [] for d in err.history.values() for v in d.values())
 
 
@@ -94,10 +96,9 @@ def test_the_guard_does_not_change_a_healthy_run(full_run):
     plain = network.fit(NET, problem.params0(), DATA, key=problem.train_key(), check_finite=False,
                         **problem.KW)
     if jax.default_backend() == "cpu":
-        assert same_tree(plain.params, full_run.params)
+        chex.assert_trees_all_equal(plain.params, full_run.params, strict=True)
     else:  # other backends may fuse the two programs differently
-        for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(full_run.params)):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(plain.params, full_run.params, rtol=1e-5, atol=1e-6)
     assert plain.history == full_run.history or jax.default_backend() != "cpu"
 
 
@@ -118,8 +119,27 @@ def test_a_non_finite_evaluation_raises_in_every_epoch(epochs):
         network.fit(net, params, data, epochs=epochs, loss="MSE", metrics=(), batch_size=4)
     err = info.value
     assert err.epoch == 0 and err.step is None and err.layer_index is None
-    assert same_tree(err.params, params)  # the state the failed epoch started from
+    # the state the failed epoch started from
+    chex.assert_trees_all_equal(err.params, params, strict=True)
     # without the guard the same run ends and records the overflow
     done = network.fit(net, params, data, epochs=epochs, loss="MSE", metrics=(), batch_size=4,
                        check_finite=False)
     assert not np.isfinite(done.history["MSE"]["dval"][-1])
+
+
+def test_a_metric_that_is_zero_over_zero_is_recorded_and_training_goes_on():
+    """Regression (fuzz): no predicted and no true positives make precision and recall
+    0/0 = NaN; that is not divergence, so fit records NaN (as EpyNN does) and trains on,
+    while the loss is still guarded."""
+    from epynn_jax import layers
+
+    net = network.build([layers.Dense(1, "sigmoid")], (2,))
+    params = ({"W": jnp.zeros((2, 1)), "b": jnp.full((1, 1), 5.0)},)  # always predicts 1
+    X = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    Y = np.ones((8, 1), np.float32)  # every label is 1: no positive (class 0) anywhere
+    result = network.fit(net, params, {"dtrain": (X, Y)}, epochs=2, loss="MSE", batch_size=4,
+                         metrics=("precision", "recall", "accuracy"))
+    assert result.epochs == 2
+    assert all(np.isnan(result.history[m]["dtrain"]).all() for m in ("precision", "recall"))
+    assert result.history["accuracy"]["dtrain"] == [1.0, 1.0]
+    assert np.isfinite(result.history["MSE"]["dtrain"]).all()

@@ -208,7 +208,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
 
 
 def _finite(scores: dict) -> bool:
-    return all(math.isfinite(float(v)) for d in scores.values() for v in d.values())
+    return core.finite_scores(scores)
 
 
 def _train_segmented(model, segs: list[Segment], start: int, stop: int,

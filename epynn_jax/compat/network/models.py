@@ -85,9 +85,8 @@ class EpyNN:
         parameters. Raises (does not exit) when a layer rejects its input.
         """
         self.network = {id(layer): {} for layer in self.layers}
-        names = [*metrics, loss]
-        for m in names:
-            metrics_lib.check_metric(m)
+        names = [*metrics_lib.check_metrics(metrics, "EpyNN.initialize: metrics"), loss]
+        metrics_lib.check_metric(loss)
         self.metrics = {m: [[], [], []] for m in names}
         last = self.layers[-1]
         if "activate" not in getattr(last, "activation", {}):
