@@ -12,7 +12,7 @@ Functional API::
 from epynn_jax import config, data, layers, maths, network
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.schedules import Schedule
-from epynn_jax.network import Network, build, fit, init, predict
+from epynn_jax.network import Network, Policy, build, fit, init, predict
 
 # No global setting changes here: the persistent compilation cache is opt-in
 # (config.enable_compilation_cache()); the command and the script runner switch it on.
@@ -20,4 +20,4 @@ from epynn_jax.network import Network, build, fit, init, predict
 __version__ = "0.1.0"
 
 __all__ = ["config", "data", "layers", "maths", "network", "ActivationHPars", "Schedule", "Network",
-           "build", "fit", "init", "predict", "__version__"]
+           "Policy", "build", "fit", "init", "predict", "__version__"]

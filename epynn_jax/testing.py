@@ -23,6 +23,17 @@ random cotangent ``R``. Then
   entries of each array, plus ``directions`` random directional derivatives.
 
 The relative error of two arrays is ``max|a - b| / max(max|a|, max|b|, tiny)``.
+
+Under a precision policy (``policy='bfloat16'``, a
+:class:`~epynn_jax.network.precision.Policy`), the layer also runs as a
+network runs it under that policy: parameters, input and upstream gradient cast
+to the compute dtype. Then its output ``A`` and every hand-written gradient
+are compared with the float64 ones (the hand-written ones, checked above),
+within ``policy_rtol`` (by default 8 roundings of the compute dtype), and every
+floating array it makes (``A``, each ``fc``, ``bc`` and ``g`` entry, ``dX``)
+must be in the compute dtype: a float32 array there is a float32 temporary in
+a bfloat16 layer (an array made with ``float_dtype()`` instead of the input's
+dtype, say).
 """
 
 from __future__ import annotations
@@ -35,8 +46,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.layers.base import Layer, gradients_to_params
+from epynn_jax.network import precision
+from epynn_jax.network.precision import Policy
 
-__all__ = ["KeyCheck", "GradientReport", "check_layer", "relative_error", "x64"]
+__all__ = ["KeyCheck", "GradientReport", "check_layer", "policy_tolerance", "relative_error",
+           "x64"]
 
 
 def x64(enabled: bool = True):
@@ -68,6 +82,8 @@ class KeyCheck:
     error_vs_autodiff: float
     error_vs_finite_differences: float
     passed: bool
+    error_vs_float64: float | None = None
+    """Under a policy: the gradient computed in the compute dtype vs the float64 one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +93,26 @@ class GradientReport:
     layer: str
     rtol: float
     checks: tuple[KeyCheck, ...]
+    policy: Policy | None = None
+    """The precision policy checked (None: float64 only)."""
+    policy_rtol: float | None = None
+    output_error: float | None = None
+    """Under a policy: the output ``A`` in the compute dtype vs the float64 one."""
+    dtype_errors: tuple[str, ...] = ()
+    """Under a policy: the arrays that are not in the compute dtype, e.g. ``"fc['Z'] float32"``."""
+
+    @property
+    def output_ok(self) -> bool:
+        return self.output_error is None or self.output_error <= self.policy_rtol
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in self.checks) and self.output_ok and not self.dtype_errors
 
     @property
     def failed(self) -> tuple[str, ...]:
-        return tuple(c.key for c in self.checks if not c.passed)
+        bad = tuple(c.key for c in self.checks if not c.passed)
+        return bad + ("A",) * (not self.output_ok) + (("dtypes",) if self.dtype_errors else ())
 
     def __getitem__(self, key: str) -> KeyCheck:
         for c in self.checks:
@@ -93,15 +121,30 @@ class GradientReport:
         raise KeyError(key)
 
     def __str__(self) -> str:
-        lines = [
-            f"Gradient check of {self.layer} (float64, rtol {self.rtol:g})",
-            f"{'key':<8}{'shape':<18}{'vs jax.grad':>14}{'vs finite diff':>16}  result",
-        ]
+        if self.policy is None:
+            lines = [
+                f"Gradient check of {self.layer} (float64, rtol {self.rtol:g})",
+                f"{'key':<8}{'shape':<18}{'vs jax.grad':>14}{'vs finite diff':>16}  result",
+            ]
+        else:
+            lines = [
+                f"Gradient check of {self.layer} (float64, rtol {self.rtol:g}; policy "
+                f"{self.policy}, compute {self.policy.compute_dtype}, rtol "
+                f"{self.policy_rtol:g} vs float64)",
+                f"{'key':<8}{'shape':<18}{'vs jax.grad':>14}{'vs finite diff':>16}"
+                f"{'vs float64':>12}  result",
+                f"{'A':<8}{'':<18}{'':>14}{'':>16}{self.output_error:>12.2e}  "
+                f"{'pass' if self.output_ok else 'FAIL'}",
+            ]
         for c in self.checks:
+            policy = "" if self.policy is None else f"{c.error_vs_float64:>12.2e}"
             lines.append(
                 f"{c.key:<8}{str(c.shape):<18}{c.error_vs_autodiff:>14.2e}"
-                f"{c.error_vs_finite_differences:>16.2e}  {'pass' if c.passed else 'FAIL'}"
+                f"{c.error_vs_finite_differences:>16.2e}{policy}  "
+                f"{'pass' if c.passed else 'FAIL'}"
             )
+        if self.dtype_errors:
+            lines.append(f"not in {self.policy.compute_dtype}: {', '.join(self.dtype_errors)}")
         return "\n".join(lines)
 
     def assert_ok(self) -> None:
@@ -144,6 +187,8 @@ def check_layer(
     directions: int = 3,
     X: np.ndarray | None = None,
     params: dict | None = None,
+    policy: Policy | str | None = None,
+    policy_rtol: float | None = None,
 ) -> GradientReport:
     """Compare a layer's hand-written ``dX`` and every ``g`` entry with autodiff and FD.
 
@@ -151,15 +196,59 @@ def check_layer(
     with ``to_functional()``); ``X_shape`` is the sample shape without the batch
     axis. ``X`` and ``params`` override the random draws. A key passes when both
     relative errors are at most ``rtol``.
+
+    ``policy`` (a :class:`~epynn_jax.network.precision.Policy` or a name such as
+    ``'bfloat16'``) also runs the layer under that precision policy, as a network
+    does: ``A`` and each gradient must be within ``policy_rtol`` of float64 (by
+    default :func:`policy_tolerance` of the compute dtype) and every array the
+    layer makes must be in the compute dtype.
     """
     if hasattr(layer, "to_functional"):
         layer = layer.to_functional()
+    policy = precision.as_policy(policy, "check_layer")
     with x64(True):
         return _check(layer, tuple(X_shape), batch, seed, training, rtol, eps, max_entries,
-                      directions, X, params)
+                      directions, X, params, policy, policy_rtol)
 
 
-def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, directions, X, params):
+def policy_tolerance(dtype) -> float:
+    """The default ``policy_rtol`` of :func:`check_layer`: ``8 * eps`` of ``dtype`` (0.0625
+    for bfloat16, 7.8e-3 for float16), at least 1e-5. Measured errors of the built-in
+    layers are 1 to 5 ``eps`` (the recurrent layers' the largest, growing with the steps);
+    a wrong formula gives errors of order 1."""
+    return max(8.0 * float(jnp.finfo(dtype).eps), 1e-5)
+
+
+def _dtype_errors(dtype, arrays: dict) -> tuple[str, ...]:
+    """``"name dtype"`` of each floating array of ``arrays`` that is not in ``dtype``."""
+    return tuple(f"{name} {np.dtype(a.dtype).name}" for name, a in arrays.items()
+                 if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != dtype)
+
+
+def _under_policy(layer, policy: Policy, p, X, fkey, training, R):
+    """``(A, hand-written gradients, dtype errors)`` of the layer run in the policy's
+    compute dtype (p, X and R cast at its boundary, as a network does)."""
+    c = policy.compute
+
+    @jax.jit
+    def run(p, X, R):
+        pc, Xc = precision.cast(p, c), precision.cast(X, c)
+        A, fc = layer.forward(pc, Xc, fkey, training)
+        dX, bc = layer.backward(pc, fc, precision.cast(R, c))
+        g = layer.compute_gradients(pc, fc, bc)
+        made = {"A": A, "dX": dX, **{f"fc[{k!r}]": v for k, v in fc.items()},
+                **{f"bc[{k!r}]": v for k, v in bc.items()},
+                **{f"g[{k!r}]": v for k, v in g.items()}}
+        return A, dX, gradients_to_params(pc, g), made
+
+    A, dX, g, made = run(p, X, R)
+    grads = {"dX": np.asarray(dX, np.float64),
+             **{"d" + k: np.asarray(v, np.float64) for k, v in g.items()}}
+    return np.asarray(A, np.float64), grads, _dtype_errors(c, made)
+
+
+def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, directions, X, params,
+           policy=Policy(), policy_rtol=None):
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
     layer = layer.compute_shapes(X_shape)
@@ -191,6 +280,12 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
         k = name[1:]
         return lambda x: float(objective({**p, k: jnp.asarray(x)}, X)), np.asarray(p[k])
 
+    mixed = None
+    if not policy.default:
+        if policy_rtol is None:
+            policy_rtol = policy_tolerance(policy.compute)
+        mixed = _under_policy(layer, policy, p, X, fkey, training, R)
+
     checks = []
     for name in hand:
         fn, x0 = fd_for(name)
@@ -198,6 +293,13 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
         h = hand[name].reshape(-1)
         fd_err = max(relative_error(h[idx], partials), relative_error(dirs @ h, dir_derivs))
         ad_err = relative_error(hand[name], auto[name])
-        checks.append(KeyCheck(name, tuple(hand[name].shape), ad_err, fd_err,
-                               ad_err <= rtol and fd_err <= max(rtol, 1e-5)))
-    return GradientReport(layer.name, rtol, tuple(checks))
+        ok = ad_err <= rtol and fd_err <= max(rtol, 1e-5)
+        f64_err = None
+        if mixed is not None:
+            f64_err = relative_error(mixed[1][name], hand[name])
+            ok = ok and f64_err <= policy_rtol
+        checks.append(KeyCheck(name, tuple(hand[name].shape), ad_err, fd_err, ok, f64_err))
+    if mixed is None:
+        return GradientReport(layer.name, rtol, tuple(checks))
+    return GradientReport(layer.name, rtol, tuple(checks), policy, policy_rtol,
+                          relative_error(mixed[0], np.asarray(A)), mixed[2])

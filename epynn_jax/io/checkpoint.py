@@ -10,11 +10,19 @@ File format (version 1): a zip archive of uncompressed (stored) members
   "input_shape": [...], "layers": [{"class": "module:QualName", "fields": {...}}, ...],
   "arrays": {name: {"file": "arrays/N.npy", "shape": [...], "dtype": "<f4",
   "sha256": "<hex digest of the .npy member>"}}, "metadata": {...},
-  "history": {...} | null, "checkpoint": {...} | null, "extras": {...} | null}``.
+  "history": {...} | null, "checkpoint": {...} | null, "extras": {...} | null,
+  "policy": {"compute_dtype": ..., "param_dtype": ..., "output_dtype": ...}}``.
   Layer fields are the dataclass fields, JSON-encoded: tuples as
   ``{"__tuple__": [...]}``, non-finite floats as ``{"__float__": "nan"}``,
   nested frozen dataclasses (``ActivationHPars``) as
   ``{"__dataclass__": "module:QualName", "fields": {...}}``.
+
+``policy`` is the network's precision policy
+(:class:`~epynn_jax.network.precision.Policy`: each dtype a name such as
+``"bfloat16"``, or null for the default float dtype); files without it (written
+before policies existed) load with the default ``Policy()``, full precision. A
+policy the library does not know is refused. Arrays are always stored in the
+parameters' dtype (float32 or float64 under every policy).
 
 ``extras`` is a validated place for what another layer of the library (the
 EpyNN facade) stores next to the network: a JSON object whose depth, size,
@@ -95,6 +103,7 @@ except ImportError:  # not POSIX: no advisory locks, so stale temp files are nev
 from epynn_jax.layers.base import Layer, check_bound
 from epynn_jax.network import checks
 from epynn_jax.network.model import Network, Params, build
+from epynn_jax.network.precision import policy_from_json, policy_to_json
 
 __all__ = [
     "FORMAT",
@@ -339,12 +348,21 @@ def _decode_layer(entry: dict, i: int, resolver: _Resolver) -> Layer:
     return _construct(cls, fields, f"{where} ({cls.__name__})")
 
 
+def _policy(doc: dict):
+    """The file's precision policy (None: the default, as in files written before it)."""
+    try:
+        return policy_from_json(doc["policy"]) if doc.get("policy") is not None else None
+    except ValueError as err:
+        raise ModelFileError(f"{MODEL_JSON}: {err}") from None
+
+
 def _build_network(doc: dict, resolver: _Resolver) -> Network:
     """Construct and build the checked layers (traces each distinct layer once)."""
     layers = doc["layers"]
+    policy = _policy(doc)
     built = [_decode_layer(e, i, resolver) for i, e in enumerate(layers)]
     try:
-        net = build(built, tuple(doc["input_shape"]))
+        net = build(built, tuple(doc["input_shape"]), policy)
     except (TypeError, ValueError, OverflowError) as err:
         raise ModelFileError(f"model.json: the architecture does not build: {err}") from None
     for i, (layer, entry) in enumerate(zip(net.layers, layers)):
@@ -741,6 +759,7 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         "history": None if history is None else _json_dict(history, "history"),
         "checkpoint": checkpoint,
         "extras": extras_doc,
+        "policy": policy_to_json(net.policy),
     }
 
     def write(f):

@@ -7,6 +7,10 @@ A = X * D / (1 - drop_prob). Backward dX = dA * D / (1 - drop_prob).
 Not training (evaluation, prediction): A = X, and D = 1 - drop_prob everywhere,
 so that D / (1 - drop_prob) = 1 and the backward is dX = dA. (EpyNN drops units at
 evaluation and prediction too; that is a bug we do not reproduce.)
+
+U is drawn in float32 whatever the input's dtype (a bfloat16 draw would round
+drop_prob to 8 bits; float64 adds nothing to a coin flip), so a network drops
+the same units under every precision policy, and at float64.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def forward(layer: Dropout, p: dict, X: jax.Array, key=None, training: bool = Fa
     if training and layer.drop_prob > 0:
         if key is None:
             raise LayerError("Dropout: training needs a PRNG key")
-        U = jax.random.uniform(key, _mask_shape(layer, X.shape), dtype=X.dtype)
+        U = jax.random.uniform(key, _mask_shape(layer, X.shape), dtype=jnp.float32)
         D = (U > layer.drop_prob).astype(X.dtype)
         A = X * D / (1 - layer.drop_prob)
     else:

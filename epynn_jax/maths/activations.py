@@ -9,6 +9,12 @@ Jacobian-vector product ``dZ = A * (dA - sum(dA * A)) / T``.
 
 All functions are numerically stable for large ``|Z|`` (EpyNN's literal
 ``tanh`` returns NaN beyond about 710).
+
+Every function returns the dtype of its input. Softmax and its backward compute
+in float32 at least (:func:`wide`) and round the result to the input's dtype: in
+bfloat16 or float16 (mixed precision, see :mod:`epynn_jax.network.precision`)
+the exponentials, their sum and the sum ``sum(dA * A)`` of the backward would
+each lose most of their digits.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ __all__ = [
     "sigmoid",
     "tanh",
     "softmax",
+    "wide",
 ]
 
 
@@ -136,11 +143,21 @@ def tanh_deriv(x: jax.Array, hp: ActivationHPars = DEFAULT_HPARS) -> jax.Array:
     return 1 - jnp.tanh(x) ** 2
 
 
+def wide(dtype):
+    """``dtype``, or float32 when it is narrower (bfloat16, float16)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def softmax(x: jax.Array, hp: ActivationHPars = DEFAULT_HPARS) -> jax.Array:
-    """A = exp((Z - max Z) / T) / sum(exp((Z - max Z) / T)) over the last axis."""
-    z = (x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))) / hp.softmax_temperature
+    """A = exp((Z - max Z) / T) / sum(exp((Z - max Z) / T)) over the last axis.
+
+    Computed in float32 at least (:func:`wide`), returned in the dtype of ``x``.
+    """
+    dtype = jnp.result_type(x, float)  # a float input's own dtype
+    xw = jnp.asarray(x, wide(dtype))
+    z = (xw - jax.lax.stop_gradient(jnp.max(xw, axis=-1, keepdims=True))) / hp.softmax_temperature
     e = jnp.exp(z)
-    return e / jnp.sum(e, axis=-1, keepdims=True)
+    return (e / jnp.sum(e, axis=-1, keepdims=True)).astype(dtype)
 
 
 def softmax_deriv(x: jax.Array, hp: ActivationHPars = DEFAULT_HPARS) -> jax.Array:
@@ -199,7 +216,10 @@ def backprop(
     dZ_j = sum_i dA_i J_ij = A_j (dA_j - sum_i dA_i A_i) / T, the Jacobian
     product without building the (n, n) Jacobian.
     """
-    if name == "softmax":
-        dZ = A * (dA - jnp.sum(dA * A, axis=-1, keepdims=True))
-        return dZ if hp.epynn_softmax_grad else dZ / hp.softmax_temperature
+    if name == "softmax":  # in float32 at least, like softmax itself
+        dtype = jnp.result_type(dA, A, float)
+        dAw, Aw = jnp.asarray(dA, wide(dtype)), jnp.asarray(A, wide(dtype))
+        dZ = Aw * (dAw - jnp.sum(dAw * Aw, axis=-1, keepdims=True))
+        dZ = dZ if hp.epynn_softmax_grad else dZ / hp.softmax_temperature
+        return dZ.astype(dtype)
     return dA * ACTIVATIONS[name][1](Z, hp)

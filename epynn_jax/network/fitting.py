@@ -38,6 +38,7 @@ from epynn_jax.network.epoch import (
 )
 from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
+from epynn_jax.network.precision import as_policy
 
 __all__ = ["FitResult", "Progress", "Checkpointer", "fit", "predict", "decide",
            "data_fingerprint"]
@@ -150,7 +151,7 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
             epochs: int, allow_new_data: bool) -> Progress:
     """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``)."""
     where = "fit: resume checkpoint"
-    if ck.net != net:
+    if (ck.net.layers, ck.net.input_shape) != (net.layers, net.input_shape):  # policy may differ
         raise ValueError(f"{where} holds another architecture "
                          f"({', '.join(layer.name for layer in ck.net.layers)})")
     if ck.key is None or ck.epoch is None or ck.opt_state is None:
@@ -214,6 +215,7 @@ def fit(
     check_finite: bool = True,
     debug: bool = False,
     mesh: Any = None,
+    policy: Any = None,
 ) -> FitResult:
     """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
@@ -258,7 +260,17 @@ def fit(
     parameters are replicated and gradients summed across devices (see
     :mod:`~epynn_jax.network.parallel`); ``batch_size`` must be divisible by
     the number of devices.
+
+    ``policy`` (a :class:`~epynn_jax.network.precision.Policy` or a name such as
+    ``'bfloat16'``) trains under that precision policy instead of ``net.policy``
+    (see :mod:`~epynn_jax.network.precision`); checkpoints record the one used.
+    A checkpoint may be resumed under another policy (bitwise equality with an
+    uninterrupted run then no longer holds).
     """
+    if policy is not None:
+        if not isinstance(net, Network):
+            raise TypeError(f"fit: net must be a Network (from network.build), got {net!r}")
+        net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
     epochs = checks.positive_int(epochs, "epochs")
     if not isinstance(data, Mapping):
         raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")

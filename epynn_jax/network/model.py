@@ -3,8 +3,9 @@
 A :class:`Network` is hashable and static under ``jit`` (like its layers).
 Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
 
-- ``build(layers, input_shape)`` runs ``compute_shapes`` layer by layer (static
-  shape inference; errors name the layer and its position);
+- ``build(layers, input_shape, policy=None)`` runs ``compute_shapes`` layer by layer
+  (static shape inference; errors name the layer and its position) and sets the
+  network's precision :class:`~epynn_jax.network.precision.Policy`;
 - ``init(net, key)`` draws every layer's ``p`` (``key`` a ``jax.random`` key or an int
   seed), after checking that the parameters fit in memory (:func:`check_param_memory`);
 - ``forward(net, params, X, key, training)`` returns the output and every ``fc``;
@@ -12,6 +13,10 @@ Parameters live outside it, as a tuple of ``p`` dicts, one per layer.
   returns ``dX``, every ``g`` and every ``bc``;
 - ``apply(net, params, X, key, training)`` is the same forward through the
   ``custom_vjp`` of each layer, so ``jax.grad`` runs the hand-written backward.
+
+All four run every layer under the network's policy (the casts at each layer's
+boundary live in :mod:`~epynn_jax.network.precision`): with the default
+``Policy()`` nothing is cast.
 """
 
 from __future__ import annotations
@@ -29,20 +34,28 @@ import numpy as np
 
 from epynn_jax.layers.base import Layer, LayerError
 from epynn_jax.layers.base import apply as layer_apply
+from epynn_jax.network import precision
+from epynn_jax.network.precision import Policy
 
-__all__ = ["Network", "build", "init", "forward", "backward", "apply", "split_keys", "check_X",
-           "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
+__all__ = ["Network", "Policy", "build", "init", "forward", "backward", "apply", "split_keys",
+           "check_X", "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
 
 Params = tuple[dict, ...]
 
 
 @dataclasses.dataclass(frozen=True)
 class Network:
-    """A linear stack of built layers (static, hashable)."""
+    """A linear stack of built layers and its precision policy (static, hashable).
+
+    ``policy`` is a :class:`~epynn_jax.network.precision.Policy`, or anything
+    :func:`~epynn_jax.network.precision.as_policy` takes (``'bfloat16'``, None).
+    """
 
     layers: tuple[Layer, ...]
+    policy: Policy = Policy()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", precision.as_policy(self.policy, "Network"))
         if not self.layers:
             raise LayerError("Network: needs at least one layer")
         for i, layer in enumerate(self.layers):
@@ -73,11 +86,17 @@ class Network:
 jax.tree_util.register_static(Network)
 
 
-def build(layers: Sequence[Layer], input_shape: Sequence[int]) -> Network:
+def build(layers: Sequence[Layer], input_shape: Sequence[int],
+          policy: Policy | str | None = None) -> Network:
     """Set every layer's input shape, in order, from the sample shape ``input_shape``.
 
-    Raises ``LayerError`` naming the layer (and its index) that rejects its input.
+    ``policy`` is the network's precision policy: a
+    :class:`~epynn_jax.network.precision.Policy`, a name (``'bfloat16'``,
+    ``'mixed_bfloat16'``, ``'float16'``, ``'float32'``, ``'float64'``) or None,
+    full precision in the default float dtype. Raises ``LayerError`` naming the
+    layer (and its index) that rejects its input.
     """
+    policy = precision.as_policy(policy, "build")
     ok = isinstance(input_shape, (tuple, list)) and all(
         isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
         for s in input_shape)
@@ -99,7 +118,7 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int]) -> Network:
             raise LayerError(f"layer {i} ({layer.name}): {err}") from None
         built.append(layer)
         shape = out
-    return Network(tuple(built))
+    return Network(tuple(built), policy)
 
 
 def _output_shape(layer: Layer, traced: dict) -> tuple[int, ...]:
@@ -159,7 +178,8 @@ def _short(value: Any) -> str:
 
 
 def init(net: Network, key: jax.Array | int, *, max_bytes: float | None = None) -> Params:
-    """Initial parameters: a tuple of ``p`` dicts, one per layer.
+    """Initial parameters: a tuple of ``p`` dicts, one per layer, in the policy's
+    ``param_dtype`` (by default as the layers draw them: the default float dtype).
 
     ``key`` is a ``jax.random`` key or an int seed (``jax.random.key(seed)``).
     Before anything is drawn, the parameters' size is estimated from their
@@ -171,7 +191,8 @@ def init(net: Network, key: jax.Array | int, *, max_bytes: float | None = None) 
     key = as_key(key)
     check_param_memory(net, key, max_bytes)
     keys = split_keys(net, key)
-    return tuple(layer.initialize_parameters(k) for layer, k in zip(net.layers, keys))
+    params = tuple(layer.initialize_parameters(k) for layer, k in zip(net.layers, keys))
+    return precision.cast(params, net.policy.param)
 
 
 # -- how much memory the parameters need, and how much there is ------------------------------
@@ -310,13 +331,17 @@ def check_X(net: Network, X, where: str = "X") -> None:
 
 def forward(net: Network, params: Params, X: jax.Array, key: jax.Array | None = None,
             training: bool = False) -> tuple[jax.Array, tuple[dict, ...]]:
-    """A and every layer's ``fc``, running ``forward`` layer by layer."""
+    """A and every layer's ``fc``, running ``forward`` layer by layer.
+
+    Under ``net.policy`` each layer runs in the compute dtype (its ``p`` and
+    input cast to it) and ``A`` is returned in the output dtype.
+    """
     fcs = []
     A = X
     for layer, p, k in zip(net.layers, params, split_keys(net, key)):
-        A, fc = layer.forward(p, A, k, training)
+        A, fc = precision.layer_forward(layer, net.policy, p, A, k, training)
         fcs.append(fc)
-    return A, tuple(fcs)
+    return precision.cast(A, net.policy.output), tuple(fcs)
 
 
 def backward(net: Network, params: Params, fcs: tuple[dict, ...], dA: jax.Array):
@@ -324,20 +349,25 @@ def backward(net: Network, params: Params, fcs: tuple[dict, ...], dA: jax.Array)
 
     For each layer from last to first: ``dX, bc = backward(p, fc, dA)``, then
     ``g = compute_gradients(p, fc, bc)``; ``dX`` becomes the previous layer's ``dA``.
+    Under ``net.policy`` both run in the compute dtype (``p`` and ``dA`` cast to it)
+    and each ``g`` is returned in the parameters' dtype.
     """
     gs, bcs = [None] * len(net.layers), [None] * len(net.layers)
     for i in reversed(range(len(net.layers))):
-        layer = net.layers[i]
-        dA, bc = layer.backward(params[i], fcs[i], dA)
-        gs[i] = layer.compute_gradients(params[i], fcs[i], bc)
-        bcs[i] = bc
+        dA, bcs[i], gs[i] = precision.layer_backward(net.layers[i], net.policy, params[i],
+                                                     fcs[i], dA)
     return dA, tuple(gs), tuple(bcs)
 
 
 def apply(net: Network, params: Params, X: jax.Array, key: jax.Array | None = None,
           training: bool = False) -> jax.Array:
-    """The network's output, differentiable by ``jax.grad`` through the hand-written backward."""
-    A = X
+    """The network's output, differentiable by ``jax.grad`` through the hand-written backward.
+
+    Under ``net.policy`` as :func:`forward`; ``jax.grad`` differentiates the casts, so
+    the gradients come back in the parameters' dtype.
+    """
+    c = net.policy.compute
+    A = precision.cast(X, c)
     for layer, p, k in zip(net.layers, params, split_keys(net, key)):
-        A = layer_apply(layer, p, A, k, training)
-    return A
+        A = precision.cast(layer_apply(layer, precision.cast(p, c), A, k, training), c)
+    return precision.cast(A, net.policy.output)
