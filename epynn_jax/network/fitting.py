@@ -123,18 +123,19 @@ def _debug_error(epoch: int, err: FloatingPointError, progress: Progress) -> Non
 
 
 def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-           check_finite: bool, debug: bool, mesh=None):
+           check_finite: bool, debug: bool, mesh=None, eval_chunk=None):
     """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
     if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
         with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
             return _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-                          check_finite, False, mesh)
+                          check_finite, False, mesh, eval_chunk)
     if check_finite:
         state, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
-                                            state, train, splits, guard=True, mesh=mesh)
-        return state, jax.device_get(scores), jax.device_get(guard)
+                                            state, train, splits, guard=True, mesh=mesh,
+                                            eval_chunk=eval_chunk)
+        return state, *jax.device_get((scores, guard))
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
-                                 train, splits, mesh=mesh)
+                                 train, splits, mesh=mesh, eval_chunk=eval_chunk)
     return state, jax.device_get(scores), None
 
 
@@ -213,6 +214,7 @@ def fit(
     check_finite: bool = True,
     debug: bool = False,
     mesh: Any = None,
+    eval_chunk: int | None = None,
 ) -> FitResult:
     """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
@@ -255,8 +257,16 @@ def fit(
     parameters are replicated and gradients summed across devices (see
     :mod:`~epynn_jax.network.parallel`); ``batch_size`` must be divisible by
     the number of devices.
+
+    Each split is evaluated ``eval_chunk`` samples at a time inside the compiled
+    epoch, so memory does not grow with the sets; the metrics equal those of
+    one forward over each set. ``None`` takes as many samples as 16 MiB of
+    forward caches hold on a CPU, 256 MiB on an accelerator
+    (:func:`~epynn_jax.network.epoch.eval_chunk`).
     """
     epochs = checks.positive_int(epochs, "epochs")
+    if eval_chunk is not None:
+        eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
     if not isinstance(data, Mapping):
         raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
     metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
@@ -301,7 +311,7 @@ def fit(
     if mesh is not None:
         state, splits = parallel.place(mesh, progress.state, splits, train_split)
         progress = progress._replace(state=state)
-    run = _epoch if mesh is None else functools.partial(_epoch, mesh=mesh)
+    run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
 
     saved: dict[str, Path] = {}
     try:
