@@ -38,7 +38,7 @@ import inspect
 import math
 import sys
 import weakref
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 import jax
@@ -251,16 +251,12 @@ class Layer:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of ``p`` (without drawing random numbers)."""
         self._require_built("param_shapes")
-        out = jax.eval_shape(self.initialize_parameters, jax.random.key(0))
+        out = _abstract(_abstract_parameters, self)
         return {k: tuple(v.shape) for k, v in out.items()}
 
     def _abstract_forward(self, m: int, training: bool = False):
-        shape = self._require_built("shapes")
-        p = jax.eval_shape(self.initialize_parameters, jax.random.key(0))
-        X = jax.ShapeDtypeStruct((m, *shape), float_dtype())
-        return p, jax.eval_shape(
-            lambda p, X, k: self.forward(p, X, k, training), p, X, jax.random.key(0)
-        )
+        self._require_built("shapes")
+        return _abstract(_abstract_forward, self, m, training)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -285,6 +281,43 @@ class Layer:
     def trainable(self) -> bool:
         """Whether the layer has parameters."""
         return bool(self.param_shapes()) if self.built else True
+
+
+def _abstract_parameters(layer: Layer) -> Params:
+    """``p``'s shapes and dtypes (``jax.ShapeDtypeStruct``), nothing drawn."""
+    # The key is made inside the abstract trace: a concrete jax.random.key compiles
+    # (once per process) before anything else is asked for.
+    return jax.eval_shape(lambda: layer.initialize_parameters(jax.random.key(0)))
+
+
+def _abstract_forward(layer: Layer, m: int, training: bool):
+    """``(p, (A, fc))`` of a batch of ``m`` as shapes and dtypes, nothing computed."""
+    p = _abstract_parameters(layer)
+    X = jax.ShapeDtypeStruct((m, *layer.input_shape), float_dtype())
+    return p, jax.eval_shape(lambda p, X: layer.forward(p, X, jax.random.key(0), training), p, X)
+
+
+def _abstract(fn, layer: Layer, *args):
+    """``fn(layer, *args)``, an abstract evaluation, memoized for layers compared by value.
+
+    ``fit``, ``predict`` and the model files ask for the same shapes of the same layers
+    again and again; each ask traced the layer's code anew. A layer hashed by identity
+    (``eq=False``, e.g. the facade's wrapper of a user's mutable layer object) or not
+    hashable is evaluated every time.
+    """
+    params = getattr(type(layer), "__dataclass_params__", None)
+    try:
+        if params is None or not params.eq:
+            raise TypeError
+        hash(layer)
+    except TypeError:
+        return fn(layer, *args)
+    return _abstract_memo(fn, layer, args, jax.dtypes.canonicalize_dtype(float))
+
+
+@lru_cache(maxsize=4096)
+def _abstract_memo(fn, layer: Layer, args: tuple, dtype):  # dtype: x64 on or off
+    return fn(layer, *args)
 
 
 def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None) -> None:

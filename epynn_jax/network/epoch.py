@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype, gradients_to_params
@@ -74,12 +73,20 @@ def _update_of(optimizer) -> Update:
 # -- one step ---------------------------------------------------------------------------
 
 
+def _apply_updates(params: Params, updates) -> Params:
+    """``optax.apply_updates``; optax is imported when a step is traced, not with this
+    module (it is most of the package's import time, see :mod:`.optim`)."""
+    import optax
+
+    return optax.apply_updates(params, updates)
+
+
 def _train_step(net: Network, update: Update, loss: str, state: TrainState, X, Y):
     """:func:`train_step` that also returns the gradients: ``((state, cost), grads)``."""
     key, sub = jax.random.split(state.key)
     grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
     updates, opt_state = update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = _apply_updates(state.params, updates)
     return (TrainState(params, opt_state, key), jnp.mean(losses.loss(loss, Y, A))), grads
 
 
@@ -394,7 +401,7 @@ def backward_update(net: Network, update: Update, params: Params, opt_state, fcs
     dX, gs, bcs = backward(net, params, fcs, dA)
     grads = tuple(gradients_to_params(p, g) for p, g in zip(params, gs))
     updates, opt_state = update(grads, opt_state, params)
-    return dX, optax.apply_updates(params, updates), opt_state, gs, bcs
+    return dX, _apply_updates(params, updates), opt_state, gs, bcs
 
 
 @functools.partial(jax.jit, static_argnames=("loss",))

@@ -18,14 +18,14 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from epynn_jax.errors import NonFiniteError, TrainingInterrupted
+from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
@@ -33,6 +33,9 @@ from epynn_jax.network import checks, parallel
 from epynn_jax.network.epoch import TrainState, non_finite_error, predict_jit, run_epoch
 from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = ["FitResult", "Progress", "Checkpointer", "fit", "predict", "decide",
            "data_fingerprint"]
@@ -82,15 +85,23 @@ class Checkpointer(Protocol):
 
 def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
     """``{split: {'n', 'X', 'Y', 'sha256'}}``: sizes, sample shapes and a hash of up to 64
-    evenly spaced samples, so a resume on other data is noticed at a small cost."""
+    evenly spaced samples (in the working float dtype), so a resume on other data is
+    noticed at a small cost.
+
+    The samples are taken on the host (``fit`` passes the arrays it was given): indexing
+    a device array would compile a gather per array shape.
+    """
     out = {}
+    dtype = np.dtype(float_dtype())
     for name, (X, Y) in splits.items():
-        n = int(X.shape[0])
+        n = int(np.shape(X)[0])
         rows = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
         h = hashlib.sha256()
         for a in (X, Y):
-            h.update(np.ascontiguousarray(np.asarray(a[rows])).tobytes())
-        out[name] = {"n": n, "X": list(X.shape[1:]), "Y": list(Y.shape[1:]),
+            with np.errstate(over="ignore"):
+                sample = np.asarray(a)[rows].astype(dtype)
+            h.update(np.ascontiguousarray(sample).tobytes())
+        out[name] = {"n": n, "X": list(np.shape(X)[1:]), "Y": list(np.shape(Y)[1:]),
                      "sha256": h.hexdigest()}
     return out
 
@@ -294,7 +305,7 @@ def fit(
     metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                 "train_split": train_split, "epochs": epochs,
                 "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
-                "data": data_fingerprint(splits)}
+                "data": data_fingerprint({s: data[s] for s in splits})}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
