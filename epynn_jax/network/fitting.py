@@ -30,7 +30,7 @@ from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
 from epynn_jax.network import checks, parallel
-from epynn_jax.network.epoch import TrainState, non_finite_error, predict_jit, run_epoch
+from epynn_jax.network.epoch import TrainState, fetch, non_finite_error, predict_jit, run_epoch
 from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
 
@@ -144,10 +144,10 @@ def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
         state, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
                                             state, train, splits, guard=True, mesh=mesh,
                                             eval_chunk=eval_chunk)
-        return state, *jax.device_get((scores, guard))
+        return state, *fetch((scores, guard))
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
                                  train, splits, mesh=mesh, eval_chunk=eval_chunk)
-    return state, jax.device_get(scores), None
+    return state, fetch(scores), None
 
 
 def _schedule_depends_on_epochs(schedule: dict | None, old: Any, new: int) -> bool:
