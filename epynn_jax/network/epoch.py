@@ -146,6 +146,15 @@ def eval_chunk(net: Network, budget: int | None = None, platform: str | None = N
     return max(1, int(budget) // max(size, 1))
 
 
+def _check_chunk(net: Network, chunk: int | None, mesh=None) -> int:
+    """``chunk``, or the default one (:func:`eval_chunk`) for the mesh's platform."""
+    if chunk is None:
+        return eval_chunk(net, platform=None if mesh is None else mesh.devices.flat[0].platform)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"evaluate: chunk must be a positive int (samples), got {chunk!r}")
+    return chunk
+
+
 def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
              chunk: int | None = None, *, mesh=None) -> dict:
     """Every metric on one set (``training=False``), at most ``chunk`` samples at a time.
@@ -165,10 +174,7 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     each chunk holds ``c`` rows of every block, so each device evaluates its own
     rows; ``chunk`` then counts the samples of all devices together.
     """
-    if chunk is None:
-        chunk = eval_chunk(net, platform=None if mesh is None else mesh.devices.flat[0].platform)
-    elif isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"evaluate: chunk must be a positive int (samples), got {chunk!r}")
+    chunk = _check_chunk(net, chunk, mesh)
     n = X.shape[0]
     groups = parallel.data_size(mesh) if mesh is not None else 1
     if n % groups:
@@ -211,10 +217,29 @@ def scores(metric_names: tuple[str, ...], Y: jax.Array, A: jax.Array) -> dict:
     return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
 
 
-@functools.partial(jax.jit, static_argnames=("net",))
-def predict_jit(net: Network, params: Params, X: jax.Array) -> jax.Array:
-    """The output ``A`` of ``net`` on ``X`` (no dropout), compiled; no validation."""
-    return forward(net, params, X, None, False)[0]
+@functools.partial(jax.jit, static_argnames=("net", "chunk"))
+def predict_jit(net: Network, params: Params, X: jax.Array, chunk: int | None = None
+                ) -> jax.Array:
+    """The output ``A`` of ``net`` on ``X`` (no dropout), compiled; no validation.
+
+    ``chunk`` samples at a time, as :func:`evaluate` cuts a set (None:
+    :func:`eval_chunk`): memory holds the output and one chunk's forward. The
+    overlapping last chunk writes its shared rows again, with their own values.
+    """
+    chunk = _check_chunk(net, chunk)
+    n = X.shape[0]
+    k = -(-n // chunk)
+    if k == 1:
+        return forward(net, params, X, None, False)[0]
+    c = -(-n // k)
+    _, out_shape, out_dtype = _forward_facts(net, X.dtype)
+
+    def write(i, A):
+        start = jnp.minimum(i * c, n - c)
+        Ac, _ = forward(net, params, jax.lax.dynamic_slice_in_dim(X, start, c), None, False)
+        return jax.lax.dynamic_update_slice_in_dim(A, Ac, start, 0)
+
+    return jax.lax.fori_loop(0, k, write, jnp.zeros((n, *out_shape), out_dtype))
 
 
 # -- the non-finite guard ---------------------------------------------------------------

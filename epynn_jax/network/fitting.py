@@ -362,10 +362,14 @@ def _result(progress: Progress, saved: dict) -> FitResult:
     return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
 
 
-def predict(net: Network, params: Params, X) -> jax.Array:
-    """The network's output on ``X`` (no dropout)."""
+def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:
+    """The network's output on ``X`` (no dropout), ``chunk`` samples at a time (None: as
+    many as :func:`~epynn_jax.network.epoch.eval_chunk` gives, as ``fit`` evaluates)."""
     check_X(net, X)
-    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"))
+    if chunk is not None:
+        chunk = checks.positive_int(chunk, "chunk", "predict")
+    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"),
+                       chunk)
 
 
 def decide(A: jax.Array) -> jax.Array:

@@ -184,3 +184,16 @@ def test_bad_chunk_is_a_clear_error(bad):
     with pytest.raises(ValueError, match="chunk"):
         epoch.evaluate(net, network.init(net, jax.random.key(0)), *map(jnp.asarray,
                        _data(10, 1, 0)), ("accuracy",), bad)
+
+
+@pytest.mark.parametrize("n,chunk", [(10, 3), (12, 4), (7, 100), (31, 8)])
+def test_predict_in_chunks_is_the_output_of_one_forward(x64, n, chunk):
+    net = _onehot_net()
+    params = network.init(net, jax.random.key(4))
+    X, _ = _data(n, 3, 7)
+    whole = np.asarray(network.forward(net, params, jnp.asarray(X))[0])
+    got = np.asarray(network.predict(net, params, X, chunk=chunk))
+    assert got.shape == whole.shape
+    np.testing.assert_allclose(got, whole, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="chunk"):
+        network.predict(net, params, X, chunk=0)
