@@ -18,11 +18,14 @@ same process, round-robin: their ratios do not depend on what the machine did
 between two workers (on a shared 2-core VM that drift reached 15-30 %).
 
 Implementations (columns): ``epynn`` (EpyNN 1.2.13 itself, stdout suppressed),
-``functional`` (``network.run_epoch``: the hand-written backward), ``autodiff``
-(the same epoch with ``network.autodiff_gradients(custom_vjp=False)``),
-``compat`` (the stateful facade ``epynn_jax.compat``, when present) and
-``reference`` (a minimal pure-JAX program written below: what a JAX user would
-write by hand for the same model).
+``functional`` (``network.run_epoch``: the hand-written backward), ``fit``
+(``network.fit`` as a user calls it: NumPy data, the non-finite guard on, both
+splits evaluated, the history kept), ``autodiff`` (the same epoch with
+``network.autodiff_gradients(custom_vjp=False)``), ``compat`` (the stateful
+facade ``epynn_jax.compat``, when present) and ``reference`` (a minimal
+pure-JAX program written below: what a JAX user would write by hand for the
+same model). The report also gives the import time of ``epynn_jax`` on top
+of ``jax`` (best of three fresh processes).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-IMPLS = ("epynn", "functional", "autodiff", "compat", "reference")
+IMPLS = ("epynn", "functional", "fit", "autodiff", "compat", "reference")
 LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
@@ -273,7 +276,6 @@ def functional_setup(cfg: dict):
 
 def jax_runner(cfg: dict, impl: str):
     """``(first, epochs)`` for the functional and autodiff columns."""
-    import jax
 
     from epynn_jax import network
 
@@ -284,7 +286,7 @@ def jax_runner(cfg: dict, impl: str):
     def epoch():
         box[0], _, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
                                splits["dtrain"], splits)
-        jax.device_get(scores)  # what fit does at each epoch boundary
+        network.epoch.fetch(scores)  # what fit does at each epoch boundary
 
     def epochs(e):
         for _ in range(e):
@@ -292,6 +294,31 @@ def jax_runner(cfg: dict, impl: str):
         return e
 
     return epoch, epochs
+
+
+def fit_runner(cfg: dict):
+    """``(first, epochs)`` of ``network.fit`` as a user calls it: NumPy data, the non-finite
+    guard on, both splits evaluated every epoch. ``epochs(e)`` is one ``fit(epochs=e)``
+    call continuing from the last parameters and key (its per-call checks and data
+    placement are paid once per call, as in a script)."""
+    import jax
+
+    from epynn_jax import Schedule, network
+
+    layers, shape = functional_net(cfg)
+    net = network.build(layers, shape)
+    X, Y = make_data(cfg)
+    data = _split(cfg, X, Y)
+    box = {"params": _block(network.init(net, jax.random.key(0))), "key": jax.random.key(1)}
+    kw = dict(loss="MSE", metrics=("accuracy",), batch_size=min(cfg["batch"], cfg["n_train"]),
+              schedule=Schedule(learning_rate=LEARNING_RATE))
+
+    def epochs(e):
+        result = network.fit(net, box["params"], data, epochs=e, key=box["key"], **kw)
+        box["params"], box["key"] = result.params, result.key  # fit has fetched the scores
+        return result.epochs
+
+    return (lambda: epochs(1)), epochs
 
 
 # -- the pure-JAX reference ------------------------------------------------------------
@@ -443,10 +470,10 @@ def task_epoch(task: dict) -> dict:
     t0 = time.perf_counter()
     first()
     first_s = time.perf_counter() - t0
-    # the facade is timed as a script trains it, COMPAT_CHUNK epochs per train() call
-    # (epoch throughput); a single train(1) call, with its per-call host work, is
-    # reported apart as train1_s
-    chunk = COMPAT_CHUNK if impl == "compat" else 1
+    # the facade and fit are timed as a script trains, COMPAT_CHUNK epochs per train() or
+    # fit() call (epoch throughput); a single train(1) call of the facade, with its
+    # per-call host work, is reported apart as train1_s
+    chunk = COMPAT_CHUNK if impl in ("compat", "fit") else 1
     times: list[float] = []
     start = time.perf_counter()
     # at least n timings, more (up to MAX_EPOCHS epochs) until MIN_SECONDS have passed
@@ -612,6 +639,8 @@ def _runner(cfg: dict, impl: str):
         return epynn_runner(cfg, "epynn" if impl == "epynn" else "epynn_jax.compat")
     if impl == "reference":
         return ref_runner(cfg)
+    if impl == "fit":
+        return fit_runner(cfg)
     return jax_runner(cfg, impl)
 
 
@@ -794,6 +823,39 @@ def measure_scaling(args) -> dict:
     return out
 
 
+IMPORT_SCRIPT = """
+import time
+t0 = time.perf_counter()
+import jax
+t1 = time.perf_counter()
+import epynn_jax
+from epynn_jax import layers, network
+print('IMPORT', t1 - t0, time.perf_counter() - t1, flush=True)
+"""
+
+
+def measure_import(args, repeat: int = 3) -> dict:
+    """``import jax``, then ``import epynn_jax`` (with ``layers`` and ``network``), in fresh
+    processes: the best of ``repeat`` after one run that writes the bytecode (as an
+    installed package has it)."""
+    env = worker_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    runs = []
+    for _ in range(repeat + 1):
+        proc = subprocess.run([sys.executable, "-c", IMPORT_SCRIPT], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=args.timeout)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("IMPORT")]
+        if proc.returncode or not line:
+            return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+        runs.append(tuple(map(float, line[0].split()[1:])))
+    runs = runs[1:]
+    out = {"jax_s": min(r[0] for r in runs), "epynn_jax_s": min(r[1] for r in runs),
+           "runs": len(runs)}
+    log(f"import: jax {out['jax_s']:.3f} s, then epynn_jax {out['epynn_jax_s']:.3f} s "
+        f"(best of {len(runs)})")
+    return out
+
+
 CACHE_SCRIPT = """
 import time
 t0 = time.perf_counter()
@@ -851,6 +913,11 @@ def _ms(r: dict | None) -> str:
     return f"{r['epoch_s'] * 1e3:.2f}"
 
 
+def _seconds(r: dict) -> str:
+    """A first call's seconds (trace + compile + one epoch), or '–'."""
+    return f"{r['first_call_s']:.2f}" if "first_call_s" in r else "–"
+
+
 def _ratio(a: dict | None, b: dict | None) -> str:
     """Time of ``a`` / time of ``b``: the median of the round-by-round ratios when both
     were timed in the same interleaved run (paired: each round's timings share the
@@ -877,6 +944,11 @@ def render_result(res: dict) -> list[str]:
         lines.append(f"Load average (1, 5, 15 min) before: "
                      f"{', '.join(f'{x:.1f}' for x in meta['load_before'])}; after: "
                      f"{', '.join(f'{x:.1f}' for x in meta.get('load_after', []))}.")
+    imp = res.get("import") or {}
+    if "epynn_jax_s" in imp:
+        lines.append(f"`import epynn_jax` (with `layers` and `network`): "
+                     f"**{imp['epynn_jax_s']:.3f} s** on top of `import jax` "
+                     f"({imp['jax_s']:.2f} s); best of {imp.get('runs', '?')} fresh processes.")
     if "matmul_flops" in peak:
         lines.append(f"Measured float32 matmul peak: **{peak['matmul_flops'] / 1e9:,.0f} GFLOP/s** "
                      f"(n={peak['matmul_n']}, precision `{peak['matmul_precision']}`); "
@@ -885,23 +957,26 @@ def render_result(res: dict) -> list[str]:
     table = res.get("table", {})
     if table:
         lines += ["Milliseconds per epoch (best of the timed epochs; lower is better), "
-                  "then ratios. The JAX columns (functional, autodiff, compat, pure JAX) are "
-                  f"timed in one process, round-robin, {COMPAT_CHUNK} epochs per timing (best "
-                  f"timing / {COMPAT_CHUNK}); their ratios are the median of the round-by-round "
-                  "ratios (each round's timings share the machine's state). EpyNN runs alone "
-                  "(best epoch; EpyNN / functional is best / best):",
+                  "then ratios. The JAX columns (functional, fit, autodiff, compat, pure JAX) "
+                  f"are timed in one process, round-robin, {COMPAT_CHUNK} epochs per timing "
+                  f"(one `fit(epochs={COMPAT_CHUNK})` or `model.train({COMPAT_CHUNK})` call; "
+                  f"best timing / {COMPAT_CHUNK}); their ratios are the median of the "
+                  "round-by-round ratios (each round's timings share the machine's state). "
+                  "EpyNN runs alone (best epoch; EpyNN / functional is best / best). "
+                  "First epoch (fit): a fresh process's first `fit(epochs=1)` call, "
+                  "compilation included:",
                   "",
-                  "| workload | EpyNN | functional | autodiff | compat | pure JAX | "
-                  "EpyNN / functional | autodiff / functional | compat / functional | "
-                  "functional / pure JAX | "
-                  "first call s (functional) | RSS Δ MB (EpyNN / functional) | "
-                  "device peak MB | % of matmul peak |",
-                  "|---|" + "---:|" * 13]
+                  "| workload | EpyNN | functional | fit | autodiff | compat | pure JAX | "
+                  "EpyNN / functional | fit / functional | autodiff / functional | "
+                  "compat / functional | functional / pure JAX | "
+                  "first call s (functional) | first epoch s (fit) | "
+                  "RSS Δ MB (EpyNN / functional) | device peak MB | % of matmul peak |",
+                  "|---|" + "---:|" * 16]
         notes = []
         for name, row in table.items():
             if "note" in row:
                 notes.append(f"- {name}: {row['note']}")
-                lines.append(f"| {name} |" + " – |" * 13)
+                lines.append(f"| {name} |" + " – |" * 16)
                 continue
             f = row.get("functional", {})
             e = row.get("epynn", {})
@@ -912,12 +987,15 @@ def render_result(res: dict) -> list[str]:
             rss = (f"{e.get('rss_delta_mb', float('nan')):.0f} / "
                    f"{f.get('rss_delta_mb', float('nan')):.0f}")
             dev = f.get("device_peak_mb")
+            fit = row.get("fit") or {}
             lines.append(
-                f"| {name} | {_ms(e)} | {_ms(f)} | {_ms(row.get('autodiff'))} | "
+                f"| {name} | {_ms(e)} | {_ms(f)} | {_ms(row.get('fit'))} | "
+                f"{_ms(row.get('autodiff'))} | "
                 f"{_ms(row.get('compat'))} | {_ms(row.get('reference'))} | {_ratio(e, f)} | "
+                f"{_ratio(row.get('fit'), f)} | "
                 f"{_ratio(row.get('autodiff'), f)} | {_ratio(row.get('compat'), f)} | "
                 f"{_ratio(f, row.get('reference'))} | "
-                f"{f.get('first_call_s', float('nan')):.2f} | {rss} | "
+                f"{_seconds(f)} | {_seconds(fit)} | {rss} | "
                 f"{'–' if dev is None else f'{dev:.1f}'} | {frac} |")
             for impl in IMPLS:
                 r = row.get(impl) or {}
@@ -1078,6 +1156,7 @@ def main(argv: list[str] | None = None) -> int:
         peak["copy_gbps"] = max(old_peak["copy_gbps"], peak.get("copy_gbps", 0))
     res["peak"] = peak
     res.setdefault("meta", meta)
+    res["import"] = measure_import(args)
     if not args.no_table:
         table = measure_table(args, args.size)
         if set(args.impls) != set(IMPLS) and res.get("table"):

@@ -11,11 +11,13 @@ def _row(ms: float, **extra) -> dict:
 
 RESULT = {
     "meta": {"date": "2026-11-28 12:00 UTC", "host": "test", "cpus": 2, "size": "default"},
+    "import": {"jax_s": 0.51, "epynn_jax_s": 0.0234, "runs": 3},
     "peak": {"platform": "cpu", "device_kind": "cpu", "jax": "x", "matmul_flops": 100e9,
              "matmul_n": 2048, "matmul_precision": "default", "copy_gbps": 5.0},
     "table": {
         "Dense": {"cfg": {}, "epoch_flops": 10_000_000,
                   "epynn": _row(12.0), "functional": _row(1.0), "autodiff": _row(1.25),
+                  "fit": {**_row(1.04), "first_call_s": 2.75},
                   "compat": _row(1.1, chunk=10, train1_s=0.0021), "reference": _row(1.2)},
         "CNN": {"note": "skipped: epynn_jax.layers lacks convolution on this branch"},
     },
@@ -33,6 +35,9 @@ def test_main_table_ratios():
     heads = [cell.strip() for cell in header.strip("|").split("|")]
     cells = dict(zip(heads, _table_row(lines, "Dense")))
     assert cells["EpyNN / functional"] == "12.00"
+    assert cells["fit"] == "1.04" and cells["fit / functional"] == "1.04"
+    assert cells["first call s (functional)"] == "1.50"
+    assert cells["first epoch s (fit)"] == "2.75"
     assert cells["autodiff / functional"] == "1.25"
     assert cells["compat / functional"] == "1.10"
     assert cells["functional / pure JAX"] == "0.83"
@@ -58,3 +63,36 @@ def test_ratios_of_one_interleaved_run_are_paired_round_by_round():
     heads = [cell.strip() for cell in header.strip("|").split("|")]
     cells = dict(zip(heads, _table_row(lines, "RNN")))
     assert cells["compat / functional"] == "1.10"  # best / best would say 1.50
+
+
+def test_fit_ratio_is_paired_round_by_round_too():
+    table = {"Dense": {"cfg": {}, "epoch_flops": 1,
+                       "functional": _row(1.0, timings_s=[1.0, 1.0, 3.0]),
+                       "fit": _row(1.05, timings_s=[1.05, 1.1, 3.0])}}
+    lines = suite.render_result({**RESULT, "table": table})
+    header = next(line for line in lines if line.startswith("| workload | EpyNN"))
+    heads = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = dict(zip(heads, _table_row(lines, "Dense")))
+    assert cells["fit / functional"] == "1.05"  # median of 1.05, 1.10, 1.00
+    assert cells["first epoch s (fit)"] == "1.50"
+    assert cells["compat"] == "–" and cells["compat / functional"] == "–"
+
+
+def test_import_time_line():
+    lines = suite.render_result(RESULT)
+    line = next(line for line in lines if line.startswith("`import epynn_jax`"))
+    assert "**0.023 s** on top of `import jax` (0.51 s)" in line and "best of 3" in line
+    # a result without the measurement (an older file) renders without the line
+    old = {k: v for k, v in RESULT.items() if k != "import"}
+    assert not any(x.startswith("`import epynn_jax`") for x in suite.render_result(old))
+
+
+def test_fit_is_a_column_and_a_first_call():
+    assert "fit" in suite.IMPLS
+    lines = suite.render_result(RESULT)
+    first = lines.index(next(x for x in lines if x.startswith("First call")))
+    header = lines[first + 2]
+    assert "| fit |" in header
+    row = next(x for x in lines[first:] if x.startswith("| Dense |"))
+    heads = [c.strip() for c in header.strip("|").split("|")]
+    assert dict(zip(heads, [c.strip() for c in row.strip("|").split("|")]))["fit"] == "2.75"

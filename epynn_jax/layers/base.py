@@ -258,13 +258,12 @@ class Layer:
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Shapes of ``p`` (without drawing random numbers)."""
         self._require_built("param_shapes")
-        return {k: tuple(v.shape) for k, v in _shaped(_abstract_params, self).items()}
+        out = _abstract(_abstract_parameters, self)
+        return {k: tuple(v.shape) for k, v in out.items()}
 
     def _abstract_forward(self, m: int, training: bool = False):
-        """``(p, (A, fc))``, shape-and-dtype structs for a batch of ``m`` (shared: read them,
-        never modify them)."""
         self._require_built("shapes")
-        return _shaped(_abstract_forward, self, m, training)
+        return _abstract(_abstract_forward, self, m, training)
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -291,32 +290,41 @@ class Layer:
         return bool(self.param_shapes()) if self.built else True
 
 
-def _abstract_params(layer: Layer) -> Params:
-    return jax.eval_shape(layer.initialize_parameters, jax.random.key(0))
+def _abstract_parameters(layer: Layer) -> Params:
+    """``p``'s shapes and dtypes (``jax.ShapeDtypeStruct``), nothing drawn."""
+    # The key is made inside the abstract trace: a concrete jax.random.key compiles
+    # (once per process) before anything else is asked for.
+    return jax.eval_shape(lambda: layer.initialize_parameters(jax.random.key(0)))
 
 
 def _abstract_forward(layer: Layer, m: int, training: bool):
-    p = _shaped(_abstract_params, layer)
+    """``(p, (A, fc))`` of a batch of ``m`` as shapes and dtypes, nothing computed."""
+    p = _abstract_parameters(layer)
     X = jax.ShapeDtypeStruct((m, *layer.input_shape), float_dtype())
-    return p, jax.eval_shape(lambda p, X, k: layer.forward(p, X, k, training), p, X,
-                             jax.random.key(0))
+    return p, jax.eval_shape(lambda p, X: layer.forward(p, X, jax.random.key(0), training), p, X)
 
 
-@lru_cache(maxsize=1024)
-def _shaped_cached(fn, layer: Layer, dtype, *args):
-    return fn(layer, *args)
+def _abstract(fn, layer: Layer, *args):
+    """``fn(layer, *args)``, an abstract evaluation, memoized for layers compared by value.
 
-
-def _shaped(fn, layer: Layer, *args):
-    """``fn(layer, *args)``, an abstract evaluation, memoised on the layer and the working
-    float dtype: a frozen layer's shapes are a function of its fields, and tracing it again
-    costs milliseconds each time (a recurrent layer's scan) in ``build``, ``fit``'s checks
-    and every model-file load. A layer that cannot be hashed is traced each time."""
+    ``fit``, ``predict`` and the model files ask for the same shapes of the same layers
+    again and again; each ask traced the layer's code anew. A layer hashed by identity
+    (``eq=False``, e.g. the facade's wrapper of a user's mutable layer object) or not
+    hashable is evaluated every time.
+    """
+    params = getattr(type(layer), "__dataclass_params__", None)
     try:
+        if params is None or not params.eq:
+            raise TypeError
         hash(layer)
     except TypeError:
         return fn(layer, *args)
-    return _shaped_cached(fn, layer, float_dtype(), *args)
+    return _abstract_memo(fn, layer, args, jax.dtypes.canonicalize_dtype(float))
+
+
+@lru_cache(maxsize=4096)
+def _abstract_memo(fn, layer: Layer, args: tuple, dtype):  # dtype: x64 on or off
+    return fn(layer, *args)
 
 
 def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None) -> None:

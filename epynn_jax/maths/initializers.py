@@ -28,7 +28,10 @@ def _dtype(dtype):
 def xavier(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
     """N(0, 1) * sqrt(2 / sum(shape))."""
     dt = _dtype(dtype)
-    return jax.random.normal(key, shape, dt) * jnp.sqrt(jnp.asarray(2.0 / sum(shape), dt))
+    # The barrier keeps XLA from folding the scale into the draw's own constant factor
+    # when init is compiled as one program: the values stay those drawn op by op.
+    draw = jax.lax.optimization_barrier(jax.random.normal(key, shape, dt))
+    return draw * jnp.sqrt(jnp.asarray(2.0 / sum(shape), dt))
 
 
 def _orthogonalize(W):

@@ -53,7 +53,7 @@ def _units(A: jax.Array) -> int:
 
 
 def _sum(x: jax.Array) -> jax.Array:
-    return jnp.sum(x.reshape(x.shape[0], -1), axis=1)
+    return jnp.sum(x.reshape(x.shape[0], _units(x)), axis=1)  # m may be 0
 
 
 def margin(dtype) -> float:

@@ -20,21 +20,30 @@ from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_X
 
-__all__ = ["as_float", "positive_int", "check_params", "check_key", "check_options",
+__all__ = ["host_float", "as_float", "positive_int", "check_params", "check_key", "check_options",
            "check_opt_state", "restore_opt_state", "check_data"]
 
 
-def as_float(a, where: str) -> jax.Array:
-    """``a`` as a device array of the working float dtype; numeric and finite, else an error."""
+def host_float(a, where: str) -> np.ndarray:
+    """``a`` as a NumPy array of the working float dtype; numeric and finite, else an error."""
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
     with np.errstate(over="ignore"):  # finite float64 beyond float32's range becomes inf
-        arr = arr.astype(np.dtype(float_dtype()))
+        arr = arr.astype(np.dtype(float_dtype()), copy=False)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{where}: contains NaN or inf values (after conversion to "
                          f"{arr.dtype})")
-    return jnp.asarray(arr)
+    return arr
+
+
+def as_float(a, where: str) -> jax.Array:
+    """``a`` as a device array of the working float dtype; numeric and finite, else an error.
+
+    ``jax.device_put``, not ``jnp.asarray``: the latter compiles a small program per
+    array shape.
+    """
+    return jax.device_put(host_float(a, where))
 
 
 def positive_int(value: Any, name: str, where: str = "fit") -> int:
@@ -154,8 +163,8 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
                 f"{net.layers[-1].name} (sample shape {net.output_shape}); one-hot encode "
                 f"labels to {net.output_shape[-1]} columns or change the output units"
             )
-        Xa, Ya = as_float(X, f"{name} X"), as_float(Y, f"{name} Y")
-        if loss in ("BCE", "CCE") and (float(jnp.min(Ya)) < 0 or float(jnp.max(Ya)) > 1):
+        Xh, Yh = host_float(X, f"{name} X"), host_float(Y, f"{name} Y")
+        if loss in ("BCE", "CCE") and (Yh.min() < 0 or Yh.max() > 1):
             raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
-        out[name] = (Xa, Ya)
+        out[name] = (jax.device_put(Xh), jax.device_put(Yh))
     return out

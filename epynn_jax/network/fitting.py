@@ -17,20 +17,21 @@ import hashlib
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from epynn_jax.errors import NonFiniteError, TrainingInterrupted
+from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
 from epynn_jax.network import checks, parallel
 from epynn_jax.network.epoch import (
     TrainState,
+    fetch,
     finite_scores,
     non_finite_error,
     predict_jit,
@@ -39,6 +40,9 @@ from epynn_jax.network.epoch import (
 from epynn_jax.network.model import Network, Params, check_X
 from epynn_jax.network.optim import epynn_sgd
 from epynn_jax.network.precision import as_policy
+
+if TYPE_CHECKING:
+    import optax
 
 __all__ = ["FitResult", "Progress", "Checkpointer", "fit", "predict", "decide",
            "data_fingerprint"]
@@ -88,15 +92,23 @@ class Checkpointer(Protocol):
 
 def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
     """``{split: {'n', 'X', 'Y', 'sha256'}}``: sizes, sample shapes and a hash of up to 64
-    evenly spaced samples, so a resume on other data is noticed at a small cost."""
+    evenly spaced samples (in the working float dtype), so a resume on other data is
+    noticed at a small cost.
+
+    The samples are taken on the host (``fit`` passes the arrays it was given): indexing
+    a device array would compile a gather per array shape.
+    """
     out = {}
+    dtype = np.dtype(float_dtype())
     for name, (X, Y) in splits.items():
-        n = int(X.shape[0])
+        n = int(np.shape(X)[0])
         rows = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
         h = hashlib.sha256()
         for a in (X, Y):
-            h.update(np.ascontiguousarray(np.asarray(a[rows])).tobytes())
-        out[name] = {"n": n, "X": list(X.shape[1:]), "Y": list(Y.shape[1:]),
+            with np.errstate(over="ignore"):
+                sample = np.asarray(a)[rows].astype(dtype)
+            h.update(np.ascontiguousarray(sample).tobytes())
+        out[name] = {"n": n, "X": list(np.shape(X)[1:]), "Y": list(np.shape(Y)[1:]),
                      "sha256": h.hexdigest()}
     return out
 
@@ -125,19 +137,20 @@ def _debug_error(epoch: int, err: FloatingPointError, progress: Progress) -> Non
 
 
 def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-           check_finite: bool, debug: bool, mesh=None):
+           check_finite: bool, debug: bool, mesh=None, eval_chunk=None):
     """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
     if debug:  # op by op (scan becomes a Python loop), so the first bad operation raises
         with jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True):
             return _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-                          check_finite, False, mesh)
+                          check_finite, False, mesh, eval_chunk)
     if check_finite:
         state, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
-                                            state, train, splits, guard=True, mesh=mesh)
-        return state, jax.device_get(scores), jax.device_get(guard)
+                                            state, train, splits, guard=True, mesh=mesh,
+                                            eval_chunk=eval_chunk)
+        return state, *fetch((scores, guard))
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
-                                 train, splits, mesh=mesh)
-    return state, jax.device_get(scores), None
+                                 train, splits, mesh=mesh, eval_chunk=eval_chunk)
+    return state, fetch(scores), None
 
 
 def _schedule_depends_on_epochs(schedule: dict | None, old: Any, new: int) -> bool:
@@ -216,6 +229,7 @@ def fit(
     debug: bool = False,
     mesh: Any = None,
     policy: Any = None,
+    eval_chunk: int | None = None,
 ) -> FitResult:
     """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
@@ -266,12 +280,20 @@ def fit(
     (see :mod:`~epynn_jax.network.precision`); checkpoints record the one used.
     A checkpoint may be resumed under another policy (bitwise equality with an
     uninterrupted run then no longer holds).
+
+    Each split is evaluated ``eval_chunk`` samples at a time inside the compiled
+    epoch, so memory does not grow with the sets; the metrics equal those of
+    one forward over each set. ``None`` takes as many samples as 16 MiB of
+    forward caches hold on a CPU, 256 MiB on an accelerator
+    (:func:`~epynn_jax.network.epoch.eval_chunk`).
     """
     if policy is not None:
         if not isinstance(net, Network):
             raise TypeError(f"fit: net must be a Network (from network.build), got {net!r}")
         net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
     epochs = checks.positive_int(epochs, "epochs")
+    if eval_chunk is not None:
+        eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
     if not isinstance(data, Mapping):
         raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
     metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
@@ -303,7 +325,7 @@ def fit(
     metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                 "train_split": train_split, "epochs": epochs,
                 "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
-                "data": data_fingerprint(splits)}
+                "data": data_fingerprint({s: data[s] for s in splits})}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in splits} for m in metric_names}
@@ -320,7 +342,7 @@ def fit(
     if mesh is not None:
         state, splits = parallel.place(mesh, progress.state, splits, train_split)
         progress = progress._replace(state=state)
-    run = _epoch if mesh is None else functools.partial(_epoch, mesh=mesh)
+    run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
 
     saved: dict[str, Path] = {}
     try:
@@ -360,10 +382,14 @@ def _result(progress: Progress, saved: dict) -> FitResult:
     return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
 
 
-def predict(net: Network, params: Params, X) -> jax.Array:
-    """The network's output on ``X`` (no dropout)."""
+def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:
+    """The network's output on ``X`` (no dropout), ``chunk`` samples at a time (None: as
+    many as :func:`~epynn_jax.network.epoch.eval_chunk` gives, as ``fit`` evaluates)."""
     check_X(net, X)
-    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"))
+    if chunk is not None:
+        chunk = checks.positive_int(chunk, "chunk", "predict")
+    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"),
+                       chunk)
 
 
 def decide(A: jax.Array) -> jax.Array:

@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import schedules
 from epynn_jax.maths.schedules import Schedule
+
+if TYPE_CHECKING:
+    import optax
+
+# optax is imported where an optimizer is built, not with this module: it is most of the
+# import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
 __all__ = ["epynn_sgd", "HYPERPARAMS", "set_hyperparams"]
 
@@ -43,6 +48,8 @@ def _scale_by_layer_rates(numbers, *, kinds: tuple[str, ...], steps_per_epoch: i
     ``numbers`` holds the :data:`HYPERPARAMS` rows (one array: one transfer per ``init``).
     """
     learning_rate, cycle_descent, decay_k, cycle_epochs, epochs, first_epoch = numbers
+    import optax
+
 
     def init(params):
         return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
@@ -78,13 +85,17 @@ def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
                     own_updates: tuple[Callable | None, ...], dtype: Any
                     ) -> tuple[optax.GradientTransformation, Any]:
     """The transformation and a host copy of its initial state (the state does not depend
-    on the parameters: a step count and the numbers), so ``init`` is ONE transfer."""
+    on the parameters: step counts, all 0, and the numbers, set by ``init``), so ``init`` is
+    ONE transfer and nothing is compiled for it."""
+    import optax
+
     placeholder = np.ones((len(HYPERPARAMS), len(kinds)))
     base = optax.inject_hyperparams(
         _scale_by_layer_rates, static_args=("kinds", "steps_per_epoch", "own_updates"),
         hyperparam_dtype=dtype)(
         placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
-    return base, base.init(())  # on the device: its step counts are reused by every init
+    zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(base.init, ()))
+    return base, zeros
 
 
 def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: int
@@ -116,6 +127,8 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     layers). The numbers are part of the state (``opt_state.hyperparams``); the returned
     transformation's ``update`` is shared by every call with the same kinds and steps.
     """
+    import optax
+
     scheds = (schedule,) if isinstance(schedule, Schedule) else tuple(schedule)
     if not scheds or not all(s is None or isinstance(s, Schedule) for s in scheds):
         raise TypeError(f"epynn_sgd: schedule must be a Schedule or one per layer (None: "
@@ -136,6 +149,6 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
         if len(scheds) > 1 and len(params) != len(scheds):
             raise ValueError(f"epynn_sgd: {len(scheds)} schedules (one per layer) for "
                              f"{len(params)} layers")
-        return template._replace(hyperparams={"numbers": jax.device_put(numbers)})
+        return jax.device_put(template._replace(hyperparams={"numbers": numbers}))  # ONE transfer
 
     return optax.GradientTransformation(init, base.update)

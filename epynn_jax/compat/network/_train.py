@@ -167,8 +167,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
 
     def settle(e: int, before: core.TrainState, out: tuple) -> bool:
         """Record epoch ``e`` (True), or stop at it (False: a NaN or inf)."""
-        scores, watch, cost = jax.device_get((out[2], out[3] if guard else None,
-                                              out[1][-1] if track else None))
+        scores, watch, cost = core.fetch((out[2], out[3] if guard else None,
+                                          out[1][-1] if track else None))
         model._set_epoch(e)
         if guard and not (bool(watch.ok) and _finite(scores)):
             err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,

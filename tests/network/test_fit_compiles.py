@@ -1,0 +1,84 @@
+"""What one ``init``, ``fit`` and ``predict`` call compiles: one XLA program each, nothing
+twice, nothing op by op (``jax.log_compiles`` names every program XLA compiles)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+
+import jax
+import numpy as np
+
+from epynn_jax import layers, network
+
+
+class _Compiles(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.names: list[str] = []
+
+    def emit(self, record):
+        match = re.match(r"Compiling (\S+)", record.getMessage())
+        if match:
+            self.names.append(match.group(1))
+
+
+@contextlib.contextmanager
+def compiled():
+    """The names of the programs compiled inside the block (``jit(run_epoch)``, ...)."""
+    handler, logger = _Compiles(), logging.getLogger("jax")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with jax.log_compiles(True):
+            yield handler.names
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _data(m, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, 6)), np.eye(3)[rng.integers(0, 3, m)]
+
+
+def test_one_fit_compiles_one_program():
+    # Units 11 and 13: a network no other test builds, so every cache starts cold for it.
+    net = network.build([layers.Dense(11, "relu"), layers.Dense(13, "tanh"),
+                         layers.Dense(3, "softmax")], (6,))
+    key = jax.random.key(3)  # made outside: a process's first key compiles its seeding
+    data = {"dtrain": _data(50, 0), "dval": _data(21, 1), "dtest": _data(9, 2)}
+    kw = dict(epochs=3, batch_size=8, loss="CCE", metrics=("accuracy", "fscore_macro", "MSE"))
+    with compiled() as names:
+        params = network.init(net, key)
+    assert names == ["jit(_draw)"]            # every layer's draws in one program
+    with compiled() as names:
+        result = network.fit(net, params, data, **kw)
+    # the compiled epoch, evaluation of the three splits inside it; nothing else: no
+    # program per data array (conversion, fingerprint, label check) or optimizer state
+    assert names == ["jit(run_epoch)"], names
+    with compiled() as names:
+        network.fit(net, result.params, data, **kw)
+    assert names == []                        # the same shapes: nothing compiles again
+    with compiled() as names:
+        network.predict(net, result.params, data["dval"][0])
+        network.predict(net, result.params, data["dval"][0])
+    assert names == ["jit(predict_jit)"]
+
+
+def test_init_draws_what_op_by_op_draws():
+    """init as one program draws the parameters the layers draw op by op (bitwise)."""
+    from epynn_jax.network import model
+
+    for net in (network.build([layers.Dense(7, "relu"), layers.Dense(2, "softmax")], (4,)),
+                network.build([layers.LSTM(5), layers.Dense(2, "softmax")], (6, 3)),
+                network.build([layers.Convolution(3, (2, 2)), layers.Flatten(),
+                               layers.Dense(2, "softmax")], (6, 6, 1))):
+        for seed in (0, 1):
+            eager = model._draw(net, jax.random.key(seed))
+            once = network.init(net, seed)
+            for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(once), strict=True):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
