@@ -78,6 +78,7 @@ def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
 def test_predict_compiles_once_per_shape(trace_budget):
     net = network.build([layers.Dense(9, "tanh"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
+    network.epoch.eval_chunk(net)  # the chunk's shape facts: one abstract forward, cached
     # predict_jit's body runs the network's forward once per trace.
     traces = trace_budget(network.epoch, "forward")
 

@@ -211,7 +211,7 @@ class Reached(Exception):
 
 
 def _traced_epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-                  check_finite, debug):
+                  check_finite, debug, mesh=None, eval_chunk=None):
     def epoch(state, train, splits):
         return network.run_epoch(net, update, loss, metric_names, batch_size, state, train,
                                  splits, guard=True)
