@@ -28,18 +28,6 @@ def assert_one_line_error(code: int, err: str, expected_code: int = 1, match: st
     assert "Traceback" not in err and match in err
 
 
-def has_checkpoint() -> bool:
-    try:
-        from epynn_jax.io import checkpoint  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_checkpoint = pytest.mark.skipif(not has_checkpoint(),
-                                      reason="epynn_jax.io.checkpoint is not on this branch yet")
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """One quick training run shared by the tests below: (exit code, stdout, out folder)."""
@@ -74,13 +62,10 @@ def test_train_prints_the_table_and_writes_the_files(trained):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_train_without_checkpoint_module_still_trains(trained):
+def test_train_saves_the_model(trained):
     _, out, folder = trained
-    if has_checkpoint():
-        assert "model saved to" in out
-        assert (folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}").is_file()
-    else:
-        assert "model not saved" in out
+    assert "model saved to" in out
+    assert (folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}").is_file()
 
 
 @pytest.mark.parametrize("argv,code,match", [
@@ -118,7 +103,6 @@ def test_missing_real_data_suggests_synthetic(monkeypatch, tmp_path):
     assert_one_line_error(code, err, 1, "--synthetic")
 
 
-@needs_checkpoint
 def test_info_describes_the_model(trained):
     _, _, folder = trained
     code, out, err = run("info", str(folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}"))
@@ -128,7 +112,6 @@ def test_info_describes_the_model(trained):
     assert "final metrics" in out
 
 
-@needs_checkpoint
 def test_predict_prints_and_saves_outputs(trained, tmp_path):
     _, _, folder = trained
     model = str(folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}")
@@ -144,7 +127,6 @@ def test_predict_prints_and_saves_outputs(trained, tmp_path):
     assert code == 0 and out.count("[") >= 4
 
 
-@needs_checkpoint
 def test_predict_errors(trained, tmp_path):
     _, _, folder = trained
     model = str(folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}")
@@ -166,7 +148,6 @@ def test_predict_errors(trained, tmp_path):
         assert "allow_pickle" not in err and "pickled data" not in err, err
 
 
-@needs_checkpoint
 def test_predict_out_writes_exactly_the_given_path_and_says_so(trained, tmp_path):
     """``--out outs`` writes ``outs`` (numpy.save would write ``outs.npy``) and reports it."""
     _, _, folder = trained
@@ -183,7 +164,6 @@ def test_predict_out_writes_exactly_the_given_path_and_says_so(trained, tmp_path
     assert_one_line_error(code, err, 1, "is a directory")
 
 
-@needs_checkpoint
 def test_a_directory_given_as_model_file_is_named_a_directory(tmp_path):
     for command in (["info", str(tmp_path)], ["predict", str(tmp_path), "x.npy"]):
         code, _, err = run(*command)
@@ -196,7 +176,6 @@ def test_gitignore_covers_what_the_command_and_the_docs_write():
     assert "site/" in lines  # mkdocs build
 
 
-@needs_checkpoint
 def test_info_on_a_corrupt_file(tmp_path):
     bad = tmp_path / f"bad{cli.MODEL_SUFFIX}"
     bad.write_bytes(b"\x00garbage" * 10)

@@ -78,22 +78,17 @@ def test_page_examples_run_and_print_what_the_page_shows(page):
                 continue
             where = f"{page.relative_to(ROOT)} block {i}"
             file_ = re.match(r"# file: (\w+)\.py", code)
-            try:
-                if file_:
-                    name = file_.group(1)
-                    module = types.ModuleType(name)
-                    module.__file__ = f"<{where}>"
-                    sys.modules[name] = module
-                    added.append(name)
-                    exec(compile(code, where, "exec"), module.__dict__)
-                    continue
-                out = io.StringIO()
-                with contextlib.redirect_stdout(out):
-                    exec(compile(code, where, "exec"), namespace)
-            except ModuleNotFoundError as err:
-                if err.name and err.name.startswith("epynn_jax."):
-                    pytest.skip(f"{where} needs {err.name}, not on this branch")
-                raise
+            if file_:
+                name = file_.group(1)
+                module = types.ModuleType(name)
+                module.__file__ = f"<{where}>"
+                sys.modules[name] = module
+                added.append(name)
+                exec(compile(code, where, "exec"), module.__dict__)
+                continue
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                exec(compile(code, where, "exec"), namespace)
             following = blocks[i + 1] if i + 1 < len(blocks) else None
             if following and following[0] == "text" and not text[end:following[2]].strip():
                 assert same_output(out.getvalue(), following[1]), (
