@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 # optax is imported where an optimizer is built, not with this module: it is most of the
 # import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
-__all__ = ["epynn_sgd", "HYPERPARAMS", "set_hyperparams"]
+__all__ = ["epynn_sgd", "HYPERPARAMS"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
@@ -104,12 +104,6 @@ def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: in
     cols = [(*(schedules.resolve(s, epochs) if s is not None else (0.0, 0.0, 0.0, 1.0)),
              epochs, first_epoch) for s in schedules_]
     return np.asarray(cols, np.float64).T
-
-
-def set_hyperparams(opt_state: Any, numbers: Any) -> Any:
-    """``opt_state`` of :func:`epynn_sgd` with its numbers (6, n) replaced (same dtype)."""
-    old = opt_state.hyperparams["numbers"]
-    return opt_state._replace(hyperparams={"numbers": jnp.asarray(numbers, old.dtype)})
 
 
 def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int = 1,

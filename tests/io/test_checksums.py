@@ -7,10 +7,9 @@ with a warning; a file where only some arrays have one is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
-import zipfile
 
+import archive
 import jax
 import numpy as np
 import pytest
@@ -28,18 +27,6 @@ def lstm(tmp_path_factory):
     return path, params
 
 
-def _members(path) -> tuple[dict, dict]:
-    with zipfile.ZipFile(path) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    return json.loads(members.pop("model.json")), members
-
-
-def _write(dst, doc, members):
-    with zipfile.ZipFile(dst, "w") as zf:
-        zf.writestr("model.json", json.dumps(doc))
-        for n, data in members.items():
-            zf.writestr(n, data)
-    return dst
 
 
 def _same(a, b) -> bool:
@@ -49,7 +36,7 @@ def _same(a, b) -> bool:
 
 def test_index_holds_the_sha256_of_every_member(lstm):
     path, _ = lstm
-    doc, members = _members(path)
+    doc, members = archive.members(path)
     assert len(doc["arrays"]) == 14
     for entry in doc["arrays"].values():
         assert entry["sha256"] == hashlib.sha256(members[entry["file"]]).hexdigest()
@@ -57,31 +44,31 @@ def test_index_holds_the_sha256_of_every_member(lstm):
 
 def test_swapping_two_same_shape_gate_arrays_is_detected(lstm, tmp_path):
     path, _ = lstm
-    doc, members = _members(path)
+    doc, members = archive.members(path)
     a, b = doc["arrays"]["params/0/Uf"]["file"], doc["arrays"]["params/0/Ug"]["file"]
     assert doc["arrays"]["params/0/Uf"]["shape"] == doc["arrays"]["params/0/Ug"]["shape"]
     members[a], members[b] = members[b], members[a]  # the members renamed, the index kept
     with pytest.raises(ModelFileError, match=r"array 'params/0/U[fg]'.*checksum"):
-        load_model(_write(tmp_path / "swapped.epynn", doc, members))
+        load_model(archive.write(tmp_path / "swapped.epynn", doc, members))
 
 
 def test_changed_bytes_with_a_valid_zip_crc_are_detected(lstm, tmp_path):
     path, _ = lstm
-    doc, members = _members(path)
+    doc, members = archive.members(path)
     name = doc["arrays"]["params/1/W"]["file"]
     data = bytearray(members[name])
     data[-1] ^= 0x01  # a finite float still: only the checksum can tell
     members[name] = bytes(data)
     with pytest.raises(ModelFileError, match=r"array 'params/1/W'.*checksum"):
-        load_model(_write(tmp_path / "flipped.epynn", doc, members))
+        load_model(archive.write(tmp_path / "flipped.epynn", doc, members))
 
 
 def test_a_file_without_checksums_loads_with_a_warning(lstm, tmp_path):
     path, params = lstm
-    doc, members = _members(path)
+    doc, members = archive.members(path)
     for entry in doc["arrays"].values():
         del entry["sha256"]
-    old = _write(tmp_path / "old.epynn", doc, members)
+    old = archive.write(tmp_path / "old.epynn", doc, members)
     with pytest.warns(UserWarning, match="no checksums.*re-save"):
         m = load_model(old)
     assert _same(m.params, params)
@@ -89,10 +76,10 @@ def test_a_file_without_checksums_loads_with_a_warning(lstm, tmp_path):
 
 def test_a_file_with_only_some_checksums_is_refused(lstm, tmp_path):
     path, _ = lstm
-    doc, members = _members(path)
+    doc, members = archive.members(path)
     del doc["arrays"]["params/0/Vf"]["sha256"]
     with pytest.raises(ModelFileError, match=r"array 'params/0/Vf'.*no sha256"):
-        load_model(_write(tmp_path / "some.epynn", doc, members))
+        load_model(archive.write(tmp_path / "some.epynn", doc, members))
 
 
 def test_a_current_file_loads_without_warning(lstm):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import zipfile
-
+import archive
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,18 +18,6 @@ def _net(policy):
     return network.build([layers.LSTM(3), layers.Dense(2, "softmax")], (4, 2), policy=policy)
 
 
-def _doc(path) -> tuple[dict, dict]:
-    with zipfile.ZipFile(path) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    return json.loads(members.pop("model.json")), members
-
-
-def _write(path, doc, members):
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("model.json", json.dumps(doc))
-        for n, data in members.items():
-            zf.writestr(n, data)
-    return path
 
 
 @pytest.mark.parametrize("policy", [None, "bfloat16", "float16", "float32",
@@ -40,7 +26,7 @@ def test_the_policy_round_trips(tmp_path, policy):
     net = _net(policy)
     params = network.init(net, 0)
     path = save_model(tmp_path / "m.epynn", net, params)
-    doc, _ = _doc(path)
+    doc, _ = archive.members(path)
     assert doc["policy"] == {"compute_dtype": net.policy.compute_dtype,
                              "param_dtype": net.policy.param_dtype,
                              "output_dtype": net.policy.output_dtype}
@@ -53,18 +39,18 @@ def test_the_policy_round_trips(tmp_path, policy):
 
 def test_the_default_policy_is_written_as_nulls(tmp_path):
     net = _net(None)
-    doc, _ = _doc(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
+    doc, _ = archive.members(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
     assert doc["policy"] == {"compute_dtype": None, "param_dtype": None, "output_dtype": None}
 
 
 def test_a_file_without_a_policy_is_full_precision(tmp_path):
     net = _net("bfloat16")
-    doc, members = _doc(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
+    doc, members = archive.members(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
     del doc["policy"]  # as written before policies existed
-    m = load_model(_write(tmp_path / "old.epynn", doc, members))
+    m = load_model(archive.write(tmp_path / "old.epynn", doc, members))
     assert m.net.policy == Policy() and m.net.layers == net.layers
     doc["policy"] = None
-    assert load_model(_write(tmp_path / "null.epynn", doc, members)).net.policy == Policy()
+    assert load_model(archive.write(tmp_path / "null.epynn", doc, members)).net.policy == Policy()
 
 
 @pytest.mark.parametrize("policy,match", [
@@ -80,10 +66,10 @@ def test_a_file_without_a_policy_is_full_precision(tmp_path):
 ])
 def test_a_bad_policy_is_refused(tmp_path, policy, match):
     net = _net(None)
-    doc, members = _doc(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
+    doc, members = archive.members(save_model(tmp_path / "m.epynn", net, network.init(net, 0)))
     doc["policy"] = policy
     with pytest.raises(ModelFileError, match=match):
-        load_model(_write(tmp_path / "bad.epynn", doc, members))
+        load_model(archive.write(tmp_path / "bad.epynn", doc, members))
 
 
 def test_fit_s_checkpoints_record_the_policy_it_trained_under(tmp_path):
