@@ -80,8 +80,8 @@ class Checkpoints:
                 raise ValueError(f"fit: checkpoint best metric {metric!r} is not computed "
                                  f"(metrics: {', '.join(metric_names)})")
             if split not in splits:
-                raise ValueError(f"fit: checkpoint best split {split!r} is not in data "
-                                 f"(splits: {', '.join(splits)})")
+                raise ValueError(f"fit: checkpoint best split {split!r} is not evaluated "
+                                 f"(evaluated splits: {', '.join(splits)})")
         self.directory.mkdir(parents=True, exist_ok=True)
         self._last_epoch = None
 

@@ -21,7 +21,7 @@ from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_X
 
 __all__ = ["host_float", "as_float", "positive_int", "check_params", "check_key", "check_options",
-           "check_opt_state", "restore_opt_state", "check_data"]
+           "check_opt_state", "restore_opt_state", "check_data", "check_eval_splits"]
 
 
 def host_float(a, where: str) -> np.ndarray:
@@ -168,3 +168,20 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
             raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
         out[name] = (jax.device_put(Xh), jax.device_put(Yh))
     return out
+
+
+def check_eval_splits(eval_splits: Any, splits: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the splits ``fit`` evaluates: every split of ``splits`` when
+    ``eval_splits`` is None, else those named (each once, each in ``splits``)."""
+    if eval_splits is None:
+        return tuple(splits)
+    if isinstance(eval_splits, str) or not isinstance(eval_splits, (tuple, list)) or not all(
+            isinstance(s, str) for s in eval_splits):
+        raise TypeError(f"fit: eval_splits must be a tuple of split names, got {eval_splits!r}")
+    unknown = [s for s in eval_splits if s not in splits]
+    if unknown:
+        raise ValueError(f"fit: eval_splits {unknown} are not in data (splits: "
+                         f"{', '.join(splits)})")
+    if len(set(eval_splits)) != len(eval_splits):
+        raise ValueError(f"fit: eval_splits names a split twice: {list(eval_splits)}")
+    return tuple(eval_splits)

@@ -139,7 +139,7 @@ def test_checkpoint_arguments_are_validated(tmp_path, kw, match):
 
 @pytest.mark.parametrize("best, match", [
     (("precision", "dval", "max"), "not computed"),
-    (("accuracy", "dtest", "max"), "not in data"),
+    (("accuracy", "dtest", "max"), "not evaluated"),
 ])
 def test_checkpoint_policy_is_checked_against_the_fit(tmp_path, best, match):
     with pytest.raises(ValueError, match=match):
