@@ -35,6 +35,7 @@ from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network import parallel
 from epynn_jax.network.model import Network, Params, backward, forward
 from epynn_jax.network.objective import gradients
+from epynn_jax.network.optim import loss_scale_of
 
 __all__ = [
     "TrainState",
@@ -89,7 +90,8 @@ def train_step(net: Network, optimizer, loss: str, state: TrainState, X, Y):
     ``optimizer`` is an optax ``GradientTransformation`` or its ``update`` function.
     """
     key, sub = jax.random.split(state.key)
-    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True)
+    grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True,
+                                  loss_scale_of(state.opt_state))
     updates, opt_state = _update_of(optimizer)(grads, state.opt_state, state.params)
     params = _apply_updates(state.params, updates)
     return TrainState(params, opt_state, key), jnp.mean(losses.loss(loss, Y, A))

@@ -38,7 +38,7 @@ from epynn_jax.network.epoch import (
     run_epoch,
 )
 from epynn_jax.network.model import Network, Params, check_X
-from epynn_jax.network.optim import epynn_sgd
+from epynn_jax.network.optim import epynn_sgd, is_loss_scaled, loss_scaling
 from epynn_jax.network.precision import as_policy
 
 if TYPE_CHECKING:
@@ -332,6 +332,10 @@ def fit(
                 "data": data_fingerprint({s: data[s] for s in splits})}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
+    if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if
+                                                                   resume is None else
+                                                                   resume.params):
+        optimizer = loss_scaling(optimizer)
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in evaluated}
                                                   for m in metric_names}
     if resume is not None:

@@ -24,14 +24,19 @@ def loss_value(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
 
 
 def gradients(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
-              training: bool = True):
+              training: bool = True, scale: jax.Array | None = None):
     """Hand-written gradients of the summed loss.
 
     Returns ``(grads, A, fcs, gs, bcs)``: ``grads`` shaped like ``params``
-    (``g['dW']`` mapped to ``W``), the output, and every layer's caches.
+    (``g['dW']`` mapped to ``W``), the output, and every layer's caches. With a
+    loss ``scale`` S they are the gradients of ``S * loss`` (``dL/dA`` is
+    multiplied by S before the backward: dynamic loss scaling, see
+    :func:`~epynn_jax.network.optim.loss_scaling`, which divides by S again).
     """
     A, fcs = forward(net, params, X, key, training)
     dA = losses.loss_deriv(loss, Y, A)
+    if scale is not None:
+        dA = dA * scale.astype(dA.dtype)
     _, gs, bcs = backward(net, params, fcs, dA)
     grads = tuple(gradients_to_params(p, g) for p, g in zip(params, gs))
     return grads, A, fcs, gs, bcs

@@ -1,4 +1,5 @@
-"""EpyNN's SGD as an optax ``GradientTransformation``, with a learning rate per layer.
+"""EpyNN's SGD as an optax ``GradientTransformation``, with a learning rate per layer;
+dynamic loss scaling for float16 compute.
 
 EpyNN updates every parameter with ``p -= lrate[e] * g``: plain SGD whose rate
 depends on the epoch ``e`` through a schedule (:mod:`epynn_jax.maths.schedules`),
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 # optax is imported where an optimizer is built, not with this module: it is most of the
 # import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
-__all__ = ["epynn_sgd", "HYPERPARAMS"]
+__all__ = ["epynn_sgd", "HYPERPARAMS", "LossScaleState", "loss_scaling", "loss_scale_of",
+           "is_loss_scaled"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
@@ -146,3 +148,85 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
         return jax.device_put(template._replace(hyperparams={"numbers": numbers}))  # ONE transfer
 
     return optax.GradientTransformation(init, base.update)
+
+
+# -- dynamic loss scaling -------------------------------------------------------------------
+
+
+class LossScaleState(NamedTuple):
+    """The state of :func:`loss_scaling`: the current ``scale`` (float32 scalar), the
+    finite steps since it last changed, and the wrapped optimizer's state."""
+
+    scale: jax.Array
+    good_steps: jax.Array
+    inner: Any
+
+
+#: The smallest and largest loss scales :func:`loss_scaling` uses.
+MIN_SCALE, MAX_SCALE = 2.0**-24, 2.0**24
+
+
+def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**15,
+                 growth_interval: int = 2000, factor: float = 2.0
+                 ) -> optax.GradientTransformation:
+    """``optimizer`` behind dynamic loss scaling (for float16 compute).
+
+    The training step multiplies ``dL/dA`` by the state's ``scale`` S before the
+    backward (:func:`loss_scale_of`), so float16 gradients of size ``g * S`` do
+    not underflow; this transformation divides them by S (in the parameters'
+    dtype) and then:
+
+    - all finite: the wrapped optimizer's update; after ``growth_interval``
+      finite steps in a row, S *= ``factor``;
+    - any NaN or inf: the step is skipped (zero update, the wrapped state kept)
+      and S /= ``factor``. At S = :data:`MIN_SCALE` nothing is skipped any more:
+      the non-finite update reaches the parameters and ``fit``'s guard stops
+      training with a :class:`~epynn_jax.errors.NonFiniteError`.
+
+    The rule of PyTorch's ``GradScaler`` and Keras' ``LossScaleOptimizer``; S
+    stays in [:data:`MIN_SCALE`, :data:`MAX_SCALE`]. ``fit`` wraps its optimizer
+    in this when the network computes in float16 (bfloat16 has float32's range
+    and needs none).
+    """
+    import optax
+
+    if not (isinstance(initial, (int, float)) and MIN_SCALE <= initial <= MAX_SCALE):
+        raise ValueError(f"loss_scaling: initial must be a number in [2**-24, 2**24], got "
+                         f"{initial!r}")
+    if isinstance(growth_interval, bool) or not isinstance(growth_interval, int) \
+            or growth_interval < 1:
+        raise ValueError(f"loss_scaling: growth_interval must be a positive int, got "
+                         f"{growth_interval!r}")
+    if not (isinstance(factor, (int, float)) and factor > 1):
+        raise ValueError(f"loss_scaling: factor must be a number > 1, got {factor!r}")
+
+    def init(params):
+        return LossScaleState(jnp.asarray(initial, jnp.float32), jnp.zeros((), jnp.int32),
+                              optimizer.init(params))
+
+    def update(grads, state, params=None):
+        grads = jax.tree.map(lambda g: g / state.scale.astype(g.dtype), grads)
+        finite = jnp.all(jnp.stack([jnp.isfinite(jnp.sum(g)) for g in jax.tree.leaves(grads)]))
+        updates, inner = optimizer.update(grads, state.inner, params)
+        skip = ~finite & (state.scale > MIN_SCALE)
+        updates = jax.tree.map(lambda u: jnp.where(skip, jnp.zeros_like(u), u), updates)
+        inner = jax.tree.map(lambda new, old: jnp.where(skip, old, new), inner, state.inner)
+        grow = finite & (state.good_steps + 1 >= growth_interval)
+        scale = jnp.where(finite, jnp.where(grow, state.scale * factor, state.scale),
+                          state.scale / factor)
+        good = jnp.where(finite & ~grow, state.good_steps + 1, 0)
+        return updates, LossScaleState(jnp.clip(scale, MIN_SCALE, MAX_SCALE),
+                                       good.astype(jnp.int32), inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def loss_scale_of(opt_state: Any) -> jax.Array | None:
+    """The loss scale S of an optimizer state made by :func:`loss_scaling` (its top level),
+    else None (no scaling)."""
+    return opt_state.scale if isinstance(opt_state, LossScaleState) else None
+
+
+def is_loss_scaled(optimizer: optax.GradientTransformation, params: Any) -> bool:
+    """Whether ``optimizer``'s state is a :class:`LossScaleState` (shapes only, no compile)."""
+    return isinstance(jax.eval_shape(optimizer.init, params), LossScaleState)
