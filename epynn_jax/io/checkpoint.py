@@ -152,8 +152,10 @@ class Model(NamedTuple):
     optimizer state rebuilt for the ``optimizer`` given to
     :func:`load_checkpoint`, or the tuple of its leaves when none was given
     (see :func:`restore_opt_state`). ``key`` and ``epoch`` (epochs completed)
-    are ``None`` unless saved; ``extras`` is the file's validated extras
-    section (see :func:`check_extras`), ``None`` when it has none.
+    are ``None`` unless saved; ``batch`` is the batches done of epoch ``epoch``
+    (a streamed fit saved mid-epoch; 0 otherwise, and in files without it);
+    ``extras`` is the file's validated extras section (see :func:`check_extras`),
+    ``None`` when it has none.
     """
 
     net: Network
@@ -164,6 +166,7 @@ class Model(NamedTuple):
     key: jax.Array | None = None
     epoch: int | None = None
     extras: dict | None = None
+    batch: int = 0
 
 
 # -- encoding layers -------------------------------------------------------------------
@@ -712,14 +715,15 @@ def _extras_doc(extras: Mapping | None) -> dict | None:
 def save_model(path: str | os.PathLike, net: Network, params: Params, *,
                metadata: Mapping | None = None, opt_state: Any = None, key: Any = None,
                history: Mapping | None = None, epoch: int | None = None,
-               extras: Mapping | None = None) -> Path:
+               extras: Mapping | None = None, batch: int = 0) -> Path:
     """Save ``net`` and ``params`` (and optionally training state) to ``path``, atomically.
 
     ``metadata`` and ``history`` must be JSON-serializable; ``extras`` (a
     section another part of the library keeps next to the network, returned
     as ``Model.extras``) must pass :func:`check_extras`. With ``opt_state``
     (any optax state pytree; its leaves are stored), ``key`` (a ``jax.random``
-    key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`).
+    key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`;
+    ``batch``: batches done of epoch ``epoch``).
     Raises ``TypeError``/``ValueError`` for arguments that cannot be stored
     (non-finite parameters, shapes that do not match the layers) before
     anything is written. Every array's index entry holds the SHA-256 of its
@@ -736,6 +740,8 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     if opt_state is not None or key is not None or epoch is not None:
         if epoch is not None and (not _is_int(epoch) or epoch < 0):
             raise ValueError(f"save_model: epoch must be an int >= 0, got {epoch!r}")
+        if not _is_int(batch) or batch < 0:
+            raise ValueError(f"save_model: batch must be an int >= 0, got {batch!r}")
         leaves = jax.tree_util.tree_leaves(opt_state) if opt_state is not None else []
         for j, leaf in enumerate(leaves):
             arrays[f"opt_state/{j}"], index[f"opt_state/{j}"] = _host_array(
@@ -743,6 +749,8 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         if key is not None:
             arrays["key"], index["key"] = _key_entry(key)
         checkpoint = {"epoch": epoch, "opt_state": None if opt_state is None else len(leaves)}
+        if batch:
+            checkpoint["batch"] = int(batch)
     if len(index) > MAX_ARRAYS:
         raise ValueError(f"save_model: {len(index)} arrays to store; model files hold at most "
                          f"{MAX_ARRAYS}, so the file could not be loaded (raise "
@@ -777,13 +785,15 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
 
 def save_checkpoint(path: str | os.PathLike, net: Network, params: Params, *, opt_state: Any,
                     key: Any, epoch: int, history: Mapping | None = None,
-                    metadata: Mapping | None = None) -> Path:
+                    metadata: Mapping | None = None, batch: int = 0) -> Path:
     """Save a training checkpoint: model, optimizer state, PRNG key, epoch and history.
 
-    ``epoch`` is the number of completed epochs. Atomic like :func:`save_model`.
+    ``epoch`` is the number of completed epochs, ``batch`` the batches done of the
+    next one (a streamed fit saved mid-epoch; ``key`` is then that epoch's first).
+    Atomic like :func:`save_model`.
     """
     return save_model(path, net, params, metadata=metadata, opt_state=opt_state, key=key,
-                      history=history, epoch=epoch)
+                      history=history, epoch=epoch, batch=batch)
 
 
 # -- reading -------------------------------------------------------------------------------
@@ -875,6 +885,9 @@ def _check_counts(doc: dict) -> None:
         epoch = ck.get("epoch")
         if epoch is not None and not (_is_int(epoch) and epoch >= 0):
             raise ModelFileError(f"invalid checkpoint epoch {epoch!r}")
+        batch = ck.get("batch", 0)
+        if not (_is_int(batch) and 0 <= batch < _INT64):
+            raise ModelFileError(f"invalid checkpoint batch {batch!r}")
 
 
 class _Entry(NamedTuple):
@@ -1048,7 +1061,7 @@ def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
             _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
             for j in range(ck["opt_state"]))
     model = Model(net, params, doc["metadata"], history, opt_state, key, ck.get("epoch"),
-                  extras)
+                  extras, int(ck.get("batch", 0)))
     return model, verified or not entries
 
 

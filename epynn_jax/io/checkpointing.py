@@ -1,12 +1,15 @@
 """When ``fit`` saves: the checkpoint policy it is given.
 
 ``fit(..., checkpoints=Checkpoints("runs/a", every=5, best=("accuracy", "dval", "max")))``
-writes, in that directory, ``last.epynn`` every ``every`` epochs, at the end and on
+writes, in that directory, ``last.epynn`` every ``every`` epochs (and, with
+``every_batches=N``, every ``N`` batches within an epoch: ``fit`` then streams its
+epochs, see :mod:`~epynn_jax.network.streaming`), at the end and on
 Ctrl-C, and ``best.epynn`` whenever the ``best`` value improves (files written
 atomically by :func:`~epynn_jax.io.checkpoint.save_checkpoint`). Resume with
 ``fit(..., resume=load_checkpoint("runs/a"))``.
 
-``fit`` calls the four methods of :class:`~epynn_jax.network.fitting.Checkpointer`;
+``fit`` calls the four methods of :class:`~epynn_jax.network.fitting.Checkpointer`
+(and ``after_batches`` after each chunk of a streamed epoch);
 it never imports this module, so ``network`` stays below ``io``.
 """
 
@@ -38,18 +41,24 @@ class Checkpoints:
     """Save ``last`` every ``every`` epochs (and at the end, and on Ctrl-C) and ``best``
     when ``best = (metric, split, 'max' | 'min')`` improves, in ``directory``.
 
+    ``every_batches=N`` also saves ``last`` after every ``N`` batches of an epoch
+    (``fit`` then streams the epoch in chunks of ``N`` batches); a resume
+    continues at the batch it records.
+
     Arguments are checked here; ``fit`` checks ``best`` against its metrics and splits
     (:meth:`start`) before any tracing.
     """
 
     def __init__(self, directory: str | os.PathLike, every: int | None = None,
-                 best: tuple[str, str, str] | None = None) -> None:
+                 best: tuple[str, str, str] | None = None,
+                 every_batches: int | None = None) -> None:
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"Checkpoints: {str(self.directory)!r} is not a directory")
-        if every is not None and (not isinstance(every, int) or isinstance(every, bool)
-                                  or every < 1):
-            raise ValueError(f"Checkpoints: every must be a positive int, got {every!r}")
+        for name, value in (("every", every), ("every_batches", every_batches)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"Checkpoints: {name} must be a positive int, got {value!r}")
         if best is not None:
             if not (isinstance(best, (tuple, list)) and len(best) == 3):
                 raise ValueError("Checkpoints: best must be a (metric, split, mode) triple, e.g. "
@@ -60,11 +69,12 @@ class Checkpoints:
             best = (metrics_lib.check_metric(metric), split, mode)
         self.every = every
         self.best = best
-        self._last_epoch: int | None = None
+        self.every_batches = every_batches
+        self._last: tuple[int, int] | None = None  # (epoch, batch) of the last 'last' saved
 
     def __repr__(self) -> str:
         return (f"Checkpoints({str(self.directory)!r}, every={self.every!r}, "
-                f"best={self.best!r})")
+                f"best={self.best!r}, every_batches={self.every_batches!r})")
 
     def path(self, name: str) -> Path:
         """The file of checkpoint ``name`` (``'last'`` or ``'best'``)."""
@@ -83,7 +93,7 @@ class Checkpoints:
                 raise ValueError(f"fit: checkpoint best split {split!r} is not evaluated "
                                  f"(evaluated splits: {', '.join(splits)})")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._last_epoch = None
+        self._last = None
 
     def after_epoch(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
         saved = {}
@@ -93,13 +103,26 @@ class Checkpoints:
             saved["last"] = self._save("last", net, progress, metadata)
         return saved
 
+    def after_batches(self, net: Network, progress: Progress, metadata: dict
+                      ) -> dict[str, Path]:
+        """After a chunk of a streamed epoch: ``last`` when ``every_batches`` batches were
+        done since the last save of this epoch (or since it began)."""
+        if self.every_batches is None or progress.batch == 0:
+            return {}
+        since = progress.batch
+        if self._last is not None and self._last[0] == progress.epoch:
+            since -= self._last[1]
+        if since < self.every_batches:
+            return {}
+        return {"last": self._save("last", net, progress, metadata)}
+
     def finish(self, net: Network, progress: Progress, metadata: dict) -> dict[str, Path]:
-        if self._last_epoch == progress.epoch:
+        if self._last == (progress.epoch, progress.batch):
             return {}
         return {"last": self._save("last", net, progress, metadata)}
 
     def interrupted(self, net: Network, progress: Progress, metadata: dict) -> Path | None:
-        if self._last_epoch == progress.epoch:
+        if self._last == (progress.epoch, progress.batch):
             return self.path("last")
         return self._save("last", net, progress, metadata)
 
@@ -118,7 +141,7 @@ class Checkpoints:
         state = progress.state
         path = save_checkpoint(self.path(name), net, state.params, opt_state=state.opt_state,
                                key=state.key, epoch=progress.epoch, history=progress.history,
-                               metadata=metadata)
+                               metadata=metadata, batch=progress.batch)
         if name == "last":
-            self._last_epoch = progress.epoch
+            self._last = (progress.epoch, progress.batch)
         return path

@@ -18,10 +18,10 @@ import numpy as np
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
-from epynn_jax.network.model import Network, Params, check_X
+from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["host_float", "as_float", "positive_int", "check_params", "check_key", "check_options",
-           "check_opt_state", "restore_opt_state", "check_data", "check_eval_splits"]
+           "check_opt_state", "restore_opt_state", "check_split", "check_data", "check_eval_splits"]
 
 
 def host_float(a, where: str) -> np.ndarray:
@@ -141,31 +141,43 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
-    """Validate and convert every split ``{name: (X, Y)}`` before any tracing.
+def check_split(net: Network, name: str, X, Y, loss: str, values: bool = True
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validate one split (or one streamed batch) ``(X, Y)`` named ``name`` in errors.
 
-    Checks ranks and sizes against the network, finiteness, and that labels
-    fit the output (same shape per sample; within [0, 1] for BCE and CCE).
+    Checks ranks and sizes against the network and that labels fit the output
+    (same shape per sample); with ``values``, also finiteness and, for BCE and
+    CCE, labels within [0, 1], and returns both as host arrays of the working
+    float dtype. ``values=False`` reads no data (a memory-mapped set's values
+    are checked batch by batch as it streams).
     """
+    check_input_shape(net, tuple(np.shape(X)), f"{name} X")
+    Yshape = tuple(np.shape(Y))
+    if Yshape[:1] != tuple(np.shape(X))[:1]:
+        raise ValueError(f"{name}: X has {np.shape(X)[0]} samples but Y has "
+                         f"{Yshape[0] if Yshape else 0}")
+    if Yshape[1:] != net.output_shape:
+        raise ValueError(
+            f"{name} Y: labels of sample shape {Yshape[1:]} do not fit the output of "
+            f"{net.layers[-1].name} (sample shape {net.output_shape}); one-hot encode "
+            f"labels to {net.output_shape[-1]} columns or change the output units"
+        )
+    if not values:
+        return None
+    Xh, Yh = host_float(X, f"{name} X"), host_float(Y, f"{name} Y")
+    if loss in ("BCE", "CCE") and (Yh.min() < 0 or Yh.max() > 1):
+        raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
+    return Xh, Yh
+
+
+def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
+    """Validate and convert every split ``{name: (X, Y)}`` before any tracing
+    (:func:`check_split`); returns them as device arrays."""
     out = {}
     for name, xy in data.items():
         if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
             raise TypeError(f"data[{name!r}]: expected a pair (X, Y)")
-        X, Y = xy
-        check_X(net, X, f"{name} X")
-        Yshape = tuple(np.shape(Y))
-        if Yshape[:1] != tuple(np.shape(X))[:1]:
-            raise ValueError(f"{name}: X has {np.shape(X)[0]} samples but Y has "
-                             f"{Yshape[0] if Yshape else 0}")
-        if Yshape[1:] != net.output_shape:
-            raise ValueError(
-                f"{name} Y: labels of sample shape {Yshape[1:]} do not fit the output of "
-                f"{net.layers[-1].name} (sample shape {net.output_shape}); one-hot encode "
-                f"labels to {net.output_shape[-1]} columns or change the output units"
-            )
-        Xh, Yh = host_float(X, f"{name} X"), host_float(Y, f"{name} Y")
-        if loss in ("BCE", "CCE") and (Yh.min() < 0 or Yh.max() > 1):
-            raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
+        Xh, Yh = check_split(net, name, *xy, loss)
         out[name] = (jax.device_put(Xh), jax.device_put(Yh))
     return out
 

@@ -40,6 +40,8 @@ from epynn_jax.network.optim import loss_scale_of
 __all__ = [
     "TrainState",
     "train_step",
+    "step_keys",
+    "train_steps",
     "epoch_batches",
     "EVAL_CHUNK_BYTES",
     "eval_chunk",
@@ -374,6 +376,17 @@ def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: Train
 # -- the epoch ----------------------------------------------------------------------------
 
 
+def step_keys(step_key: jax.Array, start, k: int) -> jax.Array:
+    """The PRNG keys of steps ``start, ..., start + k - 1`` of an epoch: ``fold_in(step_key, i)``.
+
+    Under JAX's default (partitionable) threefry these are the rows of
+    ``jax.random.split(step_key, n)``; a step's key depends only on its index,
+    so an epoch run in chunks of batches (:mod:`~epynn_jax.network.streaming`)
+    draws exactly what one call over the epoch draws. ``start`` may be traced.
+    """
+    return jax.vmap(jax.random.fold_in, (None, 0))(step_key, start + jnp.arange(k))
+
+
 def _epoch_keys(key: jax.Array, n_batches: int):
     """``(next state key, shuffle key, one key per step)``: ONE vectorized split.
 
@@ -382,7 +395,28 @@ def _epoch_keys(key: jax.Array, n_batches: int):
     threefry split per step, about 20 % of a small Dense epoch's CPU time).
     """
     key, shuffle_key, step_key = jax.random.split(key, 3)
-    return key, shuffle_key, jax.random.split(step_key, n_batches)
+    return key, shuffle_key, step_keys(step_key, 0, n_batches)
+
+
+def train_steps(net: Network, update: Update, loss: str, guard: bool, params: Params,
+                opt_state, xs: tuple, batch: Callable):
+    """``lax.scan`` of :func:`train_step` over ``xs = (per-step inputs, step keys)``;
+    ``batch(input)`` gives the step's ``(X, Y)``.
+
+    Returns ``(params, opt_state, costs (n,), Guard or None)``. With ``guard``
+    each step also flags whether each layer's updated parameters are finite
+    (one flag per layer and step, reduced once after the scan, :func:`_guard_of`).
+    """
+    def step(carry, x):
+        st, cost = train_step(net, update, loss, TrainState(*carry, x[1]), *batch(x[0]))
+        if guard:
+            return (st.params, st.opt_state), (cost, _layers_finite(st.params))
+        return (st.params, st.opt_state), cost
+
+    (params, opt_state), out = jax.lax.scan(step, (params, opt_state), xs)
+    if guard:
+        return params, opt_state, out[0], _guard_of(out[1], out[0])
+    return params, opt_state, out, None
 
 
 @functools.partial(jax.jit, static_argnames=("net", "update", "loss", "metric_names",
@@ -414,7 +448,7 @@ def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, 
     X, Y = train
     n_batches = idx.shape[0] if idx is not None else max(X.shape[0] // min(batch_size,
                                                                             X.shape[0]), 1)
-    key, shuffle_key, step_keys = _epoch_keys(state.key, n_batches)
+    key, shuffle_key, keys = _epoch_keys(state.key, n_batches)
     if idx is None:
         idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
     if mesh is not None:
@@ -424,15 +458,8 @@ def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, 
         XY = (X[batch_idx], Y[batch_idx])
         return XY if mesh is None else parallel.constrain_batch(XY, mesh)
 
-    def step(carry, x):
-        st, cost = train_step(net, update, loss, TrainState(*carry, x[1]), *batch(x[0]))
-        if guard:  # one flag per layer and step, reduced once after the scan
-            return (st.params, st.opt_state), (cost, _layers_finite(st.params))
-        return (st.params, st.opt_state), cost
-
-    (params, opt_state), out = jax.lax.scan(step, (state.params, state.opt_state),
-                                            (idx, step_keys))
-    costs, watch = (out[0], _guard_of(out[1], out[0])) if guard else (out, None)
+    params, opt_state, costs, watch = train_steps(net, update, loss, guard, state.params,
+                                                  state.opt_state, (idx, keys), batch)
     state = TrainState(params, opt_state, key)
     if mesh is not None:
         splits = parallel.constrain_samples(splits, mesh)
@@ -484,13 +511,8 @@ def last_step_caches(net: Network, update: Update, loss: str, state: TrainState,
     epoch started from with the batches ``idx`` (as :func:`run_epoch` ran them: the same
     step keys, the same updates before it)."""
     X, Y = train
-    _, _, step_keys = _epoch_keys(state.key, idx.shape[0])
-
-    def step(carry, x):
-        st, _ = train_step(net, update, loss, TrainState(*carry, x[1]), X[x[0]], Y[x[0]])
-        return (st.params, st.opt_state), None
-
-    (params, _), _ = jax.lax.scan(step, (state.params, state.opt_state),
-                                  (idx[:-1], step_keys[:-1]))
-    _, sub = jax.random.split(step_keys[-1])  # the key the last train_step drew with
+    _, _, keys = _epoch_keys(state.key, idx.shape[0])
+    params, _, _, _ = train_steps(net, update, loss, False, state.params, state.opt_state,
+                                  (idx[:-1], keys[:-1]), lambda i: (X[i], Y[i]))
+    _, sub = jax.random.split(keys[-1])  # the key the last train_step drew with
     return step_caches(net, loss, params, X[idx[-1]], Y[idx[-1]], sub)

@@ -11,6 +11,7 @@ the history and calling the callbacks. Saving is not its job: it is given a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -28,8 +29,9 @@ from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
-from epynn_jax.network import checks, parallel
+from epynn_jax.network import checks, parallel, streaming
 from epynn_jax.network.epoch import (
+    Guard,
     TrainState,
     fetch,
     finite_scores,
@@ -58,14 +60,22 @@ class FitResult:
     history: dict[str, dict[str, list[float]]]
     epochs: int
     checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
+    #: batches done of epoch ``epochs`` (a streamed fit interrupted mid-epoch), else 0
+    batches: int = 0
 
 
 class Progress(NamedTuple):
-    """State, history and epochs done, replaced as ONE object so Ctrl-C never splits them."""
+    """State, history and epochs done, replaced as ONE object so Ctrl-C never splits them.
+
+    ``batch``: the batches done of epoch ``epoch`` (0 between epochs; a streamed
+    epoch reports its progress chunk by chunk); ``state.key`` is then still that
+    epoch's first key, so a checkpoint of it resumes at batch ``batch``.
+    """
 
     state: TrainState
     history: dict
     epoch: int
+    batch: int = 0
 
 
 class Checkpointer(Protocol):
@@ -87,10 +97,15 @@ class Checkpointer(Protocol):
         """After the last epoch (or a callback's stop)."""
 
     def interrupted(self, net: Network, progress: Progress, metadata: dict) -> Path | None:
-        """On Ctrl-C: the file that holds the last completed epoch, if any."""
+        """On Ctrl-C: the file that holds the last completed epoch (or, streaming, chunk),
+        if any."""
+
+    # Optional: ``after_batches(net, progress, metadata) -> dict[str, Path]``, called
+    # after every chunk of a streamed epoch, and an ``every_batches`` attribute (an int
+    # or None): when set, fit streams its epochs so that there are chunks to save after.
 
 
-def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
+def data_fingerprint(splits: Mapping[str, Any]) -> dict:
     """``{split: {'n', 'X', 'Y', 'sha256'}}``: sizes, sample shapes and a hash of up to 64
     evenly spaced samples (in the working float dtype), so a resume on other data is
     noticed at a small cost.
@@ -100,7 +115,12 @@ def data_fingerprint(splits: Mapping[str, tuple]) -> dict:
     """
     out = {}
     dtype = np.dtype(float_dtype())
-    for name, (X, Y) in splits.items():
+    for name, xy in splits.items():
+        if isinstance(xy, streaming.BatchSource):  # a loader's batches: their shapes only
+            out[name] = {"stream": True, "batch": xy.batch_size, "X": list(xy.sample_shapes[0]),
+                         "Y": list(xy.sample_shapes[1])}
+            continue
+        X, Y = (xy.X, xy.Y) if isinstance(xy, streaming.ArraySource) else xy
         n = int(np.shape(X)[0])
         rows = np.unique(np.linspace(0, n - 1, min(n, 64)).astype(np.int64))
         h = hashlib.sha256()
@@ -204,7 +224,11 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
         warnings.warn(f"fit: resuming a run planned for {saved.get('epochs')} epochs with "
                       f"epochs={epochs}: this schedule's rates depend on the total, so this "
                       "run will not match an uninterrupted one", stacklevel=3)
-    return Progress(TrainState(tuple(ck.params), opt_state, ck.key), history, ck.epoch)
+    batch = getattr(ck, "batch", 0) or 0
+    if ck.epoch == epochs and batch:
+        raise ValueError(f"{where} is {batch} batches into epoch {ck.epoch}, beyond "
+                         f"epochs={epochs}")
+    return Progress(TrainState(tuple(ck.params), opt_state, ck.key), history, ck.epoch, batch)
 
 
 def fit(
@@ -231,6 +255,7 @@ def fit(
     policy: Any = None,
     eval_chunk: int | None = None,
     eval_splits: Sequence[str] | None = None,
+    stream: streaming.Stream | bool | None = None,
 ) -> FitResult:
     """Train ``net`` until ``epochs`` epochs are done; evaluate every split after each one.
 
@@ -289,6 +314,18 @@ def fit(
     one forward over each set. ``None`` takes as many samples as 16 MiB of
     forward caches hold on a CPU, 256 MiB on an accelerator
     (:func:`~epynn_jax.network.epoch.eval_chunk`).
+
+    Streaming (:mod:`~epynn_jax.network.streaming`, ``docs/streaming.md``): a
+    split may also be an iterable of ``(X, Y)`` batches (a Grain or PyTorch
+    ``DataLoader``, a list, a generator) or memory-mapped arrays; such data, a
+    set larger than half the device's memory, or ``stream=True`` /
+    ``stream=Stream(...)`` trains from the host, several batches per compiled
+    call, the next chunk read and placed while the device trains. Arrays
+    stream in the in-memory epoch's batch order (bitwise the same
+    parameters); a loader's order is its own. Progress, Ctrl-C, checkpoints
+    (``Checkpoints(every_batches=N)``) and ``resume`` then work mid-epoch.
+    Streamed values are checked chunk by chunk as they are read (a NaN in batch
+    ``i`` raises a ``ValueError`` naming it when that chunk is read).
     """
     if policy is not None:
         if not isinstance(net, Network):
@@ -315,21 +352,25 @@ def fit(
     if train_split not in data:
         raise ValueError(f"fit: data has no training split {train_split!r} "
                          f"(splits: {', '.join(data)})")
-    splits = checks.check_data(net, data, loss)
+    plan = _plan_data(net, data, loss, train_split, batch_size, epochs, stream, checkpoints,
+                      optimizer, schedule, mesh)
+    splits, batch_size, steps = plan.splits, plan.batch_size, plan.steps
     evaluated = checks.check_eval_splits(eval_splits, splits)
-    n_train = splits[train_split][0].shape[0]
-    batch_size = min(n_train if batch_size is None else
-                     checks.positive_int(batch_size, "batch_size"), n_train)
+    for s in evaluated:
+        if isinstance(splits[s], streaming.BatchSource) and splits[s].one_shot:
+            raise ValueError(f"fit: data[{s!r}] is a one-shot iterator: it cannot be read "
+                             "again to evaluate it after every epoch; leave it out of "
+                             "eval_splits or pass an iterable that can be read again")
     if mesh is not None:
         mesh = parallel.as_mesh(mesh)
         parallel.check_batch_size(mesh, batch_size)
     if checkpoints is not None:
         checkpoints.start(metric_names, evaluated)
-    steps = max(n_train // batch_size, 1)
     metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                 "train_split": train_split, "epochs": epochs,
                 "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
-                "data": data_fingerprint({s: data[s] for s in splits})}
+                "data": data_fingerprint({s: data[s] if s not in plan.sources else
+                                          splits[s] for s in splits})}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
     if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if
@@ -349,23 +390,41 @@ def fit(
                             history, 0)
     progress = progress._replace(history=_truncated(progress.history, progress.epoch))  # own
     if mesh is not None:
-        state, splits = parallel.place(mesh, progress.state, splits, train_split)
+        in_memory = {s: xy for s, xy in splits.items() if s not in plan.sources}
+        state, placed = parallel.place(mesh, progress.state, in_memory, train_split)
+        splits = {**splits, **placed}
         progress = progress._replace(state=state)
     train, evaluate = splits[train_split], {s: splits[s] for s in evaluated}
     run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
 
     saved: dict[str, Path] = {}
+
+    def on_chunk(done: streaming.ChunkDone) -> None:
+        """A streamed epoch's progress after each chunk: Ctrl-C and checkpoints see it."""
+        nonlocal progress
+        progress = Progress(done.state, progress.history, progress.epoch, done.batches)
+        if checkpoints is not None and callable(getattr(checkpoints, "after_batches", None)):
+            saved.update(checkpoints.after_batches(net, progress, metadata))
+
     try:
         for epoch in range(progress.epoch, epochs):
             try:
-                state, scores, guard = run(net, optimizer.update, loss, metric_names, batch_size,
-                                           progress.state, train, evaluate, check_finite,
-                                           debug)
+                if plan.stream is not None or progress.batch:
+                    state, scores, guard = _streamed_epoch(
+                        net, optimizer.update, loss, metric_names, progress, train, evaluate,
+                        plan, data[train_split], batch_size, check_finite, debug, mesh,
+                        eval_chunk, on_chunk)
+                else:
+                    state, scores, guard = run(net, optimizer.update, loss, metric_names,
+                                               batch_size, progress.state, train, evaluate,
+                                               check_finite, debug)
             except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
                 raise _debug_error(epoch, err, progress) from err
             if guard is not None and not (bool(guard.ok) and finite_scores(scores)):
+                # progress.state: the epoch's first state, or, streaming, the last good chunk's
                 raise non_finite_error(net, epoch, guard, progress.state, progress.history,
-                                       scores=scores)
+                                       scores=scores, advice=_STREAM_ADVICE if
+                                       progress.batch else "")
             progress = Progress(state, _append(progress.history, scores), epoch + 1)
             if checkpoints is not None:
                 saved.update(checkpoints.after_epoch(net, progress, metadata))
@@ -380,16 +439,109 @@ def fit(
             last = checkpoints.interrupted(net, progress, metadata)
             if last is not None:
                 saved["last"] = last
+        within = f" and {progress.batch} batches of the next" if progress.batch else ""
         raise TrainingInterrupted(
-            f"fit interrupted after {progress.epoch} completed epochs"
+            f"fit interrupted after {progress.epoch} completed epochs{within}"
             + (f"; checkpoint saved to {last}" if last else ""),
             result=_result(progress, saved), checkpoint=last) from err
     return _result(progress, saved)
 
 
+_STREAM_ADVICE = ("err.params holds the parameters after the last good chunk of batches "
+                  "of that epoch. Try a lower learning rate, scaled inputs, or "
+                  "fit(debug=True) to find the operation.")
+
+
+class _DataPlan(NamedTuple):
+    """How ``fit`` holds its splits: device arrays, or host sources it streams."""
+
+    splits: dict[str, Any]      # split -> (X, Y) device arrays, or a streaming source
+    sources: frozenset[str]     # the streamed splits
+    stream: streaming.Stream | None  # None: the in-memory epoch
+    batch_size: int
+    steps: int
+
+
+def _plan_data(net: Network, data: Mapping[str, Any], loss: str, train_split: str,
+               batch_size: int | None, epochs: int, stream: Any, checkpoints: Any,
+               optimizer: Any, schedule: Schedule, mesh: Any) -> _DataPlan:
+    """Validate the splits and choose, per split, the device or a host stream.
+
+    Streamed: every split when ``stream`` is given, else each split that needs it
+    (:func:`~epynn_jax.network.streaming.needs_stream`: an iterable of batches, a
+    memory-mapped array, a set too large for the device) and then the training
+    split too, from the host. Checkpoints saved every few batches also stream the
+    training split (an in-memory epoch is one call, with no batch to save after).
+    """
+    stream = streaming.as_stream(stream)
+    every = getattr(checkpoints, "every_batches", None) if checkpoints is not None else None
+    streamed = {s for s, xy in data.items() if stream is not None or streaming.needs_stream(xy)}
+    if streamed or every:
+        stream = stream or streaming.Stream()
+        streamed.add(train_split)
+    if every and stream.chunk_batches is None:
+        stream = dataclasses.replace(stream, chunk_batches=every)
+    if batch_size is not None:
+        batch_size = checks.positive_int(batch_size, "batch_size")
+    in_memory = checks.check_data(net, {s: xy for s, xy in data.items() if s not in streamed},
+                                  loss)
+    sources = {s: streaming.source(net, s, data[s], loss, batch_size if s == train_split
+                                   else None, epochs, stream, mesh)
+               for s in data if s in streamed}
+    splits = {s: in_memory[s] if s in in_memory else sources[s] for s in data}
+    train = splits[train_split]
+    if isinstance(train, streaming.BatchSource):
+        batch_size, steps = train.batch_size, train.n_batches
+        if steps is None:
+            if optimizer is None and schedule.schedule != "steady":
+                raise ValueError(
+                    f"fit: data[{train_split!r}] does not say how many batches an epoch has "
+                    f"(no len()), and schedule {schedule.schedule!r} needs it: pass "
+                    "Stream(steps_per_epoch=N), or an iterable with a length")
+            steps = 1  # a steady rate does not depend on the step
+    else:
+        n_train = train.n if isinstance(train, streaming.ArraySource) else train[0].shape[0]
+        batch_size = min(n_train if batch_size is None else batch_size, n_train)
+        steps = max(n_train // batch_size, 1)
+        if isinstance(train, streaming.ArraySource):
+            train.batch_size = batch_size
+    return _DataPlan(splits, frozenset(sources), stream, batch_size, steps)
+
+
+def _streamed_epoch(net, update, loss, metric_names, progress: Progress, train, evaluate,
+                    plan: _DataPlan, given: Any, batch_size: int, check_finite: bool,
+                    debug: bool, mesh, eval_chunk, on_chunk):
+    """One epoch from a host stream (:func:`~epynn_jax.network.streaming.stream_epoch`),
+    then every evaluated split; returns ``(state, scores, guard)`` like the in-memory
+    epoch (a failed chunk: the last good state, no scores, its guard). An in-memory fit
+    resumed mid-epoch runs that epoch here, streaming its training arrays from the host."""
+    stream = plan.stream or streaming.Stream()
+    if not isinstance(train, (streaming.ArraySource, streaming.BatchSource)):
+        train = streaming.ArraySource(net, "train", *(np.asarray(a) for a in given), loss,
+                                      batch_size)
+    ctx = contextlib.ExitStack()
+    if debug:  # op by op, so the first bad operation raises
+        for cm in (jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True)):
+            ctx.enter_context(cm)
+    with ctx:
+        state, failed = streaming.stream_epoch(
+            net, update, loss, progress.state, train, stream=stream, start=progress.batch,
+            guard=check_finite, mesh=mesh, on_chunk=on_chunk)
+        if failed is not None:
+            return state, {}, failed
+        scores = {s: streaming.evaluate_split(net, state.params, xy, metric_names, eval_chunk,
+                                              mesh) for s, xy in evaluate.items()}
+    guard = None
+    if check_finite:  # every chunk's guard was read: the epoch is good (scores are checked next)
+        guard = Guard(np.bool_(True), np.zeros(len(net.layers), bool), np.asarray(-1),
+                      np.asarray(progress.batch))
+    return state, fetch(scores), guard
+
+
 def _result(progress: Progress, saved: dict) -> FitResult:
     s = progress.state
-    return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved))
+    return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved),
+                     progress.batch)
 
 
 def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:

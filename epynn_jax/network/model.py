@@ -329,7 +329,16 @@ def check_param_memory(net: Network, key: Any, max_bytes: float | None = None) -
 
 def check_X(net: Network, X, where: str = "X") -> None:
     """Raise before tracing if ``X`` does not fit the network (shape, finiteness)."""
-    shape = tuple(np.shape(X))
+    check_input_shape(net, tuple(np.shape(X)), where)
+    if not isinstance(X, jax.core.Tracer):
+        arr = np.asarray(X)
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise ValueError(f"{where}: contains NaN or inf values")
+
+
+def check_input_shape(net: Network, shape: tuple[int, ...], where: str = "X") -> None:
+    """Raise ``LayerError`` unless ``shape`` is ``(m >= 1, *net.input_shape)`` (no data read:
+    streamed sets are checked this way, their values batch by batch)."""
     if len(shape) != len(net.input_shape) + 1 or shape[1:] != net.input_shape:
         raise LayerError(
             f"{where}: expected shape (m, {', '.join(map(str, net.input_shape))}) for the input "
@@ -337,10 +346,6 @@ def check_X(net: Network, X, where: str = "X") -> None:
         )
     if shape[0] == 0:
         raise LayerError(f"{where}: no samples (shape {shape})")
-    if not isinstance(X, jax.core.Tracer):
-        arr = np.asarray(X)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"{where}: contains NaN or inf values")
 
 
 def forward(net: Network, params: Params, X: jax.Array, key: jax.Array | None = None,

@@ -1,0 +1,608 @@
+"""Training on data streamed from the host: several batches per compiled call.
+
+In-memory ``fit`` puts every split on the device and runs an epoch as one
+compiled call (:func:`~epynn_jax.network.epoch.run_epoch`). A set larger than
+the device (or than the host) is streamed instead: ``fit`` dispatches here when
+a split is an iterable of ``(X, Y)`` batches (a Grain ``DataLoader``, a PyTorch
+``DataLoader`` yielding NumPy arrays, a generator, a list), a memory-mapped
+``np.memmap``, larger than half the device's memory, or when ``fit(stream=...)``
+asks for it.
+
+An epoch then runs as chunks of ``k`` batches (:func:`train_chunk`: a
+``lax.scan`` over ``(k, batch, ...)`` arrays, the same step as the in-memory
+epoch, the step keys drawn by index with
+:func:`~epynn_jax.network.epoch.step_keys`). ``k`` comes from the device memory
+(:func:`chunk_batches`); at most two chunk sizes are compiled per epoch (``k``
+and the remainder). A background thread reads, checks and places the next
+chunks while the device trains on the current one (``Stream.prefetch`` chunks
+ahead). For arrays the batches are those of the in-memory epoch: the same
+permutation of the whole set, drawn from the same key, so a streamed ``fit``
+gives bitwise the parameters of an in-memory one. An iterable's order is its
+loader's (shuffle there, over the whole set).
+
+The host checks each chunk's guard flags one chunk behind the device (the next
+chunk is already queued), so ``fit`` knows the last good state after every
+chunk: Ctrl-C and ``Checkpoints(every_batches=N)`` save mid-epoch, with the
+number of batches done; ``resume`` continues at that batch.
+
+Under ``jax.distributed`` (several processes) each process reads only its
+rows of every batch (:func:`process_rows`) and the global batch is assembled
+with ``jax.make_array_from_process_local_data`` over the ``mesh``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import queue
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network import checks, parallel
+from epynn_jax.network.epoch import (
+    Guard,
+    TrainState,
+    _forward_facts,
+    epoch_batches,
+    evaluate,
+    fetch,
+    step_keys,
+    train_steps,
+)
+from epynn_jax.network.model import Network, Params, forward
+
+__all__ = ["Stream", "DEFAULT_BUDGET", "as_stream", "is_batch_iterable", "needs_stream",
+           "device_memory", "memory_budget", "chunk_batches", "process_rows", "train_chunk",
+           "ArraySource", "BatchSource", "source", "stream_epoch", "evaluate_source",
+           "evaluate_split"]
+
+#: Device bytes a chunk of batches may take where the device does not report its memory
+#: (a CPU): the chunks in flight (current, prefetched, being placed) share it.
+DEFAULT_BUDGET = 64 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """How ``fit`` streams data (``fit(..., stream=Stream(...))``; ``stream=True``: defaults).
+
+    - ``chunk_batches``: batches per compiled call (None: as many as
+      ``memory_budget`` holds, :func:`chunk_batches`);
+    - ``memory_budget``: device bytes for the chunks in flight (None: an eighth
+      of the device's memory where it reports it, else :data:`DEFAULT_BUDGET`);
+    - ``prefetch``: chunks read and placed ahead by a background thread (0: none,
+      read in the training loop);
+    - ``steps_per_epoch``: for a one-shot iterator (a generator), the batches
+      that make one epoch, read from one long-lived iterator; an iterable that
+      can be iterated again (a list, a ``DataLoader``) is read once per epoch.
+    """
+
+    chunk_batches: int | None = None
+    memory_budget: int | None = None
+    prefetch: int = 2
+    steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("chunk_batches", "memory_budget", "steps_per_epoch"):
+            value = getattr(self, name)
+            if value is not None:
+                checks.positive_int(value, name, "Stream")
+        if isinstance(self.prefetch, bool) or not isinstance(self.prefetch, int) \
+                or self.prefetch < 0:
+            raise ValueError(f"Stream: prefetch must be an int >= 0, got {self.prefetch!r}")
+
+
+def as_stream(stream: Any) -> Stream | None:
+    """``fit``'s ``stream`` argument as a :class:`Stream` (``True``: defaults) or None."""
+    if stream is None or stream is False:
+        return None
+    if stream is True:
+        return Stream()
+    if isinstance(stream, Stream):
+        return stream
+    raise TypeError(f"fit: stream must be a Stream, True or None, got {stream!r}")
+
+
+def _is_array(a: Any) -> bool:
+    return hasattr(a, "shape") and hasattr(a, "dtype")
+
+
+def is_batch_iterable(xy: Any) -> bool:
+    """Whether a split is an iterable of batches rather than one ``(X, Y)`` pair of arrays."""
+    if _is_array(xy) or _is_pair(xy):
+        return False
+    return isinstance(xy, Iterable) and not isinstance(xy, (str, bytes, Mapping))
+
+
+def _is_pair(xy: Any) -> bool:
+    """An ``(X, Y)`` pair of arrays (or nested lists), not a list of two ``(X, Y)`` batches."""
+    def is_batch(a: Any) -> bool:
+        return isinstance(a, (tuple, list)) and len(a) == 2 and all(_is_array(b) for b in a)
+
+    return isinstance(xy, (tuple, list)) and len(xy) == 2 and not any(is_batch(a) for a in xy)
+
+
+def device_memory(device: Any = None) -> int | None:
+    """Bytes of memory ``device`` (default: JAX's first) reports, or None (a CPU)."""
+    device = jax.devices()[0] if device is None else device
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - a backend without memory statistics
+        return None
+    limit = (stats or {}).get("bytes_limit")
+    return int(limit) if limit else None
+
+
+def needs_stream(xy: Any, device: Any = None) -> bool:
+    """Whether ``fit`` streams the split ``xy`` without being asked: an iterable of batches,
+    a memory-mapped array, or arrays larger than half the device's reported memory."""
+    if is_batch_iterable(xy):
+        return True
+    if not _is_pair(xy):
+        return False  # fit's checks say what is wrong with it
+    if any(isinstance(a, np.memmap) for a in xy):
+        return True
+    limit = device_memory(device)
+    nbytes = sum(int(getattr(a, "nbytes", 0)) for a in xy)
+    return limit is not None and nbytes > limit // 2
+
+
+def memory_budget(stream: Stream, device: Any = None) -> int:
+    """The device bytes the chunks in flight may take (see :class:`Stream`)."""
+    if stream.memory_budget is not None:
+        return stream.memory_budget
+    limit = device_memory(device)
+    return DEFAULT_BUDGET if limit is None else limit // 8
+
+
+def chunk_batches(stream: Stream, batch_bytes: int, n_batches: int | None,
+                  device: Any = None) -> int:
+    """Batches per compiled call: ``stream.chunk_batches``, else as many as fit the budget
+    with ``prefetch + 2`` chunks in flight (training, prefetched, being placed); at least 1,
+    at most the epoch's batches."""
+    if stream.chunk_batches is not None:
+        k = stream.chunk_batches
+    else:
+        k = memory_budget(stream, device) // max(batch_bytes * (stream.prefetch + 2), 1)
+    return max(1, min(k, n_batches or k or 1))
+
+
+def process_rows(batch_size: int, process_index: int, process_count: int) -> slice:
+    """The rows of every global batch that process ``process_index`` of ``process_count``
+    reads: a contiguous ``batch_size // process_count``, in process order."""
+    if batch_size % process_count:
+        raise ValueError(f"fit: batch_size {batch_size} does not split evenly over "
+                         f"{process_count} processes")
+    per = batch_size // process_count
+    return slice(process_index * per, (process_index + 1) * per)
+
+
+# -- the compiled pieces -----------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("net", "update", "loss", "guard", "mesh"))
+def train_chunk(net: Network, update, loss: str, params: Params, opt_state, step_key: jax.Array,
+                start: jax.Array, X: jax.Array, Y: jax.Array, guard: bool = False, *,
+                mesh=None):
+    """Steps ``start, ..., start + k - 1`` of an epoch on the batches ``X`` (k, batch, ...)
+    and ``Y`` (k, batch, ...): the in-memory epoch's scan, keys drawn by step index.
+
+    Returns ``(params, opt_state, costs (k,), Guard or None)``; the guard's
+    ``bad_step`` counts from the chunk's first step.
+    """
+    keys = step_keys(step_key, start, X.shape[0])
+    batch = (lambda xy: xy) if mesh is None else (lambda xy: parallel.constrain_batch(xy, mesh))
+    return train_steps(net, update, loss, guard, params, opt_state, ((X, Y), keys), batch)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "metric_names"))
+def _chunk_statistics(net: Network, metric_names: tuple[str, ...], params: Params, X, Y, mask):
+    """The metrics' sums (:func:`~epynn_jax.maths.metrics.statistics`) on one chunk."""
+    A, _ = forward(net, params, X, None, False)
+    return metrics_lib.statistics(metric_names, Y, A, mask)
+
+
+@functools.partial(jax.jit, static_argnames=("metric_names", "dtype"))
+def _from_statistics(metric_names: tuple[str, ...], stats: dict, dtype) -> dict:
+    return {name: metrics_lib.from_statistics(name, stats, dtype) for name in metric_names}
+
+
+_evaluate_jit = jax.jit(evaluate, static_argnames=("net", "metric_names", "chunk", "mesh"))
+
+
+# -- sources -----------------------------------------------------------------------------
+
+
+class Chunk(NamedTuple):
+    """``k`` batches read on the host: ``X`` (k, batch, ...), ``Y`` (k, batch, ...), and the
+    epoch index of the first."""
+
+    start: int
+    X: np.ndarray
+    Y: np.ndarray
+
+
+def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's values (finite, labels in range), as host arrays of the working dtype."""
+    Xh, Yh = checks.host_float(X, f"{where} X"), checks.host_float(Y, f"{where} Y")
+    if loss in ("BCE", "CCE") and Yh.size and (Yh.min() < 0 or Yh.max() > 1):
+        raise ValueError(f"{where} Y: loss {loss} needs labels in [0, 1]")
+    return Xh, Yh
+
+
+class ArraySource:
+    """A split held as host arrays (NumPy, ``np.memmap``): read one chunk of rows at a time.
+
+    The batches are those of the in-memory epoch: ``epoch_batches`` of the
+    epoch's shuffle key over the WHOLE set (the remainder dropped), gathered
+    chunk by chunk, so only a chunk is ever read.
+    """
+
+    def __init__(self, net: Network, name: str, X, Y, loss: str, batch_size: int,
+                 rows: slice = slice(None)) -> None:
+        checks.check_split(net, name, X, Y, loss, values=False)
+        self.net, self.name, self.X, self.Y, self.loss = net, name, X, Y, loss
+        self.n = int(np.shape(X)[0])
+        self.batch_size = min(batch_size, self.n)
+        self.n_batches = max(self.n // self.batch_size, 1)
+        self.rows = rows  # this process's rows of every batch
+
+    def batch_bytes(self) -> int:
+        per = math.prod(np.shape(self.X)[1:]) + math.prod(np.shape(self.Y)[1:])
+        return self.batch_size * per * np.dtype(float_dtype()).itemsize
+
+    def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
+        """Chunks of ``k`` batches from batch ``start`` to the end of the epoch."""
+        order = np.asarray(epoch_batches(shuffle_key, self.n, self.batch_size))[:, self.rows]
+        for i in range(start, self.n_batches, k):
+            idx = order[i:i + k]
+            where = f"{self.name} batches {i}-{i + len(idx) - 1}"
+            X, Y = _check_values(self.net, where, self.X[idx.ravel()], self.Y[idx.ravel()],
+                                 self.loss)
+            yield Chunk(i, X.reshape(*idx.shape, *X.shape[1:]), Y.reshape(*idx.shape,
+                                                                           *Y.shape[1:]))
+
+    def eval_chunks(self, c: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """``(X, Y, mask)`` of contiguous chunks of ``c`` rows, the last overlapping the one
+        before (one compiled size; ``mask``: the rows not counted yet)."""
+        c = min(c, self.n)
+        for i in range(0, self.n, c):
+            s = min(i, self.n - c)
+            X, Y = _check_values(self.net, f"{self.name} samples {s}-{s + c - 1}",
+                                 self.X[s:s + c], self.Y[s:s + c], self.loss)
+            yield X, Y, np.arange(s, s + c) >= i
+
+
+class BatchSource:
+    """A split given as an iterable of ``(X, Y)`` batches (a loader's order).
+
+    An iterable that can be iterated again is read once per epoch; a one-shot
+    iterator needs ``steps_per_epoch`` and is read on, epoch after epoch. The
+    first batch is read when the source is made (its shapes are checked
+    before anything is traced) and kept for the first epoch. Every batch must
+    have the first one's size; a smaller LAST batch of a pass is dropped with a
+    warning (as the in-memory epoch drops the remainder).
+    """
+
+    def __init__(self, net: Network, name: str, iterable: Iterable, loss: str,
+                 steps_per_epoch: int | None, epochs: int, batch_size: int | None = None
+                 ) -> None:
+        self.net, self.name, self.loss = net, name, loss
+        self.one_shot = isinstance(iterable, Iterator)
+        if self.one_shot and steps_per_epoch is None and epochs > 1:
+            raise ValueError(f"fit: data[{name!r}] is a one-shot iterator (a generator?) and "
+                             f"epochs={epochs}: pass an iterable that can be read once per "
+                             "epoch (a list, a DataLoader), or Stream(steps_per_epoch=N) to "
+                             "read N batches per epoch from this one")
+        self.iterable, self.steps = iterable, steps_per_epoch
+        self._it: Iterator | None = iter(iterable)
+        try:
+            first = next(self._it)
+        except StopIteration:
+            raise ValueError(f"fit: data[{name!r}] yields no batch") from None
+        X, Y = self._pair(first, 0)
+        checks.check_split(net, f"{name} batch 0", X, Y, loss, values=False)
+        self.batch_size = int(np.shape(X)[0])
+        if batch_size is not None and batch_size != self.batch_size:
+            raise ValueError(f"fit: batch_size={batch_size} but data[{name!r}] yields "
+                             f"batches of {self.batch_size}")
+        self._first: Any = first
+        self.sample_shapes = (tuple(np.shape(X)[1:]), tuple(np.shape(Y)[1:]))
+        self.n_batches = steps_per_epoch
+        if self.n_batches is None and not self.one_shot:
+            try:
+                self.n_batches = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                self.n_batches = None
+
+    def _pair(self, item: Any, i: int) -> tuple[Any, Any]:
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise TypeError(f"fit: data[{self.name!r}] batch {i} is not an (X, Y) pair, got "
+                            f"{type(item).__name__} (map the loader's records to (X, Y))")
+        return item[0], item[1]
+
+    def batch_bytes(self) -> int:
+        per = sum(math.prod(s) for s in self.sample_shapes)
+        return self.batch_size * per * np.dtype(float_dtype()).itemsize
+
+    def _items(self) -> Iterator[Any]:
+        """This epoch's raw items: the first epoch begins with the batch read when checking,
+        on the same iterator; a one-shot iterator is read on; else a new pass."""
+        if self._first is not None:
+            first, self._first = self._first, None
+            return _chain(first, self._it)
+        return self._it if self.one_shot else iter(self.iterable)
+
+    def _batches(self, start: int) -> Iterator[Any]:
+        """The raw items of this epoch from batch ``start`` on: a new pass skips the first
+        ``start``; a one-shot iterator is taken as positioned."""
+        items = self._items()
+        if not self.one_shot:
+            for _ in range(start):
+                if next(items, _END) is _END:
+                    return
+        if self.steps is None:
+            yield from items
+            return
+        for j in range(self.steps - start):
+            item = next(items, _END)
+            if item is _END:
+                raise ValueError(f"fit: data[{self.name!r}] ran out after {start + j} batches "
+                                 f"of an epoch of steps_per_epoch={self.steps}")
+            yield item
+
+    def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
+        """Chunks of ``k`` checked batches (fewer at the end of the pass)."""
+        del shuffle_key  # the loader's order
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        i = start
+        first_of_chunk = start
+        short: tuple[int, int] | None = None
+        for item in self._batches(start):
+            X, Y = self._pair(item, i)
+            if short is not None:
+                raise ValueError(f"fit: data[{self.name!r}] batch {short[0]} has "
+                                 f"{short[1]} samples, not {self.batch_size}; only the last "
+                                 "batch of a pass may be smaller (it is dropped)")
+            if np.shape(X)[0] != self.batch_size:
+                short = (i, int(np.shape(X)[0]))
+                continue
+            where = f"{self.name} batch {i}"
+            checks.check_split(self.net, where, X, Y, self.loss, values=False)
+            pending.append(_check_values(self.net, where, X, Y, self.loss))
+            i += 1
+            if len(pending) == k:
+                yield _stack(first_of_chunk, pending)
+                pending, first_of_chunk = [], i
+        if short is not None:
+            warnings.warn(f"fit: data[{self.name!r}]'s last batch ({short[1]} samples, not "
+                          f"{self.batch_size}) was dropped, as the in-memory epoch drops the "
+                          "remainder", stacklevel=2)
+        if pending:
+            yield _stack(first_of_chunk, pending)
+
+    def eval_chunks(self, c: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Every batch of one pass (the last one too, whatever its size), all rows counted."""
+        del c
+        for i, item in enumerate(self._items()):
+            X, Y = self._pair(item, i)
+            checks.check_split(self.net, f"{self.name} batch {i}", X, Y, self.loss,
+                               values=False)
+            X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss)
+            yield X, Y, np.ones(X.shape[0], bool)
+
+
+_END = object()
+
+
+def _chain(first: Any, rest: Iterator) -> Iterator:
+    yield first
+    yield from rest
+
+
+def _stack(start: int, batches: list) -> Chunk:
+    return Chunk(start, np.stack([b[0] for b in batches]), np.stack([b[1] for b in batches]))
+
+
+def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, epochs: int,
+           stream: Stream, mesh=None) -> ArraySource | BatchSource:
+    """The host-side source of one streamed split (arrays, or an iterable of batches)."""
+    if is_batch_iterable(xy):
+        if jax.process_count() > 1:
+            raise ValueError(f"fit: data[{name!r}] is an iterable of batches; under "
+                             "jax.distributed give each process its own loader's shard as "
+                             "arrays, or one iterable per process of its rows")
+        return BatchSource(net, name, xy, loss, stream.steps_per_epoch, epochs, batch_size)
+    if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
+        raise TypeError(f"data[{name!r}]: expected a pair (X, Y) or an iterable of batches")
+    n = int(np.shape(xy[0])[0]) if np.ndim(xy[0]) else 0
+    bs = n if batch_size is None else batch_size
+    rows = slice(None)
+    if jax.process_count() > 1:
+        if mesh is None:
+            raise ValueError("fit: streaming under jax.distributed needs mesh= (a mesh over "
+                             "every process's devices)")
+        rows = process_rows(min(bs, n), jax.process_index(), jax.process_count())
+    return ArraySource(net, name, xy[0], xy[1], loss, max(bs, 1), rows)
+
+
+# -- the host loop -----------------------------------------------------------------------
+
+
+def _place(mesh, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """A chunk on the device(s): split over the mesh's ``'data'`` axis along the batch axis.
+
+    Under ``jax.distributed`` each process holds only its rows of every batch
+    (:func:`process_rows`) and the global chunk is assembled from them.
+    """
+    if mesh is None:
+        return jax.device_put(X), jax.device_put(Y)
+    out = []
+    for a in (X, Y):
+        sharding = parallel.batch_sharded(mesh, a.ndim, axis=1)
+        if jax.process_count() > 1:
+            shape = (a.shape[0], a.shape[1] * jax.process_count(), *a.shape[2:])
+            out.append(jax.make_array_from_process_local_data(sharding, a, shape))
+        else:
+            out.append(parallel.to_global(a, sharding))
+    return out[0], out[1]
+
+
+class _Prefetch:
+    """Iterate ``place(chunk)`` for the chunks of ``chunks``, ``depth`` read and placed ahead
+    by a daemon thread (``depth=0``: in the caller's thread). An exception in the reader is
+    raised in the caller with its traceback; :meth:`close` stops the reader."""
+
+    def __init__(self, chunks: Iterator, place: Callable, depth: int) -> None:
+        self.chunks, self.place, self.depth = chunks, place, depth
+        self.stop = threading.Event()
+        if depth:
+            self.q: queue.Queue = queue.Queue(maxsize=depth)
+            self.thread = threading.Thread(target=self._read, daemon=True,
+                                           name="epynn_jax-stream")
+            self.thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        try:
+            for chunk in self.chunks:
+                if self.stop.is_set() or not self._put((chunk.start, *self.place(chunk))):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            self._put(err)
+            return
+        self._put(_END)
+
+    def __iter__(self) -> Iterator[tuple[int, jax.Array, jax.Array]]:
+        if not self.depth:
+            for chunk in self.chunks:
+                yield (chunk.start, *self.place(chunk))
+            return
+        while True:
+            try:
+                item = self.q.get(timeout=0.05)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.q.empty():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.depth:
+            while not self.q.empty():
+                try:
+                    self.q.get_nowait()
+                except queue.Empty:
+                    break
+            self.thread.join(timeout=5)
+
+
+class ChunkDone(NamedTuple):
+    """What the host knows after a chunk's guard was read: the state after ``batches`` steps
+    of the epoch (its key still the epoch's first)."""
+
+    batches: int
+    state: TrainState
+
+
+def stream_epoch(net: Network, update, loss: str, state: TrainState, src, *, stream: Stream,
+              start: int = 0, guard: bool = True, mesh=None,
+              on_chunk: Callable[[ChunkDone], None] | None = None
+              ) -> tuple[TrainState, Guard | None]:
+    """One epoch over a streamed source from batch ``start``; returns ``(state after it,
+    None)``, or ``(last good state, the failed Guard)`` when a chunk's guard fails.
+
+    ``state`` is the state at the START of the epoch, except its parameters and
+    optimizer state, which are those after ``start`` steps (a resumed epoch).
+    The epoch's keys are those of the in-memory epoch. After each chunk whose
+    guard was read, ``on_chunk(ChunkDone(batches done, state))`` is called (the
+    state's key is still the epoch's first: a checkpoint of it resumes this
+    epoch). The failed Guard's ``bad_step`` is the epoch's batch index, and the
+    epoch stops there (the caller raises).
+    """
+    key, shuffle_key, step_key = jax.random.split(state.key, 3)
+    k = chunk_batches(stream, src.batch_bytes(), src.n_batches)
+    chunks = _Prefetch(src.chunks(shuffle_key, start, k), lambda c: _place(mesh, c.X, c.Y),
+                       stream.prefetch)
+    good = state
+    pending: tuple | None = None
+    failed: Guard | None = None
+
+    def settle(item) -> bool:
+        nonlocal good, failed
+        first, n, params, opt_state, watch = item
+        if watch is not None:
+            watch = fetch(watch)
+            if not bool(watch.ok):
+                failed = watch._replace(bad_step=np.asarray(first + int(watch.bad_step)))
+                return False
+        good = TrainState(params, opt_state, state.key)
+        if on_chunk is not None:
+            on_chunk(ChunkDone(first + n, good))
+        return True
+
+    try:
+        params, opt_state = state.params, state.opt_state
+        for first, X, Y in chunks:
+            params, opt_state, _, watch = train_chunk(
+                net, update, loss, params, opt_state, step_key, jnp.asarray(first), X, Y,
+                guard, mesh=mesh)
+            if pending is not None and not settle(pending):  # one chunk behind the device
+                return good, failed
+            pending = (first, X.shape[0], params, opt_state, watch)
+        if pending is not None and not settle(pending):
+            return good, failed
+    finally:
+        chunks.close()
+    return TrainState(good.params, good.opt_state, key), None
+
+
+def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, ...],
+                    chunk: int | None = None, mesh=None) -> dict:
+    """Every metric on a streamed split, one chunk at a time: the summed statistics of the
+    chunks (:func:`~epynn_jax.maths.metrics.statistics`), equal to one forward's metrics."""
+    from epynn_jax.network.epoch import eval_chunk
+
+    c = eval_chunk(net) if chunk is None else chunk
+    total = None
+    for X, Y, mask in src.eval_chunks(c):
+        stats = _chunk_statistics(net, metric_names, params, *_place_flat(mesh, X, Y), mask)
+        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    dtype = _forward_facts(net, np.dtype(float_dtype()))[2]
+    return _from_statistics(metric_names, total, np.dtype(dtype))
+
+
+def _place_flat(mesh, X, Y):
+    if mesh is None:
+        return jax.device_put(X), jax.device_put(Y)
+    return parallel.shard_samples(X, mesh), parallel.shard_samples(Y, mesh)
+
+
+def evaluate_split(net: Network, params: Params, split, metric_names: tuple[str, ...],
+                   chunk: int | None = None, mesh=None) -> dict:
+    """:func:`evaluate_source` of a source, the compiled in-memory evaluation of device
+    arrays."""
+    if isinstance(split, (ArraySource, BatchSource)):
+        return evaluate_source(net, params, split, metric_names, chunk, mesh)
+    return _evaluate_jit(net, params, *split, metric_names, chunk, mesh=mesh)
