@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import queue
 import threading
@@ -338,7 +339,7 @@ class BatchSource:
         on the same iterator; a one-shot iterator is read on; else a new pass."""
         if self._first is not None:
             first, self._first = self._first, None
-            return _chain(first, self._it)
+            return itertools.chain((first,), self._it)  # never closes self._it
         return self._it if self.one_shot else iter(self.iterable)
 
     def _batches(self, start: int) -> Iterator[Any]:
@@ -350,7 +351,8 @@ class BatchSource:
                 if next(items, _END) is _END:
                     return
         if self.steps is None:
-            yield from items
+            for item in items:  # not `yield from`: closing this must not close theirs
+                yield item
             return
         for j in range(self.steps - start):
             item = next(items, _END)
@@ -401,11 +403,6 @@ class BatchSource:
 
 
 _END = object()
-
-
-def _chain(first: Any, rest: Iterator) -> Iterator:
-    yield first
-    yield from rest
 
 
 def _stack(start: int, batches: list) -> Chunk:
@@ -573,6 +570,10 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState, src, *, str
             pending = (first, X.shape[0], params, opt_state, watch)
         if pending is not None and not settle(pending):
             return good, failed
+    except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good
+        if pending is not None:
+            settle(pending)
+        raise
     finally:
         chunks.close()
     return TrainState(good.params, good.opt_state, key), None

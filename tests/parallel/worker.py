@@ -38,6 +38,22 @@ def data(np):
     return {"dtrain": (X, Y), "dval": (Xv, Yv)}
 
 
+class RowLog:
+    """An array-like that records the rows each read takes (what a process reads)."""
+
+    def __init__(self, a, np):
+        self.a, self.np, self.read = a, np, []
+        self.shape, self.dtype = a.shape, a.dtype
+
+    def __getitem__(self, idx):
+        if not isinstance(idx, slice):  # training batches (evaluation reads slices)
+            self.read.append(self.np.asarray(idx).ravel().tolist())
+        return self.a[idx]
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
 def main() -> int:
     args = parse()
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -74,6 +90,14 @@ def main() -> int:
     pred = network.predict(net, par.params, data(np)["dval"][0])  # replicated params
     out["predict_shape"] = list(np.shape(np.asarray(pred)))
     arrays.update({f"parallel_{i}": x for i, x in enumerate(leaves(par))})
+    # streamed from the host: each process reads only its rows of every batch
+    rows = RowLog(data(np)["dtrain"][0], np)
+    streamed = network.fit(net, params, {"dtrain": (rows, data(np)["dtrain"][1]),
+                                         "dval": data(np)["dval"]}, mesh=jax.devices(),
+                           stream=network.streaming.Stream(chunk_batches=2), **kw)
+    out["stream_rows"] = rows.read
+    out["history_stream"] = streamed.history
+    arrays.update({f"stream_{i}": x for i, x in enumerate(leaves(streamed))})
     if args.process is None:
         single = network.fit(net, params, data(np), **kw)
         out["history_single"] = single.history
