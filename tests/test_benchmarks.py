@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
 from benchmarks import suite
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _row(ms: float, **extra) -> dict:
@@ -96,3 +105,37 @@ def test_fit_is_a_column_and_a_first_call():
     row = next(x for x in lines[first:] if x.startswith("| Dense |"))
     heads = [c.strip() for c in header.strip("|").split("|")]
     assert dict(zip(heads, [c.strip() for c in row.strip("|").split("|")]))["fit"] == "2.75"
+
+
+# -- benchmarks/bench_stream.py: streamed vs in-memory -----------------------------------
+
+
+def test_stream_paired_ratio_is_the_median_of_round_ratios():
+    from benchmarks import bench_stream
+    # rounds: 2/4, 2/1, 3/3 -> 0.5, 2.0, 1.0: median 1.0 (best/best would say 2/1 = 2.0)
+    assert bench_stream.paired_ratio([2.0, 2.0, 3.0], [4.0, 1.0, 3.0]) == 1.0
+    with pytest.raises(ValueError, match="equally long"):
+        bench_stream.paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_stream_table():
+    from benchmarks import bench_stream
+    r = {"timings_s": {"in-memory": [0.002, 0.001], "streamed": [0.004, 0.0011],
+                       "memmap": [0.003, 0.002]},
+         "ratio": {"streamed": 0.7, "memmap": 0.6}}
+    lines = bench_stream.render({"Dense": r})
+    assert lines[2] == "| Dense | 1.00 | 1.10 | 2.00 | 0.70 | 0.60 |"
+
+
+def test_stream_benchmark_quick_run(tmp_path):
+    out = tmp_path / "stream.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_stream", "--quick",
+                           "--workloads", "Dense", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["Dense"]
+    for variant in ("in-memory", "streamed", "memmap"):
+        assert len(result["timings_s"][variant]) == 2
+        assert all(t > 0 for t in result["timings_s"][variant])
+    assert all(r > 0 for r in result["ratio"].values())
+    assert "| Dense |" in proc.stdout

@@ -398,6 +398,8 @@ def fit(
     run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
 
     saved: dict[str, Path] = {}
+    feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress, epochs,
+                     mesh)
 
     def on_chunk(done: streaming.ChunkDone) -> None:
         """A streamed epoch's progress after each chunk: Ctrl-C and checkpoints see it."""
@@ -409,11 +411,10 @@ def fit(
     try:
         for epoch in range(progress.epoch, epochs):
             try:
-                if plan.stream is not None or progress.batch:
+                if feeder is not None and (plan.stream is not None or epoch == feeder.first):
                     state, scores, guard = _streamed_epoch(
-                        net, optimizer.update, loss, metric_names, progress, train, evaluate,
-                        plan, data[train_split], batch_size, check_finite, debug, mesh,
-                        eval_chunk, on_chunk)
+                        net, optimizer.update, loss, metric_names, progress, feeder.epoch(epoch),
+                        evaluate, check_finite, debug, mesh, eval_chunk, on_chunk)
                 else:
                     state, scores, guard = run(net, optimizer.update, loss, metric_names,
                                                batch_size, progress.state, train, evaluate,
@@ -444,6 +445,9 @@ def fit(
             f"fit interrupted after {progress.epoch} completed epochs{within}"
             + (f"; checkpoint saved to {last}" if last else ""),
             result=_result(progress, saved), checkpoint=last) from err
+    finally:
+        if feeder is not None:
+            feeder.close()
     return _result(progress, saved)
 
 
@@ -508,25 +512,34 @@ def _plan_data(net: Network, data: Mapping[str, Any], loss: str, train_split: st
     return _DataPlan(splits, frozenset(sources), stream, batch_size, steps)
 
 
-def _streamed_epoch(net, update, loss, metric_names, progress: Progress, train, evaluate,
-                    plan: _DataPlan, given: Any, batch_size: int, check_finite: bool,
-                    debug: bool, mesh, eval_chunk, on_chunk):
-    """One epoch from a host stream (:func:`~epynn_jax.network.streaming.stream_epoch`),
-    then every evaluated split; returns ``(state, scores, guard)`` like the in-memory
-    epoch (a failed chunk: the last good state, no scores, its guard). An in-memory fit
-    resumed mid-epoch runs that epoch here, streaming its training arrays from the host."""
-    stream = plan.stream or streaming.Stream()
-    if not isinstance(train, (streaming.ArraySource, streaming.BatchSource)):
+def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
+            progress: Progress, epochs: int, mesh) -> streaming.Feeder | None:
+    """The reader of the streamed epochs (None: every epoch in memory). An in-memory fit
+    resumed mid-epoch streams that one epoch from its training arrays on the host."""
+    if plan.stream is None and not progress.batch:
+        return None
+    stream, last = plan.stream, epochs
+    if stream is None:
+        stream, last = streaming.Stream(), progress.epoch + 1
         train = streaming.ArraySource(net, "train", *(np.asarray(a) for a in given), loss,
                                       batch_size)
+    return streaming.Feeder(train, stream, progress.state.key, progress.epoch,
+                            progress.batch, last, mesh)
+
+
+def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks, evaluate,
+                    check_finite: bool, debug: bool, mesh, eval_chunk, on_chunk):
+    """One epoch from a host stream (:func:`~epynn_jax.network.streaming.stream_epoch`),
+    then every evaluated split; returns ``(state, scores, guard)`` like the in-memory
+    epoch (a failed chunk: the last good state, no scores, its guard)."""
     ctx = contextlib.ExitStack()
     if debug:  # op by op, so the first bad operation raises
         for cm in (jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True)):
             ctx.enter_context(cm)
     with ctx:
-        state, failed = streaming.stream_epoch(
-            net, update, loss, progress.state, train, stream=stream, start=progress.batch,
-            guard=check_finite, mesh=mesh, on_chunk=on_chunk)
+        state, failed = streaming.stream_epoch(net, update, loss, progress.state, chunks,
+                                               guard=check_finite, mesh=mesh,
+                                               on_chunk=on_chunk)
         if failed is not None:
             return state, {}, failed
         scores = {s: streaming.evaluate_split(net, state.params, xy, metric_names, eval_chunk,

@@ -63,7 +63,7 @@ from epynn_jax.network.model import Network, Params, forward
 
 __all__ = ["Stream", "DEFAULT_BUDGET", "as_stream", "is_batch_iterable", "needs_stream",
            "device_memory", "memory_budget", "chunk_batches", "process_rows", "train_chunk",
-           "ArraySource", "BatchSource", "source", "stream_epoch", "evaluate_source",
+           "ArraySource", "BatchSource", "source", "Feeder", "stream_epoch", "evaluate_source",
            "evaluate_split"]
 
 #: Device bytes a chunk of batches may take where the device does not report its memory
@@ -262,7 +262,7 @@ class ArraySource:
 
     def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
         """Chunks of ``k`` batches from batch ``start`` to the end of the epoch."""
-        order = np.asarray(epoch_batches(shuffle_key, self.n, self.batch_size))[:, self.rows]
+        order = np.asarray(_epoch_order(shuffle_key, self.n, self.batch_size))[:, self.rows]
         for i in range(start, self.n_batches, k):
             idx = order[i:i + k]
             where = f"{self.name} batches {i}-{i + len(idx) - 1}"
@@ -454,12 +454,12 @@ def _place(mesh, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
 
 
 class _Prefetch:
-    """Iterate ``place(chunk)`` for the chunks of ``chunks``, ``depth`` read and placed ahead
+    """Iterate ``place(item)`` for the items of ``items``, ``depth`` read and placed ahead
     by a daemon thread (``depth=0``: in the caller's thread). An exception in the reader is
     raised in the caller with its traceback; :meth:`close` stops the reader."""
 
-    def __init__(self, chunks: Iterator, place: Callable, depth: int) -> None:
-        self.chunks, self.place, self.depth = chunks, place, depth
+    def __init__(self, items: Iterator, place: Callable, depth: int) -> None:
+        self.items, self.place, self.depth = items, place, depth
         self.stop = threading.Event()
         if depth:
             self.q: queue.Queue = queue.Queue(maxsize=depth)
@@ -478,18 +478,18 @@ class _Prefetch:
 
     def _read(self) -> None:
         try:
-            for chunk in self.chunks:
-                if self.stop.is_set() or not self._put((chunk.start, *self.place(chunk))):
+            for item in self.items:
+                if self.stop.is_set() or not self._put(self.place(item)):
                     return
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._put(err)
             return
         self._put(_END)
 
-    def __iter__(self) -> Iterator[tuple[int, jax.Array, jax.Array]]:
+    def __iter__(self) -> Iterator[Any]:
         if not self.depth:
-            for chunk in self.chunks:
-                yield (chunk.start, *self.place(chunk))
+            for item in self.items:
+                yield self.place(item)
             return
         while True:
             try:
@@ -515,6 +515,58 @@ class _Prefetch:
             self.thread.join(timeout=5)
 
 
+class Feeder:
+    """The chunks of every epoch of one ``fit`` call, read ahead of the device.
+
+    One reader (a thread, unless ``stream.prefetch == 0``) walks the epochs
+    ``epoch, ..., epochs - 1`` (the first from batch ``start``): it derives each
+    epoch's shuffle key from the state key the way the epoch does (the key
+    after an epoch is ``split(key, 3)[0]``), reads and checks ``k`` batches at a
+    time (:func:`chunk_batches`) and places them on the device, so the next
+    epoch's first chunk is ready when this epoch ends. A loader is read ahead
+    the same way (its next pass starts while this one trains).
+    Use as a context manager (the reader stops on exit).
+    """
+
+    def __init__(self, src, stream: Stream, key: jax.Array, epoch: int, start: int,
+                 epochs: int, mesh=None) -> None:
+        self.k = chunk_batches(stream, src.batch_bytes(), src.n_batches)
+        self.src, self.first = src, epoch
+
+        def place(item):
+            e, chunk = item
+            return e, None if chunk is None else (chunk.start, *_place(mesh, chunk.X, chunk.Y))
+
+        self._reader = _Prefetch(self._read(key, epoch, start, epochs), place, stream.prefetch)
+        self._items = iter(self._reader)
+
+    def _read(self, key: jax.Array, epoch: int, start: int, epochs: int) -> Iterator:
+        for e in range(epoch, epochs):
+            next_key, shuffle_key, _ = _split3(key)
+            for chunk in self.src.chunks(shuffle_key, start if e == epoch else 0, self.k):
+                yield e, chunk
+            yield e, None  # the end of epoch e
+            key = next_key
+
+    def epoch(self, e: int) -> Iterator[tuple[int, jax.Array, jax.Array]]:
+        """``(first batch, X, Y)`` of each chunk of epoch ``e`` (the epochs in order)."""
+        for got, item in self._items:  # a for loop: leaving early keeps the reader open
+            if got != e:
+                raise RuntimeError(f"streaming: the reader is at epoch {got}, not {e}")
+            if item is None:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._reader.close()
+
+    def __enter__(self) -> Feeder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class ChunkDone(NamedTuple):
     """What the host knows after a chunk's guard was read: the state after ``batches`` steps
     of the epoch (its key still the epoch's first)."""
@@ -523,25 +575,23 @@ class ChunkDone(NamedTuple):
     state: TrainState
 
 
-def stream_epoch(net: Network, update, loss: str, state: TrainState, src, *, stream: Stream,
-              start: int = 0, guard: bool = True, mesh=None,
-              on_chunk: Callable[[ChunkDone], None] | None = None
-              ) -> tuple[TrainState, Guard | None]:
-    """One epoch over a streamed source from batch ``start``; returns ``(state after it,
-    None)``, or ``(last good state, the failed Guard)`` when a chunk's guard fails.
+def stream_epoch(net: Network, update, loss: str, state: TrainState,
+                 chunks: Iterable[tuple[int, jax.Array, jax.Array]], *, guard: bool = True,
+                 mesh=None, on_chunk: Callable[[ChunkDone], None] | None = None
+                 ) -> tuple[TrainState, Guard | None]:
+    """One epoch over the placed ``chunks`` of a :class:`Feeder`; returns ``(state after
+    it, None)``, or ``(last good state, the failed Guard)`` when a chunk's guard fails.
 
     ``state`` is the state at the START of the epoch, except its parameters and
-    optimizer state, which are those after ``start`` steps (a resumed epoch).
-    The epoch's keys are those of the in-memory epoch. After each chunk whose
-    guard was read, ``on_chunk(ChunkDone(batches done, state))`` is called (the
-    state's key is still the epoch's first: a checkpoint of it resumes this
-    epoch). The failed Guard's ``bad_step`` is the epoch's batch index, and the
-    epoch stops there (the caller raises).
+    optimizer state, which are those after the batches before the first chunk
+    (a resumed epoch). The epoch's keys are those of the in-memory epoch. The
+    guard of each chunk is read while the next one is queued on the device;
+    then ``on_chunk(ChunkDone(batches done, state))`` is called (the state's
+    key is still the epoch's first: a checkpoint of it resumes this epoch). The
+    failed Guard's ``bad_step`` is the epoch's batch index, and the epoch stops
+    there (the caller raises).
     """
-    key, shuffle_key, step_key = jax.random.split(state.key, 3)
-    k = chunk_batches(stream, src.batch_bytes(), src.n_batches)
-    chunks = _Prefetch(src.chunks(shuffle_key, start, k), lambda c: _place(mesh, c.X, c.Y),
-                       stream.prefetch)
+    key, _, step_key = _split3(state.key)
     good = state
     pending: tuple | None = None
     failed: Guard | None = None
@@ -563,7 +613,7 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState, src, *, str
         params, opt_state = state.params, state.opt_state
         for first, X, Y in chunks:
             params, opt_state, _, watch = train_chunk(
-                net, update, loss, params, opt_state, step_key, jnp.asarray(first), X, Y,
+                net, update, loss, params, opt_state, step_key, np.int32(first), X, Y,
                 guard, mesh=mesh)
             if pending is not None and not settle(pending):  # one chunk behind the device
                 return good, failed
@@ -574,9 +624,17 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState, src, *, str
         if pending is not None:
             settle(pending)
         raise
-    finally:
-        chunks.close()
     return TrainState(good.params, good.opt_state, key), None
+
+
+#: :func:`~epynn_jax.network.epoch.epoch_batches` as one compiled call per set size
+_epoch_order = jax.jit(epoch_batches, static_argnums=(1, 2))
+
+
+@jax.jit
+def _split3(key: jax.Array):
+    """``jax.random.split(key, 3)`` as one compiled call (eagerly it is several)."""
+    return tuple(jax.random.split(key, 3))
 
 
 def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, ...],
