@@ -231,12 +231,64 @@ class Chunk(NamedTuple):
     Y: np.ndarray
 
 
+#: Host buffers are aligned to this many bytes: a CPU device then takes them without a
+#: copy (``jax.device_put`` of a 16 MB chunk: 0.07 ms aligned, 50 ms not, on a 2-core VM).
+ALIGN = 64
+
+
+def _aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """An empty C-contiguous array whose data starts on an ``ALIGN``-byte boundary."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize
+    buf = np.empty(size + ALIGN, np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    return buf[start:start + size].view(dtype).reshape(shape)
+
+
+def _read(a, rows, where: str) -> np.ndarray:
+    """``a[rows]`` (an index array or a slice) in an aligned buffer of the working dtype:
+    one copy, the gather itself (``np.take`` into the buffer) when the dtypes agree."""
+    dtype = np.dtype(float_dtype())
+    if isinstance(rows, slice):
+        n = len(range(*rows.indices(int(np.shape(a)[0]))))
+    else:
+        n = len(rows)
+    out = _aligned((n, *np.shape(a)[1:]), dtype)
+    if isinstance(a, np.ndarray) and a.dtype == dtype and not isinstance(rows, slice):
+        np.take(a, rows, axis=0, out=out, mode="clip")  # "raise" buffers; rows are valid
+    else:  # an array-like is read through its own indexing (a memmap reads only the rows)
+        got = np.asarray(a[rows])
+        if got.dtype.kind not in "biuf":
+            raise TypeError(f"{where}: expected numeric data, got dtype {got.dtype}")
+        with np.errstate(over="ignore"):
+            out[...] = got
+    return out
+
+
+def _finite(a: np.ndarray) -> bool:
+    """Every element finite: one sum (finite sums are the rule), the exact test only when
+    the sum is not (it may overflow on finite values)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(a.sum()):
+            return True
+    return bool(np.isfinite(a).all())
+
+
 def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk's values (finite, labels in range), as host arrays of the working dtype."""
-    Xh, Yh = checks.host_float(X, f"{where} X"), checks.host_float(Y, f"{where} Y")
+    """A chunk's values (finite, labels in range), as host arrays of the working dtype
+    (aligned host buffers from :func:`_read` pass through without a copy)."""
+    out = []
+    for a, name in ((X, "X"), (Y, "Y")):
+        if not (isinstance(a, np.ndarray) and a.dtype == np.dtype(float_dtype())):
+            a = checks.host_float(a, f"{where} {name}")
+        elif not _finite(a):
+            raise ValueError(f"{where} {name}: contains NaN or inf values (after conversion "
+                             f"to {a.dtype})")
+        out.append(a)
+    Yh = out[1]
     if loss in ("BCE", "CCE") and Yh.size and (Yh.min() < 0 or Yh.max() > 1):
         raise ValueError(f"{where} Y: loss {loss} needs labels in [0, 1]")
-    return Xh, Yh
+    return out[0], Yh
 
 
 class ArraySource:
@@ -266,7 +318,9 @@ class ArraySource:
         for i in range(start, self.n_batches, k):
             idx = order[i:i + k]
             where = f"{self.name} batches {i}-{i + len(idx) - 1}"
-            X, Y = _check_values(self.net, where, self.X[idx.ravel()], self.Y[idx.ravel()],
+            rows = idx.ravel()
+            X, Y = _check_values(self.net, where, _read(self.X, rows, f"{where} X"),
+                                 _read(self.Y, rows, f"{where} Y"),
                                  self.loss)
             yield Chunk(i, X.reshape(*idx.shape, *X.shape[1:]), Y.reshape(*idx.shape,
                                                                            *Y.shape[1:]))
@@ -278,7 +332,8 @@ class ArraySource:
         for i in range(0, self.n, c):
             s = min(i, self.n - c)
             X, Y = _check_values(self.net, f"{self.name} samples {s}-{s + c - 1}",
-                                 self.X[s:s + c], self.Y[s:s + c], self.loss)
+                                 _read(self.X, slice(s, s + c), f"{self.name} X"),
+                                 _read(self.Y, slice(s, s + c), f"{self.name} Y"), self.loss)
             yield X, Y, np.arange(s, s + c) >= i
 
 
@@ -406,7 +461,13 @@ _END = object()
 
 
 def _stack(start: int, batches: list) -> Chunk:
-    return Chunk(start, np.stack([b[0] for b in batches]), np.stack([b[1] for b in batches]))
+    out = []
+    for j in range(2):
+        stacked = _aligned((len(batches), *batches[0][j].shape), batches[0][j].dtype)
+        for i, b in enumerate(batches):
+            stacked[i] = b[j]
+        out.append(stacked)
+    return Chunk(start, *out)
 
 
 def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, epochs: int,
