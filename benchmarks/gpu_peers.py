@@ -206,8 +206,13 @@ def run_cell(cell: dict, deadline: float) -> dict:
             and rounds < cell["max_rounds"])):
         for key in (order if rounds % 2 == 0 else order[::-1]):
             t0 = time.perf_counter()
-            ran = runners[key](rows[key]["chunk"])
+            try:
+                ran = runners[key](rows[key]["chunk"])
+            except Exception as err:  # noqa: BLE001 - e.g. non-finite scores: drop the row
+                rows[key] = {"error": f"round {rounds}: {type(err).__name__}: {str(err)[:300]}"}
+                continue
             rows[key]["timings_s"].append((time.perf_counter() - t0) / max(ran, 1))
+        order = [key for key in order if "error" not in rows[key]]
         rounds += 1
     for key in order:
         t = rows[key]["timings_s"]
@@ -259,10 +264,11 @@ def _reader(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
-def run_workers(task: dict, deadline: float) -> dict[str, dict]:
+def run_workers(task: dict, deadline: float, progress=None) -> dict[str, dict]:
     """Run ``task``'s cells in worker processes until all have a result or the
     deadline passes. A worker that dies or hangs costs the cell it was running
-    (reported with the reason); a new worker takes the cells after it."""
+    (reported with the reason); a new worker takes the cells after it.
+    ``progress(results)``, if given, is called after every result."""
     results: dict[str, dict] = {}
     pending = list(task["cells"])
     peak = task.get("peak")
@@ -302,6 +308,8 @@ def run_workers(task: dict, deadline: float) -> dict[str, dict]:
                 results[rid] = res
                 pending = [c for c in pending if c["id"] != rid]
                 _log_cell(rid, res)
+            if progress:
+                progress(results)
         proc.wait()
         err_reader.join(timeout=5)
         if peak:  # the worker died before the peaks
@@ -417,7 +425,8 @@ def _shape(cfg: dict) -> str:
 def _cell_rows(cell: dict, f32: dict, bf16: dict) -> list[str]:
     name, res = cell["workload"], cell.get("result", {})
     if "rows" not in res:
-        why = res.get("skipped") or res.get("error") or "not run"
+        why = (f"skipped: {res['skipped']}" if "skipped" in res else
+               f"error: {res['error'][:200]}" if "error" in res else "not run")
         return [f"| {name} | {why} | | | | | | | |"]
     out = []
     rows = res["rows"]
@@ -468,18 +477,23 @@ def main(argv: list[str] | None = None) -> int:
     peak = {"matmul_sizes": [4096, 8192] if gpu else ([256] if args.quick else [512, 1024]),
             "copy_n": 2**26 if gpu else 2**20, "repeat": 10 if gpu else 3}
     task = {"peak": peak, "cells": cells, "deadline": deadline}
-    results = run_workers(task, deadline)
-    for cell in cells:
-        cell["result"] = results.get(cell["id"], {"skipped": "not run"})
-        cell["epoch_flops"] = epoch_flops(cell["cfg"])
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "host": platform.node() or "?", "cpus": os.cpu_count(), "quick": args.quick,
-            "sizes": args.sizes, "time_budget_s": args.time_budget,
-            "wall_s": time.time() - t_start}
-    res = {"meta": meta, "peaks": results.get("peaks", {}), "notes": notes, "cells": cells}
+            "sizes": args.sizes, "time_budget_s": args.time_budget}
+
+    def report(results: dict) -> dict:
+        for cell in cells:
+            cell["result"] = results.get(cell["id"], {"skipped": "not run"})
+            cell["epoch_flops"] = epoch_flops(cell["cfg"])
+        meta["wall_s"] = time.time() - t_start
+        res = {"meta": meta, "peaks": results.get("peaks", {}), "notes": notes, "cells": cells}
+        if args.json:  # rewritten after every cell: a run killed from outside keeps its figures
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return res
+
+    res = report(run_workers(task, deadline, progress=report))
     print("\n".join(render(res)))
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
         log(f"wrote {args.json}")
     log(f"gpu_peers: {meta['wall_s']:.0f} s")
     return 0

@@ -328,6 +328,7 @@ def _torch_epoch(cfg: dict, policy: str, data: Data):
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     model = _torch_model(cfg).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     cnn = cfg["kind"] == "cnn"

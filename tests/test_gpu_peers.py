@@ -178,7 +178,7 @@ def test_report_of_a_cell_the_budget_left_out():
     res = {"cells": [{"size": "xlarge", "workload": "GRU", "epoch_flops": 1, "cfg": {},
                       "result": {"skipped": "time budget spent"}}]}
     row = _parse_table(gpu_peers.render(res))[0]
-    assert row["workload"] == "GRU" and row["implementation"] == "time budget spent"
+    assert row["workload"] == "GRU" and row["implementation"] == "skipped: time budget spent"
 
 
 # -- the peers themselves (where installed): the same models as epynn_jax ----------------
