@@ -21,7 +21,8 @@ Timing: all rows of one (size, workload) cell run in ONE process, round-robin (t
 order reversed every round), each timing a few consecutive epochs (enough for about
 50 ms on an accelerator), so that every ratio is paired: "vs best peer" is the
 median over rounds of (this row's time / the fastest peer's time, same policy,
-same round). Milliseconds per epoch: the best and the median timing.
+same round; the fastest peer: the lowest median). Milliseconds per epoch: the best
+and the median timing.
 
 FLOPs per epoch: ``suite.epoch_flops`` (see :func:`epoch_flops`); "% f32 peak" and
 "% bf16 peak" divide FLOPs / best epoch time by the float32 and the bfloat16
@@ -48,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -169,35 +171,77 @@ def make_runner(impl: str, cfg: dict, policy: str):
     return _peer_runner(impl, cfg, policy)
 
 
+def _start(impl: str, cfg: dict, policy: str):
+    """Build one row's runner and run its first epoch: ``(epochs, first_s)``."""
+    first, epochs = make_runner(impl, cfg, policy)
+    t0 = time.perf_counter()
+    first()
+    return epochs, time.perf_counter() - t0
+
+
+def _start_rows(cell: dict) -> dict[str, Any]:
+    """``{row key: (epochs, first_s) or the exception}``, in the cell's row order.
+
+    With ``compile_threads`` > 1 the JAX rows (everything but torch) build and run
+    their first epoch in that many threads at once (XLA compiles without holding
+    the GIL: on a many-core GPU host the cell's compilations overlap); the torch
+    rows follow one by one, so that cuDNN's autotuning has the device alone.
+    """
+    cfg, threads = cell["cfg"], cell.get("compile_threads", 1)
+    jobs = [(f"{impl}/{policy}", impl, policy) for impl, policy in cell["rows"]]
+    out: dict[str, Any] = {}
+    together = [j for j in jobs if j[1] != "torch"] if threads > 1 else []
+    if together:
+        with ThreadPoolExecutor(threads) as pool:
+            futures = {key: pool.submit(_start, impl, cfg, policy)
+                       for key, impl, policy in together}
+            for key, future in futures.items():
+                try:
+                    out[key] = future.result()
+                except Exception as err:  # noqa: BLE001 - reported with the row
+                    out[key] = err
+    for key, impl, policy in jobs:
+        if key not in out:
+            try:
+                out[key] = _start(impl, cfg, policy)
+            except Exception as err:  # noqa: BLE001 - reported with the row
+                out[key] = err
+    return {key: out[key] for key, _, _ in jobs}
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {str(err)[:300]}"
+
+
 def run_cell(cell: dict, deadline: float) -> dict:
     """Every row of one (size, workload) cell in this process, timed round-robin.
 
-    Each row: its first epoch (``first_call_s``), one more to pick its chunk (epochs
-    per timing: ``TIMING_TARGET_S`` worth, at most ``MAX_CHUNK``; 1 with ``quick``),
-    then rounds: every row runs one chunk, the order reversed every round. At least
+    Each row: its first epoch (``first_call_s``; see :func:`_start_rows` for
+    ``compile_threads``), one more to pick its chunk (epochs per timing:
+    ``TIMING_TARGET_S`` worth, at most ``MAX_CHUNK``; 1 with ``quick``), then
+    rounds: every row runs one chunk, the order reversed every round. At least
     ``min_rounds`` rounds, more until the cell's ``seconds`` or the ``deadline`` is
     reached (at most ``max_rounds``). A row that fails is reported with its error and
     left out of the rounds.
     """
-    cfg = cell["cfg"]
     start = time.perf_counter()
     rows: dict[str, dict] = {}
     runners = {}
-    for impl, policy in cell["rows"]:
-        key = f"{impl}/{policy}"
+    for key, started in _start_rows(cell).items():
+        if isinstance(started, BaseException):
+            rows[key] = {"error": _error(started)}
+            continue
+        epochs, first_s = started
         try:
-            first, epochs = make_runner(impl, cfg, policy)
-            t0 = time.perf_counter()
-            first()
-            first_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             ran = epochs(1)
             warm = (time.perf_counter() - t0) / max(ran, 1)
         except Exception as err:  # noqa: BLE001 - one row's failure is reported, not fatal
-            rows[key] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
+            rows[key] = {"error": _error(err)}
             continue
         chunk = 1 if cell["quick"] else max(1, min(MAX_CHUNK, math.ceil(TIMING_TARGET_S / warm)))
-        rows[key] = {"first_call_s": first_s, "chunk": chunk, "timings_s": []}
+        rows[key] = {"first_call_s": first_s, "chunk": chunk, "timings_s": [],
+                     "compile_threads": cell.get("compile_threads", 1)}
         runners[key] = epochs
     order = list(runners)
     rounds = 0
@@ -209,7 +253,7 @@ def run_cell(cell: dict, deadline: float) -> dict:
             try:
                 ran = runners[key](rows[key]["chunk"])
             except Exception as err:  # noqa: BLE001 - e.g. non-finite scores: drop the row
-                rows[key] = {"error": f"round {rounds}: {type(err).__name__}: {str(err)[:300]}"}
+                rows[key] = {"error": f"round {rounds}: {_error(err)}"}
                 continue
             rows[key]["timings_s"].append((time.perf_counter() - t0) / max(ran, 1))
         order = [key for key in order if "error" not in rows[key]]
@@ -355,7 +399,8 @@ def plan(args) -> tuple[list[dict], dict[str, str]]:
                           "rows": rows, "quick": args.quick,
                           "min_rounds": 2 if args.quick else 3,
                           "max_rounds": 2 if args.quick else 30,
-                          "seconds": 0.0 if args.quick else 60.0})
+                          "seconds": 0.0 if args.quick else 60.0,
+                          "compile_threads": args.compile_threads})
     return cells, notes
 
 
@@ -368,8 +413,9 @@ def _paired(a: list[float], b: list[float]) -> float:
 
 
 def best_peer(rows: dict[str, dict], policy: str) -> str | None:
-    """The key of the fastest peer row (best epoch) under ``policy``, if any ran."""
-    timed = [(r["epoch_s"], k) for k, r in rows.items()
+    """The key of the fastest peer row under ``policy`` (lowest median timing: on a noisy
+    machine a single lucky best timing should not pick it), if any ran."""
+    timed = [(r["epoch_median_s"], k) for k, r in rows.items()
              if k.split("/")[0] in peers.PEERS and k.endswith("/" + policy) and "epoch_s" in r]
     return min(timed)[1] if timed else None
 
@@ -412,6 +458,12 @@ def render(res: dict) -> list[str]:
         shapes = [f"{c['workload']} {_shape(c['cfg'])}, {c['epoch_flops'] / 1e6:,.1f} MFLOP"
                   for c in cells]
         lines += ["Per epoch: " + "; ".join(shapes) + ".", ""]
+        threads = max((r.get("compile_threads", 1) for c in cells
+                       for r in c.get("result", {}).get("rows", {}).values()), default=1)
+        if threads > 1:
+            lines += [f"First epochs: the JAX rows of a cell ran theirs {threads} at a time "
+                      "(threads; the compilations overlap), so each is its thread's wall "
+                      "time; PyTorch's ran alone after them.", ""]
     return lines
 
 
@@ -462,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-budget", type=float, default=TIME_BUDGET,
                     help="seconds for the whole run; cells left then are skipped (default "
                          f"{TIME_BUDGET:.0f})")
+    ap.add_argument("--compile-threads", type=int, default=None,
+                    help="run the JAX rows' first epochs (their compilation) this many at a "
+                         "time (default: 8 on a GPU host, 1 elsewhere)")
     ap.add_argument("--json", help="write every figure to this file")
     args = ap.parse_args(argv)
     if args.worker:
@@ -469,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.time()
     deadline = t_start + args.time_budget
     gpu = suite._looks_like_gpu()
+    if args.compile_threads is None:
+        args.compile_threads = min(8, max((os.cpu_count() or 1) // 2, 1)) if gpu else 1
     if not args.sizes:
         args.sizes = ["quick"] if args.quick else (["large", "xlarge"] if gpu else ["default"])
     cells, notes = plan(args)
