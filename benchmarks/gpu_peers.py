@@ -156,6 +156,7 @@ def _peer_runner(impl: str, cfg: dict, policy: str):
                 raise FloatingPointError(f"{impl} ({policy}): non-finite scores {scores}")
         return k
 
+    epochs.note = lambda: peers.describe(impl, box[0])  # read by run_cell after the rounds
     return (lambda: epochs(1)), epochs
 
 
@@ -261,6 +262,9 @@ def run_cell(cell: dict, deadline: float) -> dict:
     for key in order:
         t = rows[key]["timings_s"]
         rows[key].update(epoch_s=min(t), epoch_median_s=statistics.median(t), rounds=rounds)
+        note = getattr(runners[key], "note", None)
+        if note and note():
+            rows[key]["note"] = note()
     return {"rows": rows, "cell_s": time.perf_counter() - start}
 
 
@@ -458,6 +462,11 @@ def render(res: dict) -> list[str]:
         shapes = [f"{c['workload']} {_shape(c['cfg'])}, {c['epoch_flops'] / 1e6:,.1f} MFLOP"
                   for c in cells]
         lines += ["Per epoch: " + "; ".join(shapes) + ".", ""]
+        row_notes = [f"- {c['workload']}, {LABELS[k.split('/')[0]]} {k.split('/')[1]}: "
+                     f"{r['note']}" for c in cells
+                     for k, r in c.get("result", {}).get("rows", {}).items() if r.get("note")]
+        if row_notes:
+            lines += [*row_notes, ""]
         threads = max((r.get("compile_threads", 1) for c in cells
                        for r in c.get("result", {}).get("rows", {}).values()), default=1)
         if threads > 1:

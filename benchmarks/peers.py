@@ -316,6 +316,7 @@ def _torch_model(cfg: dict):
 
         def forward(self, x):
             y, _ = self.rnn(x)  # (batch, time, hidden)
+            self.computed_in = str(y.dtype).removeprefix("torch.")  # autocast's choice
             return self.out(y[:, -1])
 
     return Recurrent()
@@ -368,6 +369,15 @@ def _torch_epoch(cfg: dict, policy: str, data: Data):
         return state, {k: tuple(v.tolist()) for k, v in scores.items()}  # .tolist() syncs
 
     return model, run
+
+
+def describe(impl: str, state: Any) -> str | None:
+    """What a run of ``impl`` did that its name does not say, after one epoch: for a
+    PyTorch recurrent model, the dtype its ``nn.RNN``/``nn.LSTM``/``nn.GRU`` computed in
+    (autocast decides, and cuDNN has bfloat16 RNNs only from 9.13 on)."""
+    if impl == "torch" and hasattr(state, "computed_in"):
+        return f"{type(state.rnn).__name__} computed in {state.computed_in}"
+    return None
 
 
 def versions() -> dict[str, str]:

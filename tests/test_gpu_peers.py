@@ -150,7 +150,7 @@ def test_report_ratio_is_paired_against_the_best_peer_of_the_same_policy():
             "functional/bfloat16": _row([0.5, 0.5, 0.5]),
             "flax/float32": _row([1.5, 2.2, 2.2]),
             "torch/float32": _row([2.0, 2.0, 2.0]),
-            "torch/bfloat16": _row([1.0, 1.0, 1.0]),
+            "torch/bfloat16": {**_row([1.0, 1.0, 1.0]), "note": "LSTM computed in float32"},
             "equinox/bfloat16": {"error": "FloatingPointError: non-finite"}}
     res = {"peaks": {"float32": {"matmul_flops": 1e12, "matmul_n": 8, "matmul_precision": "x"},
                      "bfloat16": {"matmul_flops": 4e12, "matmul_n": 8,
@@ -175,6 +175,7 @@ def test_report_ratio_is_paired_against_the_best_peer_of_the_same_policy():
     assert got[("epynn_jax functional", "float32")]["ms/epoch (median)"] == "2.00"
     assert got[("Equinox", "bfloat16")]["ms/epoch (best)"].startswith("error")
     assert "- torch: skipped: torch not installed" in lines
+    assert "- RNN, PyTorch bfloat16: LSTM computed in float32" in lines
 
 
 def test_report_of_a_cell_the_budget_left_out():
