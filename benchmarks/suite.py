@@ -595,16 +595,20 @@ def breakdown(cfg: dict, epoch_s: float) -> dict:
 
 
 def task_peak(task: dict) -> dict:
-    """The device, its float32 matmul rate (large jitted matmul) and its copy bandwidth."""
+    """The device, its float32 matmul rate (large jitted matmul) and its copy bandwidth.
+
+    ``task['dtype']`` (optional, default float32) measures another dtype's matmul rate
+    (``benchmarks/gpu_peers.py`` also asks for bfloat16)."""
     import jax
     import jax.numpy as jnp
 
     dev = jax.devices()[0]
+    dtype = jnp.dtype(task.get("dtype", "float32"))
     mm = jax.jit(lambda a, b: a @ b)
     best = None
     for n in task["matmul_sizes"]:  # the best rate over a few sizes and repeats
-        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+        b = jax.random.normal(jax.random.key(1), (n, n), dtype)
         t = _time(lambda a=a, b=b: mm(a, b).block_until_ready(), task["repeat"])
         if best is None or 2 * n**3 / t > 2 * best[0] ** 3 / best[1]:
             best = (n, t)
@@ -616,6 +620,7 @@ def task_peak(task: dict) -> dict:
             "device_count": jax.device_count(), "jax": jax.__version__,
             "matmul_n": n, "matmul_s": t, "matmul_flops": 2 * n**3 / t,
             "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+            "matmul_dtype": dtype.name,
             "copy_gbps": 2 * 4 * task["copy_n"] / tc / 1e9}
 
 
