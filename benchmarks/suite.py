@@ -294,9 +294,11 @@ def jax_runner(cfg: dict, impl: str):
     evaluated = {} if impl == "bare" else splits
 
     def epoch():
-        box[0], _, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
-                               splits["dtrain"], evaluated)
-        network.epoch.fetch(scores)  # what fit does at each epoch boundary
+        box[0], costs, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
+                                   splits["dtrain"], evaluated)
+        # what fit does at each epoch boundary (with nothing evaluated, the costs: a fetch
+        # that waits for the epoch, as fit's fetch of its guard does)
+        network.epoch.fetch(scores if evaluated else costs)
 
     def epochs(e):
         for _ in range(e):
