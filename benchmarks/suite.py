@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-IMPLS = ("epynn", "functional", "bare", "fit", "fit_bare", "autodiff", "compat", "reference")
+IMPLS = ("epynn", "functional", "bare", "fit", "fit_train", "fit_bare", "autodiff", "compat",
+         "reference")
 LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
@@ -310,10 +311,10 @@ def jax_runner(cfg: dict, impl: str):
 
 def fit_runner(cfg: dict, eval_splits: tuple | None = None):
     """``(first, epochs)`` of ``network.fit`` as a user calls it: NumPy data, the non-finite
-    guard on, both splits evaluated every epoch (``eval_splits=None``; ``()`` for the
-    ``fit_bare`` column: no split evaluated). ``epochs(e)`` is one ``fit(epochs=e)``
-    call continuing from the last parameters and key (its per-call checks and data
-    placement are paid once per call, as in a script)."""
+    guard on, both splits evaluated every epoch (``eval_splits=None``; ``('dtrain',)`` for
+    the ``fit_train`` column, ``()`` for ``fit_bare``: no split evaluated). ``epochs(e)``
+    is one ``fit(epochs=e)`` call continuing from the last parameters and key (its
+    per-call checks and data placement are paid once per call, as in a script)."""
     import jax
 
     from epynn_jax import Schedule, network
@@ -489,7 +490,7 @@ def task_epoch(task: dict) -> dict:
     # the facade and fit are timed as a script trains, COMPAT_CHUNK epochs per train() or
     # fit() call (epoch throughput); a single train(1) call of the facade, with its
     # per-call host work, is reported apart as train1_s
-    chunk = COMPAT_CHUNK if impl in ("compat", "fit", "fit_bare") else 1
+    chunk = COMPAT_CHUNK if impl in ("compat", "fit", "fit_train", "fit_bare") else 1
     times: list[float] = []
     start = time.perf_counter()
     # at least n timings, more (up to MAX_EPOCHS epochs) until MIN_SECONDS have passed
@@ -657,6 +658,8 @@ def _runner(cfg: dict, impl: str):
         return ref_runner(cfg)
     if impl == "fit":
         return fit_runner(cfg)
+    if impl == "fit_train":
+        return fit_runner(cfg, eval_splits=("dtrain",))
     if impl == "fit_bare":
         return fit_runner(cfg, eval_splits=())
     return jax_runner(cfg, impl)
@@ -692,8 +695,20 @@ def task_interleaved(task: dict) -> dict:
                    "timings_s": t} for impl, t in times.items()}
 
 
+def task_first(task: dict) -> dict:
+    """Seconds of one implementation's first epoch call in this fresh process (trace +
+    compile + one epoch; its setup, data and parameters, made before)."""
+    first, _ = _runner(task["cfg"], task["impl"])
+    t0 = time.perf_counter()
+    first()
+    return {"first_call_s": time.perf_counter() - t0}
+
+
 TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling,
-         "interleaved": task_interleaved}
+         "interleaved": task_interleaved, "first": task_first}
+
+
+FIRST_PAIR = ("fit", "reference")  # the first epochs compared pair by pair
 
 
 def worker_main(task_json: str) -> int:
@@ -802,8 +817,29 @@ def measure_table(args, size: str) -> dict:
             if "error" not in r:
                 log(f"{name:5s} interleaved " + ", ".join(
                     f"{impl} {r[impl]['epoch_s'] * 1e3:.2f}" for impl in together) + " ms/epoch")
+        if all(impl in together for impl in FIRST_PAIR) and args.first_pairs:
+            row["first_pairs"] = measure_first_pairs(args, cfg, name)
         table[name] = row
     return table
+
+
+def measure_first_pairs(args, cfg: dict, name: str) -> dict:
+    """The first epoch of ``fit`` and of the pure-JAX program, each in a fresh process,
+    ``args.first_pairs`` times, the two one after the other (the order flipped every
+    pair): their ratio is taken pair by pair, as the machine's state moves between
+    minutes."""
+    out: dict[str, list[float]] = {impl: [] for impl in FIRST_PAIR}
+    for i in range(args.first_pairs):
+        for impl in (FIRST_PAIR if i % 2 == 0 else FIRST_PAIR[::-1]):
+            r = run_worker({"task": "first", "cfg": cfg, "impl": impl}, args.timeout)
+            if "error" in r:
+                log(f"{name:5s} first epoch {impl}: {r['error']}")
+                return {"error": r["error"]}
+            out[impl].append(r["first_call_s"])
+    ratios = [a / b for a, b in zip(*out.values())]
+    log(f"{name:5s} first epoch fit / pure JAX, {len(ratios)} pairs: "
+        + ", ".join(f"{x:.2f}" for x in ratios))
+    return {**{f"{impl}_s": v for impl, v in out.items()}, "ratio": statistics.median(ratios)}
 
 
 SCALING = {
@@ -1052,21 +1088,31 @@ def _render_fit_overheads(table: dict) -> list[str]:
     if not rows:
         return []
     lines = ["What `fit` costs over the bare epoch (`run_epoch`, guard off, no split "
-             "evaluated): `fit` (guard on, both splits evaluated), `fit_bare` "
+             "evaluated): `fit` (guard on, both splits evaluated), `fit_train` (the training "
+             "split only, `fit(eval_splits=('dtrain',))`), `fit_bare` "
              "(`fit(eval_splits=())`: guard on, nothing evaluated), functional (guard off, "
              "both splits evaluated); paired ratios of the interleaved run. First epoch: a "
              "fresh process's first `fit(epochs=1)` call against the pure-JAX program's "
-             "first epoch call, compilation included:", "",
-             "| workload | bare ms | fit / bare | fit_bare / bare | functional / bare | "
-             "first epoch s (fit) | first call s (pure JAX) | fit / pure JAX (first) |",
-             "|---|" + "---:|" * 7]
+             "first epoch call, compilation included (with `--first-pairs N`: medians of N "
+             "pairs of fresh processes, and the median of the pair-by-pair ratios):", "",
+             "| workload | bare ms | fit / bare | fit_train / bare | fit_bare / bare | "
+             "functional / bare | first epoch s (fit) | first call s (pure JAX) | "
+             "fit / pure JAX (first) |",
+             "|---|" + "---:|" * 8]
     for name, row in rows:
         b, fit, ref = row["bare"], row.get("fit") or {}, row.get("reference") or {}
-        first = (f"{fit['first_call_s'] / ref['first_call_s']:.2f}"
-                 if "first_call_s" in fit and "first_call_s" in ref else "–")
+        pairs = row.get("first_pairs") or {}
+        if "ratio" in pairs:  # the median over fresh-process pairs, and their medians
+            cells = [f"{statistics.median(pairs[f'{impl}_s']):.2f}" for impl in FIRST_PAIR]
+            cells.append(f"{pairs['ratio']:.2f} ({len(pairs['fit_s'])} pairs)")
+        else:
+            cells = [_seconds(fit), _seconds(ref),
+                     f"{fit['first_call_s'] / ref['first_call_s']:.2f}"
+                     if "first_call_s" in fit and "first_call_s" in ref else "–"]
         lines.append(f"| {name} | {_ms(b)} | {_ratio(fit, b)} | "
-                     f"{_ratio(row.get('fit_bare'), b)} | {_ratio(row.get('functional'), b)} | "
-                     f"{_seconds(fit)} | {_seconds(ref)} | {first} |")
+                     f"{_ratio(row.get('fit_train'), b)} | {_ratio(row.get('fit_bare'), b)} | "
+                     f"{_ratio(row.get('functional'), b)} | "
+                     + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
@@ -1169,6 +1215,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also first vs second run of a script with the persistent cache")
     ap.add_argument("--no-table", action="store_true", help="skip the main table")
     ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--first-pairs", type=int, default=3,
+                    help="pairs of fresh processes timing fit's and pure JAX's first epoch "
+                         "(0: none)")
     ap.add_argument("--profile", help="write a jax.profiler trace of one epoch per workload here")
     ap.add_argument("--tag", help="results file name (default: PLATFORM-SIZE[-quick])")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")
