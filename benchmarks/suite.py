@@ -54,7 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
-IMPLS = ("epynn", "functional", "fit", "autodiff", "compat", "reference")
+IMPLS = ("epynn", "functional", "bare", "fit", "fit_train", "fit_bare", "autodiff", "compat",
+         "reference")
 LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
@@ -70,6 +71,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     "RNN": dict(kind="rnn", n=1024, n_train=683, steps=128, features=1, hidden=10, batch=32),
     "LSTM": dict(kind="lstm", n=1024, n_train=683, steps=128, features=1, hidden=10, batch=32),
     "GRU": dict(kind="gru", n=1024, n_train=683, steps=128, features=1, hidden=10, batch=32),
+    # the classic MLP 784-128-10 on digits-sized random images (28 x 28, 10 classes)
+    "MLP": dict(kind="dense", n=1536, n_train=1024, steps=28, features=28, width=128,
+                classes=10, batch=32),
 }
 # the layer modules each workload needs (Convolution/Pooling and the recurrent
 # layers land on main from other branches: a workload whose layers are missing is skipped)
@@ -93,7 +97,8 @@ def forward_flops(cfg: dict) -> int:
     """Matmul/convolution FLOPs of one sample's forward pass (2*n*u per matmul)."""
     kind = cfg["kind"]
     if kind == "dense":
-        return 2 * (cfg["steps"] * cfg["features"] * cfg["width"] + cfg["width"] * 2)
+        return 2 * (cfg["steps"] * cfg["features"] * cfg["width"]
+                    + cfg["width"] * cfg.get("classes", 2))
     if kind == "cnn":
         o = (cfg["side"] - cfg["kernel"]) // cfg["kernel"] + 1
         pooled = o // cfg["pool"]
@@ -130,7 +135,8 @@ def impl_available(impl: str) -> str | None:
 
 
 def make_data(cfg: dict):
-    """Fixed random data: X (n, steps, features) or (n, side, side, 1); one-hot Y (n, 2)."""
+    """Fixed random data: X (n, steps, features) or (n, side, side, 1); one-hot Y (n, classes),
+    2 classes unless the workload says."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -138,7 +144,8 @@ def make_data(cfg: dict):
         X = rng.random((cfg["n"], cfg["side"], cfg["side"], 1))
     else:
         X = rng.standard_normal((cfg["n"], cfg["steps"], cfg["features"]))
-    Y = np.eye(2)[rng.integers(0, 2, cfg["n"])]
+    classes = cfg.get("classes", 2)
+    Y = np.eye(classes)[rng.integers(0, classes, cfg["n"])]
     return X, Y
 
 
@@ -153,7 +160,8 @@ def functional_net(cfg: dict):
 
     kind = cfg["kind"]
     if kind == "dense":
-        return ([L.Flatten(), L.Dense(cfg["width"], "relu"), L.Dense(2, "softmax")],
+        return ([L.Flatten(), L.Dense(cfg["width"], "relu"),
+                 L.Dense(cfg.get("classes", 2), "softmax")],
                 (cfg["steps"], cfg["features"]))
     if kind == "cnn":
         k, p = cfg["kernel"], cfg["pool"]
@@ -172,7 +180,7 @@ def epynn_model(cfg: dict, root: str, X, Y):
     kind = cfg["kind"]
     if kind == "dense":
         layers = [mod("flatten").Flatten(), mod("dense").Dense(cfg["width"], maths.relu),
-                  mod("dense").Dense(2, maths.softmax)]
+                  mod("dense").Dense(cfg.get("classes", 2), maths.softmax)]
     elif kind == "cnn":
         k, p = cfg["kernel"], cfg["pool"]
         layers = [mod("convolution").Convolution(cfg["filters"], (k, k)),
@@ -275,18 +283,23 @@ def functional_setup(cfg: dict):
 
 
 def jax_runner(cfg: dict, impl: str):
-    """``(first, epochs)`` for the functional and autodiff columns."""
+    """``(first, epochs)`` for the functional, bare and autodiff columns (``bare``:
+    ``run_epoch`` with no split evaluated, the epoch ``fit``'s overheads are measured
+    against)."""
 
     from epynn_jax import network
 
     net, opt, batch, state, splits = functional_setup(cfg)
-    fn = network.run_epoch if impl == "functional" else autodiff_epoch_fn()
+    fn = autodiff_epoch_fn() if impl == "autodiff" else network.run_epoch
     box = [state]
+    evaluated = {} if impl == "bare" else splits
 
     def epoch():
-        box[0], _, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
-                               splits["dtrain"], splits)
-        network.epoch.fetch(scores)  # what fit does at each epoch boundary
+        box[0], costs, scores = fn(net, opt.update, "MSE", ("accuracy", "MSE"), batch, box[0],
+                                   splits["dtrain"], evaluated)
+        # what fit does at each epoch boundary (with nothing evaluated, the costs: a fetch
+        # that waits for the epoch, as fit's fetch of its guard does)
+        network.epoch.fetch(scores if evaluated else costs)
 
     def epochs(e):
         for _ in range(e):
@@ -296,11 +309,12 @@ def jax_runner(cfg: dict, impl: str):
     return epoch, epochs
 
 
-def fit_runner(cfg: dict):
+def fit_runner(cfg: dict, eval_splits: tuple | None = None):
     """``(first, epochs)`` of ``network.fit`` as a user calls it: NumPy data, the non-finite
-    guard on, both splits evaluated every epoch. ``epochs(e)`` is one ``fit(epochs=e)``
-    call continuing from the last parameters and key (its per-call checks and data
-    placement are paid once per call, as in a script)."""
+    guard on, both splits evaluated every epoch (``eval_splits=None``; ``('dtrain',)`` for
+    the ``fit_train`` column, ``()`` for ``fit_bare``: no split evaluated). ``epochs(e)``
+    is one ``fit(epochs=e)`` call continuing from the last parameters and key (its
+    per-call checks and data placement are paid once per call, as in a script)."""
     import jax
 
     from epynn_jax import Schedule, network
@@ -312,6 +326,8 @@ def fit_runner(cfg: dict):
     box = {"params": _block(network.init(net, jax.random.key(0))), "key": jax.random.key(1)}
     kw = dict(loss="MSE", metrics=("accuracy",), batch_size=min(cfg["batch"], cfg["n_train"]),
               schedule=Schedule(learning_rate=LEARNING_RATE))
+    if eval_splits is not None:
+        kw["eval_splits"] = eval_splits
 
     def epochs(e):
         result = network.fit(net, box["params"], data, epochs=e, key=box["key"], **kw)
@@ -338,7 +354,8 @@ def ref_init(cfg: dict, key):
     if kind == "dense":
         n = cfg["steps"] * cfg["features"]
         return {"W1": w(n, cfg["width"]), "b1": jnp.zeros(cfg["width"]),
-                "W2": w(cfg["width"], 2), "b2": jnp.zeros(2)}
+                "W2": w(cfg["width"], cfg.get("classes", 2)),
+                "b2": jnp.zeros(cfg.get("classes", 2))}
     if kind == "cnn":
         k, o = cfg["kernel"], (cfg["side"] - cfg["kernel"]) // cfg["kernel"] + 1
         flat = (o // cfg["pool"]) ** 2 * cfg["filters"]
@@ -351,7 +368,7 @@ def ref_init(cfg: dict, key):
 
 
 def ref_forward(kind: str, p: dict, X):
-    """The reference model's output (m, 2): plain jax.numpy/lax, no library code."""
+    """The reference model's output (m, classes): plain jax.numpy/lax, no library code."""
     import jax
     import jax.numpy as jnp
 
@@ -473,7 +490,7 @@ def task_epoch(task: dict) -> dict:
     # the facade and fit are timed as a script trains, COMPAT_CHUNK epochs per train() or
     # fit() call (epoch throughput); a single train(1) call of the facade, with its
     # per-call host work, is reported apart as train1_s
-    chunk = COMPAT_CHUNK if impl in ("compat", "fit") else 1
+    chunk = COMPAT_CHUNK if impl in ("compat", "fit", "fit_train", "fit_bare") else 1
     times: list[float] = []
     start = time.perf_counter()
     # at least n timings, more (up to MAX_EPOCHS epochs) until MIN_SECONDS have passed
@@ -646,6 +663,10 @@ def _runner(cfg: dict, impl: str):
         return ref_runner(cfg)
     if impl == "fit":
         return fit_runner(cfg)
+    if impl == "fit_train":
+        return fit_runner(cfg, eval_splits=("dtrain",))
+    if impl == "fit_bare":
+        return fit_runner(cfg, eval_splits=())
     return jax_runner(cfg, impl)
 
 
@@ -679,8 +700,20 @@ def task_interleaved(task: dict) -> dict:
                    "timings_s": t} for impl, t in times.items()}
 
 
+def task_first(task: dict) -> dict:
+    """Seconds of one implementation's first epoch call in this fresh process (trace +
+    compile + one epoch; its setup, data and parameters, made before)."""
+    first, _ = _runner(task["cfg"], task["impl"])
+    t0 = time.perf_counter()
+    first()
+    return {"first_call_s": time.perf_counter() - t0}
+
+
 TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling,
-         "interleaved": task_interleaved}
+         "interleaved": task_interleaved, "first": task_first}
+
+
+FIRST_PAIR = ("fit", "reference")  # the first epochs compared pair by pair
 
 
 def worker_main(task_json: str) -> int:
@@ -789,8 +822,29 @@ def measure_table(args, size: str) -> dict:
             if "error" not in r:
                 log(f"{name:5s} interleaved " + ", ".join(
                     f"{impl} {r[impl]['epoch_s'] * 1e3:.2f}" for impl in together) + " ms/epoch")
+        if all(impl in together for impl in FIRST_PAIR) and args.first_pairs:
+            row["first_pairs"] = measure_first_pairs(args, cfg, name)
         table[name] = row
     return table
+
+
+def measure_first_pairs(args, cfg: dict, name: str) -> dict:
+    """The first epoch of ``fit`` and of the pure-JAX program, each in a fresh process,
+    ``args.first_pairs`` times, the two one after the other (the order flipped every
+    pair): their ratio is taken pair by pair, as the machine's state moves between
+    minutes."""
+    out: dict[str, list[float]] = {impl: [] for impl in FIRST_PAIR}
+    for i in range(args.first_pairs):
+        for impl in (FIRST_PAIR if i % 2 == 0 else FIRST_PAIR[::-1]):
+            r = run_worker({"task": "first", "cfg": cfg, "impl": impl}, args.timeout)
+            if "error" in r:
+                log(f"{name:5s} first epoch {impl}: {r['error']}")
+                return {"error": r["error"]}
+            out[impl].append(r["first_call_s"])
+    ratios = [a / b for a, b in zip(*out.values())]
+    log(f"{name:5s} first epoch fit / pure JAX, {len(ratios)} pairs: "
+        + ", ".join(f"{x:.2f}" for x in ratios))
+    return {**{f"{impl}_s": v for impl, v in out.items()}, "ratio": statistics.median(ratios)}
 
 
 SCALING = {
@@ -1009,6 +1063,7 @@ def render_result(res: dict) -> list[str]:
                 elif "error" in r:
                     notes.append(f"- {name} / {impl}: error ({r['error'][:200]})")
         lines += ["", *sorted(set(notes), key=notes.index), ""]
+        lines += _render_fit_overheads(table)
         lines += _render_compat_calls(table)
         lines += _render_first_calls(table)
         lines += _render_breakdown(table)
@@ -1028,6 +1083,42 @@ def render_result(res: dict) -> list[str]:
                              f"{r['fit_s']:.2f} |")
         lines += ["", f"Cache entries written: {cc['cache_files']}.", ""]
     return lines
+
+
+def _render_fit_overheads(table: dict) -> list[str]:
+    """What ``fit`` adds to the bare epoch (``run_epoch``, no guard, nothing evaluated),
+    paired ratios of the interleaved run, and its first epoch against the pure-JAX
+    program's first call (fresh processes, compilation included)."""
+    rows = [(name, row) for name, row in table.items() if "epoch_s" in (row.get("bare") or {})]
+    if not rows:
+        return []
+    lines = ["What `fit` costs over the bare epoch (`run_epoch`, guard off, no split "
+             "evaluated): `fit` (guard on, both splits evaluated), `fit_train` (the training "
+             "split only, `fit(eval_splits=('dtrain',))`), `fit_bare` "
+             "(`fit(eval_splits=())`: guard on, nothing evaluated), functional (guard off, "
+             "both splits evaluated); paired ratios of the interleaved run. First epoch: a "
+             "fresh process's first `fit(epochs=1)` call against the pure-JAX program's "
+             "first epoch call, compilation included (with `--first-pairs N`: medians of N "
+             "pairs of fresh processes, and the median of the pair-by-pair ratios):", "",
+             "| workload | bare ms | fit / bare | fit_train / bare | fit_bare / bare | "
+             "functional / bare | first epoch s (fit) | first call s (pure JAX) | "
+             "fit / pure JAX (first) |",
+             "|---|" + "---:|" * 8]
+    for name, row in rows:
+        b, fit, ref = row["bare"], row.get("fit") or {}, row.get("reference") or {}
+        pairs = row.get("first_pairs") or {}
+        if "ratio" in pairs:  # the median over fresh-process pairs, and their medians
+            cells = [f"{statistics.median(pairs[f'{impl}_s']):.2f}" for impl in FIRST_PAIR]
+            cells.append(f"{pairs['ratio']:.2f} ({len(pairs['fit_s'])} pairs)")
+        else:
+            cells = [_seconds(fit), _seconds(ref),
+                     f"{fit['first_call_s'] / ref['first_call_s']:.2f}"
+                     if "first_call_s" in fit and "first_call_s" in ref else "–"]
+        lines.append(f"| {name} | {_ms(b)} | {_ratio(fit, b)} | "
+                     f"{_ratio(row.get('fit_train'), b)} | {_ratio(row.get('fit_bare'), b)} | "
+                     f"{_ratio(row.get('functional'), b)} | "
+                     + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _render_compat_calls(table: dict) -> list[str]:
@@ -1129,6 +1220,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also first vs second run of a script with the persistent cache")
     ap.add_argument("--no-table", action="store_true", help="skip the main table")
     ap.add_argument("--no-breakdown", action="store_true")
+    ap.add_argument("--first-pairs", type=int, default=3,
+                    help="pairs of fresh processes timing fit's and pure JAX's first epoch "
+                         "(0: none)")
     ap.add_argument("--profile", help="write a jax.profiler trace of one epoch per workload here")
     ap.add_argument("--tag", help="results file name (default: PLATFORM-SIZE[-quick])")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds per worker")

@@ -49,6 +49,7 @@ __all__ = [
     "Guard",
     "guarded_train_step",
     "run_epoch",
+    "locate_non_finite",
     "finite_scores",
     "fetch",
     "non_finite_error",
@@ -263,12 +264,15 @@ def _finite_sum(tree) -> jax.Array:
 
 
 class Guard(NamedTuple):
-    """Non-finite watch of an epoch of ``run_epoch(..., guard=True)`` (or of the steps of
-    :func:`guarded_train_step`).
+    """Non-finite watch of an epoch (:func:`locate_non_finite`, the steps of
+    :func:`guarded_train_step`, or, cheaper, ``run_epoch(..., guard=True)``).
 
     ``ok``: no bad step; ``bad_layers`` (n_layers,) bool: the layers whose updated
     parameters were non-finite at the first bad step; ``bad_step``: its index in the
-    epoch (-1: none); ``step``: steps seen.
+    epoch (-1: none); ``step``: steps seen. (``run_epoch``'s guard watches the epoch as
+    a whole: its ``bad_layers`` are those non-finite at the END of the epoch and its
+    ``bad_step`` the first non-finite cost, else the last step; :func:`locate_non_finite`
+    replays a bad epoch to find the first bad step and its layers.)
     """
 
     ok: jax.Array
@@ -286,6 +290,22 @@ def _layers_finite(params: Params) -> jax.Array:
     epoch about 4 % more for no case found.
     """
     return jnp.stack([_finite_sum(p) for p in params])
+
+
+def _epoch_guard(params: Params, costs: jax.Array) -> Guard:
+    """The :class:`Guard` of a whole epoch from its end parameters and its step costs.
+
+    A non-finite parameter stays non-finite through every later update (``p + u`` is
+    NaN or inf when ``p`` is), so the end parameters are finite exactly when every
+    step's were: ``ok`` is that of the per-step flags, at one reduction per parameter
+    per epoch instead of per step (a tenth of a small Dense epoch on a CPU).
+    """
+    layer_ok = _layers_finite(params)
+    cost_ok = jnp.isfinite(costs)
+    ok = jnp.all(layer_ok) & jnp.all(cost_ok)
+    n = costs.shape[0]
+    step = jnp.where(jnp.all(cost_ok), n - 1, jnp.argmin(cost_ok))
+    return Guard(ok, ~layer_ok & ~ok, jnp.where(ok, -1, step), jnp.asarray(n))
 
 
 def _guard_of(layer_ok: jax.Array, costs: jax.Array) -> Guard:
@@ -419,6 +439,26 @@ def train_steps(net: Network, update: Update, loss: str, guard: bool, params: Pa
     return params, opt_state, out, None
 
 
+def _epoch_plan(state: TrainState, train: tuple, batch_size: int, idx, mesh):
+    """``(next key, (batch indices, step keys), batch)`` of the epoch from ``state``:
+    ``idx`` or a shuffle of ``train`` from the state's key; ``batch(indices)`` gathers one
+    batch (split over the mesh's ``'data'`` axis when there is one). Inside jit."""
+    X, Y = train
+    n_batches = idx.shape[0] if idx is not None else max(X.shape[0] // min(batch_size,
+                                                                            X.shape[0]), 1)
+    key, shuffle_key, keys = _epoch_keys(state.key, n_batches)
+    if idx is None:
+        idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
+    if mesh is not None:
+        idx = parallel.constrain_indices(idx, mesh)
+
+    def batch(batch_idx):
+        XY = (X[batch_idx], Y[batch_idx])
+        return XY if mesh is None else parallel.constrain_batch(XY, mesh)
+
+    return key, (idx, keys), batch
+
+
 @functools.partial(jax.jit, static_argnames=("net", "update", "loss", "metric_names",
                                               "batch_size", "guard", "mesh", "eval_chunk"))
 def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, ...],
@@ -433,39 +473,46 @@ def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, 
     ``train`` from the state's key (:func:`epoch_batches`).
 
     Returns ``(state, batch_costs, {split: {metric: value}})``. With
-    ``guard=True`` (what :func:`~epynn_jax.network.fitting.fit` uses) each step
-    also flags whether each layer's updated parameters are finite, and a fourth
-    value, the :class:`Guard` of the epoch (the first step whose cost or
-    parameters are not), is returned; the host checks ``guard.ok`` once per
-    epoch. With a ``mesh`` (see :mod:`~epynn_jax.network.parallel`) every batch
-    is split over the mesh axis ``'data'``.
+    ``guard=True`` (what :func:`~epynn_jax.network.fitting.fit` uses) a fourth
+    value, the :class:`Guard` of the epoch, says whether every step's cost and
+    the parameters after the epoch are finite (then every step's parameters
+    were); the host checks ``guard.ok`` once per epoch and, when it is False,
+    :func:`locate_non_finite` finds the first bad step and its layers. With a
+    ``mesh`` (see :mod:`~epynn_jax.network.parallel`) every batch is split over
+    the mesh axis ``'data'``.
 
     Every split is evaluated ``eval_chunk`` samples at a time (None: the
     default of :func:`eval_chunk`), inside this call (:func:`evaluate`): memory
     grows with the chunk, not with the sets, and the metrics are those of one
     forward over each set.
     """
-    X, Y = train
-    n_batches = idx.shape[0] if idx is not None else max(X.shape[0] // min(batch_size,
-                                                                            X.shape[0]), 1)
-    key, shuffle_key, keys = _epoch_keys(state.key, n_batches)
-    if idx is None:
-        idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
-    if mesh is not None:
-        idx = parallel.constrain_indices(idx, mesh)
+    key, xs, batch = _epoch_plan(state, train, batch_size, idx, mesh)
 
-    def batch(batch_idx):
-        XY = (X[batch_idx], Y[batch_idx])
-        return XY if mesh is None else parallel.constrain_batch(XY, mesh)
-
-    params, opt_state, costs, watch = train_steps(net, update, loss, guard, state.params,
-                                                  state.opt_state, (idx, keys), batch)
+    params, opt_state, costs, _ = train_steps(net, update, loss, False, state.params,
+                                              state.opt_state, xs, batch)
+    watch = _epoch_guard(params, costs) if guard else None
     state = TrainState(params, opt_state, key)
     if mesh is not None:
         splits = parallel.constrain_samples(splits, mesh)
     scores = {name: evaluate(net, params, *xy, metric_names, eval_chunk, mesh=mesh)
               for name, xy in splits.items()}
     return (state, costs, scores, watch) if guard else (state, costs, scores)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "update", "loss", "batch_size", "mesh"))
+def locate_non_finite(net: Network, update: Update, loss: str, batch_size: int,
+                      state: TrainState, train: tuple, *, idx: jax.Array | None = None,
+                      mesh=None) -> Guard:
+    """The :class:`Guard` of the epoch :func:`run_epoch` runs from ``state`` (the same
+    batches, keys and updates), with a flag per layer and step: the first step whose cost
+    or updated parameters are not finite, and those layers.
+
+    ``fit`` calls it only after an epoch whose guard failed (it compiles then, once):
+    the epoch itself watches its end parameters and costs only.
+    """
+    _, xs, batch = _epoch_plan(state, train, batch_size, idx, mesh)
+
+    return train_steps(net, update, loss, True, state.params, state.opt_state, xs, batch)[3]
 
 
 # -- a network in parts -----------------------------------------------------------------

@@ -35,6 +35,7 @@ from epynn_jax.network.epoch import (
     TrainState,
     fetch,
     finite_scores,
+    locate_non_finite,
     non_finite_error,
     predict_jit,
     run_epoch,
@@ -164,10 +165,15 @@ def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
             return _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
                           check_finite, False, mesh, eval_chunk)
     if check_finite:
-        state, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
-                                            state, train, splits, guard=True, mesh=mesh,
-                                            eval_chunk=eval_chunk)
-        return state, *fetch((scores, guard))
+        new, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
+                                          state, train, splits, guard=True, mesh=mesh,
+                                          eval_chunk=eval_chunk)
+        scores, guard = fetch((scores, guard))
+        if not guard.ok:  # a bad epoch: replay it with a flag per step to find where
+            located = fetch(locate_non_finite(net, update, loss, batch_size, state, train,
+                                              mesh=mesh))
+            guard = guard if located.ok else located
+        return new, scores, guard
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
                                  train, splits, mesh=mesh, eval_chunk=eval_chunk)
     return state, fetch(scores), None

@@ -52,6 +52,7 @@ from epynn_jax.network import checks, parallel
 from epynn_jax.network.epoch import (
     Guard,
     TrainState,
+    _epoch_guard,
     _forward_facts,
     epoch_batches,
     evaluate,
@@ -191,19 +192,26 @@ def process_rows(batch_size: int, process_index: int, process_count: int) -> sli
 # -- the compiled pieces -----------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("net", "update", "loss", "guard", "mesh"))
+@functools.partial(jax.jit, static_argnames=("net", "update", "loss", "guard", "mesh",
+                                              "locate"))
 def train_chunk(net: Network, update, loss: str, params: Params, opt_state, step_key: jax.Array,
                 start: jax.Array, X: jax.Array, Y: jax.Array, guard: bool = False, *,
-                mesh=None):
+                mesh=None, locate: bool = False):
     """Steps ``start, ..., start + k - 1`` of an epoch on the batches ``X`` (k, batch, ...)
     and ``Y`` (k, batch, ...): the in-memory epoch's scan, keys drawn by step index.
 
     Returns ``(params, opt_state, costs (k,), Guard or None)``; the guard's
-    ``bad_step`` counts from the chunk's first step.
+    ``bad_step`` counts from the chunk's first step. The guard watches the chunk
+    as the in-memory epoch does (its costs and end parameters); ``locate=True``
+    (a replay of a failed chunk) flags every step and layer.
     """
     keys = step_keys(step_key, start, X.shape[0])
     batch = (lambda xy: xy) if mesh is None else (lambda xy: parallel.constrain_batch(xy, mesh))
-    return train_steps(net, update, loss, guard, params, opt_state, ((X, Y), keys), batch)
+    params, opt_state, costs, watch = train_steps(net, update, loss, guard and locate, params,
+                                                  opt_state, ((X, Y), keys), batch)
+    if guard and not locate:
+        watch = _epoch_guard(params, costs)
+    return params, opt_state, costs, watch
 
 
 @functools.partial(jax.jit, static_argnames=("net", "metric_names"))
@@ -661,12 +669,17 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
 
     def settle(item) -> bool:
         nonlocal good, failed
-        first, n, params, opt_state, watch = item
+        first, X, Y, params, opt_state, watch = item
         if watch is not None:
             watch = fetch(watch)
-            if not bool(watch.ok):
+            if not bool(watch.ok):  # replay the chunk, a flag per step: where it failed
+                located = fetch(train_chunk(net, update, loss, good.params, good.opt_state,
+                                            step_key, np.int32(first), X, Y, True, mesh=mesh,
+                                            locate=True)[3])
+                watch = watch if located.ok else located
                 failed = watch._replace(bad_step=np.asarray(first + int(watch.bad_step)))
                 return False
+        n = X.shape[0]
         good = TrainState(params, opt_state, state.key)
         if on_chunk is not None:
             on_chunk(ChunkDone(first + n, good))
@@ -680,7 +693,7 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
                 guard, mesh=mesh)
             if pending is not None and not settle(pending):  # one chunk behind the device
                 return good, failed
-            pending = (first, X.shape[0], params, opt_state, watch)
+            pending = (first, X, Y, params, opt_state, watch)
         if pending is not None and not settle(pending):
             return good, failed
     except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good

@@ -165,11 +165,16 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     track = not _report.is_quiet(model) and _report.interactive()
     t0 = time.time()
 
-    def settle(e: int, before: core.TrainState, out: tuple) -> bool:
+    def settle(e: int, before: core.TrainState, out: tuple, batches) -> bool:
         """Record epoch ``e`` (True), or stop at it (False: a NaN or inf)."""
         scores, watch, cost = core.fetch((out[2], out[3] if guard else None,
                                           out[1][-1] if track else None))
         model._set_epoch(e)
+        if guard and not bool(watch.ok):  # replay the epoch, a flag per step: where it failed
+            located = core.fetch(core.locate_non_finite(
+                train_net, opt.update, model.loss, batches.shape[1], before, splits["dtrain"],
+                idx=batches, mesh=mesh))
+            watch = watch if located.ok else located
         if guard and not (bool(watch.ok) and _finite(scores)):
             err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
                                         advice=ADVICE, offset=k)
@@ -189,10 +194,10 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
             idx = model.embedding.batch_indices().astype(np.int32)
         out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
                              splits["dtrain"], splits, guard, idx=idx, mesh=mesh)
-        if last is not None and not settle(*last[:3]):
+        if last is not None and not settle(*last):
             return
         last, state = (e, state, out, idx), out[0]
-    if not settle(*last[:3]):
+    if not settle(*last):
         return
     model._key = state.key
     model._store_params(fixed + state.params)
