@@ -139,3 +139,54 @@ def test_stream_benchmark_quick_run(tmp_path):
         assert all(t > 0 for t in result["timings_s"][variant])
     assert all(r > 0 for r in result["ratio"].values())
     assert "| Dense |" in proc.stdout
+
+
+def test_fit_overheads_table_pairs_every_column_with_the_bare_epoch():
+    table = {"Dense": {"cfg": {}, "epoch_flops": 1,
+                       "bare": _row(1.0, timings_s=[1.0, 1.0, 2.0]),
+                       "fit": _row(1.6, timings_s=[1.6, 1.5, 2.0]),
+                       "fit_train": _row(1.3, timings_s=[1.3, 1.4, 2.6]),
+                       "fit_bare": _row(1.1, timings_s=[1.1, 1.2, 2.0]),
+                       "functional": _row(1.2, timings_s=[1.2, 1.2, 2.4]),
+                       "reference": _row(1.0, first_call_s=0.5),
+                       "first_pairs": {"fit_s": [1.0, 2.0, 1.2], "reference_s": [0.8, 1.0, 1.0],
+                                       "ratio": 1.25}},
+             "RNN": {"cfg": {}, "epoch_flops": 1, "functional": _row(1.0)}}  # no bare: no row
+    lines = suite.render_result({**RESULT, "table": table})
+    start = lines.index(next(x for x in lines if x.startswith("What `fit` costs")))
+    header = lines[start + 2]
+    heads = [c.strip() for c in header.strip("|").split("|")]
+    cells = dict(zip(heads, _table_row(lines[start:], "Dense")))
+    assert cells["fit / bare"] == "1.50"        # median of 1.6, 1.5, 1.0
+    assert cells["fit_train / bare"] == "1.30"  # median of 1.3, 1.4, 1.3
+    assert cells["fit_bare / bare"] == "1.10"
+    assert cells["functional / bare"] == "1.20"
+    # the first epochs: medians of the pairs, and the median of the pair-by-pair ratios
+    assert cells["first epoch s (fit)"] == "1.20" and cells["first call s (pure JAX)"] == "1.00"
+    assert cells["fit / pure JAX (first)"] == "1.25 (3 pairs)"
+    assert not any(x.startswith("| RNN |") for x in lines[start:start + 6])
+
+
+def test_fit_overheads_first_epochs_without_pairs_are_single_processes():
+    table = {"Dense": {"cfg": {}, "epoch_flops": 1, "bare": _row(1.0),
+                       "fit": {**_row(1.5), "first_call_s": 3.0},
+                       "reference": {**_row(1.0), "first_call_s": 2.0}}}
+    lines = suite.render_result({**RESULT, "table": table})
+    start = lines.index(next(x for x in lines if x.startswith("What `fit` costs")))
+    heads = [c.strip() for c in lines[start + 2].strip("|").split("|")]
+    cells = dict(zip(heads, _table_row(lines[start:], "Dense")))
+    assert cells["fit / bare"] == "1.50" and cells["fit_train / bare"] == "–"
+    assert cells["fit / pure JAX (first)"] == "1.50"
+
+
+def test_the_mlp_workload_is_784_128_10():
+    cfg = suite.WORKLOADS["MLP"]
+    layers, shape = suite.functional_net(cfg)
+    assert shape == (28, 28) and [type(x).__name__ for x in layers] == ["Flatten", "Dense",
+                                                                        "Dense"]
+    assert (layers[1].units, layers[1].activate, layers[2].units, layers[2].activate) == (
+        128, "relu", 10, "softmax")
+    X, Y = suite.make_data({**cfg, "n": 6})
+    assert X.shape == (6, 28, 28) and Y.shape == (6, 10) and (Y.sum(axis=1) == 1).all()
+    # 784 * 128 + 128 * 10 multiply-adds per sample
+    assert suite.forward_flops(cfg) == 2 * (784 * 128 + 128 * 10)
