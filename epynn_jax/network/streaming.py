@@ -491,7 +491,8 @@ def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, 
         return BatchSource(net, name, xy, loss, stream.steps_per_epoch, epochs, batch_size)
     if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
         raise TypeError(f"data[{name!r}]: expected a pair (X, Y) or an iterable of batches")
-    n = int(np.shape(xy[0])[0]) if np.ndim(xy[0]) else 0
+    X, Y = (a if _is_array(a) else np.asarray(a) for a in xy)  # nested lists: arrays
+    n = int(np.shape(X)[0]) if len(np.shape(X)) else 0
     bs = n if batch_size is None else batch_size
     rows = slice(None)
     if jax.process_count() > 1:
@@ -499,7 +500,7 @@ def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, 
             raise ValueError("fit: streaming under jax.distributed needs mesh= (a mesh over "
                              "every process's devices)")
         rows = process_rows(min(bs, n), jax.process_index(), jax.process_count())
-    return ArraySource(net, name, xy[0], xy[1], loss, max(bs, 1), rows)
+    return ArraySource(net, name, X, Y, loss, max(bs, 1), rows)
 
 
 # -- the host loop -----------------------------------------------------------------------

@@ -361,6 +361,11 @@ def test_streamed_evaluation_equals_one_forward(x64):
         np.testing.assert_allclose(got[name], one[name], rtol=1e-12)
 
 
+def test_nested_lists_stream_like_arrays(in_memory):
+    data = {s: (X.tolist(), Y.tolist()) for s, (X, Y) in DATA.items()}
+    _bitwise(in_memory, network.fit(NET, PARAMS, data, stream=True, **KW))
+
+
 def test_split_kinds():
     X, Y = DATA["dtrain"]
     assert not streaming.is_batch_iterable((X, Y))
