@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import chex
+import os
+
+# The command and the script runner switch JAX's persistent compilation cache on for
+# the rest of their process (epynn_jax.config.setup); the tests call them in-process,
+# and must neither write the user's cache nor compile every later test through it.
+os.environ["EPYNN_JAX_NO_CACHE"] = "1"
+
+import chex  # noqa: E402
 import numpy as np
 import pytest
 
