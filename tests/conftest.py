@@ -89,3 +89,18 @@ def epoch_traces(trace_budget):
     from epynn_jax.network import epoch
 
     return lambda splits: trace_budget(epoch, "evaluate", splits)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module.
+
+    Every XLA:CPU executable keeps a few memory mappings of its code; a process
+    may hold ``vm.max_map_count`` (65,530 by default) of them, and the whole suite
+    in one process compiles enough programs to pass that (LLVM then crashes
+    compiling the next one). Modules share no compiled programs they rely on.
+    """
+    yield
+    import jax
+
+    jax.clear_caches()
