@@ -21,7 +21,8 @@ from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["host_float", "as_float", "positive_int", "check_params", "check_key", "check_options",
-           "check_opt_state", "restore_opt_state", "check_split", "check_data", "check_eval_splits"]
+           "check_opt_state", "restore_opt_state", "check_split", "check_label_range",
+           "check_data", "check_eval_splits"]
 
 
 def host_float(a, where: str) -> np.ndarray:
@@ -165,9 +166,15 @@ def check_split(net: Network, name: str, X, Y, loss: str, values: bool = True
     if not values:
         return None
     Xh, Yh = host_float(X, f"{name} X"), host_float(Y, f"{name} Y")
-    if loss in ("BCE", "CCE") and (Yh.min() < 0 or Yh.max() > 1):
-        raise ValueError(f"{name} Y: loss {loss} needs labels in [0, 1]")
+    check_label_range(Yh, loss, f"{name} Y")
     return Xh, Yh
+
+
+def check_label_range(Y: np.ndarray, loss: str, where: str) -> None:
+    """Raise unless the labels ``Y`` (host array) are within [0, 1] where the loss needs it
+    (BCE, CCE)."""
+    if loss in ("BCE", "CCE") and Y.size and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError(f"{where}: loss {loss} needs labels in [0, 1]")
 
 
 def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:

@@ -55,6 +55,7 @@ from epynn_jax.network.epoch import (
     _epoch_guard,
     _forward_facts,
     epoch_batches,
+    eval_chunk,
     evaluate,
     fetch,
     step_keys,
@@ -295,10 +296,8 @@ def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray
             raise ValueError(f"{where} {name}: contains NaN or inf values (after conversion "
                              f"to {a.dtype})")
         out.append(a)
-    Yh = out[1]
-    if loss in ("BCE", "CCE") and Yh.size and (Yh.min() < 0 or Yh.max() > 1):
-        raise ValueError(f"{where} Y: loss {loss} needs labels in [0, 1]")
-    return out[0], Yh
+    checks.check_label_range(out[1], loss, f"{where} Y")
+    return out[0], out[1]
 
 
 class ArraySource:
@@ -596,8 +595,8 @@ class Feeder:
     after an epoch is ``split(key, 3)[0]``), reads and checks ``k`` batches at a
     time (:func:`chunk_batches`) and places them on the device, so the next
     epoch's first chunk is ready when this epoch ends. A loader is read ahead
-    the same way (its next pass starts while this one trains).
-    Use as a context manager (the reader stops on exit).
+    the same way (its next pass starts while this one trains). :meth:`close` stops
+    the reader (``fit`` calls it when it ends, whatever the reason).
     """
 
     def __init__(self, src, stream: Stream, key: jax.Array, epoch: int, start: int,
@@ -631,12 +630,6 @@ class Feeder:
 
     def close(self) -> None:
         self._reader.close()
-
-    def __enter__(self) -> Feeder:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 class ChunkDone(NamedTuple):
@@ -718,8 +711,6 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
                     chunk: int | None = None, mesh=None) -> dict:
     """Every metric on a streamed split, one chunk at a time: the summed statistics of the
     chunks (:func:`~epynn_jax.maths.metrics.statistics`), equal to one forward's metrics."""
-    from epynn_jax.network.epoch import eval_chunk
-
     c = eval_chunk(net) if chunk is None else chunk
     total = None
     for X, Y, mask in src.eval_chunks(c):
