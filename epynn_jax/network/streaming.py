@@ -242,20 +242,6 @@ class Chunk(NamedTuple):
     Y: np.ndarray
 
 
-#: Host buffers are aligned to this many bytes: a CPU device then takes them without a
-#: copy (``jax.device_put`` of a 16 MB chunk: 0.07 ms aligned, 50 ms not, on a 2-core VM).
-ALIGN = 64
-
-
-def _aligned(shape: tuple[int, ...], dtype) -> np.ndarray:
-    """An empty C-contiguous array whose data starts on an ``ALIGN``-byte boundary."""
-    dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize
-    buf = np.empty(size + ALIGN, np.uint8)
-    start = -buf.ctypes.data % ALIGN
-    return buf[start:start + size].view(dtype).reshape(shape)
-
-
 def _read(a, rows, where: str) -> np.ndarray:
     """``a[rows]`` (an index array or a slice) in an aligned buffer of the working dtype:
     one copy, the gather itself (``np.take`` into the buffer) when the dtypes agree."""
@@ -264,7 +250,7 @@ def _read(a, rows, where: str) -> np.ndarray:
         n = len(range(*rows.indices(int(np.shape(a)[0]))))
     else:
         n = len(rows)
-    out = _aligned((n, *np.shape(a)[1:]), dtype)
+    out = checks.aligned((n, *np.shape(a)[1:]), dtype)
     if isinstance(a, np.ndarray) and a.dtype == dtype and not isinstance(rows, slice):
         np.take(a, rows, axis=0, out=out, mode="clip")  # "raise" buffers; rows are valid
     else:  # an array-like is read through its own indexing (a memmap reads only the rows)
@@ -276,15 +262,6 @@ def _read(a, rows, where: str) -> np.ndarray:
     return out
 
 
-def _finite(a: np.ndarray) -> bool:
-    """Every element finite: one sum (finite sums are the rule), the exact test only when
-    the sum is not (it may overflow on finite values)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(a.sum()):
-            return True
-    return bool(np.isfinite(a).all())
-
-
 def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's values (finite, labels in range), as host arrays of the working dtype
     (aligned host buffers from :func:`_read` pass through without a copy)."""
@@ -292,7 +269,7 @@ def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray
     for a, name in ((X, "X"), (Y, "Y")):
         if not (isinstance(a, np.ndarray) and a.dtype == np.dtype(float_dtype())):
             a = checks.host_float(a, f"{where} {name}")
-        elif not _finite(a):
+        elif not checks.all_finite(a):
             raise ValueError(f"{where} {name}: contains NaN or inf values (after conversion "
                              f"to {a.dtype})")
         out.append(a)
@@ -310,7 +287,7 @@ class ArraySource:
 
     def __init__(self, net: Network, name: str, X, Y, loss: str, batch_size: int,
                  rows: slice = slice(None)) -> None:
-        checks.check_split(net, name, X, Y, loss, values=False)
+        checks.check_split(net, name, X, Y)
         self.net, self.name, self.X, self.Y, self.loss = net, name, X, Y, loss
         self.n = int(np.shape(X)[0])
         self.batch_size = min(batch_size, self.n)
@@ -374,7 +351,7 @@ class BatchSource:
         except StopIteration:
             raise ValueError(f"fit: data[{name!r}] yields no batch") from None
         X, Y = self._pair(first, 0)
-        checks.check_split(net, f"{name} batch 0", X, Y, loss, values=False)
+        checks.check_split(net, f"{name} batch 0", X, Y)
         self.batch_size = int(np.shape(X)[0])
         if batch_size is not None and batch_size != self.batch_size:
             raise ValueError(f"fit: batch_size={batch_size} but data[{name!r}] yields "
@@ -442,7 +419,7 @@ class BatchSource:
                 short = (i, int(np.shape(X)[0]))
                 continue
             where = f"{self.name} batch {i}"
-            checks.check_split(self.net, where, X, Y, self.loss, values=False)
+            checks.check_split(self.net, where, X, Y)
             pending.append(_check_values(self.net, where, X, Y, self.loss))
             i += 1
             if len(pending) == k:
@@ -460,8 +437,7 @@ class BatchSource:
         del c
         for i, item in enumerate(self._items()):
             X, Y = self._pair(item, i)
-            checks.check_split(self.net, f"{self.name} batch {i}", X, Y, self.loss,
-                               values=False)
+            checks.check_split(self.net, f"{self.name} batch {i}", X, Y)
             X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss)
             yield X, Y, np.ones(X.shape[0], bool)
 
@@ -472,7 +448,7 @@ _END = object()
 def _stack(start: int, batches: list) -> Chunk:
     out = []
     for j in range(2):
-        stacked = _aligned((len(batches), *batches[0][j].shape), batches[0][j].dtype)
+        stacked = checks.aligned((len(batches), *batches[0][j].shape), batches[0][j].dtype)
         for i, b in enumerate(batches):
             stacked[i] = b[j]
         out.append(stacked)

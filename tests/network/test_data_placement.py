@@ -1,0 +1,138 @@
+"""How fit and predict take their data: one conversion into buffers of their own, JAX
+arrays used where they are, values checked before anything is traced."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from epynn_jax import layers, network
+from epynn_jax.maths.schedules import Schedule
+from epynn_jax.network import checks
+
+
+@pytest.fixture(scope="module")
+def net():
+    return network.build([layers.Flatten(), layers.Dense(3, "relu"),
+                          layers.Dense(2, "softmax")], (4, 2))
+
+
+@pytest.fixture(scope="module")
+def params(net):
+    return network.init(net, jax.random.key(0))
+
+
+def _XY(m=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, 4, 2)), np.eye(2)[rng.integers(0, 2, m)]
+
+
+def _fit(net, params, data, **kw):
+    kw = {"epochs": 3, "batch_size": 4, "loss": "CCE", "key": 1,
+          "schedule": Schedule(learning_rate=0.1), **kw}
+    return network.fit(net, params, data, **kw)
+
+
+def test_aligned_buffers():
+    for shape, dtype in (((3, 5), np.float32), ((7,), np.float64), ((0, 4), np.float32)):
+        a = checks.aligned(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+        assert a.size == 0 or a.ctypes.data % checks.ALIGN == 0
+
+
+@pytest.mark.parametrize("values, finite", [
+    ([1.0, 2.0, -3.0], True),
+    ([3e38] * 8, True),  # the float32 sum overflows: the exact test decides
+    ([1.0, np.nan, 2.0], False),
+    ([1.0, np.inf, -np.inf], False),
+    ([-np.inf, 1.0], False),
+])
+def test_all_finite(values, finite):
+    assert checks.all_finite(np.asarray(values, np.float32)) is finite
+
+
+def test_fit_keeps_its_own_copy_of_numpy_data(net, params):
+    """fit trains on what it was given when called: a callback that overwrites the
+    caller's arrays in place (float32, aligned, so a CPU device could share them)
+    changes nothing."""
+    X, Y = _XY()
+    X32 = checks.aligned(X.shape, np.float32)
+    X32[...] = X
+    expected = _fit(net, params, {"dtrain": (X32.copy(), Y)})
+
+    def scribble(epoch, history):
+        X32[...] = 0.0
+
+    got = _fit(net, params, {"dtrain": (X32, Y)}, callbacks=[scribble])
+    assert (X32 == 0).all()  # the callback did run
+    for a, b in zip(jax.tree.leaves(expected.params), jax.tree.leaves(got.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_jax_arrays_are_used_where_they_are(net, params):
+    X, Y = _XY()
+    Xj, Yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32)
+    placed = checks.check_data(net, {"dtrain": (Xj, Yj)}, "CCE")["dtrain"]
+    assert placed[0] is Xj and placed[1] is Yj
+    from_numpy = _fit(net, params, {"dtrain": (X, Y), "dval": _XY(5, seed=1)})
+    from_jax = _fit(net, params, {"dtrain": (Xj, Yj), "dval": _XY(5, seed=1)})
+    for a, b in zip(jax.tree.leaves(from_numpy.params), jax.tree.leaves(from_jax.params)):
+        np.testing.assert_array_equal(a, b)
+    assert from_numpy.history == from_jax.history
+
+
+@pytest.mark.parametrize("where", ["X", "Y"])
+def test_non_finite_jax_array_is_named(net, params, where):
+    X, Y = (jnp.asarray(a, jnp.float32) for a in _XY())
+    bad = {"X": (X.at[3, 1, 0].set(jnp.nan), Y), "Y": (X, Y.at[2, 0].set(jnp.inf))}[where]
+    with pytest.raises(ValueError, match=f"dval {where}: contains NaN or inf"):
+        _fit(net, params, {"dtrain": (X, Y), "dval": bad})
+
+
+def test_jax_array_of_another_dtype_is_converted(net, params):
+    X, Y = _XY()
+    Xi = jnp.asarray(np.round(X * 3), jnp.int32)
+    out = checks.as_floats([Xi, Y], ["X", "Y"])
+    assert all(a.dtype == jnp.float32 for a in out)
+    np.testing.assert_array_equal(out[0], np.round(X * 3).astype(np.float32))
+
+
+def test_the_failing_array_is_named_among_several():
+    good = np.ones((3, 2))
+    with pytest.raises(ValueError, match="third: contains NaN"):
+        checks.as_floats([good, good, np.array([[1.0, np.nan]]), good],
+                         ["first", "second", "third", "fourth"])
+    with pytest.raises(TypeError, match="second: expected numeric data"):
+        checks.as_floats([good, good.astype(str)], ["first", "second"])
+
+
+def test_float64_beyond_float32_range_is_an_error():
+    with pytest.raises(ValueError, match="big: contains NaN or inf values \\(after conversion "
+                                         "to float32\\)"):
+        checks.as_floats([np.array([1e39, 1.0])], ["big"])
+
+
+def test_predict_takes_jax_and_numpy_alike(net, params):
+    X, _ = _XY()
+    a = network.predict(net, params, X)
+    b = network.predict(net, params, jnp.asarray(X, jnp.float32))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        network.predict(net, params, jnp.asarray(X, jnp.float32).at[0, 0, 0].set(jnp.nan))
+
+
+def test_optimizer_initial_state_is_placed_once_and_never_a_tracer(params):
+    opt = network.epynn_sgd(Schedule(learning_rate=0.1), 5, 3)
+    traced = jax.jit(opt.init)(params)  # under a trace: not kept
+    first = opt.init(params)
+    assert not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(first))
+    again = network.epynn_sgd(Schedule(learning_rate=0.1), 5, 3).init(params)
+    for a, b, c in zip(jax.tree.leaves(first), jax.tree.leaves(again),
+                       jax.tree.leaves(traced)):
+        assert a is b  # the same immutable arrays, not placed again
+        np.testing.assert_array_equal(a, c)
+    other = network.epynn_sgd(Schedule(learning_rate=0.2), 5, 3).init(params)
+    assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
+                                                        jax.tree.leaves(other)))
