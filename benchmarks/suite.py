@@ -55,7 +55,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 IMPLS = ("epynn", "functional", "bare", "fit", "fit_train", "fit_bare", "autodiff", "compat",
-         "reference")
+         "reference", "flax", "equinox", "torch")
+#: the other frameworks (``benchmarks/peers.py``): optional, skipped with the reason when absent
+PEER_IMPLS = ("flax", "equinox", "torch")
 LEARNING_RATE = 0.01
 MIN_SECONDS = 1.0  # time epochs for at least this long (fast workloads get more epochs)
 MAX_EPOCHS = 50
@@ -128,6 +130,10 @@ def impl_available(impl: str) -> str | None:
         return "EpyNN 1.2.13 is not installed"
     if impl == "compat" and importlib.util.find_spec("epynn_jax.compat") is None:
         return "epynn_jax.compat is not on this branch yet"
+    if impl in PEER_IMPLS:
+        from benchmarks import peers
+
+        return peers.available()[impl]
     return None
 
 
@@ -655,8 +661,34 @@ def task_scaling(task: dict) -> dict:
     return {"points": out}
 
 
+def peer_runner(cfg: dict, impl: str):
+    """``(first, epochs)`` of a peer framework (``benchmarks/peers.py``, float32): its
+    whole epoch, training and both splits evaluated, as the functional column's."""
+    import numpy as np
+
+    from benchmarks import peers
+
+    X, Y = make_data(cfg)
+    data = {k: (x.astype(np.float32), y.astype(np.float32))
+            for k, (x, y) in _split(cfg, X, Y).items()}
+    state, run = peers.make_epoch(impl, cfg, "float32", data)
+    box = [state]
+
+    def epoch():
+        box[0], _ = run(box[0])  # returns once the scores are on the host
+
+    def epochs(e):
+        for _ in range(e):
+            epoch()
+        return e
+
+    return epoch, epochs
+
+
 def _runner(cfg: dict, impl: str):
     """``(first, epochs)`` of one implementation (see :func:`task_epoch`)."""
+    if impl in PEER_IMPLS:
+        return peer_runner(cfg, impl)
     if impl in ("epynn", "compat"):
         return epynn_runner(cfg, "epynn" if impl == "epynn" else "epynn_jax.compat")
     if impl == "reference":
@@ -1064,6 +1096,7 @@ def render_result(res: dict) -> list[str]:
                     notes.append(f"- {name} / {impl}: error ({r['error'][:200]})")
         lines += ["", *sorted(set(notes), key=notes.index), ""]
         lines += _render_fit_overheads(table)
+        lines += _render_peers(table)
         lines += _render_compat_calls(table)
         lines += _render_first_calls(table)
         lines += _render_breakdown(table)
@@ -1083,6 +1116,49 @@ def render_result(res: dict) -> list[str]:
                              f"{r['fit_s']:.2f} |")
         lines += ["", f"Cache entries written: {cc['cache_files']}.", ""]
     return lines
+
+
+def peer_ratios(row: dict) -> dict | None:
+    """The best peer of one workload's row (the smallest best epoch among the peers timed)
+    and functional's speed against it: its time / functional's, as the median of the
+    round-by-round ratios (``paired``) and best epoch / best epoch (``best``); above 1,
+    functional is faster. None when no peer or no functional epoch was timed."""
+    f = row.get("functional") or {}
+    timed = [p for p in PEER_IMPLS if "epoch_s" in (row.get(p) or {})]
+    if not timed or "epoch_s" not in f:
+        return None
+    best = min(timed, key=lambda p: row[p]["epoch_s"])
+    b = row[best]
+    tb, tf = b.get("timings_s"), f.get("timings_s")
+    paired = (statistics.median(x / y for x, y in zip(tb, tf)) if tb and tf
+              and len(tb) == len(tf) else b["epoch_s"] / f["epoch_s"])
+    return {"peer": best, "paired": paired, "best": b["epoch_s"] / f["epoch_s"]}
+
+
+def _render_peers(table: dict) -> list[str]:
+    """The functional epoch against Flax NNX, Equinox and PyTorch (``benchmarks/peers.py``):
+    each trains the same model and evaluates both splits every epoch."""
+    rows = [(name, row) for name, row in table.items()
+            if any("epoch_s" in (row.get(p) or {}) for p in PEER_IMPLS)]
+    if not rows:
+        return []
+    lines = ["The functional epoch against the other frameworks "
+             "(`benchmarks/peers.py`: the same model, plain SGD, both splits evaluated "
+             "every epoch, float32; the JAX peers compile the whole epoch as one `jax.jit` "
+             "function, PyTorch runs its Python loop). Milliseconds per epoch (best timing), "
+             "then the best peer's time / functional's: above 1, epynn_jax is faster; paired "
+             "is the median of the round-by-round ratios of the interleaved run, best is "
+             "best epoch / best epoch:", "",
+             "| workload | functional | Flax NNX | Equinox | PyTorch | best peer | "
+             "vs best peer (paired) | vs best peer (best epoch) |",
+             "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name, row in rows:
+        r = peer_ratios(row)
+        lines.append(
+            f"| {name} | {_ms(row.get('functional'))} | {_ms(row.get('flax'))} | "
+            f"{_ms(row.get('equinox'))} | {_ms(row.get('torch'))} | "
+            + (f"{r['peer']} | {r['paired']:.2f} | {r['best']:.2f} |" if r else "– | – | – |"))
+    return [*lines, ""]
 
 
 def _render_fit_overheads(table: dict) -> list[str]:

@@ -190,3 +190,36 @@ def test_the_mlp_workload_is_784_128_10():
     assert X.shape == (6, 28, 28) and Y.shape == (6, 10) and (Y.sum(axis=1) == 1).all()
     # 784 * 128 + 128 * 10 multiply-adds per sample
     assert suite.forward_flops(cfg) == 2 * (784 * 128 + 128 * 10)
+
+
+def test_peer_table_takes_the_fastest_peer_and_pairs_its_rounds():
+    """Flax's best epoch is the smallest: it is the best peer; the paired ratio is the
+    median of its round-by-round ratios to functional (not best / best)."""
+    f = {**_row(10.0), "timings_s": [0.010, 0.020, 0.012]}
+    flax = {**_row(9.0), "timings_s": [0.009, 0.030, 0.015]}   # ratios 0.9, 1.5, 1.25
+    eqx = {**_row(11.0), "timings_s": [0.011, 0.011, 0.011]}
+    row = {"cfg": {}, "epoch_flops": 1, "functional": f, "flax": flax, "equinox": eqx,
+           "torch": {"skipped": "torch not installed"}}
+    r = suite.peer_ratios(row)
+    assert r["peer"] == "flax"
+    assert r["paired"] == pytest.approx(1.25) and r["best"] == pytest.approx(0.9)
+    lines = suite.render_result({**RESULT, "table": {"GRU": row}})
+    header = next(line for line in lines if line.startswith("| workload | functional | Flax"))
+    heads = [cell.strip() for cell in header.strip("|").split("|")]
+    cells = dict(zip(heads, _table_row(lines[lines.index(header):], "GRU")))
+    assert cells["best peer"] == "flax" and cells["PyTorch"] == "skip"
+    assert cells["vs best peer (paired)"] == "1.25"
+    assert cells["vs best peer (best epoch)"] == "0.90"
+    assert "- torch: skipped (torch not installed)" in lines
+
+
+def test_no_peer_table_without_peers():
+    assert not any(line.startswith("| workload | functional | Flax")
+                   for line in suite.render_result(RESULT))
+    assert suite.peer_ratios(RESULT["table"]["Dense"]) is None
+
+
+def test_peer_impls_say_why_they_cannot_run():
+    for impl in suite.PEER_IMPLS:
+        why = suite.impl_available(impl)
+        assert why is None or why.endswith("not installed")
