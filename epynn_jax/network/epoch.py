@@ -46,8 +46,6 @@ __all__ = [
     "EVAL_CHUNK_BYTES",
     "eval_chunk",
     "evaluate",
-    "evaluate_splits",
-    "SHARE_FRACTION",
     "Guard",
     "guarded_train_step",
     "run_epoch",
@@ -217,81 +215,6 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
 
     stats = jax.lax.fori_loop(0, k, add_chunk, zero)
     return {name: metrics_lib.from_statistics(name, stats, out_dtype) for name in metric_names}
-
-
-#: A split shares :func:`evaluate_splits`' loop when it has at least this fraction of the
-#: rows of the largest chunk (smaller ones would make every shared chunk that small).
-SHARE_FRACTION = 1 / 8
-
-
-def evaluate_splits(net: Network, params: Params, splits: Mapping[str, tuple],
-                    metric_names: Sequence[str], chunk: int | None = None, *, mesh=None
-                    ) -> dict[str, dict]:
-    """:func:`evaluate` of every split ``{name: (X, Y)}``, the forward compiled ONCE for
-    all of them.
-
-    Each split is its own program in :func:`evaluate` (its own sizes, so its own
-    forward to compile: a tenth to a fifth of a second for the examples' recurrent
-    networks). Here the splits share one loop over chunks of ``c`` rows, ``c`` the
-    smaller of ``chunk`` and the smallest shared split: step ``j`` takes chunk ``j``
-    of its split (``lax.switch`` over the splits' slices), runs the forward and adds
-    its statistics to that split's row of the totals. The last chunk of a split
-    overlaps the one before and counts only the rows not counted yet, so every
-    metric again equals that of one forward over each set; which splits are
-    evaluated together sets ``c`` and so the order of the sums, not the values beyond
-    rounding. Splits under :data:`SHARE_FRACTION` of the largest chunk, and every
-    split on a ``mesh``, are evaluated apart.
-    """
-    if mesh is not None or len(splits) < 2:
-        return {name: evaluate(net, params, *xy, metric_names, chunk, mesh=mesh)
-                for name, xy in splits.items()}
-    chunk = _check_chunk(net, chunk)
-    sizes = {name: xy[0].shape[0] for name, xy in splits.items()}
-    widest = min(chunk, max(sizes.values()))
-    shared = [name for name in splits if sizes[name] >= widest * SHARE_FRACTION]
-    out = {name: evaluate(net, params, *splits[name], metric_names, chunk)
-           for name in splits if name not in shared}
-    if len(shared) == 1:
-        out[shared[0]] = evaluate(net, params, *splits[shared[0]], metric_names, chunk)
-    elif shared:
-        out.update(_evaluate_shared(net, params, {name: splits[name] for name in shared},
-                                    tuple(metric_names),
-                                    min(widest, *(sizes[name] for name in shared))))
-    return {name: out[name] for name in splits}
-
-
-def _evaluate_shared(net: Network, params: Params, splits: Mapping[str, tuple],
-                     metric_names: tuple[str, ...], c: int) -> dict[str, dict]:
-    """The loop of :func:`evaluate_splits`: chunks of ``c`` rows of every split, in turn."""
-    names = list(splits)
-    plan = []  # (split, start, first row not counted before) per step
-    for s, name in enumerate(names):
-        n = splits[name][0].shape[0]  # n >= c; the last chunk starts at n - c
-        plan += [(s, min(i * c, n - c), i * c) for i in range(-(-n // c))]
-    sid, starts, firsts = (jnp.asarray(col, jnp.int32) for col in zip(*plan))
-    X0, Y0 = splits[names[0]]
-    _, out_shape, out_dtype = _forward_facts(net, X0.dtype)
-    zero = metrics_lib.statistics(metric_names, Y0[:0], jnp.zeros((0, *out_shape), out_dtype))
-    totals = jax.tree.map(lambda z: jnp.zeros((len(names), *z.shape), z.dtype), zero)
-    branches = [functools.partial(_chunk_of, splits[name], c) for name in names]
-
-    def add_chunk(j, totals):
-        s, start = sid[j], starts[j]
-        Xc, Yc = jax.lax.switch(s, branches, start)
-        A, _ = forward(net, params, Xc, None, False)
-        stats = metrics_lib.statistics(metric_names, Yc, A, start + jnp.arange(c) >= firsts[j])
-        return jax.tree.map(lambda t, v: t.at[s].add(v), totals, stats)
-
-    totals = jax.lax.fori_loop(0, len(plan), add_chunk, totals)
-    out = {}
-    for s, name in enumerate(names):
-        stats = {key: t[s] for key, t in totals.items()}
-        out[name] = {m: metrics_lib.from_statistics(m, stats, out_dtype) for m in metric_names}
-    return out
-
-
-def _chunk_of(xy: tuple, c: int, start: jax.Array) -> tuple:
-    return tuple(jax.lax.dynamic_slice_in_dim(a, start, c) for a in xy)
 
 
 @functools.partial(jax.jit, static_argnames=("metric_names",))
@@ -571,7 +494,8 @@ def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, 
     state = TrainState(params, opt_state, key)
     if mesh is not None:
         splits = parallel.constrain_samples(splits, mesh)
-    scores = evaluate_splits(net, params, splits, metric_names, eval_chunk, mesh=mesh)
+    scores = {name: evaluate(net, params, *xy, metric_names, eval_chunk, mesh=mesh)
+              for name, xy in splits.items()}
     return (state, costs, scores, watch) if guard else (state, costs, scores)
 
 

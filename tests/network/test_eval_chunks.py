@@ -144,7 +144,11 @@ def test_memory_is_bounded_by_the_chunk_not_the_set():
     assert chunked[1] < whole[0] / 4, (chunked, whole)
 
 
-def _count_forward_traces(monkeypatch) -> list:
+def test_forward_is_traced_once_per_split_whatever_the_chunks(monkeypatch):
+    """One fit with 3 chunks per split: the evaluation forward is traced once per split
+    (inside the loop over chunks), not once per chunk."""
+    net = network.build([layers.Dense(9, "relu"), layers.Dense(2, "softmax")], (5,))
+    epoch.eval_chunk(net)  # its cached shape trace out of the count
     calls = []
     original = epoch.forward
 
@@ -153,52 +157,10 @@ def _count_forward_traces(monkeypatch) -> list:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(epoch, "forward", counting)
-    return calls
-
-
-def test_forward_is_traced_once_for_all_splits_whatever_the_chunks(monkeypatch):
-    """One fit with 3 and 2 chunks in its two splits: the evaluation forward is traced
-    ONCE (inside the one loop over every split's chunks), not once per chunk or split."""
-    net = network.build([layers.Dense(9, "relu"), layers.Dense(2, "softmax")], (5,))
-    epoch.eval_chunk(net)  # its cached shape trace out of the count
-    calls = _count_forward_traces(monkeypatch)
     data = {"dtrain": _data(30, 2, 5), "dval": _data(20, 2, 6)}
     network.fit(net, network.init(net, jax.random.key(0)), data, epochs=2, batch_size=10,
                 eval_chunk=10)
-    assert calls == [(10, 5)]  # dtrain (3 chunks) and dval (2 chunks): 10 rows each
-
-
-def test_a_much_smaller_split_is_evaluated_apart(monkeypatch):
-    """A split under SHARE_FRACTION of the chunk would make every shared chunk that small:
-    it gets its own forward (one over its few rows)."""
-    net = network.build([layers.Dense(9, "relu"), layers.Dense(2, "softmax")], (5,))
-    epoch.eval_chunk(net)
-    calls = _count_forward_traces(monkeypatch)
-    data = {"dtrain": _data(40, 2, 5), "dval": _data(24, 2, 6), "dtest": _data(3, 2, 7)}
-    params = network.init(net, jax.random.key(0))
-    jax.jit(lambda p: epoch.evaluate_splits(net, p, {k: tuple(map(jnp.asarray, v))
-                                                     for k, v in data.items()},
-                                            ("accuracy",), 32))(params)
-    assert 3 < 32 * epoch.SHARE_FRACTION <= 24
-    assert sorted(calls) == [(3, 5), (24, 5)]  # dtest apart; dtrain and dval in 24 rows
-
-
-@pytest.mark.parametrize("sizes,chunk", [((10, 7), 3), ((11, 11, 4), 4), ((40, 24, 3), 32),
-                                         ((9, 30), 100), ((31, 8, 16), 8)])
-def test_evaluate_splits_counts_every_sample_of_every_split_once(x64, sizes, chunk):
-    """Shared chunks cut each split as evaluate does (the last one overlapping): every
-    split's metrics equal one forward over it, float64."""
-    net = _onehot_net()
-    params = network.init(net, jax.random.key(1))
-    data = {f"s{i}": _data(n, 3, 10 + i) for i, n in enumerate(sizes)}
-    names = ("accuracy", "MSE", "recall_macro")
-    got = jax.jit(lambda p: epoch.evaluate_splits(net, p, data, names, chunk))(params)
-    assert list(got) == list(data)
-    for split, (X, Y) in data.items():
-        A = np.asarray(network.predict(net, params, X))
-        for name in names:
-            np.testing.assert_allclose(float(got[split][name]), reference(name, Y, A),
-                                       rtol=1e-13, err_msg=f"{name} on {split}")
+    assert calls == [(10, 5), (10, 5)]  # dtrain (3 chunks), dval (2 chunks): 10 rows each
 
 
 def test_default_chunk_follows_the_byte_budget():
