@@ -58,7 +58,9 @@ def _scale_by_layer_rates(numbers, *, kinds: tuple[str, ...], steps_per_epoch: i
         return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
 
     def update(updates, state, params=None):
-        x = jnp.minimum(first_epoch + state.count // steps_per_epoch, epochs - 1)
+        # lax.div: count >= 0, so it is the floor; jnp.floor_divide traces a signed-floor program
+        x = jnp.minimum(first_epoch + jax.lax.div(state.count, jnp.int32(steps_per_epoch)),
+                        epochs - 1)
 
         def layer_rate(j):
             return schedules.rate(kinds[j], learning_rate[j], cycle_descent[j], decay_k[j],
