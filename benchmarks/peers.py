@@ -3,11 +3,11 @@
 ``benchmarks/gpu_peers.py`` times these against epynn_jax. Every peer trains the
 model of ``benchmarks.suite.WORKLOADS`` (same layer shapes, same activations):
 
-- Dense: Flatten -> Linear(width, relu) -> Linear(2, softmax)
+- Dense (and the MLP): Flatten -> Linear(width, relu) -> Linear(classes, softmax)
 - CNN: Conv(filters, k x k, stride k, valid, relu) -> max-pool(p x p) -> Flatten
-  -> Linear(2, softmax)
+  -> Linear(classes, softmax)
 - RNN / LSTM / GRU: the library's recurrent layer (hidden units, the last step's
-  hidden state) -> Linear(2, softmax): ``nnx.RNN`` over ``nnx.SimpleCell`` /
+  hidden state) -> Linear(classes, softmax): ``nnx.RNN`` over ``nnx.SimpleCell`` /
   ``nnx.LSTMCell`` / ``nnx.GRUCell`` in Flax; ``eqx.nn.LSTMCell`` /
   ``eqx.nn.GRUCell`` (and a tanh cell of one ``eqx.nn.Linear``, Equinox has none)
   scanned over time in Equinox; ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
@@ -53,7 +53,7 @@ MODULES = {"flax": ("flax", "flax.nnx"), "equinox": ("equinox",), "torch": ("tor
 
 Data = dict[str, tuple[Any, Any]]
 """``{'dtrain': (X, Y), 'dval': (X, Y)}``: float32 NumPy arrays, X (m, steps, features)
-or (m, side, side, 1), Y one-hot (m, 2)."""
+or (m, side, side, 1), Y one-hot (m, classes), 2 classes unless the workload says."""
 
 
 def _missing(module: str) -> bool:
@@ -99,7 +99,7 @@ def make_epoch(impl: str, cfg: dict, policy: str, data: Data) -> tuple[Any, Call
 
 def _jax_epoch(params, apply: Callable, data: Data, batch: int):
     """The compiled epoch of a JAX peer, given its parameters (a pytree of float32
-    arrays) and ``apply(params, X) -> A`` (the (m, 2) float32 softmax output)."""
+    arrays) and ``apply(params, X) -> A`` (the (m, classes) float32 softmax output)."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -142,6 +142,11 @@ def _jax_epoch(params, apply: Callable, data: Data, batch: int):
     return state, run
 
 
+def _classes(cfg: dict) -> int:
+    """The output units: the workload's classes (2 unless it says, as ``suite.make_data``)."""
+    return cfg.get("classes", 2)
+
+
 def _softmax32(logits):
     import jax
     import jax.numpy as jnp
@@ -166,17 +171,18 @@ def _flax_model(cfg: dict, policy: str):
             if kind == "dense":
                 self.hidden = nnx.Linear(cfg["steps"] * cfg["features"], cfg["width"],
                                          rngs=rngs, **kw)
-                self.out = nnx.Linear(cfg["width"], 2, rngs=rngs, **kw)
+                self.out = nnx.Linear(cfg["width"], _classes(cfg), rngs=rngs, **kw)
             elif kind == "cnn":
                 k, p = cfg["kernel"], cfg["pool"]
                 o = (cfg["side"] - k) // k + 1
                 self.conv = nnx.Conv(1, cfg["filters"], (k, k), strides=(k, k),
                                      padding="VALID", rngs=rngs, **kw)
-                self.out = nnx.Linear((o // p) ** 2 * cfg["filters"], 2, rngs=rngs, **kw)
+                self.out = nnx.Linear((o // p) ** 2 * cfg["filters"], _classes(cfg),
+                                      rngs=rngs, **kw)
             else:
                 cell = {"rnn": nnx.SimpleCell, "lstm": nnx.LSTMCell, "gru": nnx.GRUCell}[kind]
                 self.rnn = nnx.RNN(cell(cfg["features"], cfg["hidden"], rngs=rngs, **kw))
-                self.out = nnx.Linear(cfg["hidden"], 2, rngs=rngs, **kw)
+                self.out = nnx.Linear(cfg["hidden"], _classes(cfg), rngs=rngs, **kw)
 
         def __call__(self, X):
             if kind == "dense":
@@ -264,17 +270,17 @@ def _equinox_model(cfg: dict, policy: str):
     channels_first = kind == "cnn"
     if kind == "dense":
         model = DenseNet(eqx.nn.Linear(cfg["steps"] * cfg["features"], cfg["width"], key=k1),
-                         eqx.nn.Linear(cfg["width"], 2, key=k2))
+                         eqx.nn.Linear(cfg["width"], _classes(cfg), key=k2))
     elif kind == "cnn":
         k, p = cfg["kernel"], cfg["pool"]
         o = (cfg["side"] - k) // k + 1
         model = ConvNet(eqx.nn.Conv2d(1, cfg["filters"], k, stride=k, key=k1),
                         eqx.nn.MaxPool2d(p, p),
-                        eqx.nn.Linear((o // p) ** 2 * cfg["filters"], 2, key=k2))
+                        eqx.nn.Linear((o // p) ** 2 * cfg["filters"], _classes(cfg), key=k2))
     else:
         cell = {"rnn": TanhCell, "lstm": eqx.nn.LSTMCell, "gru": eqx.nn.GRUCell}[kind]
         model = RecurrentNet(cell(cfg["features"], cfg["hidden"], key=k1),
-                             eqx.nn.Linear(cfg["hidden"], 2, key=k2), kind == "lstm")
+                             eqx.nn.Linear(cfg["hidden"], _classes(cfg), key=k2), kind == "lstm")
     params, static = eqx.partition(model, eqx.is_inexact_array)
     low = jnp.bfloat16 if policy == "bfloat16" else None
 
@@ -299,20 +305,20 @@ def _torch_model(cfg: dict):
     kind = cfg["kind"]
     if kind == "dense":
         return nn.Sequential(nn.Flatten(), nn.Linear(cfg["steps"] * cfg["features"], cfg["width"]),
-                             nn.ReLU(), nn.Linear(cfg["width"], 2))
+                             nn.ReLU(), nn.Linear(cfg["width"], _classes(cfg)))
     if kind == "cnn":
         k, p = cfg["kernel"], cfg["pool"]
         o = (cfg["side"] - k) // k + 1
         return nn.Sequential(nn.Conv2d(1, cfg["filters"], k, stride=k), nn.ReLU(),
                              nn.MaxPool2d(p), nn.Flatten(),
-                             nn.Linear((o // p) ** 2 * cfg["filters"], 2))
+                             nn.Linear((o // p) ** 2 * cfg["filters"], _classes(cfg)))
 
     class Recurrent(nn.Module):
         def __init__(self):
             super().__init__()
             cls = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[kind]
             self.rnn = cls(cfg["features"], cfg["hidden"], batch_first=True)
-            self.out = nn.Linear(cfg["hidden"], 2)
+            self.out = nn.Linear(cfg["hidden"], _classes(cfg))
 
         def forward(self, x):
             y, _ = self.rnn(x)  # (batch, time, hidden)

@@ -1030,7 +1030,7 @@ def render_result(res: dict) -> list[str]:
                  f"({meta.get('cpus', '?')} CPUs), JAX {peak.get('jax', '?')}, "
                  f"{meta.get('epochs_note', '')}.")
     for note in meta.get("partial_runs", []):
-        lines.append(f"Column(s) {note}.")
+        lines.append(f"Measured again in a later run: {note}.")
     if meta.get("load_before"):
         lines.append(f"Load average (1, 5, 15 min) before: "
                      f"{', '.join(f'{x:.1f}' for x in meta['load_before'])}; after: "
@@ -1334,15 +1334,19 @@ def main(argv: list[str] | None = None) -> int:
     res["import"] = measure_import(args)
     if not args.no_table:
         table = measure_table(args, args.size)
-        if set(args.impls) != set(IMPLS) and res.get("table"):
-            # a run of some columns only: merge them into the table measured before
+        some_rows = set(args.workloads) != set(WORKLOADS)
+        if (set(args.impls) != set(IMPLS) or some_rows) and res.get("table"):
+            # some columns or rows only: merge them into the table measured before
             for name, row in table.items():
                 old = res["table"].setdefault(name, row)
                 if old is not row and "note" not in row:
-                    old.update({k: v for k, v in row.items() if k in args.impls})
+                    old.update({k: v for k, v in row.items() if k in args.impls
+                                or k not in IMPLS})
             load = meta["load_before"][0]
+            what = ", ".join(args.impls) if set(args.impls) != set(IMPLS) else "every column"
+            rows = f" of {', '.join(args.workloads)}" if some_rows else ""
             res.setdefault("meta", meta).setdefault("partial_runs", []).append(
-                f"{', '.join(args.impls)} measured {meta['date']} (load {load:.1f})")
+                f"{what}{rows} measured {meta['date']} (load {load:.1f})")
         else:
             res["meta"] = meta  # the meta describes the run that measured the table
             res["table"] = table
