@@ -265,16 +265,9 @@ def _read(a, rows, where: str) -> np.ndarray:
 def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's values (finite, labels in range), as host arrays of the working dtype
     (aligned host buffers from :func:`_read` pass through without a copy)."""
-    out = []
-    for a, name in ((X, "X"), (Y, "Y")):
-        if not (isinstance(a, np.ndarray) and a.dtype == np.dtype(float_dtype())):
-            a = checks.host_float(a, f"{where} {name}")
-        elif not checks.all_finite(a):
-            raise ValueError(f"{where} {name}: contains NaN or inf values (after conversion "
-                             f"to {a.dtype})")
-        out.append(a)
-    checks.check_label_range(out[1], loss, f"{where} Y")
-    return out[0], out[1]
+    X, Y = checks.host_float(X, f"{where} X"), checks.host_float(Y, f"{where} Y")
+    checks.check_label_range(Y, loss, f"{where} Y")
+    return X, Y
 
 
 class ArraySource:

@@ -8,20 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from epynn_jax import layers, network
+from epynn_jax import network
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import checks
-
-
-@pytest.fixture(scope="module")
-def net():
-    return network.build([layers.Flatten(), layers.Dense(3, "relu"),
-                          layers.Dense(2, "softmax")], (4, 2))
-
-
-@pytest.fixture(scope="module")
-def params(net):
-    return network.init(net, jax.random.key(0))
 
 
 def _XY(m=12, seed=0):

@@ -15,17 +15,6 @@ from epynn_jax.layers import LayerError
 from epynn_jax.maths.schedules import Schedule
 
 
-@pytest.fixture(scope="module")
-def net():
-    return network.build([layers.Flatten(), layers.Dense(3, "relu"),
-                          layers.Dense(2, "softmax")], (4, 2))
-
-
-@pytest.fixture(scope="module")
-def params(net):
-    return network.init(net, jax.random.key(0))
-
-
 @pytest.fixture
 def no_trace(monkeypatch):
     """Fail the test if fit or predict reaches a compiled function."""
