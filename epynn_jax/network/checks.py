@@ -81,8 +81,12 @@ def host_float(a, where: str, *, own: bool = False) -> np.ndarray:
     return out
 
 
-def _on_cpu(a: jax.Array) -> bool:
-    return all(d.platform == "cpu" for d in a.devices())
+def _default_device() -> Any:
+    """The device ``jax.device_put`` places on (``jax.default_device`` honoured)."""
+    d = jax.config.jax_default_device
+    if d is None:
+        return jax.devices()[0]
+    return jax.devices(d)[0] if isinstance(d, str) else d
 
 
 @jax.jit
@@ -91,12 +95,15 @@ def _device_all_finite(a: jax.Array) -> jax.Array:
 
 
 def _kept_on_device(a, where: str) -> bool:
-    """Whether ``a`` is a JAX array of the working dtype, used where it is; checked in place
-    (a host view on a CPU, one reduction on an accelerator)."""
+    """Whether ``a`` is a JAX array of the working dtype on the default device, used where it
+    is; checked in place (a host view on a CPU, one reduction on an accelerator). Arrays
+    elsewhere (another device, several) go through the host like NumPy data, so that every
+    split lands on the same device."""
     if not (isinstance(a, jax.Array) and a.dtype == np.dtype(float_dtype())
-            and a.is_fully_addressable):
+            and a.is_fully_addressable and a.devices() == {_default_device()}):
         return False
-    ok = all_finite(np.asarray(a)) if _on_cpu(a) else bool(_device_all_finite(a))
+    device = next(iter(a.devices()))
+    ok = all_finite(np.asarray(a)) if device.platform == "cpu" else bool(_device_all_finite(a))
     if not ok:
         raise ValueError(f"{where}: contains NaN or inf values")
     return True
