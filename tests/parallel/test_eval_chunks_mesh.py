@@ -6,15 +6,9 @@ Runs in a subprocess: the host-device count must be set before JAX initializes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.parallel.script import run_result
 
 SCRIPT = r"""
 import json, os
@@ -50,16 +44,7 @@ print("RESULT " + json.dumps({
 
 
 def test_chunked_evaluation_on_four_devices_matches_one_device():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    env["EPYNN_JAX_NO_CACHE"] = "1"
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_result(SCRIPT)
     assert out["devices"] == 4
     for metric, splits in out["one"].items():
         assert set(splits) == {"dtrain", "dval", "dodd"}

@@ -7,13 +7,7 @@ Runs in a subprocess: the host-device count must be set before JAX initializes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.parallel.script import run_result
 
 SCRIPT = r"""
 import json, os
@@ -57,16 +51,7 @@ print("RESULT " + json.dumps(out))
 
 
 def test_jax_arrays_on_other_devices_go_through_the_host():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    env["EPYNN_JAX_NO_CACHE"] = "1"
-    env["JAX_PLATFORMS"] = "cpu"
-    env.pop("XLA_FLAGS", None)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+    out = run_result(SCRIPT)
     for name, r in out.items():
         assert r["same_params"] and r["same_history"], name
         assert r["devices"] == ["cpu:0"], (name, r["devices"])  # every split on one device
