@@ -50,6 +50,7 @@ __all__ = [
     "guarded_train_step",
     "run_epoch",
     "locate_non_finite",
+    "failed_guard",
     "finite_scores",
     "fetch",
     "non_finite_error",
@@ -513,6 +514,17 @@ def locate_non_finite(net: Network, update: Update, loss: str, batch_size: int,
     _, xs, batch = _epoch_plan(state, train, batch_size, idx, mesh)
 
     return train_steps(net, update, loss, True, state.params, state.opt_state, xs, batch)[3]
+
+
+def failed_guard(net: Network, update: Update, loss: str, batch_size: int, state: TrainState,
+                 train: tuple, guard: Guard, *, idx: jax.Array | None = None,
+                 mesh=None) -> Guard:
+    """The host's :class:`Guard` of an epoch whose ``guard.ok`` came back False: the
+    epoch replayed from ``state`` by :func:`locate_non_finite` (the first bad step and
+    its layers), or ``guard`` itself when the replay finds every step finite."""
+    located = fetch(locate_non_finite(net, update, loss, batch_size, state, train, idx=idx,
+                                      mesh=mesh))
+    return fetch(guard) if located.ok else located
 
 
 # -- a network in parts -----------------------------------------------------------------

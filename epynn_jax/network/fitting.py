@@ -33,9 +33,9 @@ from epynn_jax.network import checks, parallel, streaming
 from epynn_jax.network.epoch import (
     Guard,
     TrainState,
+    failed_guard,
     fetch,
     finite_scores,
-    locate_non_finite,
     non_finite_error,
     predict_jit,
     run_epoch,
@@ -173,9 +173,8 @@ def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
         if ok:
             return new, scores, guard._replace(ok=ok)
         # a bad epoch: replay it with a flag per step to find where
-        located = fetch(locate_non_finite(net, update, loss, batch_size, state, train,
-                                          mesh=mesh))
-        return new, scores, fetch(guard) if located.ok else located
+        return new, scores, failed_guard(net, update, loss, batch_size, state, train, guard,
+                                         mesh=mesh)
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
                                  train, splits, mesh=mesh, eval_chunk=eval_chunk)
     return state, fetch(scores), None

@@ -171,10 +171,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
                                           out[1][-1] if track else None))
         model._set_epoch(e)
         if guard and not bool(watch.ok):  # replay the epoch, a flag per step: where it failed
-            located = core.fetch(core.locate_non_finite(
-                train_net, opt.update, model.loss, batches.shape[1], before, splits["dtrain"],
-                idx=batches, mesh=mesh))
-            watch = watch if located.ok else located
+            watch = core.failed_guard(train_net, opt.update, model.loss, batches.shape[1],
+                                      before, splits["dtrain"], watch, idx=batches, mesh=mesh)
         if guard and not (bool(watch.ok) and _finite(scores)):
             err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
                                         advice=ADVICE, offset=k)
