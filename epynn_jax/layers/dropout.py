@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers.base import Layer, LayerError, check_input
+from epynn_jax.maths import prng
 
 __all__ = ["Dropout"]
 
@@ -78,7 +79,7 @@ def forward(layer: Dropout, p: dict, X: jax.Array, key=None, training: bool = Fa
     if training and layer.drop_prob > 0:
         if key is None:
             raise LayerError("Dropout: training needs a PRNG key")
-        U = jax.random.uniform(key, _mask_shape(layer, X.shape), dtype=jnp.float32)
+        U = prng.uniform(key, _mask_shape(layer, X.shape))
         D = (U > layer.drop_prob).astype(X.dtype)
         A = X * D / (1 - layer.drop_prob)
     else:

@@ -30,7 +30,7 @@ import numpy as np
 
 from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype, gradients_to_params
-from epynn_jax.maths import losses
+from epynn_jax.maths import losses, prng
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network import parallel
 from epynn_jax.network.model import Network, Params, backward, forward
@@ -93,7 +93,7 @@ def train_step(net: Network, optimizer, loss: str, state: TrainState, X, Y):
 
     ``optimizer`` is an optax ``GradientTransformation`` or its ``update`` function.
     """
-    key, sub = jax.random.split(state.key)
+    key, sub = prng.split(state.key)
     grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True,
                                   loss_scale_of(state.opt_state))
     updates, opt_state = _update_of(optimizer)(grads, state.opt_state, state.params)
@@ -108,7 +108,7 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     """
     batch_size = min(batch_size, n)
     n_batches = max(n // batch_size, 1)
-    return jax.random.permutation(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
+    return prng.permutation(key, n)[: n_batches * batch_size].reshape(n_batches, batch_size)
 
 
 #: Bytes of forward caches one evaluation chunk may hold, by platform (see
@@ -405,7 +405,7 @@ def step_keys(step_key: jax.Array, start, k: int) -> jax.Array:
     so an epoch run in chunks of batches (:mod:`~epynn_jax.network.streaming`)
     draws exactly what one call over the epoch draws. ``start`` may be traced.
     """
-    return jax.vmap(jax.random.fold_in, (None, 0))(step_key, start + jnp.arange(k))
+    return prng.fold_in_range(step_key, start, k)
 
 
 def _epoch_keys(key: jax.Array, n_batches: int):
@@ -415,7 +415,7 @@ def _epoch_keys(key: jax.Array, n_batches: int):
     drops every key computation from the loop (carrying the key ran a sequential
     threefry split per step, about 20 % of a small Dense epoch's CPU time).
     """
-    key, shuffle_key, step_key = jax.random.split(key, 3)
+    key, shuffle_key, step_key = prng.split(key, 3)
     return key, shuffle_key, step_keys(step_key, 0, n_batches)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from epynn_jax.layers.base import Layer, LayerError
 from epynn_jax.layers.base import apply as layer_apply
+from epynn_jax.maths import prng
 from epynn_jax.network import precision
 from epynn_jax.network.precision import Policy
 
@@ -136,7 +137,7 @@ def split_keys(net: Network, key: jax.Array | None) -> tuple:
     """One key per layer (``None`` everywhere when ``key`` is None)."""
     if key is None:
         return (None,) * len(net.layers)
-    return tuple(jax.random.split(key, len(net.layers)))
+    return tuple(prng.split(key, len(net.layers)))
 
 
 def as_key(key: Any, where: str = "init") -> jax.Array:

@@ -48,6 +48,7 @@ import numpy as np
 
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.maths import prng
 from epynn_jax.network import checks, parallel
 from epynn_jax.network.epoch import (
     Guard,
@@ -673,7 +674,7 @@ _epoch_order = jax.jit(epoch_batches, static_argnums=(1, 2))
 @jax.jit
 def _split3(key: jax.Array):
     """``jax.random.split(key, 3)`` as one compiled call (eagerly it is several)."""
-    return tuple(jax.random.split(key, 3))
+    return tuple(prng.split(key, 3))
 
 
 def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, ...],
