@@ -157,6 +157,12 @@ def _debug_error(epoch: int, err: FloatingPointError, progress: Progress) -> Non
         epoch=epoch, params=s.params, opt_state=s.opt_state, key=s.key, history=progress.history)
 
 
+def _healthy(net: Network, steps: int) -> Guard:
+    """The host's :class:`Guard` of an epoch of ``steps`` steps whose guard passed."""
+    return Guard(np.bool_(True), np.zeros(len(net.layers), bool), np.asarray(-1),
+                 np.asarray(steps))
+
+
 def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
            check_finite: bool, debug: bool, mesh=None, eval_chunk=None):
     """One compiled epoch; returns ``(state, scores, guard or None)`` on the host side."""
@@ -165,16 +171,16 @@ def _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
             return _epoch(net, update, loss, metric_names, batch_size, state, train, splits,
                           check_finite, False, mesh, eval_chunk)
     if check_finite:
-        new, _, scores, guard = run_epoch(net, update, loss, metric_names, batch_size,
-                                          state, train, splits, guard=True, mesh=mesh,
-                                          eval_chunk=eval_chunk)
+        new, costs, scores, ok = run_epoch(net, update, loss, metric_names, batch_size,
+                                           state, train, splits, guard=True, mesh=mesh,
+                                           eval_chunk=eval_chunk)
         # only the flag crosses to the host (each array fetched costs 5-10 us here)
-        scores, ok = fetch((scores, guard.ok))
+        scores, ok = fetch((scores, ok))
         if ok:
-            return new, scores, guard._replace(ok=ok)
+            return new, scores, _healthy(net, costs.shape[0])
         # a bad epoch: replay it with a flag per step to find where
-        return new, scores, failed_guard(net, update, loss, batch_size, state, train, guard,
-                                         mesh=mesh)
+        return new, scores, failed_guard(net, update, loss, batch_size, state, train,
+                                         new.params, costs, mesh=mesh)
     state, _, scores = run_epoch(net, update, loss, metric_names, batch_size, state,
                                  train, splits, mesh=mesh, eval_chunk=eval_chunk)
     return state, fetch(scores), None
@@ -554,8 +560,7 @@ def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks,
                                               mesh) for s, xy in evaluate.items()}
     guard = None
     if check_finite:  # every chunk's guard was read: the epoch is good (scores are checked next)
-        guard = Guard(np.bool_(True), np.zeros(len(net.layers), bool), np.asarray(-1),
-                      np.asarray(progress.batch))
+        guard = _healthy(net, progress.batch)
     return state, fetch(scores), guard
 
 

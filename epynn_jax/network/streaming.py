@@ -53,9 +53,10 @@ from epynn_jax.network import checks, parallel
 from epynn_jax.network.epoch import (
     Guard,
     TrainState,
-    _epoch_guard,
     _forward_facts,
     epoch_batches,
+    epoch_guard,
+    epoch_ok,
     eval_chunk,
     evaluate,
     fetch,
@@ -202,17 +203,18 @@ def train_chunk(net: Network, update, loss: str, params: Params, opt_state, step
     """Steps ``start, ..., start + k - 1`` of an epoch on the batches ``X`` (k, batch, ...)
     and ``Y`` (k, batch, ...): the in-memory epoch's scan, keys drawn by step index.
 
-    Returns ``(params, opt_state, costs (k,), Guard or None)``; the guard's
-    ``bad_step`` counts from the chunk's first step. The guard watches the chunk
-    as the in-memory epoch does (its costs and end parameters); ``locate=True``
-    (a replay of a failed chunk) flags every step and layer.
+    Returns ``(params, opt_state, costs (k,), watch)``: with ``guard``, ``watch`` is
+    the chunk's ``ok`` flag (:func:`~epynn_jax.network.epoch.epoch_ok`: its costs and
+    end parameters, as the in-memory epoch is watched); with ``locate=True`` too (a
+    replay of a failed chunk) it is the :class:`Guard` of every step and layer, its
+    ``bad_step`` counted from the chunk's first step; else None.
     """
     keys = step_keys(step_key, start, X.shape[0])
     batch = (lambda xy: xy) if mesh is None else (lambda xy: parallel.constrain_batch(xy, mesh))
     params, opt_state, costs, watch = train_steps(net, update, loss, guard and locate, params,
                                                   opt_state, ((X, Y), keys), batch)
     if guard and not locate:
-        watch = _epoch_guard(params, costs)
+        watch = epoch_ok(params, costs)
     return params, opt_state, costs, watch
 
 
@@ -633,16 +635,14 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
 
     def settle(item) -> bool:
         nonlocal good, failed
-        first, X, Y, params, opt_state, watch = item
-        if watch is not None:
-            watch = fetch(watch)
-            if not bool(watch.ok):  # replay the chunk, a flag per step: where it failed
-                located = fetch(train_chunk(net, update, loss, good.params, good.opt_state,
-                                            step_key, np.int32(first), X, Y, True, mesh=mesh,
-                                            locate=True)[3])
-                watch = watch if located.ok else located
-                failed = watch._replace(bad_step=np.asarray(first + int(watch.bad_step)))
-                return False
+        first, X, Y, params, opt_state, costs, ok = item
+        if ok is not None and not fetch(ok):  # replay the chunk, a flag per step: where it failed
+            located = fetch(train_chunk(net, update, loss, good.params, good.opt_state,
+                                        step_key, np.int32(first), X, Y, True, mesh=mesh,
+                                        locate=True)[3])
+            watch = fetch(epoch_guard(params, costs)) if located.ok else located
+            failed = watch._replace(bad_step=np.asarray(first + int(watch.bad_step)))
+            return False
         n = X.shape[0]
         good = TrainState(params, opt_state, state.key)
         if on_chunk is not None:
@@ -652,12 +652,12 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
     try:
         params, opt_state = state.params, state.opt_state
         for first, X, Y in chunks:
-            params, opt_state, _, watch = train_chunk(
+            params, opt_state, costs, ok = train_chunk(
                 net, update, loss, params, opt_state, step_key, np.int32(first), X, Y,
                 guard, mesh=mesh)
             if pending is not None and not settle(pending):  # one chunk behind the device
                 return good, failed
-            pending = (first, X, Y, params, opt_state, watch)
+            pending = (first, X, Y, params, opt_state, costs, ok)
         if pending is not None and not settle(pending):
             return good, failed
     except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good

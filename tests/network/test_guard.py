@@ -1,6 +1,7 @@
 """The epoch's non-finite guard: ``run_epoch(guard=True)`` watches the epoch as a whole
-(its costs and end parameters), :func:`locate_non_finite` replays a bad epoch with a flag
-per step and layer, and ``fit`` compiles the replay only after a bad epoch."""
+(one flag, ``epoch_ok``, of its costs and end parameters), :func:`locate_non_finite`
+replays a bad epoch with a flag per step and layer, ``epoch_guard`` names the layers whose
+end parameters are bad, and ``fit`` compiles the replay only after a bad epoch."""
 
 from __future__ import annotations
 
@@ -12,7 +13,14 @@ import pytest
 
 from epynn_jax import layers, network
 from epynn_jax.errors import NonFiniteError
-from epynn_jax.network.epoch import TrainState, locate_non_finite, run_epoch
+from epynn_jax.testing import x64
+from epynn_jax.network.epoch import (
+    TrainState,
+    epoch_guard,
+    epoch_ok,
+    locate_non_finite,
+    run_epoch,
+)
 
 from .test_fit_compiles import compiled
 
@@ -52,11 +60,12 @@ def test_a_bad_epoch_fails_and_the_replay_finds_its_first_step_and_layer(layer, 
     opt = poison(layer, step)
     state = _state(opt)
     # 24 samples, batch 4: six steps
-    _, costs, _, guard = run_epoch(NET, opt.update, "CCE", ("CCE",), 4, state, (X, Y), {},
-                                   guard=True)
-    assert costs.shape == (6,) and not bool(guard.ok)
+    new, costs, _, ok = run_epoch(NET, opt.update, "CCE", ("CCE",), 4, state, (X, Y), {},
+                                  guard=True)
+    assert costs.shape == (6,) and ok.shape == () and not bool(ok)
     # the epoch's guard: the layer whose END parameters are non-finite, at least
-    assert bool(guard.bad_layers[layer])
+    guard = epoch_guard(new.params, costs)
+    assert not bool(guard.ok) and bool(guard.bad_layers[layer])
     located = locate_non_finite(NET, opt.update, "CCE", 4, state, (X, Y))
     assert not bool(located.ok) and int(located.bad_step) == step and int(located.step) == 6
     # only the poisoned layer at its step (the NaN reaches the others one step later)
@@ -67,10 +76,11 @@ def test_a_healthy_epoch_passes_both_guards():
     X, Y = _data()
     opt = poison(0, 100)  # never
     state = _state(opt)
-    _, _, _, guard = run_epoch(NET, opt.update, "CCE", ("CCE",), 4, state, (X, Y), {},
-                               guard=True)
+    new, costs, _, ok = run_epoch(NET, opt.update, "CCE", ("CCE",), 4, state, (X, Y), {},
+                                  guard=True)
+    assert bool(ok)
     located = locate_non_finite(NET, opt.update, "CCE", 4, state, (X, Y))
-    for g in (guard, located):
+    for g in (epoch_guard(new.params, costs), located):
         assert bool(g.ok) and int(g.bad_step) == -1 and not np.asarray(g.bad_layers).any()
 
 
@@ -89,3 +99,28 @@ def test_fit_compiles_the_replay_only_after_a_bad_epoch():
     assert names == ["jit(run_epoch)", "jit(locate_non_finite)"], names
     err = info.value
     assert (err.epoch, err.step, err.layer_index, err.bad_layers) == (1, 2, 2, (2,))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_epoch_ok_flags_nan_and_inf_anywhere_and_never_large_finite_values(dtype):
+    """One flag for every parameter and cost: False for a NaN or an inf in any leaf or
+    cost, True for finite values however large (their sum overflows; the test's does not)."""
+    big = np.finfo(dtype).max / 2
+    with x64(dtype == np.float64):
+        params = ({"W": jnp.full((3, 4), big, dtype), "b": jnp.full((1, 4), big, dtype)}, {},
+                  {"W": jnp.ones((4, 2), dtype)})
+        costs = jnp.full((5,), big, dtype)
+        assert bool(epoch_ok(params, costs))
+        assert bool(epoch_guard(params, costs).ok)
+        for bad in (np.nan, np.inf, -np.inf):
+            for leaf in (0, 1, 2):
+                tree = jax.tree.map(lambda x: x, params)
+                key = "b" if leaf == 1 else "W"
+                where = 0 if leaf < 2 else 2
+                tree[where][key] = tree[where][key].at[0, 1].set(bad)
+                assert not bool(epoch_ok(tree, costs)), (bad, leaf)
+                g = epoch_guard(tree, costs)
+                assert not bool(g.ok) and np.asarray(g.bad_layers).tolist() == [
+                    i == where for i in range(3)]
+            assert not bool(epoch_ok(params, costs.at[3].set(bad)))
+            assert int(epoch_guard(params, costs.at[3].set(bad)).bad_step) == 3

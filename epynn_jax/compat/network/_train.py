@@ -167,13 +167,16 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
 
     def settle(e: int, before: core.TrainState, out: tuple, batches) -> bool:
         """Record epoch ``e`` (True), or stop at it (False: a NaN or inf)."""
-        scores, watch, cost = core.fetch((out[2], out[3] if guard else None,
-                                          out[1][-1] if track else None))
+        scores, ok, cost = core.fetch((out[2], out[3] if guard else None,
+                                       out[1][-1] if track else None))
         model._set_epoch(e)
-        if guard and not bool(watch.ok):  # replay the epoch, a flag per step: where it failed
+        watch = None
+        if guard and not ok:  # replay the epoch, a flag per step: where it failed
             watch = core.failed_guard(train_net, opt.update, model.loss, batches.shape[1],
-                                      before, splits["dtrain"], watch, idx=batches, mesh=mesh)
-        if guard and not (bool(watch.ok) and _finite(scores)):
+                                      before, splits["dtrain"], out[0].params, out[1],
+                                      idx=batches, mesh=mesh)
+            ok = watch.ok
+        if guard and not (bool(ok) and _finite(scores)):
             err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
                                         advice=ADVICE, offset=k)
             model._store_params(fixed + before.params)
