@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
-from epynn_jax.maths import activations, initializers
+from epynn_jax.maths import activations, initializers, prng
 
 __all__ = [
     "check_fields",
@@ -153,7 +153,7 @@ def gate_parameters(layer: Layer, key: jax.Array, gates: tuple[str, ...]) -> dic
     _, e = layer._require_built("initialize_parameters")
     u = layer.unit_cells
     init = initializers.INITIALIZERS[layer.initialization]
-    keys = iter(jax.random.split(key, 2 * len(gates)))
+    keys = iter(prng.split(key, 2 * len(gates)))
     p = {}
     for k in gates:
         p["U" + k] = init(next(keys), (e, u), float_dtype())

@@ -60,7 +60,7 @@ from epynn_jax.layers._recurrent import (
     time_steps,
 )
 from epynn_jax.layers.base import Layer, float_dtype
-from epynn_jax.maths import activations, initializers
+from epynn_jax.maths import activations, initializers, prng
 
 __all__ = ["RNN"]
 
@@ -95,7 +95,7 @@ def initialize_parameters(layer: RNN, key: jax.Array) -> dict:
     _, e = layer._require_built("initialize_parameters")
     u = layer.unit_cells
     init = initializers.INITIALIZERS[layer.initialization]
-    kU, kV = jax.random.split(key, 2)
+    kU, kV = prng.split(key, 2)
     return {
         "U": init(kU, (e, u), float_dtype()),
         "V": init(kV, (u, u), float_dtype()),

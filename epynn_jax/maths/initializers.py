@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from epynn_jax.maths import prng
+
 __all__ = ["INITIALIZERS", "xavier", "orthogonal", "zeros", "check_initializer"]
 
 
@@ -30,7 +32,7 @@ def xavier(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
     dt = _dtype(dtype)
     # The barrier keeps XLA from folding the scale into the draw's own constant factor
     # when init is compiled as one program: the values stay those drawn op by op.
-    draw = jax.lax.optimization_barrier(jax.random.normal(key, shape, dt))
+    draw = jax.lax.optimization_barrier(prng.normal(key, shape, dt))
     return draw * jnp.sqrt(jnp.asarray(2.0 / sum(shape), dt))
 
 
@@ -47,7 +49,7 @@ def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:
     if len(shape) != 2:
         raise ValueError(f"orthogonal initialization needs a 2-D shape, got {shape}")
     dt = _dtype(dtype)
-    return _orthogonalize(jax.random.normal(key, shape, dt))
+    return _orthogonalize(prng.normal(key, shape, dt))
 
 
 def zeros(key: jax.Array, shape: tuple[int, ...], dtype=None) -> jax.Array:

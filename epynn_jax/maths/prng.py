@@ -2,7 +2,8 @@
 
 These functions return, bit for bit, what ``jax.random.split``,
 ``jax.random.fold_in``, ``jax.random.bits`` (32-bit), ``jax.random.uniform``
-(float32) and ``jax.random.permutation`` return. They differ in how the threefry hash is
+(float32), ``jax.random.normal`` (float32, and float64 under x64) and
+``jax.random.permutation`` return. They differ in how the threefry hash is
 compiled, not in what it computes.
 
 Why: on a CPU, JAX lowers every threefry hash to a rolled loop (a
@@ -40,7 +41,7 @@ import numpy as np
 from jax import lax
 
 __all__ = ["threefry2x32", "split", "fold_in", "fold_in_range", "bits32", "uniform",
-           "permutation"]
+           "normal", "permutation"]
 
 #: the rotation distances of the even and odd blocks of four rounds
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -159,8 +160,34 @@ def bits32(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """``jax.random.bits(key, shape, jnp.uint32)``: uniform ``uint32`` words of ``shape``."""
     if not _is_default(key):
         return jax.random.bits(key, shape, jnp.uint32)
+    return _bits(key, shape, 32)
+
+
+def _bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Array:
+    """``jax.random.bits`` of ``width`` 32 (the two words xor-ed) or 64 (the first word
+    high, the second low; needs ``jax_enable_x64``)."""
     b1, b2 = threefry2x32(*_words(key), *_counters(tuple(shape)))
-    return b1 ^ b2
+    if width == 32:
+        return lax.bitwise_xor(b1, b2)
+    b1, b2 = (lax.convert_element_type(b, np.uint64) for b in (b1, b2))
+    return lax.bitwise_or(lax.shift_left(b1, np.uint64(32)), b2)
+
+
+def _floats(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Uniform floats in [1, 2) of ``dtype`` (float32 or float64): random mantissa bits
+    (the high bits of each word) under the exponent of 1.0, as ``jax.random.uniform``."""
+    info = np.finfo(dtype)
+    width = info.bits
+    uint = np.dtype(f"uint{width}")
+    mantissa = lax.shift_right_logical(_bits(key, shape, width), uint.type(width - info.nmant))
+    one = np.array(1.0, dtype).view(uint)
+    return lax.bitcast_convert_type(lax.bitwise_or(mantissa, one), dtype)
+
+
+def _supported(key: jax.Array, dtype) -> bool:
+    dtype = np.dtype(dtype)
+    return _is_default(key) and (dtype == np.float32 or (
+        dtype == np.float64 and jax.config.jax_enable_x64))
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
@@ -170,12 +197,27 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     The 23 high bits of each word (:func:`bits32`) become the mantissa of a float in
     [1, 2), from which 1 is subtracted.
     """
-    if not _is_default(key):
+    if not _supported(key, np.float32):
         return jax.random.uniform(key, shape, jnp.float32)
-    mantissa = lax.shift_right_logical(bits32(key, shape), np.uint32(32 - 23))
-    one = np.array(1.0, np.float32).view(np.uint32)
-    return lax.sub(lax.bitcast_convert_type(lax.bitwise_or(mantissa, one), np.float32),
-                   np.float32(1.0))
+    return lax.sub(_floats(key, shape, np.float32), np.float32(1.0))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def normal(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Array:
+    """``jax.random.normal(key, shape, dtype)``: standard normal draws.
+
+    As JAX draws them: ``u`` uniform in ``(-1, 1)`` (floats in [1, 2) scaled by ``1 -
+    lo`` and shifted by ``lo``, the float after -1), then ``sqrt(2) * erfinv(u)``.
+    float32, and float64 under x64; other dtypes go to ``jax.random.normal``.
+    """
+    dtype = np.dtype(dtype)
+    if not _supported(key, dtype):
+        return jax.random.normal(key, shape, dtype)
+    lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
+    hi = np.array(1.0, dtype)
+    floats = lax.sub(_floats(key, shape, dtype), dtype.type(1.0))
+    u = lax.max(lo, lax.add(lax.mul(floats, hi - lo), lo))
+    return lax.mul(np.array(np.sqrt(2), dtype), lax.erf_inv(u))
 
 
 @functools.partial(jax.jit, static_argnums=(1,))

@@ -70,6 +70,25 @@ def test_bits_and_uniform_match_jax_random(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(KEYS))
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (128, 64), (2, 3, 4, 5)])
+def test_normal_matches_jax_random(kind, shape):
+    key = KEYS[kind](21)
+    _same(prng.normal(key, shape), jax.random.normal(key, shape, jnp.float32))
+    _same(jax.jit(prng.normal, static_argnums=(1, 2))(key, shape, np.float32),
+          jax.random.normal(key, shape, jnp.float32))
+
+
+def test_normal_float64_under_x64_matches_jax_random(x64):
+    key = jax.random.key(8)
+    _same(prng.normal(key, (17, 9), np.float64), jax.random.normal(key, (17, 9), jnp.float64))
+
+
+def test_normal_of_other_dtypes_goes_to_jax_random():
+    key = jax.random.key(8)
+    _same(prng.normal(key, (5,), jnp.bfloat16), jax.random.normal(key, (5,), jnp.bfloat16))
+
+
+@pytest.mark.parametrize("kind", sorted(KEYS))
 @pytest.mark.parametrize("n", (1, 2, 31, 683, 1625, 1626, 5000))
 def test_permutation_matches_jax_random(kind, n):
     """Including both sides of 1,625 samples, where JAX's shuffle takes a second round."""

@@ -13,7 +13,6 @@ import pytest
 
 from epynn_jax import layers, network
 from epynn_jax.errors import NonFiniteError
-from epynn_jax.testing import x64
 from epynn_jax.network.epoch import (
     TrainState,
     epoch_guard,
@@ -21,6 +20,7 @@ from epynn_jax.network.epoch import (
     locate_non_finite,
     run_epoch,
 )
+from epynn_jax.testing import x64
 
 from .test_fit_compiles import compiled
 
