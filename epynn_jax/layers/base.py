@@ -39,7 +39,7 @@ import math
 import sys
 import weakref
 from functools import lru_cache, partial
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +168,13 @@ class Layer:
 
     input_shape: tuple[int, ...] | None = dataclasses.field(default=None, kw_only=True)
     hpars: ActivationHPars = dataclasses.field(default=DEFAULT_HPARS, kw_only=True)
+
+    #: Whether ``forward`` reads its ``key`` when training (Dropout draws its mask
+    #: from it). True unless the class says otherwise, so a custom layer is given
+    #: keys; the built-in layers that draw nothing set it False, and a network of
+    #: such layers only is trained with no per-step keys drawn (a layer that draws
+    #: then gets ``key=None``).
+    uses_key: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

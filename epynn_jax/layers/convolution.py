@@ -77,6 +77,8 @@ class Convolution(Layer):
     or ``'patches'`` (see the module docstring).
     """
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     unit_filters: int = 1
     filter_size: tuple[int, int] = (3, 3)
     strides: tuple[int, int] | None = None

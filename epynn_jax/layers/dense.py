@@ -33,6 +33,8 @@ __all__ = ["Dense"]
 class Dense(Layer):
     """Fully connected layer with ``units`` outputs and activation ``activate``."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     units: int = 1
     activate: str = "sigmoid"
     initialization: str = "xavier"

@@ -25,6 +25,8 @@ class Embedding(Layer):
     ``vocabulary_size`` records EpyNN's ``d['e']`` when inputs are one-hot.
     """
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     vocabulary_size: int | None = None
 
     @property

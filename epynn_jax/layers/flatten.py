@@ -19,6 +19,8 @@ __all__ = ["Flatten"]
 class Flatten(Layer):
     """Flatten every axis but the batch axis."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
 
 def compute_shapes(layer: Flatten, X_shape: tuple[int, ...]) -> Flatten:
     """Record the input shape (any rank)."""

@@ -80,6 +80,8 @@ GATES = ("z", "r", "hh")  # EpyNN's order of parameters and of drawing them
 class GRU(Layer):
     """GRU with ``unit_cells`` units; returns all states if ``sequences``."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     unit_cells: int = 1
     activate: str = "tanh"
     activate_update: str = "sigmoid"

@@ -83,6 +83,8 @@ GATES = ("f", "i", "g", "o")  # EpyNN's order of parameters and of drawing them
 class LSTM(Layer):
     """LSTM with ``unit_cells`` units; returns all states if ``sequences``."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     unit_cells: int = 1
     activate: str = "tanh"
     activate_output: str = "sigmoid"

@@ -64,6 +64,8 @@ def check_pool(pool: object) -> str:
 class Pooling(Layer):
     """Pool windows of ``pool_size`` at ``strides`` (default ``pool_size``) with ``pool``."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     pool_size: tuple[int, int] = (2, 2)
     strides: tuple[int, int] | None = None
     pool: str = "max"

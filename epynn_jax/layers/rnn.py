@@ -69,6 +69,8 @@ __all__ = ["RNN"]
 class RNN(Layer):
     """Elman RNN with ``unit_cells`` units; returns all states if ``sequences``."""
 
+    uses_key = False  # draws nothing (see Layer.uses_key)
+
     unit_cells: int = 1
     activate: str = "tanh"
     initialization: str = "xavier"

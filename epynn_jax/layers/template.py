@@ -23,6 +23,10 @@ __all__ = ["Template"]
 class Template(Layer):
     """Pass-through layer: A = X."""
 
+    # forward reads no key; a layer that draws from it (as Dropout does) leaves this
+    # True, the default (see Layer.uses_key)
+    uses_key = False
+
 
 def compute_shapes(layer: Template, X_shape: tuple[int, ...]) -> Template:
     """Record the input shape (any rank)."""

@@ -114,19 +114,22 @@ def _keys(key: jax.Array, x1: jax.Array, x2: jax.Array) -> jax.Array:
     return data
 
 
+def _fits(shape: tuple[int, ...]) -> bool:
+    """Every row-major index of ``shape`` fits the low counter word (below 2**32); larger
+    draws go to ``jax.random``."""
+    return math.prod(shape) < 2**32
+
+
 def _counters(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
-    """The (high, low) words of the 64-bit row-major indices of ``shape``."""
-    n = math.prod(shape)
-    if n >= 2**32:
-        raise ValueError(f"prng: at most 2**32 - 1 outputs per call, got shape {shape}")
-    low = lax.iota(np.uint32, n).reshape(shape)
+    """The (high, low) words of the 64-bit row-major indices of ``shape`` (:func:`_fits`)."""
+    low = lax.iota(np.uint32, math.prod(shape)).reshape(shape)
     return jnp.zeros(shape, np.uint32), low
 
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def split(key: jax.Array, num: int = 2) -> jax.Array:
     """``jax.random.split(key, num)``: ``num`` new keys, shape (num,) (raw keys: (num, 2))."""
-    if not _is_default(key):
+    if not (_is_default(key) and _fits((num,))):
         return jax.random.split(key, num)
     return _keys(key, *_counters((num,)))
 
@@ -149,7 +152,7 @@ def fold_in_range(key: jax.Array, start, n: int) -> jax.Array:
     """``jax.vmap(jax.random.fold_in, (None, 0))(key, start + jnp.arange(n))``: the keys
     ``fold_in(key, start + i)`` for ``i < n``, shape (n,) (raw keys: (n, 2)); ``start``
     may be traced."""
-    if not _is_default(key):
+    if not (_is_default(key) and _fits((n,))):
         return jax.vmap(jax.random.fold_in, (None, 0))(key, start + jnp.arange(n))
     low = (start + jnp.arange(n)).astype(np.uint32)
     return _keys(key, jnp.zeros_like(low), low)
@@ -158,7 +161,7 @@ def fold_in_range(key: jax.Array, start, n: int) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(1,))
 def bits32(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """``jax.random.bits(key, shape, jnp.uint32)``: uniform ``uint32`` words of ``shape``."""
-    if not _is_default(key):
+    if not (_is_default(key) and _fits(shape)):
         return jax.random.bits(key, shape, jnp.uint32)
     return _bits(key, shape, 32)
 
@@ -184,9 +187,9 @@ def _floats(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
     return lax.bitcast_convert_type(lax.bitwise_or(mantissa, one), dtype)
 
 
-def _supported(key: jax.Array, dtype) -> bool:
+def _supported(key: jax.Array, shape: tuple[int, ...], dtype) -> bool:
     dtype = np.dtype(dtype)
-    return _is_default(key) and (dtype == np.float32 or (
+    return _is_default(key) and _fits(shape) and (dtype == np.float32 or (
         dtype == np.float64 and jax.config.jax_enable_x64))
 
 
@@ -197,7 +200,7 @@ def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     The 23 high bits of each word (:func:`bits32`) become the mantissa of a float in
     [1, 2), from which 1 is subtracted.
     """
-    if not _supported(key, np.float32):
+    if not _supported(key, shape, np.float32):
         return jax.random.uniform(key, shape, jnp.float32)
     return lax.sub(_floats(key, shape, np.float32), np.float32(1.0))
 
@@ -211,7 +214,7 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Arra
     float32, and float64 under x64; other dtypes go to ``jax.random.normal``.
     """
     dtype = np.dtype(dtype)
-    if not _supported(key, dtype):
+    if not _supported(key, shape, dtype):
         return jax.random.normal(key, shape, dtype)
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
     hi = np.array(1.0, dtype)

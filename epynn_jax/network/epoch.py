@@ -95,7 +95,7 @@ def train_step(net: Network, optimizer, loss: str, state: TrainState, X, Y):
 
     ``optimizer`` is an optax ``GradientTransformation`` or its ``update`` function.
     """
-    key, sub = prng.split(state.key)
+    key, sub = (None, None) if state.key is None else prng.split(state.key)
     grads, A, _, _, _ = gradients(net, state.params, X, Y, loss, sub, True,
                                   loss_scale_of(state.opt_state))
     updates, opt_state = _update_of(optimizer)(grads, state.opt_state, state.params)
@@ -430,15 +430,17 @@ def step_keys(step_key: jax.Array, start, k: int) -> jax.Array:
     return prng.fold_in_range(step_key, start, k)
 
 
-def _epoch_keys(key: jax.Array, n_batches: int):
+def _epoch_keys(net: Network, key: jax.Array, n_batches: int):
     """``(next state key, shuffle key, one key per step)``: ONE vectorized split.
 
     The key a step returns is not carried: without a stochastic layer XLA then
     drops every key computation from the loop (carrying the key ran a sequential
-    threefry split per step, about 20 % of a small Dense epoch's CPU time).
+    threefry split per step, about 20 % of a small Dense epoch's CPU time). When
+    no layer reads a key (``net.uses_keys``) the step keys are None and are not
+    traced at all (their hashes were a fifth of a small epoch's trace).
     """
     key, shuffle_key, step_key = prng.split(key, 3)
-    return key, shuffle_key, step_keys(step_key, 0, n_batches)
+    return key, shuffle_key, step_keys(step_key, 0, n_batches) if net.uses_keys else None
 
 
 def train_steps(net: Network, update: Update, loss: str, guard: bool, params: Params,
@@ -462,14 +464,14 @@ def train_steps(net: Network, update: Update, loss: str, guard: bool, params: Pa
     return params, opt_state, out, None
 
 
-def _epoch_plan(state: TrainState, train: tuple, batch_size: int, idx, mesh):
+def _epoch_plan(net: Network, state: TrainState, train: tuple, batch_size: int, idx, mesh):
     """``(next key, (batch indices, step keys), batch)`` of the epoch from ``state``:
     ``idx`` or a shuffle of ``train`` from the state's key; ``batch(indices)`` gathers one
     batch (split over the mesh's ``'data'`` axis when there is one). Inside jit."""
     X, Y = train
     n_batches = idx.shape[0] if idx is not None else max(X.shape[0] // min(batch_size,
                                                                             X.shape[0]), 1)
-    key, shuffle_key, keys = _epoch_keys(state.key, n_batches)
+    key, shuffle_key, keys = _epoch_keys(net, state.key, n_batches)
     if idx is None:
         idx = epoch_batches(shuffle_key, X.shape[0], batch_size)
     if mesh is not None:
@@ -509,7 +511,7 @@ def run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, 
     grows with the chunk, not with the sets, and the metrics are those of one
     forward over each set.
     """
-    key, xs, batch = _epoch_plan(state, train, batch_size, idx, mesh)
+    key, xs, batch = _epoch_plan(net, state, train, batch_size, idx, mesh)
 
     params, opt_state, costs, _ = train_steps(net, update, loss, False, state.params,
                                               state.opt_state, xs, batch)
@@ -533,7 +535,7 @@ def locate_non_finite(net: Network, update: Update, loss: str, batch_size: int,
     ``fit`` calls it only after an epoch whose guard failed (it compiles then, once):
     the epoch itself watches its end parameters and costs only.
     """
-    _, xs, batch = _epoch_plan(state, train, batch_size, idx, mesh)
+    _, xs, batch = _epoch_plan(net, state, train, batch_size, idx, mesh)
 
     return train_steps(net, update, loss, True, state.params, state.opt_state, xs, batch)[3]
 
@@ -593,8 +595,9 @@ def last_step_caches(net: Network, update: Update, loss: str, state: TrainState,
     epoch started from with the batches ``idx`` (as :func:`run_epoch` ran them: the same
     step keys, the same updates before it)."""
     X, Y = train
-    _, _, keys = _epoch_keys(state.key, idx.shape[0])
+    _, _, keys = _epoch_keys(net, state.key, idx.shape[0])
+    head, sub = (None, None) if keys is None else (keys[:-1], prng.split(keys[-1])[1])
     params, _, _, _ = train_steps(net, update, loss, False, state.params, state.opt_state,
-                                  (idx[:-1], keys[:-1]), lambda i: (X[i], Y[i]))
-    _, sub = jax.random.split(keys[-1])  # the key the last train_step drew with
+                                  (idx[:-1], head), lambda i: (X[i], Y[i]))
+    # sub: the key the last train_step drew with
     return step_caches(net, loss, params, X[idx[-1]], Y[idx[-1]], sub)

@@ -80,6 +80,13 @@ class Network:
         """The output layer's ``activate`` name (None when it has none)."""
         return self.layers[-1].activation.get("activate")
 
+    @property
+    def uses_keys(self) -> bool:
+        """Whether a layer's ``forward`` reads its key when training
+        (:attr:`~epynn_jax.layers.base.Layer.uses_key`); when none does, training draws
+        no per-step keys."""
+        return any(type(layer).uses_key for layer in self.layers)
+
     def __len__(self) -> int:
         return len(self.layers)
 

@@ -209,7 +209,7 @@ def train_chunk(net: Network, update, loss: str, params: Params, opt_state, step
     replay of a failed chunk) it is the :class:`Guard` of every step and layer, its
     ``bad_step`` counted from the chunk's first step; else None.
     """
-    keys = step_keys(step_key, start, X.shape[0])
+    keys = step_keys(step_key, start, X.shape[0]) if net.uses_keys else None
     batch = (lambda xy: xy) if mesh is None else (lambda xy: parallel.constrain_batch(xy, mesh))
     params, opt_state, costs, watch = train_steps(net, update, loss, guard and locate, params,
                                                   opt_state, ((X, Y), keys), batch)

@@ -119,6 +119,17 @@ def test_other_implementations_go_to_jax_random():
         _same(prng.permutation(key, 40), jax.random.permutation(key, 40))
 
 
+def test_draws_of_2_to_the_32_or_more_go_to_jax_random():
+    """Counters past the low 32-bit word are jax.random's (only shapes are traced here:
+    the parameter-memory check of a 6e9-parameter layer asks for them)."""
+    key, shape = jax.random.key(0), (2**16, 2**16)
+    assert not prng._fits(shape) and prng._fits((2**16, 2**16 - 1))
+    for fn, dtype in ((prng.bits32, np.uint32), (prng.uniform, np.float32),
+                      (prng.normal, np.float32)):
+        out = jax.eval_shape(fn, key, shape)
+        assert (out.shape, out.dtype) == (shape, dtype)
+
+
 def _kernels(fn, *args) -> int:
     """Kernels (fusions, loops and sorts) of ``fn``'s compiled program."""
     text = jax.jit(fn).lower(*args).compile().as_text()
