@@ -30,6 +30,7 @@ from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
 from epynn_jax.compat.embedding.models import Embedding
 from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype
+from epynn_jax.maths import prng
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import epoch as core
 from epynn_jax.network import parallel
@@ -243,7 +244,7 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
             A, fcs = X[b], {}
             for s, seg in enumerate(segs):
                 if seg.compiled:
-                    key, sub = jax.random.split(key)
+                    key, sub = prng.split(key)
                     A, fcs[s] = core.forward_jit(seg.net, params[s], jnp.asarray(A, float_dtype()),
                                                  sub, True)
                 else:
