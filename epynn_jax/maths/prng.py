@@ -107,8 +107,7 @@ def _keys(key: jax.Array, x1: jax.Array, x2: jax.Array) -> jax.Array:
     """
     x1, x2 = (jnp.broadcast_to(x[..., None], (*x.shape, 2)) for x in (x1, x2))
     b1, b2 = threefry2x32(*_words(key), x1, x2)
-    data = lax.optimization_barrier(
-        jnp.where(lax.broadcasted_iota(np.int32, b1.shape, b1.ndim - 1) == 0, b1, b2))
+    data = jnp.where(lax.broadcasted_iota(np.int32, b1.shape, b1.ndim - 1) == 0, b1, b2)
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key))
     return data
