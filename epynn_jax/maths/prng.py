@@ -24,8 +24,9 @@ implementation runs. Keys are hashed the way JAX does when
 outputs are the 64-bit integers ``0 .. n-1``, as (high, low) ``uint32`` words.
 
 Any other key goes to ``jax.random`` itself: keys of another implementation
-(``rbg``, ``unsafe_rbg``, a custom one), a batch of keys, or
-``jax_threefry_partitionable`` switched off. ``tests/maths/test_prng.py``
+(``rbg``, ``unsafe_rbg``, a custom one), a batch of keys,
+``jax_threefry_partitionable`` switched off, or a draw of 2**32 values or more
+(the counters here use the low 32-bit word only). ``tests/maths/test_prng.py``
 compares every function with ``jax.random`` for both kinds of key (typed, and
 legacy raw ``uint32[2]``).
 """
@@ -175,18 +176,21 @@ def _bits(key: jax.Array, shape: tuple[int, ...], width: int) -> jax.Array:
     return lax.bitwise_or(lax.shift_left(b1, np.uint64(32)), b2)
 
 
-def _floats(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
-    """Uniform floats in [1, 2) of ``dtype`` (float32 or float64): random mantissa bits
-    (the high bits of each word) under the exponent of 1.0, as ``jax.random.uniform``."""
+def _unit(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Uniform floats in [0, 1) of ``dtype`` (float32 or float64), as
+    ``jax.random.uniform`` draws them: random mantissa bits (the high bits of each word)
+    under the exponent of 1.0 make a float in [1, 2), from which 1 is subtracted."""
     info = np.finfo(dtype)
     width = info.bits
     uint = np.dtype(f"uint{width}")
     mantissa = lax.shift_right_logical(_bits(key, shape, width), uint.type(width - info.nmant))
     one = np.array(1.0, dtype).view(uint)
-    return lax.bitcast_convert_type(lax.bitwise_or(mantissa, one), dtype)
+    return lax.sub(lax.bitcast_convert_type(lax.bitwise_or(mantissa, one), dtype),
+                   np.dtype(dtype).type(1.0))
 
 
 def _supported(key: jax.Array, shape: tuple[int, ...], dtype) -> bool:
+    """:func:`_is_default` and :func:`_fits`, and a float dtype :func:`_unit` draws."""
     dtype = np.dtype(dtype)
     return _is_default(key) and _fits(shape) and (dtype == np.float32 or (
         dtype == np.float64 and jax.config.jax_enable_x64))
@@ -194,21 +198,17 @@ def _supported(key: jax.Array, shape: tuple[int, ...], dtype) -> bool:
 
 @functools.partial(jax.jit, static_argnums=(1,))
 def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``jax.random.uniform(key, shape, jnp.float32)``: floats in [0, 1).
-
-    The 23 high bits of each word (:func:`bits32`) become the mantissa of a float in
-    [1, 2), from which 1 is subtracted.
-    """
+    """``jax.random.uniform(key, shape, jnp.float32)``: floats in [0, 1) (:func:`_unit`)."""
     if not _supported(key, shape, np.float32):
         return jax.random.uniform(key, shape, jnp.float32)
-    return lax.sub(_floats(key, shape, np.float32), np.float32(1.0))
+    return _unit(key, shape, np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2))
 def normal(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Array:
     """``jax.random.normal(key, shape, dtype)``: standard normal draws.
 
-    As JAX draws them: ``u`` uniform in ``(-1, 1)`` (floats in [1, 2) scaled by ``1 -
+    As JAX draws them: ``u`` uniform in ``(-1, 1)`` (floats in [0, 1) scaled by ``1 -
     lo`` and shifted by ``lo``, the float after -1), then ``sqrt(2) * erfinv(u)``.
     float32, and float64 under x64; other dtypes go to ``jax.random.normal``.
     """
@@ -217,8 +217,7 @@ def normal(key: jax.Array, shape: tuple[int, ...], dtype=np.float32) -> jax.Arra
         return jax.random.normal(key, shape, dtype)
     lo = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype), dtype=dtype)
     hi = np.array(1.0, dtype)
-    floats = lax.sub(_floats(key, shape, dtype), dtype.type(1.0))
-    u = lax.max(lo, lax.add(lax.mul(floats, hi - lo), lo))
+    u = lax.max(lo, lax.add(lax.mul(_unit(key, shape, dtype), hi - lo), lo))
     return lax.mul(np.array(np.sqrt(2), dtype), lax.erf_inv(u))
 
 
