@@ -17,8 +17,10 @@ The command line (``epynn-jax``) and the EpyNN script runner
 
 - the cache lives in ``$XDG_CACHE_HOME/epynn_jax/jax`` (``~/.cache/epynn_jax/jax``
   when ``XDG_CACHE_HOME`` is unset);
-- programs that took at least :data:`MIN_COMPILE_TIME_SECS` to compile are
-  written (JAX's own default, 1 s, would skip most of our epochs);
+- programs that took at least :data:`MIN_COMPILE_TIME_SECS` (0.03 s) to
+  compile are written (JAX's own default, 1 s, would skip most of our epochs;
+  at 0.03 s ``predict``'s program is kept too, while eager code's
+  one-operation programs, a few milliseconds each, are not written);
 - a cache directory the user already chose (``JAX_COMPILATION_CACHE_DIR`` or
   ``jax.config.update('jax_compilation_cache_dir', ...)``) is kept;
 - :func:`enable_compilation_cache` ``(False)`` switches it off at any time.
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 ENV_NO_CACHE = "EPYNN_JAX_NO_CACHE"
-MIN_COMPILE_TIME_SECS = 0.1
+MIN_COMPILE_TIME_SECS = 0.03
 _JAX_DEFAULT_MIN_COMPILE_TIME = 1.0
 
 
