@@ -23,7 +23,8 @@ from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
            "check_params", "check_key", "check_options", "check_opt_state", "restore_opt_state",
-           "check_split", "check_label_range", "check_data", "check_eval_splits"]
+           "check_split", "check_pair", "check_label_range", "check_data",
+           "check_eval_splits"]
 
 
 #: Host buffers fit makes are aligned to this many bytes: a CPU device then takes them
@@ -253,14 +254,20 @@ def check_label_range(Y: np.ndarray, loss: str, where: str) -> None:
         raise ValueError(f"{where}: loss {loss} needs labels in [0, 1]")
 
 
+def check_pair(net: Network, name: str, xy: Any) -> None:
+    """Raise unless ``xy`` is a pair ``(X, Y)`` whose shapes fit ``net`` (:func:`check_split`;
+    no data read)."""
+    if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
+        raise TypeError(f"data[{name!r}]: expected a pair (X, Y)")
+    check_split(net, name, *xy)
+
+
 def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:
     """Validate and convert every split ``{name: (X, Y)}`` before any tracing
     (:func:`check_split`); returns them as device arrays (:func:`as_floats`: one
     conversion on the host, none for JAX arrays that already have the working dtype)."""
     for name, xy in data.items():
-        if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
-            raise TypeError(f"data[{name!r}]: expected a pair (X, Y)")
-        check_split(net, name, *xy)
+        check_pair(net, name, xy)
     names = list(data)
     placed = as_floats([a for s in names for a in data[s]],
                        [f"{s} {v}" for s in names for v in ("X", "Y")])

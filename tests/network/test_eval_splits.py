@@ -63,3 +63,38 @@ def test_checkpoint_best_needs_an_evaluated_split(setup, tmp_path):
         _fit(setup, eval_splits=("dval",),
              checkpoints=io.Checkpoints(tmp_path, best=("accuracy", "dtest", "max")))
     assert not any(tmp_path.iterdir())
+
+
+def test_unread_splits_are_checked_for_shape_only(setup, monkeypatch):
+    """A split that is neither trained on nor evaluated is not converted or placed (fit
+    reads none of its values), but a pair whose shapes do not fit still raises."""
+    net, params, data = setup
+    converted = []
+    real = network.checks.as_floats
+
+    def spy(arrays, wheres):
+        converted.extend(wheres)
+        return real(arrays, wheres)
+
+    monkeypatch.setattr(network.checks, "as_floats", spy)
+    nan_val = (np.full_like(data["dval"][0], np.nan), data["dval"][1])
+    out = _fit((net, params, {**data, "dval": nan_val}), eval_splits=("dtest",))
+    assert converted == ["dtrain X", "dtrain Y", "dtest X", "dtest Y"]
+    assert set(out.history["CCE"]) == {"dtest"}
+    with pytest.raises(ValueError, match="dval: X has 16 samples but Y has 15"):
+        _fit((net, params, {**data, "dval": (data["dval"][0], data["dval"][1][:15])}),
+             eval_splits=())
+    with pytest.raises(TypeError, match=r"data\['dval'\]: expected a pair"):
+        _fit((net, params, {**data, "dval": data["dval"][0]}), eval_splits=())
+    # evaluated, the same NaN split is refused before training
+    with pytest.raises(ValueError, match="dval X: contains NaN"):
+        _fit((net, params, {**data, "dval": nan_val}))
+
+
+def test_checkpoint_fingerprints_every_split_given(setup, tmp_path):
+    """Checkpoints record every split of data, read or not (a resume on other data in any
+    split is noticed), also with no split evaluated."""
+    out = _fit(setup, eval_splits=(), checkpoints=io.Checkpoints(tmp_path))
+    assert out.checkpoints
+    ck = io.load_checkpoint(next(iter(out.checkpoints.values())))
+    assert set(ck.metadata["data"]) == {"dtrain", "dval", "dtest"}
