@@ -322,6 +322,9 @@ def fit(
 
     ``eval_splits`` names the splits evaluated after every epoch (default: every
     split of ``data``; ``()``: none, the fastest epoch, with an empty history).
+    A split that is neither trained on nor evaluated is checked for its shapes
+    only: ``fit`` converts, places and reads none of its values (checkpoints
+    still fingerprint it).
     Each of them is evaluated ``eval_chunk`` samples at a time inside the compiled
     epoch, so memory does not grow with the sets; the metrics equal those of
     one forward over each set. ``None`` takes as many samples as 16 MiB of
