@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -95,18 +96,40 @@ def _device_all_finite(a: jax.Array) -> jax.Array:
     return jnp.isfinite(a).all()
 
 
+#: JAX arrays found finite, by ``id``: a weak reference to each, so an entry holds
+#: nothing alive and a new array at a reused address is not taken for an old one.
+#: (JAX arrays are immutable: checked once, finite for good.) The last few only.
+_FINITE: dict[int, weakref.ref] = {}
+_FINITE_MAX = 32
+
+
+def _known_finite(a: jax.Array) -> bool:
+    ref = _FINITE.get(id(a))
+    return ref is not None and ref() is a and not a.is_deleted()
+
+
+def _remember_finite(a: jax.Array) -> None:
+    while len(_FINITE) >= _FINITE_MAX:
+        del _FINITE[next(iter(_FINITE))]  # the oldest
+    _FINITE[id(a)] = weakref.ref(a)
+
+
 def _kept_on_device(a, where: str) -> bool:
     """Whether ``a`` is a JAX array of the working dtype on the default device, used where it
-    is; checked in place (a host view on a CPU, one reduction on an accelerator). Arrays
-    elsewhere (another device, several) go through the host like NumPy data, so that every
-    split lands on the same device."""
+    is; checked in place (a host view on a CPU, one reduction on an accelerator), once per
+    array (a ``fit`` per epoch on the same arrays sums them once). Arrays elsewhere
+    (another device, several) go through the host like NumPy data, so that every split
+    lands on the same device."""
     if not (isinstance(a, jax.Array) and a.dtype == np.dtype(float_dtype())
             and a.is_fully_addressable and a.devices() == {_default_device()}):
         return False
+    if _known_finite(a):
+        return True
     device = next(iter(a.devices()))
     ok = all_finite(np.asarray(a)) if device.platform == "cpu" else bool(_device_all_finite(a))
     if not ok:
         raise ValueError(f"{where}: contains NaN or inf values")
+    _remember_finite(a)
     return True
 
 

@@ -72,6 +72,33 @@ def test_jax_arrays_are_used_where_they_are(net, params):
     assert from_numpy.history == from_jax.history
 
 
+def test_a_jax_array_is_checked_once(net, params, monkeypatch):
+    """JAX arrays are immutable: fit sums one for finiteness the first time it sees it,
+    not at every call; the record dies with the array (a weak reference)."""
+    import gc
+    import weakref
+
+    X, Y = (jnp.asarray(a, jnp.float32) for a in _XY())
+    sums = []
+    real = checks.all_finite
+    monkeypatch.setattr(checks, "all_finite", lambda a: sums.append(a.shape) or real(a))
+    for _ in range(3):
+        _fit(net, params, {"dtrain": (X, Y)}, epochs=1)
+    assert sums == [X.shape, Y.shape]
+    dead = jnp.asarray(_XY(12, seed=3)[0], jnp.float32)
+    checks.as_floats([dead], ["X"])
+    ref, n, address = weakref.ref(dead), len(checks._FINITE), id(dead)
+    assert checks._known_finite(dead)
+    del dead
+    gc.collect()
+    assert ref() is None and checks._FINITE[address]() is None  # holds nothing alive
+    # a NaN array made later is checked, whatever address it takes
+    bad = jnp.full(X.shape, jnp.nan, jnp.float32)
+    with pytest.raises(ValueError, match="dtrain X: contains NaN or inf"):
+        _fit(net, params, {"dtrain": (bad, Y)})
+    assert len(checks._FINITE) <= max(n, checks._FINITE_MAX)
+
+
 @pytest.mark.parametrize("where", ["X", "Y"])
 def test_non_finite_jax_array_is_named(net, params, where):
     X, Y = (jnp.asarray(a, jnp.float32) for a in _XY())
