@@ -145,8 +145,9 @@ def as_floats(arrays: Sequence, wheres: Sequence[str]) -> list[jax.Array]:
     out = [a if _kept_on_device(a, where) else host_float(a, where, own=True)
            for a, where in zip(arrays, wheres)]
     host = [i for i, a in enumerate(out) if isinstance(a, np.ndarray)]
-    for i, placed in zip(host, jax.device_put([out[i] for i in host])):
-        out[i] = placed
+    if host:  # (device_put of nothing still costs its tens of microseconds)
+        for i, placed in zip(host, jax.device_put([out[i] for i in host])):
+            out[i] = placed
     return out
 
 
