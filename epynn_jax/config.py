@@ -13,7 +13,8 @@ cache call :func:`enable_compilation_cache` once::
 
 The command line (``epynn-jax``) and the EpyNN script runner
 (``python -m epynn_jax.compat``) are programs, not libraries: they call
-:func:`setup`, which switches the cache on unless ``EPYNN_JAX_NO_CACHE=1``.
+:func:`setup`, which switches the cache on unless ``EPYNN_JAX_NO_CACHE=1`` and
+freezes the objects the imports made for the garbage collector (``gc.freeze``).
 
 - the cache lives in ``$XDG_CACHE_HOME/epynn_jax/jax`` (``~/.cache/epynn_jax/jax``
   when ``XDG_CACHE_HOME`` is unset);
@@ -30,6 +31,7 @@ The cache is trusted code: do not point it at a directory others can write.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -109,13 +111,30 @@ def enable_compilation_cache(enabled: bool = True, path: str | os.PathLike | Non
     return str(path)
 
 
-def setup() -> str | None:
-    """The programs' default: the cache on unless ``EPYNN_JAX_NO_CACHE`` is set.
+def setup(freeze_gc: bool = True) -> str | None:
+    """The programs' default: the cache on unless ``EPYNN_JAX_NO_CACHE`` is set, and
+    the objects alive now frozen for the garbage collector.
 
     Called by ``epynn-jax`` and ``python -m epynn_jax.compat`` (never on
-    import). Respects a directory and threshold the user configured in JAX
-    before. Returns the directory in use (``None`` when off).
+    import), after their imports. Respects a directory and threshold the user
+    configured in JAX before. Returns the directory in use (``None`` when off).
+
+    ``freeze_gc``: ``gc.freeze()``, which moves every object alive now (mostly
+    the functions, classes and constants of the imported modules, JAX's
+    included) to the collector's permanent generation. The collector's full
+    passes then skip them: one such pass fell in the first ``fit`` of a
+    process and took 30-35 ms of it over the imports' objects (5 ms after the
+    freeze). Cyclic garbage among the frozen objects is never collected, so
+    programs call this after their imports, before their data.
     """
+    where = _cache_setup()
+    if freeze_gc:
+        gc.freeze()
+    return where
+
+
+def _cache_setup() -> str | None:
+    """:func:`setup`'s cache part."""
     if _truthy(os.environ.get(ENV_NO_CACHE)):
         return enable_compilation_cache(False)
     if not jax.config.jax_enable_compilation_cache:
