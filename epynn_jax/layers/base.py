@@ -175,6 +175,13 @@ class Layer:
     #: such layers only is trained with no per-step keys drawn (a layer that draws
     #: then gets ``key=None``).
     uses_key: ClassVar[bool] = True
+    #: Whether ``forward`` runs a loop over the time steps of each sample (the
+    #: recurrent layers): its sequential chain does not grow with the batch, so
+    #: evaluating several sets in ONE forward, their samples side by side, runs it
+    #: once instead of once per set (``network.epoch.evaluate_splits``). False
+    #: unless the class says so; every layer's forward must treat samples apart
+    #: when not training (as chunked evaluation already assumes).
+    sequential: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -70,6 +70,7 @@ class RNN(Layer):
     """Elman RNN with ``unit_cells`` units; returns all states if ``sequences``."""
 
     uses_key = False  # draws nothing (see Layer.uses_key)
+    sequential = True  # a loop over the steps (see Layer.sequential)
 
     unit_cells: int = 1
     activate: str = "tanh"

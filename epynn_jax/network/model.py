@@ -87,6 +87,13 @@ class Network:
         no per-step keys."""
         return any(type(layer).uses_key for layer in self.layers)
 
+    @property
+    def sequential(self) -> bool:
+        """Whether a layer's ``forward`` loops over time steps
+        (:attr:`~epynn_jax.layers.base.Layer.sequential`); then the evaluated sets share
+        one forward when they fit in one chunk together."""
+        return any(type(layer).sequential for layer in self.layers)
+
     def __len__(self) -> int:
         return len(self.layers)
 

@@ -197,3 +197,67 @@ def test_predict_in_chunks_is_the_output_of_one_forward(x64, n, chunk):
     np.testing.assert_allclose(got, whole, rtol=1e-13, atol=1e-15)
     with pytest.raises(ValueError, match="chunk"):
         network.predict(net, params, X, chunk=0)
+
+
+RECURRENT = {"RNN": lambda: layers.RNN(4), "LSTM": lambda: layers.LSTM(4),
+             "GRU": lambda: layers.GRU(4)}
+
+
+def _recurrent_net(kind):
+    return network.build([RECURRENT[kind](), layers.Dense(3, "softmax")], (6, 2))
+
+
+def _sequences(m, seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((m, 6, 2)), np.eye(3)[rng.integers(0, 3, m)]
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRENT))
+@pytest.mark.parametrize("chunk", [None, 20, 7])
+def test_recurrent_splits_share_one_forward_with_the_same_scores(x64, kind, chunk):
+    """A recurrent network's splits (23 + 17 + 8 samples) are evaluated as one set, their
+    concatenation: in one forward (chunk None) or in chunks of 20 rows, some holding
+    rows of two splits. Every metric is the one of a forward over each set, in
+    float64."""
+    net = _recurrent_net(kind)
+    data = {"dtrain": _sequences(23, 0), "dval": _sequences(17, 1), "dtest": _sequences(8, 2)}
+    names = ["accuracy", "precision_macro", "CCE", "MSE"]
+    result = network.fit(net, network.init(net, jax.random.key(0)), data, epochs=1,
+                         batch_size=5, loss="CCE", metrics=names, eval_chunk=chunk)
+    for split, (X, Y) in data.items():
+        A = np.asarray(network.predict(net, result.params, X))
+        for name in names:
+            np.testing.assert_allclose(result.history[name][split][0], reference(name, Y, A),
+                                       rtol=1e-12, atol=1e-15, err_msg=f"{name} on {split}")
+
+
+@pytest.mark.parametrize("chunk, shapes", [
+    (None, [(40, 6, 2)]),   # both splits (25 + 15) in one forward
+    (20, [(20, 6, 2)]),     # one loop over 2 chunks of 20 rows, for both splits
+    (25, [(25, 6, 2), (15, 6, 2)]),  # each split one forward; sharing would add a loop
+    (7, [(7, 6, 2)]),       # 6 chunks of 7 rows (the last overlapping), chunk 4 holds both
+])
+def test_recurrent_evaluation_is_traced_once_for_all_splits(monkeypatch, chunk, shapes):
+    net = _recurrent_net("GRU")
+    assert net.sequential and not _onehot_net().sequential
+    epoch.eval_chunk(net)  # its cached shape trace out of the count
+    calls = []
+    original = epoch.forward
+
+    def counting(*args, **kwargs):
+        calls.append(args[2].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(epoch, "forward", counting)
+    data = {"dtrain": _sequences(25, 5), "dval": _sequences(15, 6)}
+    network.fit(net, network.init(net, jax.random.key(0)), data, epochs=2, batch_size=5,
+                loss="CCE", eval_chunk=chunk)
+    assert calls == shapes
+
+
+def test_only_the_recurrent_layers_are_sequential():
+    flagged = {name for name in layers.__all__
+               if isinstance(getattr(layers, name), type)
+               and issubclass(getattr(layers, name), layers.Layer)
+               and getattr(layers, name).sequential}
+    assert flagged == {"RNN", "LSTM", "GRU"}
