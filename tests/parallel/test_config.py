@@ -132,7 +132,8 @@ def test_bad_arguments():
 
 FREEZE_PROBE = ("import gc, sys, io; from epynn_jax import cli, config; "
                 "assert gc.get_freeze_count() == 0; "
-                "config.setup(freeze_gc=sys.argv[1] == 'on'); print('FROZEN', gc.get_freeze_count())")
+                "config.setup(freeze_gc=sys.argv[1] == 'on'); "
+                "print('FROZEN', gc.get_freeze_count())")
 
 
 @pytest.mark.parametrize("flag", ["on", "off"])
