@@ -144,11 +144,10 @@ def test_memory_is_bounded_by_the_chunk_not_the_set():
     assert chunked[1] < whole[0] / 4, (chunked, whole)
 
 
-def test_forward_is_traced_once_per_split_whatever_the_chunks(monkeypatch):
-    """One fit with 3 chunks per split: the evaluation forward is traced once per split
-    (inside the loop over chunks), not once per chunk."""
-    net = network.build([layers.Dense(9, "relu"), layers.Dense(2, "softmax")], (5,))
-    epoch.eval_chunk(net)  # its cached shape trace out of the count
+def _traced_forwards(monkeypatch, net) -> list:
+    """The input shapes of every evaluation forward traced from now on (a list that
+    grows); the network's cached shape trace is taken first, out of the count."""
+    epoch.eval_chunk(net)
     calls = []
     original = epoch.forward
 
@@ -157,6 +156,14 @@ def test_forward_is_traced_once_per_split_whatever_the_chunks(monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(epoch, "forward", counting)
+    return calls
+
+
+def test_forward_is_traced_once_per_split_whatever_the_chunks(monkeypatch):
+    """One fit with 3 chunks per split: the evaluation forward is traced once per split
+    (inside the loop over chunks), not once per chunk."""
+    net = network.build([layers.Dense(9, "relu"), layers.Dense(2, "softmax")], (5,))
+    calls = _traced_forwards(monkeypatch, net)
     data = {"dtrain": _data(30, 2, 5), "dval": _data(20, 2, 6)}
     network.fit(net, network.init(net, jax.random.key(0)), data, epochs=2, batch_size=10,
                 eval_chunk=10)
@@ -240,15 +247,7 @@ def test_recurrent_splits_share_one_forward_with_the_same_scores(x64, kind, chun
 def test_recurrent_evaluation_is_traced_once_for_all_splits(monkeypatch, chunk, shapes):
     net = _recurrent_net("GRU")
     assert net.sequential and not _onehot_net().sequential
-    epoch.eval_chunk(net)  # its cached shape trace out of the count
-    calls = []
-    original = epoch.forward
-
-    def counting(*args, **kwargs):
-        calls.append(args[2].shape)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(epoch, "forward", counting)
+    calls = _traced_forwards(monkeypatch, net)
     data = {"dtrain": _sequences(25, 5), "dval": _sequences(15, 6)}
     network.fit(net, network.init(net, jax.random.key(0)), data, epochs=2, batch_size=5,
                 loss="CCE", eval_chunk=chunk)
