@@ -243,11 +243,12 @@ def evaluate_splits(net: Network, params: Params, splits: Mapping[str, tuple],
     of an epoch) than a second compile of their short forward.
     """
     sizes = [X.shape[0] for X, _ in splits.values()]
-    if mesh is None:
+    shared = net.sequential and len(splits) > 1 and mesh is None
+    if shared:
         chunk = _check_chunk(net, chunk, mesh)
-    if (not net.sequential or len(splits) < 2 or mesh is not None
-            or (sum(sizes) > chunk and max(sizes) <= chunk)):
-        # (the last: each split is one forward, together they would need a loop)
+        # each split one forward, but together they would need a loop: apart
+        shared = sum(sizes) <= chunk or max(sizes) > chunk
+    if not shared:
         return {name: evaluate(net, params, *xy, metric_names, chunk, mesh=mesh)
                 for name, xy in splits.items()}
     ends = list(itertools.accumulate(sizes))
