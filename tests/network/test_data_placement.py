@@ -87,7 +87,7 @@ def test_a_jax_array_is_checked_once(net, params, monkeypatch):
     assert sums == [X.shape, Y.shape]
     dead = jnp.asarray(_XY(12, seed=3)[0], jnp.float32)
     checks.as_floats([dead], ["X"])
-    ref, n, address = weakref.ref(dead), len(checks._FINITE), id(dead)
+    ref, address = weakref.ref(dead), id(dead)
     assert checks._known_finite(dead)
     del dead
     gc.collect()
@@ -96,7 +96,11 @@ def test_a_jax_array_is_checked_once(net, params, monkeypatch):
     bad = jnp.full(X.shape, jnp.nan, jnp.float32)
     with pytest.raises(ValueError, match="dtrain X: contains NaN or inf"):
         _fit(net, params, {"dtrain": (bad, Y)})
-    assert len(checks._FINITE) <= max(n, checks._FINITE_MAX)
+    # only the last _FINITE_MAX arrays are remembered: the oldest go first
+    many = [jnp.full((2,), float(i), jnp.float32) for i in range(checks._FINITE_MAX + 5)]
+    checks.as_floats(many, ["m"] * len(many))
+    assert len(checks._FINITE) == checks._FINITE_MAX
+    assert checks._known_finite(many[-1]) and not checks._known_finite(many[0])
 
 
 @pytest.mark.parametrize("where", ["X", "Y"])

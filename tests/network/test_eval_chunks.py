@@ -223,8 +223,8 @@ def _sequences(m, seed):
 @pytest.mark.parametrize("chunk", [None, 20, 7])
 def test_recurrent_splits_share_one_forward_with_the_same_scores(x64, kind, chunk):
     """A recurrent network's splits (23 + 17 + 8 samples) are evaluated as one set, their
-    concatenation: in one forward (chunk None) or in chunks of 20 rows, some holding
-    rows of two splits. Every metric is the one of a forward over each set, in
+    concatenation: in one forward (chunk None) or in chunks of 20 or 7 rows, some
+    holding rows of two splits. Every metric is the one of a forward over each set, in
     float64."""
     net = _recurrent_net(kind)
     data = {"dtrain": _sequences(23, 0), "dval": _sequences(17, 1), "dtest": _sequences(8, 2)}

@@ -130,7 +130,7 @@ def test_bad_arguments():
         config.enable_compilation_cache(True, min_compile_time_secs=-1)
 
 
-FREEZE_PROBE = ("import gc, sys, io; from epynn_jax import cli, config; "
+FREEZE_PROBE = ("import gc, sys; from epynn_jax import cli, config; "
                 "assert gc.get_freeze_count() == 0; "
                 "config.setup(freeze_gc=sys.argv[1] == 'on'); "
                 "print('FROZEN', gc.get_freeze_count())")
