@@ -1025,6 +1025,18 @@ def _wrap_key(data: np.ndarray, entry: dict, where: str) -> jax.Array:
         raise ModelFileError(f"{where}: cannot rebuild the PRNG key ({impl}): {err}") from None
 
 
+def _state_leaf(data: np.ndarray, entry: dict, j: int) -> jax.Array:
+    """Optimizer state leaf ``j`` on the device; its values must survive JAX's dtype (a
+    uint64 becomes a uint32 without x64: never by wrapping around)."""
+    if entry.get("key_impl") is not None:
+        return _wrap_key(data, entry, "opt_state")
+    try:
+        return _to_device(checks.exact_cast(data, jax.dtypes.canonicalize_dtype(data.dtype),
+                                            f"optimizer state leaf {j}"))
+    except ValueError as err:
+        raise ModelFileError(str(err)) from None
+
+
 def _check_history(history: Any) -> dict | None:
     if history is None:
         return None
@@ -1057,9 +1069,8 @@ def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
     key = _wrap_key(arrays["key"], doc["arrays"]["key"], "key") if "key" in arrays else None
     opt_state = None
     if ck.get("opt_state") is not None:
-        opt_state = tuple(
-            _wrap_key(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"], "opt_state")
-            for j in range(ck["opt_state"]))
+        opt_state = tuple(_state_leaf(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"],
+                                      j) for j in range(ck["opt_state"]))
     model = Model(net, params, doc["metadata"], history, opt_state, key, ck.get("epoch"),
                   extras, int(ck.get("batch", 0)))
     return model, verified or not entries
@@ -1117,8 +1128,10 @@ def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
 def restore_opt_state(optimizer: Any, params: Params, leaves: Sequence) -> Any:
     """Rebuild an optimizer state from saved leaves, shaped like ``optimizer.init(params)``.
 
-    Raises :class:`ModelFileError` when the number, shapes or kinds of the
-    leaves do not match what ``optimizer`` keeps.
+    Raises :class:`ModelFileError` naming the leaf when the number, shapes or kinds
+    (bool, int, float) of the leaves do not match what ``optimizer`` keeps, or when a
+    leaf's values do not convert exactly to the optimizer's dtype (NaN, a fractional
+    count, an int out of range); float32 leaves load as float64 and back.
     """
     try:
         return checks.restore_opt_state(optimizer, params, leaves)
@@ -1144,6 +1157,9 @@ def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no optimizer state or "
                              "epoch); use load_model")
     if optimizer is not None:
-        model = model._replace(opt_state=restore_opt_state(optimizer, model.params,
-                                                            model.opt_state))
+        try:
+            opt_state = restore_opt_state(optimizer, model.params, model.opt_state)
+        except ModelFileError as err:
+            raise ModelFileError(f"{path}: {err}") from None
+        model = model._replace(opt_state=opt_state)
     return model

@@ -23,8 +23,8 @@ from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
-           "check_params", "check_key", "check_options", "check_opt_state", "restore_opt_state",
-           "check_split", "check_pair", "check_label_range", "check_data",
+           "check_params", "check_key", "exact_cast", "check_options", "check_opt_state",
+           "restore_opt_state", "check_split", "check_pair", "check_label_range", "check_data",
            "check_eval_splits"]
 
 
@@ -229,11 +229,50 @@ def _is_key(x: Any) -> bool:
     return jnp.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
 
 
+#: Dtype kinds that hold the same sort of number: a saved leaf must be of its reference's.
+_KIND_NAMES = {"b": "bool", "i": "int", "u": "int", "f": "float"}
+
+
+def exact_cast(arr: np.ndarray, dtype: Any, where: str) -> np.ndarray:
+    """``arr`` as ``dtype`` when that keeps its values: the same kind (bool, int, float),
+    ints within the dtype's range, floats not beyond it (float64 to float32 rounds);
+    else ``ValueError`` naming ``where``."""
+    dtype = np.dtype(dtype)
+    kind = _KIND_NAMES.get(arr.dtype.kind)
+    if kind is None or kind != _KIND_NAMES.get(dtype.kind):
+        raise ValueError(f"{where}: saved as {arr.dtype}, the optimizer keeps "
+                         f"{dtype} ({_KIND_NAMES.get(dtype.kind, dtype.kind)} values)")
+    if kind == "int" and arr.size:
+        info = np.iinfo(dtype)
+        if int(arr.min()) < info.min or int(arr.max()) > info.max:
+            raise ValueError(f"{where}: values outside the range of {dtype} (saved "
+                             f"{arr.dtype} from {arr.min()} to {arr.max()})")
+    with np.errstate(over="ignore"):
+        out = arr.astype(dtype)
+    if kind == "float" and (np.isinf(out) != np.isinf(arr)).any():
+        raise ValueError(f"{where}: values beyond the range of {dtype}")
+    return out
+
+
+def _restored_leaf(j: int, ref: Any, leaf: Any) -> np.ndarray:
+    """The saved leaf ``j`` as a host array of the dtype of ``ref`` (the optimizer's own):
+    :func:`exact_cast`, and floats finite (inf only where the optimizer's fresh state holds
+    inf too); else ``ValueError`` naming the leaf."""
+    where = f"optimizer state leaf {j}"
+    arr = np.asarray(leaf)
+    out = exact_cast(arr, np.dtype(jnp.asarray(ref).dtype), where)
+    if arr.dtype.kind == "f" and (np.isnan(arr).any() or (
+            np.isinf(arr).any() and not np.isinf(np.asarray(ref)).any())):
+        raise ValueError(f"{where} ({arr.dtype}) holds NaN or inf values")
+    return out
+
+
 def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
     """An optimizer state rebuilt from its saved ``leaves``, shaped like ``optimizer.init(params)``.
 
-    Raises ``ValueError`` when the number, shapes or kinds of the leaves do not match
-    what ``optimizer`` keeps.
+    Raises ``ValueError`` naming the leaf when the number, shapes or kinds of the leaves
+    do not match what ``optimizer`` keeps, or a leaf's values do not convert exactly to
+    the optimizer's dtype (:func:`_restored_leaf`: a float count, NaN, an int out of range).
     """
     reference = optimizer.init(params)
     ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
@@ -246,8 +285,7 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
             raise ValueError(f"optimizer state leaf {j}: saved {jnp.shape(leaf)}, the "
                              f"optimizer keeps {jnp.shape(ref)}")
         # device_put, not jnp.asarray: that compiles a conversion per new shape
-        out.append(leaf if _is_key(leaf) else jax.device_put(
-            np.asarray(leaf, dtype=np.dtype(jnp.asarray(ref).dtype))))
+        out.append(leaf if _is_key(leaf) else jax.device_put(_restored_leaf(j, ref, leaf)))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 

@@ -1,0 +1,86 @@
+"""Checkpoints whose arrays have the wrong dtype, shape or values: refused at load, naming
+the array, never cast into something else or left for JAX to trip over."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from epynn_jax import layers, network
+from epynn_jax.errors import ModelFileError
+from epynn_jax.io import load_checkpoint, save_checkpoint
+from epynn_jax.network import checks
+
+NET = network.build([layers.Dense(2, "softmax")], (3,))
+PARAMS = network.init(NET, jax.random.key(0))
+ADAM = optax.adam(1e-3)
+STATE = ADAM.init(PARAMS)  # leaf 0: the int32 step count; then mu and nu per parameter
+LEAVES, TREE = jax.tree.flatten(STATE)
+
+
+def _save(tmp_path, leaves=LEAVES, key=None):
+    return save_checkpoint(tmp_path / "ck.epynn", NET, PARAMS,
+                           opt_state=jax.tree.unflatten(TREE, list(leaves)),
+                           key=jax.random.key(0) if key is None else key, epoch=1)
+
+
+def _with_leaf(j, value):
+    return [value if i == j else leaf for i, leaf in enumerate(LEAVES)]
+
+
+# -- optimizer state: dtype kinds and exact values -----------------------------------------
+
+
+@pytest.mark.parametrize("count", [np.float32(np.nan), np.float64(2.9), np.float64(2.0),
+                                   np.uint64(2**63), np.int64(2**40), np.bool_(True)],
+                         ids=["nan", "fraction", "float", "uint64-huge", "int64-huge", "bool"])
+def test_step_count_of_another_kind_or_range_is_refused(tmp_path, count):
+    path = _save(tmp_path, _with_leaf(0, count))
+    with pytest.raises(ModelFileError, match=r"ck\.epynn: optimizer state leaf 0\b.*int32"):
+        load_checkpoint(path, optimizer=ADAM)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_float_leaf_is_refused(tmp_path, bad):
+    mu = np.asarray(LEAVES[1]).copy()
+    mu.flat[0] = bad
+    path = _save(tmp_path, _with_leaf(1, mu))
+    with pytest.raises(ModelFileError, match=r"ck\.epynn: optimizer state leaf 1 .*NaN or inf"):
+        load_checkpoint(path, optimizer=ADAM)
+
+
+def test_float64_leaf_and_int64_count_load_as_the_optimizers_dtypes(tmp_path):
+    mu = np.full(np.shape(LEAVES[1]), 0.25, np.float64)
+    path = _save(tmp_path, [np.int64(3), mu, *LEAVES[2:]])
+    leaves = jax.tree.leaves(load_checkpoint(path, optimizer=ADAM).opt_state)
+    assert leaves[0].dtype == jnp.int32 and int(leaves[0]) == 3
+    assert leaves[1].dtype == LEAVES[1].dtype and np.all(np.asarray(leaves[1]) == 0.25)
+
+
+def test_float64_beyond_float32_is_refused():
+    mu = np.full(np.shape(LEAVES[1]), 1e300, np.float64)
+    with pytest.raises(ValueError, match=r"optimizer state leaf 1: values beyond the range"):
+        checks.restore_opt_state(ADAM, PARAMS, _with_leaf(1, mu))
+
+
+def test_restore_without_a_file_raises_value_error_naming_the_leaf():
+    with pytest.raises(ValueError, match=r"optimizer state leaf 0: saved as float64, the "
+                                         r"optimizer keeps int32"):
+        checks.restore_opt_state(ADAM, PARAMS, _with_leaf(0, np.float64(2.9)))
+
+
+def _best_so_far() -> optax.GradientTransformation:
+    """An optimizer whose fresh state holds inf (as optax's reduce_on_plateau does)."""
+    return optax.GradientTransformation(lambda params: {"best": jnp.asarray(jnp.inf)},
+                                        lambda updates, state, params=None: (updates, state))
+
+
+def test_inf_loads_where_the_fresh_state_holds_inf_and_nan_never():
+    opt = _best_so_far()
+    restored = checks.restore_opt_state(opt, PARAMS, [np.float32(np.inf)])
+    assert np.isposinf(np.asarray(restored["best"]))
+    with pytest.raises(ValueError, match="optimizer state leaf 0 .*NaN or inf"):
+        checks.restore_opt_state(opt, PARAMS, [np.float32(np.nan)])
