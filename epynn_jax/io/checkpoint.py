@@ -692,6 +692,9 @@ def _json_dict(value: Any, what: str) -> Any:
 
 
 def _key_entry(key: Any) -> tuple[np.ndarray, dict]:
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"save_model: key must be a jax.random key, got {repr(key)[:200]}")
+    checks.check_key(key, "save_model")  # one key, as the loader requires
     if _is_key(key):
         return _host_array(key, "key", "u")
     arr = np.asarray(jax.device_get(key))
@@ -1025,6 +1028,16 @@ def _wrap_key(data: np.ndarray, entry: dict, where: str) -> jax.Array:
         raise ModelFileError(f"{where}: cannot rebuild the PRNG key ({impl}): {err}") from None
 
 
+def _checked_key(data: np.ndarray, entry: dict) -> jax.Array:
+    """The file's PRNG key: one key (:func:`~epynn_jax.network.checks.check_key`), never
+    a batch of keys or key data of another shape or dtype."""
+    key = _wrap_key(data, entry, "key")
+    try:
+        return checks.check_key(key, "array 'key'")
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(str(err)) from None
+
+
 def _state_leaf(data: np.ndarray, entry: dict, j: int) -> jax.Array:
     """Optimizer state leaf ``j`` on the device; its values must survive JAX's dtype (a
     uint64 becomes a uint32 without x64: never by wrapping around)."""
@@ -1066,7 +1079,7 @@ def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
     params = tuple({k: _to_device(arrays[f"params/{i}/{k}"]) for k in p}
                    for i, p in enumerate(_param_names(net, arrays)))
     ck = doc.get("checkpoint") or {}
-    key = _wrap_key(arrays["key"], doc["arrays"]["key"], "key") if "key" in arrays else None
+    key = _checked_key(arrays["key"], doc["arrays"]["key"]) if "key" in arrays else None
     opt_state = None
     if ck.get("opt_state") is not None:
         opt_state = tuple(_state_leaf(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"],

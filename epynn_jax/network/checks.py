@@ -185,7 +185,9 @@ def check_params(net: Network, params: Any, where: str = "fit") -> Params:
 
 def check_key(key: Any, where: str = "fit") -> jax.Array:
     """A PRNG key: ``None`` is ``jax.random.key(0)``, an int ``n >= 0`` is
-    ``jax.random.key(n)``; typed and legacy (uint32 (2,)) keys pass as they are."""
+    ``jax.random.key(n)``; a single typed key (shape ``()``) and a legacy key (uint32
+    data of shape ``(2,)``) pass as they are. Anything else (a batch of keys, key data
+    of another shape or dtype) raises ``TypeError`` naming ``where``."""
     if key is None:
         return jax.random.key(0)
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
@@ -197,8 +199,11 @@ def check_key(key: Any, where: str = "fit") -> jax.Array:
         return key
     if isinstance(key, (jax.Array, np.ndarray)) and key.dtype == np.uint32 and key.shape == (2,):
         return key  # a legacy jax.random.PRNGKey
+    got = (f"an array of dtype {key.dtype} and shape {key.shape}"
+           if isinstance(key, (jax.Array, np.ndarray)) else repr(key)[:200])
     raise TypeError(f"{where}: key must be a PRNG key such as jax.random.key(0) or an int "
-                    f"seed, got {key!r}")
+                    f"seed (one key: a typed key of shape (), or legacy uint32 key data of "
+                    f"shape (2,)), got {got}")
 
 
 def check_options(schedule, optimizer, callbacks, metrics) -> tuple:

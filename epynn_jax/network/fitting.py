@@ -203,9 +203,13 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     if ck.key is None or ck.epoch is None or ck.opt_state is None:
         raise ValueError(f"{where} is a model file, not a checkpoint (no epoch, optimizer "
                          "state or PRNG key)")
+    key = checks.check_key(ck.key, where)
     opt_state = ck.opt_state
     if isinstance(opt_state, (tuple, list)):  # the saved leaves
-        opt_state = checks.restore_opt_state(optimizer, ck.params, opt_state)
+        try:
+            opt_state = checks.restore_opt_state(optimizer, ck.params, opt_state)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
     saved = ck.metadata or {}
     for field in ("loss", "batch_size", "train_split"):
         if saved.get(field) != metadata[field]:
@@ -241,7 +245,7 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     if ck.epoch == epochs and batch:
         raise ValueError(f"{where} is {batch} batches into epoch {ck.epoch}, beyond "
                          f"epochs={epochs}")
-    return Progress(TrainState(tuple(ck.params), opt_state, ck.key), history, ck.epoch, batch)
+    return Progress(TrainState(tuple(ck.params), opt_state, key), history, ck.epoch, batch)
 
 
 def fit(

@@ -3,6 +3,7 @@ the array, never cast into something else or left for JAX to trip over."""
 
 from __future__ import annotations
 
+import archive
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +85,42 @@ def test_inf_loads_where_the_fresh_state_holds_inf_and_nan_never():
     assert np.isposinf(np.asarray(restored["best"]))
     with pytest.raises(ValueError, match="optimizer state leaf 0 .*NaN or inf"):
         checks.restore_opt_state(opt, PARAMS, [np.float32(np.nan)])
+
+
+# -- the PRNG key: one key, never a batch or key data of another shape or dtype -------------
+
+
+@pytest.mark.parametrize("data, impl", [
+    (np.arange(3, dtype=np.uint32), None),
+    (np.uint32(7), None),
+    (np.arange(2, dtype=np.uint8), None),
+    (np.arange(4, dtype=np.uint32).reshape(2, 2), None),
+    (np.arange(6, dtype=np.uint32).reshape(3, 2), "threefry2x32"),
+    (np.zeros((0, 2), np.uint32), "threefry2x32"),
+], ids=["raw-3", "raw-scalar", "raw-uint8", "raw-2x2", "batch-of-3", "batch-of-0"])
+def test_a_key_that_is_not_one_key_is_refused_at_load(tmp_path, data, impl):
+    path = archive.replace_array(_save(tmp_path), tmp_path / "bad.epynn", "key", data,
+                                 key_impl=impl)
+    with pytest.raises(ModelFileError, match=r"bad\.epynn: array 'key': key must be a PRNG key"
+                                             r".* got an array of dtype \S+ and shape"):
+        load_checkpoint(path)
+
+
+def test_legacy_raw_key_data_loads(tmp_path):
+    path = archive.replace_array(_save(tmp_path), tmp_path / "raw.epynn", "key",
+                                 np.array([0, 42], np.uint32), key_impl=None)
+    key = load_checkpoint(path).key
+    assert key.dtype == jnp.uint32 and np.asarray(key).tolist() == [0, 42]
+
+
+def test_saving_a_batch_of_keys_is_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"save_model: key must be a PRNG key .*shape \(3,\)"):
+        _save(tmp_path, key=jax.random.split(jax.random.key(0), 3))
+    assert not (tmp_path / "ck.epynn").exists()
+
+
+def test_resume_refuses_a_batch_of_keys_before_training(tmp_path):
+    ck = load_checkpoint(_save(tmp_path))._replace(key=jax.random.split(jax.random.key(0), 3))
+    data = {"dtrain": (np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]])}
+    with pytest.raises(TypeError, match=r"fit: resume checkpoint: key must be a PRNG key"):
+        network.fit(NET, None, data, epochs=2, loss="CCE", resume=ck)
