@@ -424,16 +424,19 @@ def guarded_train_step(net: Network, optimizer, loss: str, carry: tuple[TrainSta
     return (state, guard), cost
 
 
-def finite_scores(scores: Mapping) -> bool:
-    """Whether every loss value in ``{split: {metric: value}}`` is finite (host values).
+def finite_scores(scores: Mapping, loss: str) -> bool:
+    """Whether the training ``loss`` is finite on every split of ``{split: {metric: value}}``
+    (host values).
 
-    Only losses count (the training loss is always among the scores): a ratio metric
-    (precision, recall, ...) is 0/0, NaN, on a split with no predicted or no true
-    positives, undefined there as in EpyNN, not a sign of divergence; a network whose
-    numbers diverged makes its loss non-finite too.
+    Only the loss trained on counts: a network whose numbers diverged makes it
+    non-finite. Other metrics may be NaN where they are undefined, as in EpyNN,
+    without any divergence: a ratio metric (precision, recall, ...) is 0/0 on a
+    split with no predicted or no true positives, and a loss asked for as a metric
+    may leave its domain (``MSLE`` of negative outputs, ``BCE`` of outputs
+    outside [0, 1]); they are recorded as NaN and training goes on.
     """
-    return all(math.isfinite(float(v)) for values in scores.values()
-               for name, v in values.items() if name in losses.LOSSES)
+    return all(math.isfinite(float(values[loss])) for values in scores.values()
+               if loss in values)
 
 
 def fetch(tree):

@@ -302,12 +302,13 @@ def fit(
     ``FitResult``) and ``.checkpoint``.
 
     Non-finite guard (``check_finite=True``): when a batch's loss or any
-    layer's gradient or updated parameters become NaN or inf, or any split's
-    loss does, the epoch is dropped and
+    layer's gradient or updated parameters become NaN or inf, or the training
+    ``loss`` on an evaluated split does, the epoch is dropped and
     :class:`~epynn_jax.errors.NonFiniteError` is raised naming the epoch, batch
     and layer, with the last good ``params``/``opt_state`` and the ``history``.
-    (A ratio metric such as precision is NaN on a split where it is 0/0: it is
-    recorded as NaN, as EpyNN does, and training goes on.)
+    (A metric that is undefined on a split, such as precision at 0/0 or
+    ``MSLE`` of negative outputs, is recorded as NaN, as EpyNN does, and
+    training goes on.)
     ``debug=True`` runs each epoch op by op (``jax.disable_jit``) under
     ``jax.debug_nans``/``debug_infs``, so the first operation that makes a NaN
     or inf raises (slow; for finding the cause).
@@ -442,7 +443,7 @@ def fit(
                                                check_finite, debug)
             except FloatingPointError as err:  # debug=True: jax.debug_nans found the operation
                 raise _debug_error(epoch, err, progress) from err
-            if guard is not None and not (bool(guard.ok) and finite_scores(scores)):
+            if guard is not None and not (bool(guard.ok) and finite_scores(scores, loss)):
                 # progress.state: the epoch's first state, or, streaming, the last good chunk's
                 raise non_finite_error(net, epoch, guard, progress.state, progress.history,
                                        scores=scores, advice=_STREAM_ADVICE if

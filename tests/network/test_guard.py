@@ -17,6 +17,7 @@ from epynn_jax.network.epoch import (
     TrainState,
     epoch_guard,
     epoch_ok,
+    finite_scores,
     locate_non_finite,
     run_epoch,
 )
@@ -124,3 +125,18 @@ def test_epoch_ok_flags_nan_and_inf_anywhere_and_never_large_finite_values(dtype
                     i == where for i in range(3)]
             assert not bool(epoch_ok(params, costs.at[3].set(bad)))
             assert int(epoch_guard(params, costs.at[3].set(bad)).bad_step) == 3
+
+
+def test_only_the_training_loss_decides_a_split_failed():
+    """A metric that is undefined on a split (MSLE of negative outputs: the log of a
+    negative) is recorded as NaN, and training goes on; the training loss stops it."""
+    net = network.build([layers.Dense(1, "identity")], (4,))
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((16, 4)).astype(np.float32)
+    Y = X[:, :1] - X[:, 1:2]  # targets (and soon outputs) of both signs
+    result = network.fit(net, network.init(net, jax.random.key(0)), {"dtrain": (X, Y)},
+                         epochs=2, loss="MSE", metrics=("MSLE",), batch_size=8)
+    assert np.isnan(result.history["MSLE"]["dtrain"]).all()
+    assert np.isfinite(result.history["MSE"]["dtrain"]).all() and result.epochs == 2
+    assert finite_scores({"dtrain": {"MSE": 1.0, "MSLE": np.nan}}, "MSE")
+    assert not finite_scores({"dtrain": {"MSE": 1.0}, "dval": {"MSE": np.inf}}, "MSE")

@@ -37,7 +37,8 @@ from epynn_jax.network import parallel
 from epynn_jax.network.model import Network
 from epynn_jax.network.optim import epynn_sgd
 
-__all__ = ["Segment", "plan", "train_epochs", "evaluate_sets", "forward_segments"]
+__all__ = ["Segment", "plan", "check_input", "check_params", "train_epochs", "evaluate_sets",
+           "forward_segments"]
 
 ON_NONFINITE = ("stop", "raise", "ignore")
 ADVICE = "Lower the learning rate (se_hPars) or scale the inputs."
@@ -76,6 +77,25 @@ def plan(layers: list) -> list[Segment]:
         if s.compiled:
             s.net = Network(tuple(compiled_layer(layers[i]) for i in s.indices))
     return segs
+
+
+def check_input(model, shape: tuple[int, ...], where: str) -> None:
+    """Raise ``LayerError`` unless samples of ``shape`` (m, ...) fit the model's built-in
+    layers and their parameters, up to its first custom layer (whose output decides the
+    rest); nothing is traced (:meth:`~epynn_jax.compat._builtin.BuiltinLayer.check_fits`)."""
+    sample = tuple(shape[1:])
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, BuiltinLayer):
+            return
+        sample = layer.check_fits(sample, f"{where}: layer {i}")
+
+
+def check_params(model, where: str) -> None:
+    """Raise ``LayerError`` unless every built-in layer's ``p`` has the shapes its input
+    needs (a user may assign ``layer.p['W']``)."""
+    for i, layer in enumerate(model.layers):
+        if isinstance(layer, BuiltinLayer) and layer._fl is not None:
+            layer.check_fits(layer._fl.input_shape, f"{where}: layer {i}")
 
 
 # -- the optimizer: EpyNN's per-layer rates as one gradient transformation -------------------
@@ -126,6 +146,7 @@ def train_epochs(model, start: int, stop: int, on_nonfinite: str = "stop", mesh=
     if on_nonfinite not in ON_NONFINITE:
         raise ValueError(f"EpyNN.train: on_nonfinite must be one of {', '.join(ON_NONFINITE)}, "
                          f"got {on_nonfinite!r}")
+    check_params(model, "EpyNN.train")
     model.diverged = None
     segs = plan(model.layers)
     if len(segs) == 1 and segs[0].compiled:
@@ -177,7 +198,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
                                       before, splits["dtrain"], out[0].params, out[1],
                                       idx=batches, mesh=mesh)
             ok = watch.ok
-        if guard and not (bool(ok) and _finite(scores)):
+        if guard and not (bool(ok) and _finite(model, scores)):
             err = core.non_finite_error(net, e, watch, before, {}, "EpyNN.train", scores,
                                         advice=ADVICE, offset=k)
             model._store_params(fixed + before.params)
@@ -214,8 +235,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
                     dset.Y.shape[1] > 1)
 
 
-def _finite(scores: dict) -> bool:
-    return core.finite_scores(scores)
+def _finite(model, scores: dict) -> bool:
+    return core.finite_scores(scores, model.loss)
 
 
 def _train_segmented(model, segs: list[Segment], start: int, stop: int,
@@ -263,8 +284,8 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
                     layer.compute_gradients()
                     layer.update_parameters()
         outputs, scores = evaluate_sets(model, segs, params, splits)
-        if on_nonfinite != "ignore" and not (_finite(scores) and math.isfinite(float(cost))):
-            named = scores if not _finite(scores) else {"the last batch": {model.loss: cost}}
+        if on_nonfinite != "ignore" and not (_finite(model, scores) and math.isfinite(float(cost))):
+            named = scores if not _finite(model, scores) else {"the last batch": {model.loss: cost}}
             err = core.non_finite_error(Network(()), e, None, core.TrainState((), None, key),
                                         {}, "EpyNN.train", named, advice=ADVICE)
             model._done_epochs = e
