@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.compat.commons.maths import name_of
+from epynn_jax.compat.commons import maths
+from epynn_jax.compat.commons.maths import activation_name, name_of
 from epynn_jax.compat.commons.models import Layer
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
-from epynn_jax.layers.base import float_dtype
+from epynn_jax.layers.base import LayerError, float_dtype
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.initializers import NP_INITIALIZERS
 
@@ -88,6 +89,10 @@ def _lazy_dict(name: str) -> property:
     return property(get, set, doc=f"EpyNN's ``{name}`` dict.")
 
 
+#: The facade's own initializers: any other function is the user's, called by ``_draw``.
+_OWN_INITIALIZERS = {"xavier": maths.xavier, "orthogonal": maths.orthogonal}
+
+
 def initializer_name(init) -> str:
     """The functional layer's ``initialization`` for an initializer given as a function
     or a name: xavier, orthogonal or zeros; any other (a user's function) gives xavier
@@ -147,8 +152,9 @@ class BuiltinLayer(Layer):
                          clip_gradients: bool, sequences: bool) -> None:
         """The constructor shared by RNN, LSTM and GRU: ``activations`` maps each
         ``activate*`` argument to its function (or name)."""
-        BuiltinLayer.__init__(self, se_hPars, unit_cells=unit_cells,
-                              **{k: name_of(f) for k, f in activations.items()},
+        names = {k: activation_name(f, f"{type(self).__name__}: {k}")
+                 for k, f in activations.items()}
+        BuiltinLayer.__init__(self, se_hPars, unit_cells=unit_cells, **names,
                               clip_gradients=bool(clip_gradients), sequences=bool(sequences))
         self.d["u"] = unit_cells
         for k, f in activations.items():
@@ -156,7 +162,7 @@ class BuiltinLayer(Layer):
         self.initialization = initialization
         self.clip_gradients = clip_gradients
         self.sequences = sequences
-        self.activation = {k: name_of(f) for k, f in activations.items()}
+        self.activation = names
         self.trainable = True
 
     def to_functional(self):
@@ -172,6 +178,25 @@ class BuiltinLayer(Layer):
 
     def _sample_shape_changed(self, A) -> bool:
         return self._fl is None or tuple(self._fl.input_shape) != tuple(np.shape(A)[1:])
+
+    def check_fits(self, sample_shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        """Raise ``LayerError`` unless samples of ``sample_shape`` fit this layer and the
+        shapes of its ``p`` (a Dense's ``W`` fixes its input features; a recurrent
+        layer's weights do not fix the number of steps); return its output's sample
+        shape. Nothing is traced."""
+        sample_shape = tuple(int(s) for s in sample_shape)
+        fl = self._fl
+        if fl is None or tuple(fl.input_shape) != sample_shape:
+            fl = self._functional_class()(**self._functional_kwargs(),
+                                          hpars=hpars_of(self.se_hPars))
+            fl = fl.compute_shapes(sample_shape)
+        for k, shape in fl.param_shapes().items():
+            got = tuple(np.shape(self.p[k])) if k in self.p else None
+            if got != tuple(shape):
+                has = f"has p[{k!r}] of shape {got}" if got is not None else f"has no p[{k!r}]"
+                raise LayerError(f"{where}: {self.name} {has}; an input of sample shape "
+                                 f"{sample_shape} needs {tuple(shape)}")
+        return tuple(fl.output_shape)
 
     # -- EpyNN's methods ------------------------------------------------------------
 
@@ -190,7 +215,8 @@ class BuiltinLayer(Layer):
             rng = np.random.default_rng()
         if key.startswith("b") or init is None:
             return np.zeros(shape)
-        if callable(init) and name_of(init) not in NP_INITIALIZERS:
+        if callable(init) and init is not _OWN_INITIALIZERS.get(name_of(init, "initialization")):
+            # a user's function, even one named like a built-in, draws the values itself
             return np.asarray(init(shape, rng=rng), dtype=np.float64)
         return NP_INITIALIZERS[name_of(init)](rng, shape)
 
@@ -216,6 +242,7 @@ class BuiltinLayer(Layer):
         """A = layer(X), eagerly; fills ``fc`` and ``fs``."""
         if self._sample_shape_changed(A):
             self.compute_shapes(A)
+        self.check_fits(np.shape(A)[1:], "forward")
         fn = _jit_forward if self._training else _jit_forward_eval
         out, fc = fn(self._fl, to_device(self.p), jnp.asarray(A, float_dtype()), self._key())
         self.fc.clear()

@@ -24,6 +24,7 @@ from epynn_jax.maths import initializers
 __all__ = [
     "E_SAFE", "activation_tune", "hadamard", "identity", "relu", "lrelu", "elu", "sigmoid",
     "tanh", "softmax", "xavier", "orthogonal", "clip_gradient", "ACTIVATIONS",
+    "activation_name",
 ]
 
 E_SAFE = 1e-16
@@ -122,4 +123,22 @@ def name_of(fn, what: str = "activation") -> str:
     name = getattr(fn, "__name__", None)
     if not isinstance(name, str):
         raise TypeError(f"{what}: expected a function such as relu or a name, got {fn!r}")
+    return name
+
+
+def activation_name(fn, where: str) -> str:
+    """The functional layer's activation for ``fn``: a name, or one of this module's
+    activations (``epynn.commons.maths.relu``), by its name.
+
+    A built-in layer computes its activation in JAX from the name, so a function of
+    the user's own is refused, even one named like a built-in (a scaled ``tanh``
+    would otherwise be replaced by the standard one without a word); such an
+    activation belongs in a custom layer.
+    """
+    name = name_of(fn, where)
+    if not isinstance(fn, str) and name in ACTIVATIONS and fn is not ACTIVATIONS[name]:
+        raise ValueError(
+            f"{where}: {fn!r} is not epynn.commons.maths.{name}: a built-in layer runs only "
+            f"the library's own activations (by name, compiled); pass "
+            f"epynn.commons.maths.{name}, or write a custom layer for your own function")
     return name

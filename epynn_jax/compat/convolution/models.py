@@ -8,7 +8,7 @@ output size, and ``se_hPars`` is kept.
 from __future__ import annotations
 
 from epynn_jax.compat._builtin import BuiltinLayer
-from epynn_jax.compat.commons.maths import name_of, relu, xavier
+from epynn_jax.compat.commons.maths import activation_name, relu, xavier
 
 __all__ = ["Convolution"]
 
@@ -29,7 +29,8 @@ class Convolution(BuiltinLayer):
         fsize = _pair(filter_size)
         stride = fsize if strides is None else _pair(strides)
         super().__init__(se_hPars, unit_filters=unit_filters, filter_size=fsize, strides=stride,
-                         padding=padding, activate=name_of(activate), use_bias=bool(use_bias))
+                         padding=padding, use_bias=bool(use_bias),
+                         activate=activation_name(activate, "Convolution: activate"))
         self.d["u"] = unit_filters
         self.d["fh"], self.d["fw"] = fsize
         self.d["sh"], self.d["sw"] = stride
@@ -37,5 +38,5 @@ class Convolution(BuiltinLayer):
         self.activate = activate
         self.initialization = initialization
         self.use_bias = use_bias
-        self.activation = {"activate": name_of(activate)}
+        self.activation = {"activate": self._fkwargs["activate"]}
         self.trainable = True

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from epynn_jax.compat._builtin import BuiltinLayer
-from epynn_jax.compat.commons.maths import name_of, sigmoid, xavier
+from epynn_jax.compat.commons.maths import activation_name, sigmoid, xavier
 
 __all__ = ["Dense"]
 
@@ -16,10 +16,11 @@ class Dense(BuiltinLayer):
 
     def __init__(self, units: int = 1, activate=sigmoid, initialization=xavier,
                  se_hPars: dict | None = None) -> None:
-        super().__init__(se_hPars, units=units, activate=name_of(activate))
+        super().__init__(se_hPars, units=units,
+                         activate=activation_name(activate, "Dense: activate"))
         self.d["u"] = units
         self.activate = activate
         self.initialization = initialization
-        self.activation = {"activate": name_of(activate)}
+        self.activation = {"activate": self._fkwargs["activate"]}
         self.trainable = True
 

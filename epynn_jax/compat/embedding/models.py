@@ -6,7 +6,7 @@ The data pipeline, in EpyNN's order:
 1. ``X_scale``: one global min-max scaling of X to [0, 1];
 2. ``X_encode``: vocabulary of the sorted unique elements (``e2i``, ``i2e``,
    ``d['e']``), X one-hot encoded to (N, steps, vocab);
-3. ``Y_encode``: labels 0..K-1 one-hot encoded to (N, K);
+3. ``Y_encode``: labels 0..K-1, (N,) or a column (N, 1), one-hot encoded to (N, K);
 4. split **in the given order** by ``relative_size``: train = round(r0/sum*N),
    val = round(r1/sum*N), test = the rest; ``dtrain``, ``dval``, ``dtest``
    are :class:`dataSet` objects and ``dsets`` the non-empty ones.
@@ -110,6 +110,12 @@ def _check_features(X: np.ndarray, X_encode: bool) -> None:
 
 
 def _one_hot_labels(Y: np.ndarray) -> np.ndarray:
+    """(N, K) one-hot rows of the labels 0..K-1 given as (N,) or as a column (N, 1)."""
+    if Y.ndim == 2 and Y.shape[1] == 1:
+        Y = Y[:, 0]
+    if Y.ndim != 1:
+        raise ValueError(f"Embedding: Y_encode needs one label per sample, shape (N,) or "
+                         f"(N, 1), got Y_data of shape {Y.shape}")
     if Y.dtype.kind not in "biuf":
         raise ValueError(f"Embedding: Y_encode needs integer labels 0..K-1, got {Y.dtype} "
                          f"labels {np.unique(Y).tolist()[:10]}")

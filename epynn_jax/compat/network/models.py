@@ -161,6 +161,7 @@ class EpyNN:
             say(f"forward: {layer.name} shape: {shape}")
             entry["FW_Shapes"] = layer.fs
         self._failing = None
+        self._check_labels(shape[1:])
         net = Network(tuple(layer._fl for layer in self.layers))
         dt = float_dtype()
         params_d = tuple(to_device(layer.p) for layer in self.layers)
@@ -198,6 +199,7 @@ class EpyNN:
                     layer._training = False
             say(f"forward: {layer.name} shape: {np.shape(A)}")
             entry["FW_Shapes"] = layer.fs
+        self._check_labels(np.shape(A)[1:])
         dX = self.training_loss(Y, A, deriv=True)
         for i in reversed(range(len(self.layers))):
             self._failing = i
@@ -213,6 +215,21 @@ class EpyNN:
                 layer._mode = ("compiled" if adapter is not None else "eager", reason)
                 say(f"{layer.name}: runs {layer._mode[0]} ({reason})")
 
+    def _check_labels(self, output: tuple[int, ...]) -> None:
+        """Raise unless every data set's labels have the output's sample shape (EpyNN
+        would broadcast a label column against several output units, and score it
+        as if it were one-hot)."""
+        last = self.layers[-1]
+        for dset in self.embedding.dsets:
+            got = tuple(np.shape(dset.Y)[1:])
+            if got != tuple(output):
+                raise ValueError(
+                    f"EpyNN.initialize: the labels of {dset.name} (Y of sample shape {got}) "
+                    f"do not fit the output of layer {len(self.layers) - 1} "
+                    f"({type(last).__name__}, sample shape {tuple(output)}); one-hot encode "
+                    "class labels (Embedding(..., Y_encode=True)) or give the last layer "
+                    "as many units as Y has columns")
+
     def _debug_failure(self, err: Exception) -> None:
         i = getattr(self, "_failing", None)
         where = "" if i is None else f" at layer {i} ({type(self.layers[i]).__name__})"
@@ -224,7 +241,7 @@ class EpyNN:
                         self)
             _report.say("Known forward shapes: " + ", ".join(
                 f"{k}: {v}" for k, v in layer.fs.items()), self)
-        if hasattr(err, "add_note"):
+        if i is not None and hasattr(err, "add_note"):  # (else the error says it all)
             err.add_note(msg)
 
     # -- training -----------------------------------------------------------------------
@@ -355,8 +372,15 @@ class EpyNN:
                       for s, seg in enumerate(plan) if seg.compiled}
         return plan, seg_params
 
+    def _check_ready(self, where: str) -> None:
+        if not self.initialized:
+            raise RuntimeError(f"{where}: the model is not initialized; call "
+                               "model.initialize(...) or model.train(...) first")
+
     def evaluate(self) -> None:
         """Evaluate every data set (no dropout) and append each metric."""
+        self._check_ready("EpyNN.evaluate")
+        _train.check_params(self, "EpyNN.evaluate")
         plan, seg_params = self._current_params()
         outputs, scores = _train.evaluate_sets(self, plan, seg_params, self._device_data())
         self._record(scores)
@@ -385,6 +409,7 @@ class EpyNN:
         element raises ``ValueError``); ``X_scale`` min-max scales the new data
         with its own bounds, as EpyNN does.
         """
+        self._check_ready("EpyNN.predict")
         X_data = np.array(X_data)
         if X_encode:
             emb = self.embedding
@@ -397,6 +422,7 @@ class EpyNN:
         dset = dataSet(X_data)
         if not dset.active:
             raise ValueError("predict: X_data has no samples")
+        _train.check_input(self, np.shape(dset.X), "EpyNN.predict: X_data")
         plan, seg_params = self._current_params()
         dset.A = _train.forward_segments(self, plan, seg_params,
                                          jnp.asarray(dset.X, float_dtype()))

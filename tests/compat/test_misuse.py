@@ -1,0 +1,122 @@
+"""What the facade does where a script misuses it, or where EpyNN's answer is a bug: a
+clear error, or EpyNN's numbers where EpyNN's are right."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from epynn_jax.compat import set_quiet
+from epynn_jax.compat.commons.maths import softmax, tanh
+from epynn_jax.compat.dense.models import Dense
+from epynn_jax.compat.embedding.models import Embedding
+from epynn_jax.compat.lstm.models import LSTM
+from epynn_jax.compat.network.models import EpyNN
+from epynn_jax.layers.base import LayerError
+
+from .helpers import assert_same, lib, run
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(40, 5))
+LABELS = (X[:, 0] > 0).astype(int)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    set_quiet(True)
+    yield
+    set_quiet(False)
+
+
+def trained(layers, Y=LABELS, **emb):
+    model = EpyNN([Embedding(X_data=X, Y_data=Y, batch_size=8, **emb), *layers])
+    model.initialize(loss="MSE", seed=1)
+    model.train(1, init_logs=False)
+    return model
+
+
+def test_a_nan_metric_does_not_stop_training_as_in_epynn(x64, epynn):
+    """MSLE asked for as a metric of outputs of both signs is NaN (log of a negative) in
+    both libraries; only the training loss (MSE) decides whether training diverged."""
+    Y = (X[:, :2] @ np.array([1.0, -2.0])).reshape(-1, 1)
+    make = lambda ns: [ns.Dense(1, ns.maths.identity)]  # noqa: E731
+    kw = dict(epochs=3, hpars={"learning_rate": 0.01}, metrics=["MAE", "MSLE"],
+              embedding_kw={"batch_size": 10})
+    ours = run(lib("epynn_jax.compat"), make, X, Y, **kw)
+    theirs = run(lib("epynn"), make, X, Y, **kw)
+    assert ours["model"].diverged is None
+    assert len(ours["metrics"]["MSE"][0]) == 3 and np.isnan(ours["metrics"]["MSLE"][0]).all()
+    assert_same(ours, theirs)
+
+
+def test_a_function_of_the_users_named_like_a_builtin_is_refused():
+    def tanh(x, deriv=False):  # LeCun's scaled tanh: not the library's
+        return 1.7159 * np.tanh(2 * x / 3)
+
+    with pytest.raises(ValueError, match=r"Dense: activate: .* is not epynn\.commons\.maths\.tanh"):
+        Dense(4, tanh)
+    with pytest.raises(ValueError, match=r"LSTM: activate: .* not epynn\.commons\.maths\.tanh"):
+        LSTM(3, activate=tanh)
+    assert Dense(4, "tanh").activation == Dense(4, globals()["tanh"]).activation == {
+        "activate": "tanh"}
+
+
+def test_a_users_initializer_named_like_a_builtin_draws_the_weights():
+    def xavier(shape, rng=None):
+        return np.full(shape, 0.125)
+
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True),
+                   Dense(2, softmax, initialization=xavier)])
+    model.initialize(loss="MSE", seed=1)
+    np.testing.assert_array_equal(model.layers[1].p["W"], np.full((5, 2), 0.125))
+
+
+@pytest.mark.parametrize("Y, units", [(np.eye(2)[LABELS], 3), (LABELS, 2)])
+def test_labels_that_do_not_fit_the_output_are_refused_at_initialize(Y, units):
+    """(EpyNN broadcasts a label column against two units, and scores it as one-hot.)"""
+    model = EpyNN([Embedding(X_data=X, Y_data=Y, batch_size=8), Dense(units, softmax)])
+    got = (np.shape(Y)[1] if np.ndim(Y) == 2 else 1,)
+    with pytest.raises(ValueError, match=re.escape(
+            f"labels of dtrain (Y of sample shape {got}) do not fit the output of layer 1 "
+            f"(Dense, sample shape ({units},))")):
+        model.initialize(loss="MSE", seed=1)
+
+
+def test_a_column_of_labels_is_one_hot_encoded_like_a_vector():
+    column = Embedding(X_data=X, Y_data=LABELS.reshape(-1, 1), Y_encode=True)
+    vector = Embedding(X_data=X, Y_data=LABELS, Y_encode=True)
+    np.testing.assert_array_equal(column.dtrain.Y, vector.dtrain.Y)
+    assert column.dtrain.Y.shape == (27, 2)
+    with pytest.raises(ValueError, match=r"one label per sample, shape \(N,\) or \(N, 1\), got "
+                                         r"Y_data of shape \(40, 2\)"):
+        Embedding(X_data=X, Y_data=np.stack([LABELS, LABELS], 1), Y_encode=True)
+
+
+def test_input_that_does_not_fit_the_weights_is_named():
+    model = trained([Dense(3, tanh), Dense(2, softmax)], Y_encode=True)
+    fits = r"Dense has p\['W'\] of shape \(5, 3\); an input of sample shape \(4,\) needs \(4, 3\)"
+    with pytest.raises(LayerError, match=r"EpyNN\.predict: X_data: layer 1: " + fits):
+        model.predict(X[:3, :4])
+    with pytest.raises(LayerError, match="forward: " + fits):
+        model.forward(X[:3, :4])
+    assert model.predict(X[:3]).A.shape == (3, 2)  # the right shape still predicts
+
+
+def test_weights_assigned_with_the_wrong_shape_are_named_at_train_and_evaluate():
+    model = trained([Dense(2, softmax)], Y_encode=True)
+    model.layers[1].p["W"] = np.zeros((4, 2))
+    fits = r"layer 1: Dense has p\['W'\] of shape \(4, 2\); an input of sample shape \(5,\)"
+    with pytest.raises(LayerError, match=r"EpyNN\.train: " + fits):
+        model.train(1, init_logs=False)
+    with pytest.raises(LayerError, match=r"EpyNN\.evaluate: " + fits):
+        model.evaluate()
+
+
+@pytest.mark.parametrize("method", ["predict", "evaluate"])
+def test_predict_and_evaluate_before_initialize_say_so(method):
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    args = (X[:3],) if method == "predict" else ()
+    with pytest.raises(RuntimeError, match=rf"EpyNN\.{method}: the model is not initialized"):
+        getattr(model, method)(*args)
