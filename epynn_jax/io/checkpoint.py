@@ -51,7 +51,8 @@ Then the layers are constructed and built (``jax.eval_shape``, once per
 distinct layer), the rebuilt architecture must encode back to exactly the
 stored one, and every array is read: its member's SHA-256 must match the
 index, its ``.npy`` header the index, a parameter the architecture's shape
-(``layer.param_shapes()``) with a float dtype and finite values. Files written
+(``layer.param_shapes()``) with dtype float32 or float64 (a float16, bfloat16 or
+float128 parameter is refused, naming the array) and finite values. Files written
 by epynn_jax 0.1 have no checksums: they load unverified, with a warning
 (re-save them to add checksums); a file where only some arrays have a checksum
 is refused. Every problem with a file's content raises
@@ -135,6 +136,8 @@ MAX_DEPTH = 32
 STALE_TEMP_AGE_S = 60.0
 _NPY_HEADER_MAX = 2**16
 _PARAM_KINDS = "f"
+#: The dtypes parameters are stored in (the full-precision ``param_dtype`` of every policy).
+_PARAM_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
 _STATE_KINDS = "fiub"
 MAX_EXTRAS_DEPTH = 16
 MAX_EXTRAS_ITEMS = 2**22
@@ -416,6 +419,10 @@ def _param_arrays(net: Network, params: Params) -> dict[str, np.ndarray]:
         for k, shape in expected.items():
             where = f"layer {i} ({layer.name}) parameter {k!r}"
             arr, _ = _host_array(p[k], where, _PARAM_KINDS)
+            if arr.dtype not in _PARAM_DTYPES:
+                raise TypeError(f"save_model: {where} is {arr.dtype}; parameters are stored "
+                                "as float32 or float64 (cast them, e.g. with "
+                                "jax.tree.map(lambda a: a.astype('float32'), params))")
             if arr.shape != shape:
                 raise ValueError(f"save_model: {where} has shape {arr.shape}, expected {shape}")
             if not np.all(np.isfinite(arr)):
@@ -429,6 +436,9 @@ def _check_dtype(s: Any, kinds: str, where: str) -> np.dtype:
         dt = np.dtype(s) if isinstance(s, str) else None
     except (TypeError, ValueError):
         dt = None
+    if kinds == _PARAM_KINDS and dt not in _PARAM_DTYPES:
+        raise ModelFileError(f"{where}: unsupported dtype {s!r}: parameters are stored as "
+                             "float32 or float64")
     if dt is None or dt.kind not in kinds or dt.hasobject or dt.fields is not None \
             or dt.subdtype is not None or dt.byteorder == ">":
         raise ModelFileError(f"{where}: unsupported dtype {s!r}")

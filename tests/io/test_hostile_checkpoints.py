@@ -124,3 +124,27 @@ def test_resume_refuses_a_batch_of_keys_before_training(tmp_path):
     data = {"dtrain": (np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]])}
     with pytest.raises(TypeError, match=r"fit: resume checkpoint: key must be a PRNG key"):
         network.fit(NET, None, data, epochs=2, loss="CCE", resume=ck)
+
+
+# -- parameters: float32 or float64 only ----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16, np.longdouble],
+                         ids=["float16", "bfloat16", "longdouble"])
+def test_parameters_of_another_float_dtype_are_refused_naming_the_array(tmp_path, dtype):
+    good = _save(tmp_path)
+    W = np.asarray(PARAMS[0]["W"]).astype(dtype)
+    path = archive.replace_array(good, tmp_path / "bad.epynn", "params/0/W", W)
+    with pytest.raises(ModelFileError, match=r"bad\.epynn: array 'params/0/W': unsupported "
+                                             r"dtype '[^']+': parameters are stored as "
+                                             r"float32 or float64"):
+        load_checkpoint(path)
+
+
+def test_saving_float16_parameters_is_refused(tmp_path):
+    p16 = jax.tree.map(lambda a: a.astype(np.float16), PARAMS)
+    with pytest.raises(TypeError, match=r"parameter 'W' is float16; parameters are stored as "
+                                        r"float32 or float64"):
+        save_checkpoint(tmp_path / "m.epynn", NET, p16, opt_state=STATE,
+                        key=jax.random.key(0), epoch=1)
+    assert not (tmp_path / "m.epynn").exists()
