@@ -274,9 +274,9 @@ def _check_resume(text: str, net, *, epochs: int, lr: float, batch: int) -> tupl
     path = Path(text)
     if path.is_dir():
         path = path / LAST_CHECKPOINT
-        if not path.is_file():
+        if not path.exists():
             raise CLIError(f"--resume {text}: a directory without a {LAST_CHECKPOINT} checkpoint")
-    elif not path.is_file():
+    elif not path.exists():  # anything else that is not a regular file: load_checkpoint says
         raise CLIError(f"--resume {text}: no such checkpoint file")
     try:
         ck = _checkpoint().load_checkpoint(path)
@@ -452,7 +452,7 @@ def _load(path: str):
     checkpoint = _checkpoint()
     if Path(path).is_dir():
         raise CLIError(f"{path} is a directory, not a model file")
-    if not Path(path).is_file():
+    if not Path(path).exists():  # anything else that is not a regular file: load_model says
         raise CLIError(f"no such model file: {path}")
     try:
         return checkpoint.load_model(path)
@@ -491,31 +491,64 @@ NPY_MAGIC = b"\x93NUMPY"
 
 def _read_input(text: str):
     """The array in the .npy file ``text``, or a CLIError saying what the file is instead."""
-    import numpy as np
-
     path = Path(text)
     if path.is_dir():
         raise CLIError(f"input {text} is a directory, not a .npy file")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(len(NPY_MAGIC))
+    try:  # a named pipe or a device is refused before it is opened
+        f = _checkpoint().open_regular(path, ".npy input")
     except FileNotFoundError:
         raise CLIError(f"no such input file: {text}") from None
     except OSError as err:
         raise CLIError(f"cannot read input {text}: {err.strerror or err}") from None
+    with f:
+        try:
+            return _read_npy(f, text)
+        except OSError as err:
+            raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
+
+
+def _read_npy(f, text: str):
+    """The array in the open .npy file ``f``, once its header is known to fit the file."""
+    import numpy as np
+
+    head = f.read(len(NPY_MAGIC))
     if head != NPY_MAGIC:
         what = (" (it is a zip archive, as numpy.savez writes: save one array with numpy.save)"
                 if head.startswith(b"PK\x03\x04") else "")
         raise CLIError(f"input {text} is not a .npy file{what}; write the array with numpy.save")
     try:
-        return np.load(path, allow_pickle=False)
+        f.seek(0)
+        _check_npy_size(f, text)
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):  # dtype object: the elements would be unpickled
             raise CLIError(f"input {text} holds Python objects (dtype object), which are "
                            "never unpickled: save a numeric array") from None
         raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
-    except OSError as err:
-        raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
+
+
+def _check_npy_size(f, text: str) -> None:
+    """Raise unless the data the .npy header at ``f`` declares fits in the file: a few
+    bytes must not make numpy allocate terabytes. (Object arrays hold a pickle, which
+    reading refuses.)"""
+    import math
+    import os
+
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, _, dtype = read_header(f)  # numpy caps the header it parses
+    if dtype.hasobject:
+        return
+    declared = math.prod(shape) * dtype.itemsize
+    data = os.fstat(f.fileno()).st_size - f.tell()
+    if declared > data:
+        raise CLIError(f"input {text}: its .npy header declares an array {tuple(shape)} of "
+                       f"{dtype} ({declared} bytes), but the file holds {data} bytes of data "
+                       "(truncated or damaged)")
 
 
 def _write_output(text: str, A) -> Path:
@@ -572,7 +605,7 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         return COMMANDS[args.command](args, out)
     except CLIError as e:
         err.write(f"epynn-jax {args.command}: error: {e}\n")
-    except (ValueError, TypeError, OSError, ArithmeticError) as e:
+    except (ValueError, TypeError, OSError, ArithmeticError, MemoryError) as e:
         # LayerError, DataError, ModelFileError, NonFiniteError (a diverging run), ...
         err.write(f"epynn-jax {args.command}: error: {type(e).__name__}: {e}\n")
     except Interrupted as stop:  # Ctrl-C where the command saved something: say what

@@ -57,7 +57,8 @@ by epynn_jax 0.1 have no checksums: they load unverified, with a warning
 (re-save them to add checksums); a file where only some arrays have a checksum
 is refused. Every problem with a file's content raises
 :class:`~epynn_jax.errors.ModelFileError` saying what is wrong (a missing file
-raises the usual ``FileNotFoundError``).
+raises the usual ``FileNotFoundError``; a path that is not a regular file, such as a
+named pipe or a device, an ``OSError`` saying what it is, before it is opened).
 
 Writes are atomic: the archive goes to a temporary file ``.<name>.XXXXXXXX.tmp``
 in the same directory, locked (``flock``) while it is written, flushed and
@@ -119,6 +120,7 @@ __all__ = [
     "atomic_write",
     "check_extras",
     "read_format",
+    "open_regular",
 ]
 
 FORMAT = "epynn_jax.model"
@@ -578,9 +580,9 @@ def read_format(path: str | os.PathLike) -> tuple[Any, Any]:
     nothing else: for telling a user what a file that :func:`load_model`
     refused is (an older format, another program's zip). ``(None, None)``
     when the file is no zip with a readable ``model.json`` (an ``OSError``
-    opening it propagates).
+    opening it propagates, as for anything but a regular file: :func:`open_regular`).
     """
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         try:
             with zipfile.ZipFile(f) as zf:
                 info = zf.getinfo(MODEL_JSON)
@@ -1109,11 +1111,44 @@ def _param_names(net: Network, arrays: dict) -> list[list[str]]:
     return names
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _require_regular(st: os.stat_result, path: Any, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a file")
+        raise OSError(f"{path} is {kind}, not a regular file: cannot read it as a {what}")
+
+
+def open_regular(path: str | os.PathLike, what: str = "model file") -> io.BufferedReader:
+    """``path`` opened for reading in binary, if it is a regular file (links followed).
+
+    Anything else raises ``OSError`` saying what it is (``what`` names the file's
+    role), before it is opened: ``open`` on a named pipe waits for a writer forever, a
+    device may never end. The file is opened without blocking and checked again, so a
+    pipe swapped in between cannot block either. A missing file raises the usual
+    ``FileNotFoundError``.
+    """
+    _require_regular(os.stat(path), path, what)
+    nonblock = getattr(os, "O_NONBLOCK", 0)
+    fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
+    try:
+        _require_regular(os.fstat(fd), path, what)
+        if nonblock:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _load(path: str | os.PathLike, allow_modules: Sequence[str],
           custom_layers: Mapping[str, type] | None) -> Model:
     resolver = _Resolver(allow_modules, custom_layers)
     path = Path(path)
-    with open(path, "rb") as f:  # a missing or unreadable file raises the usual OSError
+    with open_regular(path) as f:  # a missing or unreadable file raises the usual OSError
         try:
             zf = zipfile.ZipFile(f)
         except Exception as err:  # noqa: BLE001 - whatever the bytes, report a bad file
@@ -1142,8 +1177,10 @@ def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
     imported for custom layer classes; ``custom_layers`` maps a class name
     (``"MyLayer"`` or ``"mypkg.layers:MyLayer"``) to the class itself. Nothing
     else outside ``epynn_jax`` is imported. Raises :class:`ModelFileError` for
-    any problem with the file's content. In a checkpoint, ``opt_state`` is the
-    tuple of the optimizer state's leaves (see :func:`load_checkpoint`).
+    any problem with the file's content, ``OSError`` when ``path`` is missing or not
+    a regular file (:func:`open_regular`: a named pipe would block forever). In a
+    checkpoint, ``opt_state`` is the tuple of the optimizer state's leaves (see
+    :func:`load_checkpoint`).
     """
     return _load(path, allow_modules, custom_layers)
 

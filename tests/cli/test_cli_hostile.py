@@ -1,0 +1,83 @@
+"""The command on hostile files: named pipes, .npy headers that lie, checkpoints whose
+metadata has the wrong types. One line on stderr, never a traceback or a hang."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from epynn_jax import cli, layers, network
+from epynn_jax.io import save_model
+
+NET = network.build([layers.Dense(1, "sigmoid")], (11,))
+
+
+def run(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = cli.main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def assert_one_line_error(code: int, err: str, match: str) -> None:
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith("epynn-jax"), err
+    assert "Traceback" not in err and match in err, err
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "m.epynn"
+    return save_model(path, NET, network.init(NET, jax.random.key(0)))
+
+
+@pytest.fixture
+def watchdog():
+    """A command that blocks (opening a named pipe) fails the test instead of hanging it."""
+    def hung(signum, frame):
+        raise TimeoutError("the command blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_named_pipes_as_model_input_or_checkpoint_are_refused(model, tmp_path, watchdog):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for argv in (["info", fifo], ["predict", fifo, "x.npy"], ["predict", model, fifo],
+                 ["train", "dummy_boolean", "--quick", "--out", tmp_path, "--resume", fifo]):
+        code, _, err = run(*argv)
+        assert_one_line_error(code, err, f"{fifo} is a named pipe (FIFO), not a regular file")
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False,
+                                               "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape, data", [((10**11, 11), 64), ((3, 11), 3 * 11 * 4 - 1)],
+                         ids=["terabytes", "one-byte-short"])
+def test_a_npy_header_declaring_more_data_than_the_file_holds(model, tmp_path, shape, data):
+    path = tmp_path / "x.npy"
+    path.write_bytes(_npy_header(shape) + bytes(data))
+    code, _, err = run("predict", model, path)
+    assert_one_line_error(code, err, f"its .npy header declares an array {shape} of float32 "
+                                     f"({np.prod(shape, dtype=object) * 4} bytes), but the "
+                                     f"file holds {data} bytes")
+
+
+def test_a_npy_file_of_exactly_its_declared_size_is_predicted(model, tmp_path):
+    path = tmp_path / "x.npy"
+    path.write_bytes(_npy_header((3, 11)) + np.ones((3, 11), np.float32).tobytes())
+    code, out, err = run("predict", model, path)
+    assert code == 0 and err == "" and out.count("[") == 4, (out, err)  # 3 rows of 1 output
