@@ -1208,7 +1208,10 @@ def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
     state is rebuilt as its pytree; without, ``opt_state`` is the tuple of
     leaves. ``path`` may be a directory holding ``last.epynn`` (what
     :class:`~epynn_jax.io.checkpointing.Checkpoints` writes there). Raises
-    :class:`ModelFileError` when the file is no checkpoint.
+    :class:`ModelFileError` when the file is no checkpoint, or when the metadata fields
+    ``fit`` records (loss, metrics, batch size, split, epochs, schedule, data
+    fingerprint) have the wrong types
+    (:func:`~epynn_jax.network.checks.check_fit_metadata`).
     """
     if Path(path).is_dir():
         path = Path(path) / "last.epynn"
@@ -1216,6 +1219,10 @@ def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
     if model.epoch is None or model.opt_state is None:
         raise ModelFileError(f"{path}: a model file, not a checkpoint (no optimizer state or "
                              "epoch); use load_model")
+    try:
+        checks.check_fit_metadata(model.metadata, "checkpoint")
+    except ValueError as err:
+        raise ModelFileError(f"{path}: {err}") from None
     if optimizer is not None:
         try:
             opt_state = restore_opt_state(optimizer, model.params, model.opt_state)

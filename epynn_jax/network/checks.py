@@ -24,8 +24,8 @@ from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
            "check_params", "check_key", "exact_cast", "check_options", "check_opt_state",
-           "restore_opt_state", "check_split", "check_pair", "check_label_range", "check_data",
-           "check_eval_splits"]
+           "restore_opt_state", "check_fit_metadata", "check_split", "check_pair",
+           "check_label_range", "check_data", "check_eval_splits"]
 
 
 #: Host buffers fit makes are aligned to this many bytes: a CPU device then takes them
@@ -292,6 +292,42 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
         # device_put, not jnp.asarray: that compiles a conversion per new shape
         out.append(leaf if _is_key(leaf) else jax.device_put(_restored_leaf(j, ref, leaf)))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+_JSON_NAMES = {str: "a string", list: "a list", int: "an int", dict: "an object",
+               type(None): "null"}
+#: The metadata fields ``fit`` records in a checkpoint, and the types each may have.
+_FIT_METADATA: dict[str, tuple[type, ...]] = {
+    "loss": (str,), "metrics": (list,), "batch_size": (int,), "train_split": (str,),
+    "epochs": (int,), "schedule": (dict, type(None)), "data": (dict,)}
+
+
+def check_fit_metadata(metadata: Any, where: str) -> dict:
+    """``metadata`` of a checkpoint, once the fields ``fit`` records there have their
+    types (each may be absent): ``loss`` and ``train_split`` strings, ``metrics`` a list
+    of strings, ``batch_size`` and ``epochs`` ints, ``schedule`` null or the fields of a
+    :class:`~epynn_jax.maths.schedules.Schedule`, ``data`` (the data fingerprint) an
+    object of one object per split. Else ``ValueError`` naming ``where`` and the field;
+    other fields are left to their readers."""
+    if not isinstance(metadata, Mapping):
+        raise ValueError(f"{where}: metadata must be an object, got {type(metadata).__name__}")
+    for field, types in _FIT_METADATA.items():
+        value = metadata.get(field)
+        if field in metadata and (not isinstance(value, types) or isinstance(value, bool)):
+            names = " or ".join(_JSON_NAMES[t] for t in types)
+            raise ValueError(f"{where}: metadata {field!r} must be {names}, got "
+                             f"{repr(value)[:80]}")
+    if not all(isinstance(m, str) for m in metadata.get("metrics", ())):
+        raise ValueError(f"{where}: metadata 'metrics' must be a list of names")
+    if metadata.get("schedule") is not None:
+        try:
+            Schedule(**metadata["schedule"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where}: metadata 'schedule' is no schedule: {err}") from None
+    if not all(isinstance(v, dict) for v in metadata.get("data", {}).values()):
+        raise ValueError(f"{where}: metadata 'data' (the data fingerprint) must map each "
+                         "split to an object")
+    return dict(metadata)
 
 
 def check_split(net: Network, name: str, X, Y) -> None:

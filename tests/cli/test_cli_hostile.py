@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from epynn_jax import cli, layers, network
-from epynn_jax.io import save_model
+from epynn_jax.io import save_checkpoint, save_model
 
 NET = network.build([layers.Dense(1, "sigmoid")], (11,))
 
@@ -81,3 +81,19 @@ def test_a_npy_file_of_exactly_its_declared_size_is_predicted(model, tmp_path):
     path.write_bytes(_npy_header((3, 11)) + np.ones((3, 11), np.float32).tobytes())
     code, out, err = run("predict", model, path)
     assert code == 0 and err == "" and out.count("[") == 4, (out, err)  # 3 rows of 1 output
+
+
+@pytest.mark.parametrize("metadata", [{"schedule": "steady"}, {"schedule": {"rate": 1}},
+                                      {"epochs": "2"}, {"batch_size": True}, {"data": 5},
+                                      {"metrics": [1]}],
+                         ids=["schedule-str", "schedule-fields", "epochs-str", "batch-bool",
+                              "data-int", "metrics-int"])
+def test_resume_from_a_checkpoint_with_metadata_of_the_wrong_type(tmp_path, metadata):
+    params = network.init(NET, jax.random.key(0))
+    path = save_checkpoint(tmp_path / "last.epynn", NET, params, opt_state=(),
+                           key=jax.random.key(0), epoch=1, metadata=metadata)
+    code, _, err = run("train", "dummy_boolean", "--quick", "--epochs", "2", "--no-plot",
+                       "--out", tmp_path, "--resume", path)
+    field = next(iter(metadata))
+    assert_one_line_error(code, err, f"cannot read the checkpoint: {path}: checkpoint: "
+                                     f"metadata {field!r} ")
