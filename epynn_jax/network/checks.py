@@ -315,7 +315,8 @@ def check_fit_metadata(metadata: Any, where: str) -> dict:
         value = metadata.get(field)
         if field in metadata and (not isinstance(value, types) or isinstance(value, bool)):
             names = " or ".join(_JSON_NAMES[t] for t in types)
-            raise ValueError(f"{where}: metadata {field!r} must be {names}, got "
+            what = " (the data fingerprint)" if field == "data" else ""
+            raise ValueError(f"{where}: metadata {field!r}{what} must be {names}, got "
                              f"{repr(value)[:80]}")
     if not all(isinstance(m, str) for m in metadata.get("metrics", ())):
         raise ValueError(f"{where}: metadata 'metrics' must be a list of names")

@@ -193,9 +193,30 @@ def _schedule_depends_on_epochs(schedule: dict | None, old: Any, new: int) -> bo
     return s.schedule != "steady" and resolve(s, old) != resolve(s, new)
 
 
+def _epoch_batches(plan: _DataPlan, train_split: str) -> int | None:
+    """The batches of one training epoch; None where a loader does not say (no len())."""
+    train = plan.splits[train_split]
+    if isinstance(train, streaming.BatchSource) and train.n_batches is None:
+        return None
+    return plan.steps
+
+
+def _check_schedule(saved: dict, metadata: dict, where: str) -> None:
+    """Raise unless this fit has the schedule the checkpoint recorded (when it recorded
+    one): the rates come from the restored optimizer state, so another one would be
+    silently ignored. The total epochs are not part of it (:func:`_resume` warns)."""
+    was, now = saved.get("schedule"), metadata.get("schedule")
+    if was is not None and was != now:
+        given = "none (an optimizer was given)" if now is None else Schedule(**now)
+        raise ValueError(f"{where} was trained with schedule {Schedule(**was)}, this fit has "
+                         f"{given}: resume with the schedule it was started with")
+
+
 def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dict,
-            epochs: int, allow_new_data: bool) -> Progress:
-    """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``)."""
+            epochs: int, allow_new_data: bool, epoch_batches: int | None) -> Progress:
+    """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``), once
+    it is known to continue this fit (``epoch_batches``: the batches of one epoch here,
+    None if unknown)."""
     where = "fit: resume checkpoint"
     if (ck.net.layers, ck.net.input_shape) != (net.layers, net.input_shape):  # policy may differ
         raise ValueError(f"{where} holds another architecture "
@@ -204,17 +225,18 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
         raise ValueError(f"{where} is a model file, not a checkpoint (no epoch, optimizer "
                          "state or PRNG key)")
     key = checks.check_key(ck.key, where)
+    saved = checks.check_fit_metadata(ck.metadata or {}, where)
+    for field in ("loss", "batch_size", "train_split"):
+        if saved.get(field) != metadata[field]:
+            raise ValueError(f"{where} was trained with {field}={saved.get(field)!r}, this fit "
+                             f"has {metadata[field]!r}")
+    _check_schedule(saved, metadata, where)
     opt_state = ck.opt_state
     if isinstance(opt_state, (tuple, list)):  # the saved leaves
         try:
             opt_state = checks.restore_opt_state(optimizer, ck.params, opt_state)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
-    saved = ck.metadata or {}
-    for field in ("loss", "batch_size", "train_split"):
-        if saved.get(field) != metadata[field]:
-            raise ValueError(f"{where} was trained with {field}={saved.get(field)!r}, this fit "
-                             f"has {metadata[field]!r}")
     history = ck.history or {}
     want_m, got_m = set(empty_history), set(history)
     want_s = {s for d in empty_history.values() for s in d}
@@ -245,6 +267,9 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     if ck.epoch == epochs and batch:
         raise ValueError(f"{where} is {batch} batches into epoch {ck.epoch}, beyond "
                          f"epochs={epochs}")
+    if epoch_batches is not None and batch > epoch_batches:  # == : all trained, not evaluated
+        raise ValueError(f"{where} is {batch} batches into epoch {ck.epoch}, but an epoch of "
+                         f"this fit has {epoch_batches} batches")
     return Progress(TrainState(tuple(ck.params), opt_state, key), history, ck.epoch, batch)
 
 
@@ -402,7 +427,8 @@ def fit(
     history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in evaluated}
                                                   for m in metric_names}
     if resume is not None:
-        progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data)
+        progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data,
+                           _epoch_batches(plan, train_split))
     else:
         if opt_state is None:
             opt_state = optimizer.init(params)
