@@ -203,6 +203,17 @@ def _restore_builtin(rec: dict, fl: Layer, where: str) -> BuiltinLayer:
     return layer
 
 
+_ABSENT = object()
+
+
+def _behaviour(cls: type, name: str) -> bool:
+    """Whether ``name`` is behaviour of ``cls`` (a method, property or other descriptor, or
+    anything callable) that an instance attribute of that name would hide or be hidden by;
+    a class's plain data default (``k = 2``) is not."""
+    attr = inspect.getattr_static(cls, name, _ABSENT)
+    return attr is not _ABSENT and (callable(attr) or hasattr(type(attr), "__get__"))
+
+
 def _restore_custom(rec: dict, fl: Layer, custom_layers: Mapping[str, type],
                     where: str) -> FacadeLayer:
     path = _field(rec, "class", str, where)
@@ -216,6 +227,9 @@ def _restore_custom(rec: dict, fl: Layer, custom_layers: Mapping[str, type],
     for k, v in attrs.items():
         if k in SKIP_ATTRS or k.startswith("_") or not KEY.match(k):
             raise ModelFileError(f"{where}: attribute {k[:80]!r} cannot be restored")
+        if _behaviour(cls, k):
+            raise ModelFileError(f"{where}: attribute {k!r} names a method or property of "
+                                 f"{cls.__name__}; a model file restores data attributes only")
         vars(layer)[k] = v  # the instance dict, as written: no property or setter runs
     return layer
 
