@@ -61,9 +61,12 @@ raises the usual ``FileNotFoundError``; a path that is not a regular file, such 
 named pipe or a device, an ``OSError`` saying what it is, before it is opened).
 
 Writes are atomic: the archive goes to a temporary file ``.<name>.XXXXXXXX.tmp``
-in the same directory, locked (``flock``) while it is written, flushed and
-fsynced, then ``os.replace``-d over the target and the directory is fsynced;
-an interrupted save leaves the previous file intact. A save first removes the
+in the same directory (where that name would exceed the file system's limit,
+``<name>`` is the name's start and a hash of it), locked (``flock``) while it
+is written, flushed and fsynced, then ``os.replace``-d over the target and the
+directory is fsynced; an interrupted save leaves the previous file intact. A
+new file gets the permissions ``open`` gives (``0o666`` less the umask), a
+replaced file keeps its own. A save first removes the
 temporary files of earlier saves of the same target that were killed before
 they could clean up: only files of that exact pattern, that no writer holds
 locked, and that were last written ``STALE_TEMP_AGE_S`` seconds ago or more
@@ -82,8 +85,8 @@ import json
 import math
 import os
 import re
+import secrets
 import stat
-import tempfile
 import time
 import types
 import warnings
@@ -610,9 +613,60 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _temp_name(name: str) -> re.Pattern:
-    """The names ``tempfile.mkstemp`` gives this target's temp files (8 random characters)."""
-    return re.compile(re.escape(f".{name}.") + r"[a-z0-9_]{8}\.tmp")
+_TEMP_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile.mkstemp's, 8 of them
+_TEMP_EXTRA = len(".") + len(".") + 8 + len(".tmp")
+
+
+def _name_max(directory: Path) -> int:
+    """The longest file name (in bytes) the file system of ``directory`` takes."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or not told
+        return 255
+
+
+def _temp_stem(path: Path) -> str:
+    """What this target's temp files are named after: the target's name, or where that
+    would make a temp name too long for the file system, its first characters and a hash
+    of the whole name (``<start>~<8 hex digits>``), so other targets' differ."""
+    name, limit = path.name, _name_max(path.parent if str(path.parent) else Path("."))
+    if len(os.fsencode(name)) + _TEMP_EXTRA <= limit:
+        return name
+    digest = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    start = name
+    while start and len(os.fsencode(start + digest)) + _TEMP_EXTRA > limit:
+        start = start[:-1]
+    return start + digest
+
+
+def _temp_name(stem: str) -> re.Pattern:
+    """The names :func:`_create_temp` gives temp files of ``stem`` (8 random characters)."""
+    return re.compile(re.escape(f".{stem}.") + r"[a-z0-9_]{8}\.tmp")
+
+
+def _create_temp(directory: Path, stem: str, mode: int) -> tuple[int, str]:
+    """A new file ``.<stem>.XXXXXXXX.tmp`` in ``directory``, opened for writing, created
+    with ``mode`` (less the umask, as ``open`` creates files) and never over an existing
+    file or link (``O_EXCL``); returns its descriptor and path."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+             | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    for _ in range(100):
+        random = "".join(secrets.choice(_TEMP_CHARS) for _ in range(8))
+        tmp = os.path.join(directory, f".{stem}.{random}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary file name for .{stem}.XXXXXXXX.tmp in {directory}")
+
+
+def _kept_mode(path: Path) -> int | None:
+    """The permission bits of the regular file ``path`` replaces (None: a new file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) & 0o777 if stat.S_ISREG(st.st_mode) else None
 
 
 def _remove_stale_temps(path: Path, min_age_s: float | None = None) -> list[Path]:
@@ -628,7 +682,7 @@ def _remove_stale_temps(path: Path, min_age_s: float | None = None) -> list[Path
     if fcntl is None:
         return []
     min_age = STALE_TEMP_AGE_S if min_age_s is None else min_age_s
-    pattern, removed = _temp_name(path.name), []
+    pattern, removed = _temp_name(_temp_stem(path)), []
     try:
         entries = list(os.scandir(path.parent))
     except OSError:
@@ -663,11 +717,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     the temp file is removed and an existing ``path`` is left untouched. The
     temp file is locked while it is written, and stale temp files of earlier,
     killed writes of ``path`` are removed first (:func:`_remove_stale_temps`).
+    A new file gets the permissions ``open`` would give it (``0o666`` less the
+    umask); a file replaced keeps its own. The temp file's name fits the file
+    system's limit whatever the length of ``path``'s (:func:`_temp_stem`).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     _remove_stale_temps(directory / path.name)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    kept = _kept_mode(path)
+    fd, tmp = _create_temp(directory, _temp_stem(directory / path.name),
+                           0o666 if kept is None else kept)
     try:
         with os.fdopen(fd, "wb") as f:
             if fcntl is not None:
@@ -675,7 +734,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        if kept is not None:
+            os.chmod(tmp, kept)  # the umask may have taken bits the old file had
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

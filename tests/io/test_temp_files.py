@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,65 @@ def test_a_temp_file_that_is_a_symlink_is_not_followed(tmp_path, small):
     os.utime(link, (time.time() - 3600,) * 2, follow_symlinks=False)
     save_model(tmp_path / "m.epynn", net, params)
     assert victim.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("length", [242, 250, 255])
+def test_a_name_up_to_the_file_systems_limit_saves_and_leaves_no_temp_file(tmp_path, small,
+                                                                         length):
+    net, params = small
+    target = tmp_path / ("m" * (length - len(".epynn")) + ".epynn")
+    target.write_bytes(b"old")  # the name itself is legal
+    save_model(target, net, params)
+    assert load_model(target).net == net
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+
+
+def test_a_killed_writers_temp_file_of_a_long_name_is_found_and_only_its_own(tmp_path, small):
+    """A long name's temp files are named after its start and a hash of it: the next save
+    of that target removes them, a save of a target with the same start does not."""
+    net, params = small
+    start = "m" * 240
+    target, sibling = tmp_path / f"{start}_a.epynn", tmp_path / f"{start}_b.epynn"
+    proc = _start_writer(target)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    (left,) = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert left.name.startswith(f".{start[:200]}") and len(os.fsencode(left.name)) <= 255
+    _age(left, ckpt.STALE_TEMP_AGE_S + 5)
+    save_model(sibling, net, params)
+    assert left.exists()
+    save_model(target, net, params)
+    assert not left.exists() and load_model(target).net == net
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (``umask(0o027)``), restored after."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664),
+                                        (0o077, 0o600)])
+def test_a_new_file_gets_the_mode_open_would_give_it(tmp_path, small, umask, mask, mode):
+    net, params = small
+    umask(mask)
+    saved = save_model(tmp_path / "m.epynn", net, params)
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert stat.S_IMODE(saved.stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == mode
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.parametrize("mode", [0o600, 0o664, 0o640])
+def test_a_replaced_file_keeps_its_mode(tmp_path, small, umask, mode):
+    net, params = small
+    umask(0o022)
+    target = tmp_path / "m.epynn"
+    target.write_bytes(b"old")
+    target.chmod(mode)
+    save_model(target, net, params)
+    assert stat.S_IMODE(target.stat().st_mode) == mode and load_model(target).net == net
