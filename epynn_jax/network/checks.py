@@ -23,7 +23,8 @@ from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape
 
 __all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
-           "check_params", "check_key", "exact_cast", "check_options", "check_opt_state",
+           "PARAM_DTYPES", "check_net", "check_params", "check_params_finite", "remember_finite",
+           "check_compute_range", "check_key", "exact_cast", "check_options", "check_opt_state",
            "restore_opt_state", "check_fit_metadata", "check_split", "check_pair",
            "check_label_range", "check_data", "check_eval_splits"]
 
@@ -55,7 +56,10 @@ def all_finite(a: np.ndarray) -> bool:
 
 
 def _numeric(a, where: str) -> np.ndarray:
-    arr = np.asarray(a)
+    try:
+        arr = np.asarray(a)
+    except ValueError as err:  # a ragged nested list
+        raise ValueError(f"{where}: not an array of one shape ({err})") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
     return arr
@@ -100,7 +104,7 @@ def _device_all_finite(a: jax.Array) -> jax.Array:
 #: nothing alive and a new array at a reused address is not taken for an old one.
 #: (JAX arrays are immutable: checked once, finite for good.) The last few only.
 _FINITE: dict[int, weakref.ref] = {}
-_FINITE_MAX = 32
+_FINITE_MAX = 256  # (a parameter tree and the data sets of a few fits)
 
 
 def _known_finite(a: jax.Array) -> bool:
@@ -163,8 +167,22 @@ def positive_int(value: Any, name: str, where: str = "fit") -> int:
     return int(value)
 
 
+def check_net(net: Any, where: str) -> Network:
+    """``net`` itself, if it is a :class:`Network`; else a ``TypeError``."""
+    if not isinstance(net, Network):
+        raise TypeError(f"{where}: net must be a Network (from network.build(layers, "
+                        f"input_shape)), got {type(net).__name__}")
+    return net
+
+
+#: The dtypes parameters may have: an update of a 16-bit parameter is lost when it is below
+#: half a unit of its last place (a precision policy computes in 16 bits, keeping them 32).
+PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def check_params(net: Network, params: Any, where: str = "fit") -> Params:
-    """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes."""
+    """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes,
+    each an array (NumPy or JAX) of float32 or float64 (:data:`PARAM_DTYPES`)."""
     if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
         raise ValueError(f"{where}: params must be a tuple of {len(net.layers)} dicts (one per "
                          f"layer, from network.init), got {type(params).__name__} of "
@@ -176,11 +194,48 @@ def check_params(net: Network, params: Any, where: str = "fit") -> Params:
             raise ValueError(f"{where}: layer {i} ({layer.name}) has parameters "
                              f"{sorted(expected)}, got {got}")
         for k, shape in expected.items():
-            got, dtype = tuple(np.shape(p[k])), getattr(p[k], "dtype", np.asarray(p[k]).dtype)
-            if got != shape or np.dtype(dtype).kind != "f":
+            a = p[k]
+            if not (hasattr(a, "shape") and hasattr(a, "dtype")):
+                raise TypeError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be an "
+                                f"array (NumPy or JAX), got {type(a).__name__}")
+            if tuple(a.shape) != shape or a.dtype not in PARAM_DTYPES:
                 raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be "
-                                 f"float {shape}, got {np.dtype(dtype)} {got}")
+                                 f"float32 or float64 {shape}, got {a.dtype} {tuple(a.shape)}"
+                                 + ("; keep parameters in 32 bits and compute in 16 with a "
+                                    "precision policy (policy='bfloat16')"
+                                    if a.dtype.itemsize == 2 else ""))
     return tuple(params)
+
+
+def check_params_finite(net: Network, params: Params, where: str = "fit") -> None:
+    """Raise ``ValueError`` naming the first layer and parameter that holds NaN or inf.
+
+    Traced parameters are not read. A JAX array found finite is remembered (once checked,
+    finite for good), and so are the parameters ``fit`` returns after a guarded epoch
+    (:func:`remember_finite`): a loop of ``fit`` calls reads them once.
+    """
+    for i, (layer, p) in enumerate(zip(net.layers, params)):
+        for k in sorted(p):
+            a = p[k]
+            if isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and _known_finite(a)):
+                continue
+            if isinstance(a, jax.Array) and next(iter(a.devices())).platform != "cpu":
+                ok = bool(_device_all_finite(a))
+            else:
+                ok = all_finite(np.asarray(a))
+            if not ok:
+                raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} holds NaN "
+                                 "or inf values")
+            if isinstance(a, jax.Array):
+                _remember_finite(a)
+
+
+def remember_finite(tree: Any) -> None:
+    """Remember the JAX arrays of ``tree`` as finite (the caller has checked them: ``fit``'s
+    guard checks the parameters after every epoch)."""
+    for a in jax.tree.leaves(tree):
+        if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
+            _remember_finite(a)
 
 
 def check_key(key: Any, where: str = "fit") -> jax.Array:
@@ -214,8 +269,10 @@ def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
                                       and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an optax GradientTransformation, got "
                         f"{optimizer!r}")
-    if not all(callable(cb) for cb in callbacks):
-        raise TypeError(f"fit: every callback must be callable, got {list(callbacks)!r}")
+    if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence) \
+            or not all(callable(cb) for cb in callbacks):
+        raise TypeError(f"fit: callbacks must be a sequence of callables such as [print_epoch], "
+                        f"got {callbacks!r}")
     return metrics_lib.check_metrics(metrics, "fit: metrics")
 
 
@@ -331,6 +388,13 @@ def check_fit_metadata(metadata: Any, where: str) -> dict:
     return dict(metadata)
 
 
+def _shape(a, where: str) -> tuple[int, ...]:
+    try:
+        return tuple(np.shape(a))
+    except ValueError as err:  # a ragged nested list
+        raise ValueError(f"{where}: not an array of one shape ({err})") from None
+
+
 def check_split(net: Network, name: str, X, Y) -> None:
     """Validate the shapes of one split (or one streamed batch) ``(X, Y)`` named ``name``
     in errors: ranks and sizes against the network, labels that fit the output (same
@@ -338,10 +402,10 @@ def check_split(net: Network, name: str, X, Y) -> None:
     (:func:`host_float`, :func:`as_float`; a memory-mapped set's batch by batch as it
     streams).
     """
-    check_input_shape(net, tuple(np.shape(X)), f"{name} X")
-    Yshape = tuple(np.shape(Y))
-    if Yshape[:1] != tuple(np.shape(X))[:1]:
-        raise ValueError(f"{name}: X has {np.shape(X)[0]} samples but Y has "
+    Xshape, Yshape = _shape(X, f"{name} X"), _shape(Y, f"{name} Y")
+    check_input_shape(net, Xshape, f"{name} X")
+    if Yshape[:1] != Xshape[:1]:
+        raise ValueError(f"{name}: X has {Xshape[0]} samples but Y has "
                          f"{Yshape[0] if Yshape else 0}")
     if Yshape[1:] != net.output_shape:
         raise ValueError(
@@ -352,10 +416,12 @@ def check_split(net: Network, name: str, X, Y) -> None:
 
 
 def check_label_range(Y: np.ndarray, loss: str, where: str) -> None:
-    """Raise unless the labels ``Y`` (host array) are within [0, 1] where the loss needs it
-    (BCE, CCE)."""
+    """Raise unless the labels ``Y`` (host array) are where the loss is defined: within
+    [0, 1] for BCE and CCE, above -1 for MSLE (``log(1 + Y)``)."""
     if loss in ("BCE", "CCE") and Y.size and (Y.min() < 0 or Y.max() > 1):
         raise ValueError(f"{where}: loss {loss} needs labels in [0, 1]")
+    if loss == "MSLE" and Y.size and Y.min() <= -1:
+        raise ValueError(f"{where}: loss MSLE needs labels above -1 (it takes log(1 + Y))")
 
 
 def check_pair(net: Network, name: str, xy: Any) -> None:
@@ -376,10 +442,31 @@ def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, 
     placed = as_floats([a for s in names for a in data[s]],
                        [f"{s} {v}" for s in names for v in ("X", "Y")])
     out = {s: (placed[2 * i], placed[2 * i + 1]) for i, s in enumerate(names)}
-    if loss in ("BCE", "CCE"):
+    if loss in ("BCE", "CCE", "MSLE"):
         for s, (_, Y) in out.items():
             check_label_range(np.asarray(Y), loss, f"{s} Y")
+    for s, (X, _) in out.items():
+        check_compute_range(net, X, f"{s} X")
     return out
+
+
+def check_compute_range(net: Network, X: jax.Array, where: str) -> None:
+    """Under a float16 policy, raise unless ``X`` fits float16 (|x| <= 65504): a larger
+    value becomes inf in the compute dtype, and NaN downstream. (bfloat16 has float32's
+    range.)"""
+    if net.policy.compute_dtype != "float16" or isinstance(X, jax.core.Tracer) or not X.size:
+        return
+    top = float(_max_abs(X))
+    limit = float(jnp.finfo(jnp.float16).max)
+    if top > limit:
+        raise ValueError(f"{where}: values up to {top:.6g} do not fit float16 (at most "
+                         f"{limit:.0f}), the compute dtype of policy {str(net.policy)!r}; "
+                         "scale the inputs")
+
+
+@jax.jit
+def _max_abs(a: jax.Array) -> jax.Array:
+    return jnp.max(jnp.abs(a))
 
 
 def check_eval_splits(eval_splits: Any, splits: Mapping[str, Any]) -> tuple[str, ...]:

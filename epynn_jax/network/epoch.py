@@ -33,7 +33,7 @@ from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses, prng
 from epynn_jax.maths import metrics as metrics_lib
-from epynn_jax.network import parallel
+from epynn_jax.network import checks, parallel
 from epynn_jax.network.model import Network, Params, backward, forward
 from epynn_jax.network.objective import gradients
 from epynn_jax.network.optim import loss_scale_of
@@ -185,6 +185,10 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     each chunk holds ``c`` rows of every block, so each device evaluates its own
     rows; ``chunk`` then counts the samples of all devices together.
     """
+    metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
+    checks.check_split(net, "evaluate", X, Y)  # shapes: static, checked while tracing too
+    if not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):  # called eagerly: the values
+        X, Y = checks.as_floats([X, Y], ["evaluate X", "evaluate Y"])
     chunk = _check_chunk(net, chunk, mesh)
     n = X.shape[0]
     groups = parallel.data_size(mesh) if mesh is not None else 1

@@ -40,7 +40,7 @@ from epynn_jax.network.epoch import (
     predict_jit,
     run_epoch,
 )
-from epynn_jax.network.model import Network, Params, check_X
+from epynn_jax.network.model import Network, Params, check_input_shape
 from epynn_jax.network.optim import epynn_sgd, is_loss_scaled, loss_scaling
 from epynn_jax.network.precision import as_policy
 
@@ -373,9 +373,8 @@ def fit(
     Streamed values are checked chunk by chunk as they are read (a NaN in batch
     ``i`` raises a ``ValueError`` naming it when that chunk is read).
     """
+    checks.check_net(net, "fit")
     if policy is not None:
-        if not isinstance(net, Network):
-            raise TypeError(f"fit: net must be a Network (from network.build), got {net!r}")
         net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
     epochs = checks.positive_int(epochs, "epochs")
     if eval_chunk is not None:
@@ -393,6 +392,8 @@ def fit(
                         f"epynn_jax.io.load_checkpoint(path), got {resume!r}")
     if resume is None or params is not None:  # resuming takes the checkpoint's params
         params = checks.check_params(net, params)
+        if resume is None:
+            checks.check_params_finite(net, params)
     loss = losses.check_loss(loss, net.output_activation)
     metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
     if train_split not in data:
@@ -481,6 +482,8 @@ def fit(
                 break
         if checkpoints is not None:
             saved.update(checkpoints.finish(net, progress, metadata))
+        if check_finite:  # the guard found them finite: the next fit or predict need not read them
+            checks.remember_finite(progress.state.params)
     except KeyboardInterrupt as err:
         progress = progress._replace(history=_truncated(progress.history, progress.epoch))
         last = None
@@ -616,12 +619,23 @@ def _result(progress: Progress, saved: dict) -> FitResult:
 
 def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:
     """The network's output on ``X`` (no dropout), ``chunk`` samples at a time (None: as
-    many as :func:`~epynn_jax.network.epoch.eval_chunk` gives, as ``fit`` evaluates)."""
-    check_X(net, X)
+    many as :func:`~epynn_jax.network.epoch.eval_chunk` gives, as ``fit`` evaluates).
+
+    ``X`` and ``params`` are checked first (shapes, dtypes, finite values); traced
+    ones (``predict`` under ``jax.jit``, ``jax.grad`` or ``jax.vmap``) for their
+    shapes and dtypes only."""
+    checks.check_net(net, "predict")
     if chunk is not None:
         chunk = checks.positive_int(chunk, "chunk", "predict")
-    return predict_jit(net, checks.check_params(net, params, "predict"), checks.as_float(X, "X"),
-                       chunk)
+    params = checks.check_params(net, params, "predict")
+    checks.check_params_finite(net, params, "predict")
+    if isinstance(X, jax.core.Tracer):  # under jit, grad or vmap: shapes only
+        check_input_shape(net, tuple(X.shape), "X")
+    else:
+        X = checks.as_float(X, "X")
+        check_input_shape(net, tuple(X.shape), "X")
+        checks.check_compute_range(net, X, "predict X")
+    return predict_jit(net, params, X, chunk)
 
 
 def decide(A: jax.Array) -> jax.Array:

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from epynn_jax.layers.base import gradients_to_params
+from epynn_jax.layers.base import LayerError, gradients_to_params
 from epynn_jax.maths import losses
 from epynn_jax.network.model import Network, Params, apply, backward, forward
 
 __all__ = ["loss_value", "gradients", "autodiff_gradients"]
 
 
+def _check(net: Network, loss: str, Y, A_shape: tuple[int, ...], where: str) -> None:
+    """Raise (while tracing: shapes and names are static) unless ``loss`` is a known loss
+    for the output and the labels ``Y`` have the output's shape (else the per-sample
+    loss would broadcast them)."""
+    losses.check_loss(loss, net.output_activation)
+    if tuple(np.shape(Y)) != tuple(A_shape):
+        raise LayerError(f"{where}: Y of shape {tuple(np.shape(Y))} does not fit the output "
+                         f"of {net.layers[-1].name}, of shape {tuple(A_shape)}")
+
+
 def loss_value(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
                training: bool = False) -> jax.Array:
     """Sum over samples of the per-sample loss (the training objective)."""
     A, _ = forward(net, params, X, key, training)
+    _check(net, loss, Y, A.shape, "loss_value")
     return jnp.sum(losses.loss(loss, Y, A))
 
 
@@ -34,6 +46,7 @@ def gradients(net: Network, params: Params, X, Y, loss: str = "MSE", key=None,
     :func:`~epynn_jax.network.optim.loss_scaling`, which divides by S again).
     """
     A, fcs = forward(net, params, X, key, training)
+    _check(net, loss, Y, A.shape, "gradients")
     dA = losses.loss_deriv(loss, Y, A)
     if scale is not None:
         dA = dA * scale.astype(dA.dtype)
@@ -54,6 +67,7 @@ def autodiff_gradients(net: Network, params: Params, X, Y, loss: str = "MSE", ke
             A = apply(net, params, X, key, training)
         else:
             A, _ = forward(net, params, X, key, training)
+        _check(net, loss, Y, A.shape, "autodiff_gradients")
         return jnp.sum(losses.loss(loss, Y, A))
 
     return jax.grad(objective)(params)

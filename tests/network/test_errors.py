@@ -216,8 +216,8 @@ def test_fit_wrong_params(net, params, no_trace):
     with pytest.raises(ValueError, match=r"fit: params must be a tuple of 3 dicts \(one per layer"):
         network.fit(net, params[1:], data, epochs=1)
     bad = (params[0], {"W": params[1]["W"].T, "b": params[1]["b"]}, params[2])
-    with pytest.raises(ValueError, match=r"fit: layer 1 \(Dense\) parameter 'W' must be float "
-                                         r"\(8, 3\), got float32 \(3, 8\)"):
+    with pytest.raises(ValueError, match=r"fit: layer 1 \(Dense\) parameter 'W' must be float32 "
+                                         r"or float64 \(8, 3\), got float32 \(3, 8\)"):
         network.fit(net, bad, data, epochs=1)
     with pytest.raises(ValueError, match=r"fit: layer 2 \(Dense\) has parameters \['W', 'b'\], "
                                          r"got \['W'\]"):

@@ -1,0 +1,184 @@
+"""The functional API misused: a clear error naming the argument (and the layer), raised
+before anything is traced or trained; and ``predict`` under JAX's transformations."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from epynn_jax import layers, network, testing
+from epynn_jax.layers.base import LayerError
+from epynn_jax.network import checks
+
+NET = network.build([layers.Dense(4, "relu"), layers.Dense(2, "softmax")], (3,))
+PARAMS = network.init(NET, jax.random.key(0))
+RNG = np.random.default_rng(0)
+X = RNG.standard_normal((16, 3)).astype(np.float32)
+Y = np.eye(2, dtype=np.float32)[RNG.integers(0, 2, 16)]
+
+
+def fit(params=PARAMS, data=None, **kw):
+    kw = {"epochs": 1, "loss": "MSE", "batch_size": 8, **kw}
+    return network.fit(NET, params, data or {"dtrain": (X, Y)}, **kw)
+
+
+def with_param(layer: int, key: str, value):
+    return tuple({**p, key: value} if i == layer else p for i, p in enumerate(PARAMS))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_16_bit_parameters_are_refused(dtype):
+    params = with_param(0, "W", PARAMS[0]["W"].astype(dtype))
+    msg = (r"layer 0 \(Dense\) parameter 'W' must be float32 or float64 \(3, 4\), got "
+           + dtype.__name__)
+    with pytest.raises(ValueError, match=rf"fit: {msg}.*precision policy"):
+        fit(params)
+    with pytest.raises(ValueError, match=rf"predict: {msg}"):
+        network.predict(NET, params, X)
+
+
+def test_parameters_that_are_not_arrays_are_refused():
+    params = with_param(1, "b", [[0.0, 0.0]])
+    for call, where in ((lambda: fit(params), "fit"),
+                        (lambda: network.predict(NET, params, X), "predict")):
+        with pytest.raises(TypeError, match=rf"{where}: layer 1 \(Dense\) parameter 'b' must be "
+                                            r"an array \(NumPy or JAX\), got list"):
+            call()
+
+
+def test_non_finite_parameters_are_refused_before_training_or_predicting():
+    params = with_param(1, "b", PARAMS[1]["b"].at[0, 1].set(jnp.nan))
+    for call, where in ((lambda: fit(params), "fit"),
+                        (lambda: network.predict(NET, params, X), "predict")):
+        with pytest.raises(ValueError, match=rf"{where}: layer 1 \(Dense\) parameter 'b' holds "
+                                            "NaN or inf"):
+            call()
+
+
+def test_a_fits_parameters_are_known_finite_and_not_read_again(monkeypatch):
+    result = fit()
+    monkeypatch.setattr(checks, "all_finite", lambda a: pytest.fail("read again"))
+    checks.check_params_finite(NET, result.params, "predict")  # remembered: nothing read
+    fresh = tuple({k: v + 0 for k, v in p.items()} for p in result.params)  # new arrays
+    with pytest.raises(pytest.fail.Exception, match="read again"):
+        checks.check_params_finite(NET, fresh, "predict")
+
+
+def test_predict_composes_with_jit_grad_and_vmap():
+    eager = np.asarray(network.predict(NET, PARAMS, X))
+    np.testing.assert_allclose(jax.jit(lambda X: network.predict(NET, PARAMS, X))(X), eager,
+                               rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(lambda p, X: network.predict(NET, p, X))(PARAMS, X),
+                               eager, rtol=1e-6)
+    sets = jax.vmap(lambda x: network.predict(NET, PARAMS, x))(X.reshape(4, 4, 3))
+    np.testing.assert_allclose(sets.reshape(16, 2), eager, rtol=1e-6)
+    g = jax.grad(lambda p: network.predict(NET, p, X)[:, 0].sum())(PARAMS)
+    auto = jax.grad(lambda p: network.forward(NET, p, jnp.asarray(X))[0][:, 0].sum())(PARAMS)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(auto)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    with pytest.raises(LayerError, match=r"X: expected shape \(m, 3\)"):  # a sample is not a set
+        jax.vmap(lambda x: network.predict(NET, PARAMS, x))(X)
+
+
+@pytest.mark.parametrize("call", ["fit", "predict"])
+def test_a_list_of_layers_is_not_a_network(call):
+    net = [layers.Dense(2, "softmax")]
+    with pytest.raises(TypeError, match=rf"{call}: net must be a Network \(from network\.build"):
+        if call == "fit":
+            network.fit(net, PARAMS, {"dtrain": (X, Y)}, epochs=1)
+        else:
+            network.predict(net, PARAMS, X)
+
+
+def test_msle_labels_must_be_above_minus_one():
+    net = network.build([layers.Dense(1, "relu")], (3,))
+    with pytest.raises(ValueError, match=r"dtrain Y: loss MSLE needs labels above -1"):
+        network.fit(net, network.init(net, 0), {"dtrain": (X, np.full((16, 1), -1.0))},
+                    epochs=1, loss="MSLE")
+
+
+@pytest.mark.parametrize("callbacks", [lambda e, h: None, None, "print"])
+def test_callbacks_must_be_a_sequence_of_callables(callbacks):
+    with pytest.raises(TypeError, match="fit: callbacks must be a sequence of callables"):
+        fit(callbacks=callbacks)
+
+
+def test_a_ragged_list_is_named():
+    with pytest.raises(ValueError, match="dtrain X: not an array of one shape"):
+        fit(data={"dtrain": ([[1.0, 2.0, 3.0], [1.0, 2.0]], Y[:2])})
+
+
+def test_a_0d_streamed_batch_is_named_wherever_it_comes():
+    for at in (0, 2):
+        batches = [(X[:8], Y[:8])] * 4
+        batches[at] = (np.float32(1.0), Y[:8])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with pytest.raises(LayerError, match=rf"dtrain batch {at} X: expected shape \(m, 3\)"):
+                fit(data={"dtrain": batches})
+
+
+def test_values_beyond_float16_are_refused_under_a_float16_policy():
+    big = X.copy()
+    big[3, 1] = 1e5
+    net16 = network.build([layers.Dense(4, "relu"), layers.Dense(2, "softmax")], (3,),
+                          policy="float16")
+    msg = r"values up to 100000 do not fit float16 \(at most 65504\).*'float16'; scale the inputs"
+    with pytest.raises(ValueError, match="predict X: " + msg):
+        network.predict(net16, PARAMS, big)
+    with pytest.raises(ValueError, match="dtrain X: " + msg):
+        network.fit(net16, PARAMS, {"dtrain": (big, Y)}, epochs=1)
+    assert network.predict(net16, PARAMS, X).shape == (16, 2)  # in range: fine
+
+
+def test_evaluate_checks_its_arguments():
+    with pytest.raises(ValueError, match="unknown metric 'foo'"):
+        network.evaluate(NET, PARAMS, X, Y, ("foo",))
+    one = network.evaluate(NET, PARAMS, X, Y, "accuracy")  # one name, not its letters
+    assert set(one) == {"accuracy"}
+    assert float(one["accuracy"]) == float(network.evaluate(NET, PARAMS, X, Y, ("accuracy",))[
+        "accuracy"])
+    with pytest.raises(ValueError, match=re.escape("evaluate Y: labels of sample shape (1,)")):
+        network.evaluate(NET, PARAMS, X, Y[:, :1], ("accuracy",))
+    with pytest.raises(ValueError, match="evaluate X: contains NaN or inf"):
+        network.evaluate(NET, PARAMS, np.full_like(X, np.nan), Y, ("accuracy",))
+    with pytest.raises(LayerError, match=re.escape("evaluate X: expected shape (m, 3)")):
+        network.evaluate(NET, PARAMS, X[:, :2], Y, ("accuracy",))
+
+
+@pytest.mark.parametrize("fn", [network.loss_value, network.gradients,
+                                network.autodiff_gradients])
+def test_the_objective_refuses_labels_that_do_not_fit_the_output(fn):
+    with pytest.raises(LayerError, match=re.escape(
+            f"{fn.__name__}: Y of shape (16, 1) does not fit the output of Dense, of shape "
+            "(16, 2)")):
+        fn(NET, PARAMS, jnp.asarray(X), jnp.asarray(Y[:, :1]), "MSE")
+    with pytest.raises(ValueError, match="unknown loss 'MSEE'"):
+        fn(NET, PARAMS, jnp.asarray(X), jnp.asarray(Y), "MSEE")
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"batch": 0}, "batch must be an int >= 1, got 0"),
+    ({"eps": 0}, "eps must be a finite number > 0, got 0"),
+    ({"rtol": float("nan")}, "rtol must be a finite number > 0"),
+    ({"X": np.zeros((2, 4))},
+     re.escape("X must have shape (m >= 1, 3) for Dense, got (2, 4)")),
+    ({"X": np.full((2, 3), np.inf)}, "X contains NaN or inf"),
+    ({"params": {"W": np.zeros((3, 2))}},
+     re.escape("params of Dense must have the keys ['W', 'b'], got ['W']")),
+    ({"params": {"W": np.zeros((4, 2)), "b": np.zeros((1, 2))}},
+     re.escape("params['W'] of Dense must have shape (3, 2), got (4, 2)")),
+])
+def test_check_layer_checks_its_arguments(kw, match):
+    with pytest.raises(ValueError, match="check_layer: " + match):
+        testing.check_layer(layers.Dense(2), (3,), **kw)
+
+
+def test_check_layer_takes_a_layer():
+    with pytest.raises(TypeError, match="check_layer: layer must be a layer"):
+        testing.check_layer("Dense", (3,))
