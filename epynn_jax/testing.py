@@ -205,10 +205,57 @@ def check_layer(
     """
     if hasattr(layer, "to_functional"):
         layer = layer.to_functional()
+    if not isinstance(layer, Layer):
+        raise TypeError(f"check_layer: layer must be a layer such as epynn_jax.layers.Dense(2) "
+                        f"(or a facade layer), got {layer!r}")
+    _check_arguments(batch=batch, max_entries=max_entries, directions=directions, rtol=rtol,
+                     eps=eps, policy_rtol=policy_rtol)
     policy = precision.as_policy(policy, "check_layer")
     with x64(True):
+        layer = layer.compute_shapes(tuple(X_shape))
+        _check_given(layer, X, params)
         return _check(layer, tuple(X_shape), batch, seed, training, rtol, eps, max_entries,
                       directions, X, params, policy, policy_rtol)
+
+
+def _check_arguments(**numbers) -> None:
+    """Raise ``ValueError`` unless the counts are ints >= 1 and the tolerances and step
+    are finite numbers > 0 (``policy_rtol`` may be None)."""
+    for name in ("batch", "max_entries", "directions"):
+        v = numbers[name]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"check_layer: {name} must be an int >= 1, got {v!r}")
+    for name in ("rtol", "eps", "policy_rtol"):
+        v = numbers[name]
+        if v is None and name == "policy_rtol":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) \
+                or not np.isfinite(v) or v <= 0:
+            raise ValueError(f"check_layer: {name} must be a finite number > 0, got {v!r}")
+
+
+def _check_given(layer: Layer, X, params) -> None:
+    """Raise ``ValueError`` unless a given ``X`` is (m >= 1, *input_shape) of finite numbers
+    and given ``params`` have exactly the layer's keys and shapes."""
+    if X is not None:
+        shape = np.shape(X)
+        if len(shape) != len(layer.input_shape) + 1 or tuple(shape[1:]) != layer.input_shape \
+                or shape[0] < 1:
+            raise ValueError(f"check_layer: X must have shape (m >= 1, "
+                             f"{', '.join(map(str, layer.input_shape))}) for "
+                             f"{layer.name}, got {shape}")
+        if not np.all(np.isfinite(np.asarray(X, np.float64))):
+            raise ValueError("check_layer: X contains NaN or inf values")
+    if params is not None:
+        expected = layer.param_shapes()
+        if not isinstance(params, dict) or set(params) != set(expected):
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"check_layer: params of {layer.name} must have the keys "
+                             f"{sorted(expected)}, got {got}")
+        for k, shape in expected.items():
+            if tuple(np.shape(params[k])) != tuple(shape):
+                raise ValueError(f"check_layer: params[{k!r}] of {layer.name} must have shape "
+                                 f"{tuple(shape)}, got {tuple(np.shape(params[k]))}")
 
 
 def policy_tolerance(dtype) -> float:
@@ -251,7 +298,7 @@ def _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries, direct
            policy=Policy(), policy_rtol=None):
     rng = np.random.default_rng(seed)
     key = jax.random.key(seed)
-    layer = layer.compute_shapes(X_shape)
+    layer = layer.compute_shapes(X_shape)  # (built already: the same layer)
     if params is None:
         params = layer.initialize_parameters(jax.random.fold_in(key, 1))
         # Non-zero biases so that their gradients are exercised away from 0.

@@ -407,6 +407,8 @@ class BatchSource:
         short: tuple[int, int] | None = None
         for item in self._batches(start):
             X, Y = self._pair(item, i)
+            where = f"{self.name} batch {i}"
+            checks.check_split(self.net, where, X, Y)  # (ranks first: a 0-d X has no size)
             if short is not None:
                 raise ValueError(f"fit: data[{self.name!r}] batch {short[0]} has "
                                  f"{short[1]} samples, not {self.batch_size}; only the last "
@@ -414,8 +416,6 @@ class BatchSource:
             if np.shape(X)[0] != self.batch_size:
                 short = (i, int(np.shape(X)[0]))
                 continue
-            where = f"{self.name} batch {i}"
-            checks.check_split(self.net, where, X, Y)
             pending.append(_check_values(self.net, where, X, Y, self.loss))
             i += 1
             if len(pending) == k:
