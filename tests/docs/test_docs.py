@@ -104,7 +104,8 @@ def test_ci_runs_the_readme_quick_start_test_command():
     install_and_train, install_and_test = commands[:2]
     assert install_and_train.startswith("python3 -m venv .venv && .venv/bin/pip install . && "
                                         ".venv/bin/epynn-jax train ")
-    assert "epynn==1.2.13" in install_and_test and install_and_test.endswith("pytest -q")
+    assert "epynn==1.2.13" in install_and_test and install_and_test.endswith(
+        "pytest -q -n auto --maxprocesses=4 --dist loadfile")
     ci = (ROOT / ".ci" / "run").read_text()
     assert install_and_test in ci and "set -euo pipefail" in ci
     assert '"$status" -eq 5' in ci  # "no tests collected" is handled explicitly
