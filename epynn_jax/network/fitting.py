@@ -413,12 +413,13 @@ def fit(
         parallel.check_batch_size(mesh, batch_size)
     if checkpoints is not None:
         checkpoints.start(metric_names, evaluated)
-    metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
-                "train_split": train_split, "epochs": epochs,
-                "schedule": dataclasses.asdict(schedule) if optimizer is None else None}
-    if checkpoints is not None or resume is not None:  # only files and resumes read it
-        metadata["data"] = data_fingerprint({s: data[s] if s not in plan.sources else
-                                             splits[s] for s in data})
+    metadata: dict[str, Any] = {}  # what checkpoints record and a resume compares
+    if checkpoints is not None or resume is not None:  # (nothing else reads it)
+        metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
+                    "train_split": train_split, "epochs": epochs,
+                    "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
+                    "data": data_fingerprint({s: data[s] if s not in plan.sources else
+                                              splits[s] for s in data})}
     if optimizer is None:
         optimizer = epynn_sgd(schedule, epochs, steps)
     if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if

@@ -146,19 +146,28 @@ def epynn_sgd(schedule: Schedule | Sequence[Schedule] = Schedule(), epochs: int 
     layers). The numbers are part of the state (``opt_state.hyperparams``); the returned
     transformation's ``update`` is shared by every call with the same kinds and steps.
     """
-    import optax
-
     scheds = (schedule,) if isinstance(schedule, Schedule) else tuple(schedule)
     if not scheds or not all(s is None or isinstance(s, Schedule) for s in scheds):
         raise TypeError(f"epynn_sgd: schedule must be a Schedule or one per layer (None: "
                         f"the layer does not train), got {schedule!r}")
-    schedules.learning_rates(Schedule(), epochs)  # validates epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
     if isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0:
         raise ValueError(f"epynn_sgd: first_epoch must be an int >= 0, got {first_epoch!r}")
     own = tuple(own_updates) if own_updates is not None else (None,) * len(scheds)
     if len(own) != len(scheds):
         raise ValueError(f"epynn_sgd: {len(own)} own_updates for {len(scheds)} layers")
-    dtype = float_dtype()
+    return _sgd(scheds, int(epochs), int(steps_per_epoch), first_epoch, own, float_dtype())
+
+
+@functools.lru_cache(maxsize=64)
+def _sgd(scheds: tuple[Schedule | None, ...], epochs: int, steps_per_epoch: int,
+         first_epoch: int, own: tuple[Callable | None, ...], dtype: Any
+         ) -> optax.GradientTransformation:
+    """:func:`epynn_sgd` of checked arguments, built once per combination (``fit`` builds
+    the same optimizer at every call; a transformation is immutable)."""
+    import optax
+
     kinds = tuple("steady" if s is None else s.schedule for s in scheds)
     base, template = _transformation(kinds, int(steps_per_epoch),
                                      own, dtype)

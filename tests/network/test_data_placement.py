@@ -156,3 +156,14 @@ def test_optimizer_initial_state_is_placed_once_and_never_a_tracer(params):
     other = network.epynn_sgd(Schedule(learning_rate=0.2), 5, 3).init(params)
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first),
                                                         jax.tree.leaves(other)))
+
+
+def test_the_same_optimizer_is_built_once_and_bad_epochs_are_refused():
+    """fit builds its optimizer at every call: equal arguments give the same object."""
+    a = network.epynn_sgd(Schedule(learning_rate=0.1), 5, 3)
+    assert network.epynn_sgd(Schedule(learning_rate=0.1), 5, 3) is a
+    assert network.epynn_sgd(Schedule(learning_rate=0.1), 6, 3) is not a
+    assert network.epynn_sgd(Schedule(learning_rate=0.1, schedule="exp_decay"), 5, 3) is not a
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="epochs must be >= 1"):
+            network.epynn_sgd(Schedule(), bad, 3)
