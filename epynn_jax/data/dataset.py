@@ -10,11 +10,15 @@ go to the device for the whole of ``fit``. They follow EpyNN's rules:
   (labels are mapped through their sorted order, so labels {1, 2} work, which
   EpyNN rejects);
 - ``scale_features`` is one global min-max scaling to [0, 1];
+- numeric inputs (``embed`` without encoding, ``scale_features``) must be
+  real and finite: NaN, inf, ``None``, complex numbers, strings and ragged
+  rows are refused with an error naming the function and the argument;
 - ``padding`` zero-pads the two spatial axes of NHWC arrays on both sides.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Hashable, Sequence
 from typing import NamedTuple
@@ -65,6 +69,40 @@ def _samples(X, Y, where: str) -> tuple[np.ndarray, np.ndarray]:
     return X, Y
 
 
+def _numeric(X, name: str, where: str, hint: str = "") -> np.ndarray:
+    """``X`` as a float64 array of real, finite numbers, or an error naming ``where`` and ``name``.
+
+    Refused: ragged rows, ``None`` elements, NaN and inf (``ValueError``);
+    ``X=None``, complex numbers, strings and other non-numbers (``TypeError``,
+    with ``hint`` appended where it helps).
+    """
+    try:
+        arr = np.asarray(X)
+    except ValueError as err:
+        raise ValueError(f"{where}: {name} must be a rectangular array ({err})") from None
+    if arr.dtype.kind == "O":
+        if X is None:
+            raise TypeError(f"{where}: {name} must be numeric, got None")
+        items = arr.ravel().tolist()
+        if any(v is None for v in items):
+            raise ValueError(f"{where}: {name} contains None")
+        bad = next((v for v in items if not isinstance(v, (numbers.Real, bool, np.bool_))), None)
+        if bad is not None:
+            kind = "complex" if isinstance(bad, numbers.Complex) else "non-numeric"
+            raise TypeError(f"{where}: {name} holds a {kind} value {bad!r}; it must be real "
+                            f"numbers{hint}")
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind == "c":
+        raise TypeError(f"{where}: {name} is complex ({arr.dtype}); pass real numbers (the "
+                        "imaginary part would be lost)")
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{where}: {name} must be numeric, got dtype {arr.dtype}{hint}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{where}: {name} contains NaN or inf")
+    return arr
+
+
 def _relative(relative_size: Sequence[float], where: str = "split_dataset"
               ) -> tuple[float, float, float]:
     ok = isinstance(relative_size, (tuple, list, np.ndarray)) and all(
@@ -99,7 +137,14 @@ def split_dataset(X, Y, relative_size: Sequence[float] = (2, 1, 0)) -> dict[str,
     return {k: DataSet(X[a:b], Y[a:b]) for k, (a, b) in bounds.items() if b > a}
 
 
+def _is_nan(value) -> bool:
+    return isinstance(value, numbers.Real) and math.isnan(value)
+
+
 def _sorted_unique(flat, where: str) -> list:
+    """The sorted distinct elements; NaN is refused (it is unequal to itself: one entry each)."""
+    if any(_is_nan(e) for e in flat):
+        raise ValueError(f"{where}: elements contain NaN")
     try:
         return sorted(set(flat))
     except TypeError as err:
@@ -108,8 +153,14 @@ def _sorted_unique(flat, where: str) -> list:
 
 
 def index_elements(X) -> tuple[dict, dict, int]:
-    """Vocabulary of the sorted unique elements: ``(element_to_idx, idx_to_element, size)``."""
+    """Vocabulary of the sorted unique elements: ``(element_to_idx, idx_to_element, size)``.
+
+    Raises ``ValueError`` for empty ``X`` or NaN elements, ``TypeError`` for
+    unhashable or unsortable ones.
+    """
     flat = np.asarray(X, dtype=object).reshape(-1) if not isinstance(X, np.ndarray) else X.ravel()
+    if flat.size == 0:
+        raise ValueError(f"index_elements: X is empty (shape {np.shape(flat)})")
     elements = _sorted_unique(flat.tolist(), "index_elements")
     e2i = {e: i for i, e in enumerate(elements)}
     i2e = dict(enumerate(elements))
@@ -170,7 +221,9 @@ def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list
     """One-hot encode labels (m,) to (m, K) with K the number of distinct labels.
 
     Returns the encoded labels (float32) and the sorted class list; with
-    ``classes`` given, a label outside it raises ``ValueError``.
+    ``classes`` given (a list, tuple or 1-D array of distinct hashable
+    labels, in the order of the columns), a label outside it raises
+    ``ValueError``.
     """
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -184,15 +237,32 @@ def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list
     if classes is None:
         classes = _sorted_unique(labels, "one_hot_labels")
     else:
-        classes = list(classes)
-        if not classes or len(set(classes)) != len(classes):
-            raise ValueError(f"one_hot_labels: classes must be distinct and non-empty, "
-                             f"got {classes!r}")
+        classes = _classes(classes)
     index = {c: i for i, c in enumerate(classes)}
     unknown = [c for c in set(labels) if c not in index]
     if unknown:
         raise ValueError(f"one_hot_labels: labels {unknown!r} not in classes {classes!r}")
     return np.eye(len(classes), dtype=np.float32)[[index[c] for c in labels]], classes
+
+
+def _classes(classes) -> list:
+    """``one_hot_labels``'s ``classes`` as a list of distinct, hashable, non-NaN labels."""
+    ok = isinstance(classes, (list, tuple, range)) or (
+        isinstance(classes, np.ndarray) and classes.ndim == 1)
+    if not ok:
+        raise TypeError(f"one_hot_labels: classes must be a list, tuple or 1-D array of "
+                        f"labels, got {classes!r}")
+    classes = list(classes.tolist() if isinstance(classes, np.ndarray) else classes)
+    for c in classes:
+        try:
+            hash(c)
+        except TypeError:
+            raise TypeError(f"one_hot_labels: classes must hold hashable labels, got "
+                            f"{c!r}") from None
+    if not classes or len(set(classes)) != len(classes) or any(map(_is_nan, classes)):
+        raise ValueError(f"one_hot_labels: classes must be distinct, non-NaN and non-empty, "
+                         f"got {classes!r}")
+    return classes
 
 
 def _bounds(bounds, where: str) -> tuple[float, float]:
@@ -208,22 +278,25 @@ def _bounds(bounds, where: str) -> tuple[float, float]:
 def scale_features(X, bounds: tuple[float, float] | None = None) -> np.ndarray:
     """Global min-max scaling to [0, 1]: (X - min) / (max - min).
 
-    ``bounds=(min, max)`` reuses the training set's bounds (EpyNN rescales new
-    data with its own bounds). A constant array maps to zeros.
+    ``X`` must be real, finite numbers. ``bounds=(min, max)`` reuses the
+    training set's bounds (EpyNN rescales new data with its own bounds; values
+    outside them land outside [0, 1]). A constant array maps to zeros, and so
+    do bounds with min == max (those of a constant training set), but only for
+    data equal to that constant: other data cannot be scaled by a zero span
+    and is refused with a ``ValueError``.
     """
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"scale_features: X must be numeric ({err})") from None
+    X = _numeric(X, "X", "scale_features")
     if X.size == 0:
         raise ValueError(f"scale_features: X is empty (shape {X.shape})")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("scale_features: X contains NaN or inf")
     lo, hi = (float(X.min()), float(X.max())) if bounds is None else _bounds(bounds,
                                                                               "scale_features")
-    span = hi - lo
+    if hi == lo:
+        if not np.all(X == lo):
+            raise ValueError(f"scale_features: bounds ({lo}, {hi}) have no span, which only "
+                             f"scales data equal to {lo}; X spans [{X.min()}, {X.max()}]")
+        return np.zeros_like(X)
     with np.errstate(over="ignore"):
-        out = (X - lo) / span if span > 0 else np.zeros_like(X)
+        out = (X - lo) / (hi - lo)
     if not np.all(np.isfinite(out)):
         raise ValueError(f"scale_features: scaling by bounds ({lo}, {hi}) overflows")
     return out
@@ -244,50 +317,87 @@ def padding(X, pad: int, forward: bool = True) -> np.ndarray:
     return X[:, pad: X.shape[1] - pad, pad: X.shape[2] - pad] if pad else X
 
 
-def batches(X, Y, batch_size: int | None, rng: np.random.Generator | None = None
+def _generator(rng, where: str) -> np.random.Generator:
+    """A NumPy Generator: ``rng`` itself, one seeded with the int ``rng``, or a fresh one."""
+    if rng is None:
+        return np.random.default_rng()
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, bool) or not isinstance(rng, numbers.Integral):
+        raise TypeError(f"{where}: rng must be a numpy Generator, an int seed or None, "
+                        f"got {rng!r}")
+    if rng < 0:
+        raise ValueError(f"{where}: the rng seed must be >= 0, got {rng!r}")
+    return np.random.default_rng(int(rng))
+
+
+def batches(X, Y, batch_size: int | None, rng: np.random.Generator | int | None = None
             ) -> list[DataSet]:
     """EpyNN's mini-batches: shuffle, then ``N // batch_size`` batches (at least 1).
 
     The remainder is dropped. ``batch_size=None`` (or one larger than N) is one
-    batch of everything. (``fit`` does the same on the device; this host
-    version is for inspection.)
+    batch of everything. The shuffle draws from ``rng``: a NumPy
+    ``Generator`` (advanced by the call), an int seed >= 0 (the same seed gives
+    the same batches, 0 included) or ``None`` (fresh, unseeded randomness).
+    (``fit`` does the same on the device; this host version is for inspection.)
     """
     X, Y = _samples(X, Y, "batches")
     n = X.shape[0]
     bs = n if batch_size is None else min(_int(batch_size, "batch_size", "batches", 1), n)
-    order = (rng or np.random.default_rng()).permutation(n)
+    order = _generator(rng, "batches").permutation(n)
     nb = max(n // bs, 1)
     return [DataSet(X[order[i * bs:(i + 1) * bs]], Y[order[i * bs:(i + 1) * bs]])
             for i in range(nb)]
+
+
+def _count(A) -> int:
+    """Number of samples (length of axis 0); 0 for a scalar."""
+    try:
+        return len(A)
+    except TypeError:
+        return 0
+
+
+def _float32(A: np.ndarray, name: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        out = np.asarray(A, dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        raise ValueError(f"embed: {name} has values beyond float32's range (about 3.4e38)")
+    return out
 
 
 def embed(X, Y, *, relative_size: Sequence[float] = (2, 1, 0), X_encode: bool = False,
           Y_encode: bool = False, X_scale: bool = False) -> tuple[dict[str, DataSet], dict]:
     """EpyNN's Embedding pipeline: scale, encode, split.
 
-    Returns the splits and an ``info`` dict (``element_to_idx``,
+    Returns the splits (float32) and an ``info`` dict (``element_to_idx``,
     ``idx_to_element``, ``classes``, ``scale_bounds``) for encoding new data.
+    What is not encoded must be real, finite numbers (``X`` also when
+    ``X_scale``): NaN, inf, ``None``, complex numbers, strings and ragged rows
+    raise an error naming ``X`` or ``Y``.
     """
+    where = "embed"
     info: dict = {}
-    n = len(X) if isinstance(X, list) else (np.shape(X)[0] if np.ndim(X) else 0)
-    if n == 0 or np.ndim(Y) == 0 or np.shape(Y)[0] != n:
+    _relative(relative_size, where)
+    if X_scale or not X_encode:
+        X = _numeric(X, "X", where, "" if X_encode else
+                     "; pass X_encode=True to one-hot encode sequences of symbols")
+    if not Y_encode:
+        Y = _numeric(Y, "Y", where, "; pass Y_encode=True to one-hot encode labels")
+    n, n_y = _count(X), _count(Y)
+    if n == 0 or n_y != n:
         raise ValueError(f"embed: X and Y need the same number (>= 1) of samples, got "
-                         f"{n} and {np.shape(Y)[0] if np.ndim(Y) else 0}")
-    _relative(relative_size, "embed")
-    X = np.asarray(X) if not isinstance(X, list) else X
+                         f"{n} and {n_y}")
     if X_scale:
-        arr = np.asarray(X, dtype=np.float64)
-        info["scale_bounds"] = (float(arr.min()), float(arr.max()))
-        X = scale_features(arr, info["scale_bounds"])
+        info["scale_bounds"] = (float(X.min()), float(X.max()))
+        X = scale_features(X, info["scale_bounds"])
     if X_encode:
         X, e2i = one_hot_sequences(X)
         info["element_to_idx"] = e2i
         info["idx_to_element"] = {i: e for e, i in e2i.items()}
-    Y = np.asarray(Y)
     if Y_encode:
         Y, classes = one_hot_labels(Y)
         info["classes"] = classes
     elif Y.ndim == 1:
         Y = Y.reshape(-1, 1)
-    return split_dataset(np.asarray(X, dtype=np.float32), np.asarray(Y, dtype=np.float32),
-                         relative_size), info
+    return split_dataset(_float32(X, "X"), _float32(Y, "Y"), relative_size), info

@@ -195,3 +195,119 @@ def test_embed_pipeline_like_epynn():
     assert splits["dtrain"].Y.shape == (6, 1)
     assert splits["dtrain"].X.min() == 0 and splits["dtrain"].X.max() == 1
     assert set(info) == {"scale_bounds"}
+
+
+# -- bad input is refused with an error naming the function and the argument ------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["X", "Y"])
+def test_embed_refuses_nan_and_inf(where, bad):
+    X, Y = np.ones((3, 2)), np.array([0.0, 1.0, 0.0])
+    (X if where == "X" else Y)[1] = bad
+    with pytest.raises(ValueError, match=f"embed: {where} contains NaN or inf"):
+        ds.embed(X, Y)
+
+
+def test_embed_refuses_none_in_an_object_array():
+    X = np.array([[None, 1], [2, 3], [4, 5]], dtype=object)
+    with pytest.raises(ValueError, match="embed: X contains None"):
+        ds.embed(X, [0, 1, 0])
+    with pytest.raises(ValueError, match="embed: Y contains None"):
+        ds.embed(np.ones((3, 1)), [0, None, 1])
+
+
+def test_embed_refuses_non_numeric_and_ragged_data_without_encoding():
+    with pytest.raises(TypeError, match="embed: X must be numeric.*X_encode=True"):
+        ds.embed(np.array([["a", "b"]] * 3), [0, 1, 0])
+    with pytest.raises(TypeError, match="embed: Y must be numeric.*Y_encode=True"):
+        ds.embed(np.ones((3, 2)), ["x", "y", "x"])
+    with pytest.raises(TypeError, match="embed: X holds a non-numeric value 'a'.*X_encode"):
+        ds.embed(np.array([["a", 1]] * 3, dtype=object), [0, 1, 0])
+    with pytest.raises(ValueError, match="embed: X must be a rectangular array"):
+        ds.embed(([1, 2], [3]), [0, 1])
+    # The same data is fine when it is encoded.
+    splits, _ = ds.embed(np.array([["a", "b"]] * 3), ["x", "y", "x"], relative_size=(1, 0, 0),
+                         X_encode=True, Y_encode=True)
+    assert splits["dtrain"].X.shape == (3, 2, 2) and splits["dtrain"].Y.shape == (3, 2)
+
+
+def test_embed_refuses_values_beyond_float32():
+    with pytest.raises(ValueError, match="embed: X has values beyond float32's range"):
+        ds.embed(np.array([[1e300], [1.0], [2.0]]), [0, 1, 0])
+
+
+def test_complex_data_is_refused_not_truncated():
+    with pytest.raises(TypeError, match=r"embed: X is complex \(complex128\)"):
+        ds.embed(np.array([[1 + 5j, 1], [2, 3], [4, 5]]), [0, 1, 0])
+    with pytest.raises(TypeError, match="embed: X holds a complex value"):
+        ds.embed(np.array([[1 + 5j, 1], [2, 3], [4, 5]], dtype=object), [0, 1, 0])
+    with pytest.raises(TypeError, match="embed: Y is complex"):
+        ds.embed(np.ones((2, 1)), np.array([1j, 1]))
+    with pytest.raises(TypeError, match="scale_features: X is complex"):
+        ds.scale_features(np.array([1 + 5j, 2 - 7j]))
+    with pytest.raises(TypeError, match="embed: X is complex"):
+        ds.embed(np.array([[1 + 5j], [2], [3]]), [0, 1, 0], X_scale=True)
+
+
+def test_batches_rng_is_a_generator_an_int_seed_or_none():
+    X = np.arange(40)
+    order = [np.concatenate([b.X for b in ds.batches(X, X, 10, rng=seed)]) for seed in (0, 0, 42)]
+    np.testing.assert_array_equal(order[0], order[1])          # seed 0 is a seed, not "none"
+    assert not np.array_equal(order[0], order[2])
+    # An int seed gives what a Generator seeded with it gives.
+    expected = np.random.default_rng(42).permutation(40)
+    np.testing.assert_array_equal(order[2], expected)
+    assert len(ds.batches(X, X, 10, rng=None)) == 4
+    for bad in (1.5, "0", True, np.random.RandomState(0)):
+        with pytest.raises(TypeError, match="batches: rng must be a numpy Generator, an int "
+                                            "seed or None"):
+            ds.batches(X, X, 10, rng=bad)
+    with pytest.raises(ValueError, match="batches: the rng seed must be >= 0"):
+        ds.batches(X, X, 10, rng=-1)
+
+
+def test_scale_features_needs_numbers_and_bounds_with_a_span():
+    with pytest.raises(TypeError, match="scale_features: X must be numeric, got None"):
+        ds.scale_features(None)
+    with pytest.raises(TypeError, match="scale_features: X must be numeric, got dtype <U"):
+        ds.scale_features(["a", "b"])
+    with pytest.raises(ValueError, match=r"bounds \(5.0, 5.0\) have no span.*spans \[-3.0, 10.0\]"):
+        ds.scale_features([1.0, 10.0, -3.0], bounds=(5.0, 5.0))
+    # Bounds of a constant training set still scale that constant, to zeros.
+    np.testing.assert_array_equal(ds.scale_features([5.0, 5.0], bounds=(5.0, 5.0)), [0.0, 0.0])
+    with pytest.raises(ValueError, match="min <= max"):
+        ds.scale_features([1.0, 2.0], bounds=(2.0, 1.0))
+
+
+def test_index_elements_refuses_empty_input_and_nan():
+    for empty in ([], np.zeros((0, 3))):
+        with pytest.raises(ValueError, match="index_elements: X is empty"):
+            ds.index_elements(empty)
+    with pytest.raises(ValueError, match="index_elements: elements contain NaN"):
+        ds.index_elements(np.array([np.nan, 1.0, np.nan]))
+    with pytest.raises(ValueError, match="one_hot_sequences: elements contain NaN"):
+        ds.one_hot_sequences(np.array([[np.nan, 1.0]]))
+    with pytest.raises(ValueError, match="one_hot_labels: elements contain NaN"):
+        ds.one_hot_labels(np.array([np.nan, 1.0], dtype=object))
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (0, TypeError, "classes must be a list, tuple or 1-D array"),
+    ("ab", TypeError, "classes must be a list, tuple or 1-D array"),
+    (np.zeros((2, 2)), TypeError, "classes must be a list, tuple or 1-D array"),
+    ([[0], [1]], TypeError, r"classes must hold hashable labels, got \[0\]"),
+    ([], ValueError, "classes must be distinct, non-NaN and non-empty"),
+    ([0, 1, 0], ValueError, "classes must be distinct, non-NaN and non-empty"),
+    ([0, float("nan")], ValueError, "classes must be distinct, non-NaN and non-empty"),
+])
+def test_one_hot_labels_refuses_bad_classes(bad, error, match):
+    with pytest.raises(error, match=f"one_hot_labels: {match}"):
+        ds.one_hot_labels([0, 1], classes=bad)
+
+
+def test_one_hot_labels_classes_as_an_array_or_range():
+    Y, classes = ds.one_hot_labels([2, 0], classes=np.array([0, 1, 2]))
+    np.testing.assert_array_equal(Y, [[0, 0, 1], [1, 0, 0]])
+    assert classes == [0, 1, 2]
+    assert ds.one_hot_labels([1], classes=range(3))[1] == [0, 1, 2]
