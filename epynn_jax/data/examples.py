@@ -1,7 +1,10 @@
 """The data sets of the examples: synthetic generators and loaders for the real ones.
 
 Synthetic generators are pure functions of a seed and sizes (a NumPy
-``default_rng(seed)`` is their only randomness); each returns ``(X, y)`` with
+``default_rng(seed)`` is their only randomness, ``seed`` an int >= 0: ``None``
+is refused, since it would give different data at each call); sizes too small
+for a generator's rule are refused with the argument and the valid range, as
+is a negative or non-finite ``noise``. Each returns ``(X, y)`` with
 ``y`` the integer labels, where, as in EpyNN's examples, label 0 is the
 "positive" pattern and 1 the negative one (MNIST-like data: the digit).
 
@@ -24,7 +27,8 @@ cache directory (``$EPYNN_JAX_DATA`` or ``~/.cache/epynn_jax``), checking its
 SHA-256, and :func:`extract` unpacks it refusing absolute paths, ``..``
 components and links. The published archives carry no checksum; until one is
 pinned in :data:`REMOTES`, the first download records it next to the archive
-and later runs verify against that record (pass ``sha256=`` to pin one).
+and later runs verify against that record (pass ``sha256=`` to pin one); an
+empty or malformed record is a :class:`DataError`, like a mismatch.
 """
 
 from __future__ import annotations
@@ -32,9 +36,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import math
+import numbers
 import os
 import shutil
 import tarfile
+import tempfile
 import urllib.parse
 import urllib.request
 import wave
@@ -69,10 +76,31 @@ __all__ = [
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 
-def _positive_int(value: int, what: str) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what} must be a positive int, got {value!r}")
+def _positive_int(value: int, what: str, where: str, minimum: int = 1, why: str = "") -> int:
+    """An int >= ``minimum`` (``ValueError`` naming ``where``, ``what`` and the range)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        wanted = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ValueError(f"{where}: {what} must be {wanted}{why}, got {value!r}")
     return int(value)
+
+
+def _seed(seed: int, where: str) -> int:
+    """A seed: an int >= 0 (``None`` is refused: the data must be reproducible)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{where}: seed must be an int >= 0 (the data is a pure function of "
+                        f"it), got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{where}: seed must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _noise(noise: float, where: str) -> float:
+    """A standard deviation: a finite real number >= 0."""
+    if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
+        raise TypeError(f"{where}: noise must be a number, got {noise!r}")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"{where}: noise must be a finite number >= 0, got {noise!r}")
+    return float(noise)
 
 
 # -- synthetic data sets --------------------------------------------------------------------
@@ -87,8 +115,9 @@ def dummy_boolean(n: int = 50, features: int = 11, seed: int = 0) -> tuple[np.nd
     >>> bool(np.all((X.sum(axis=1) > 5.5) == (y == 0)))
     True
     """
-    n, features = _positive_int(n, "n"), _positive_int(features, "features")
-    X = np.random.default_rng(seed).integers(0, 2, (n, features)).astype(bool)
+    where = "dummy_boolean"
+    n, features = _positive_int(n, "n", where), _positive_int(features, "features", where)
+    X = np.random.default_rng(_seed(seed, where)).integers(0, 2, (n, features)).astype(bool)
     y = np.where(X.sum(axis=1) > features / 2, 0, 1)
     return X, y
 
@@ -96,10 +125,12 @@ def dummy_boolean(n: int = 50, features: int = 11, seed: int = 0) -> tuple[np.nd
 def dummy_string(n: int = 480, length: int = 12, alphabet: str = "ATGC",
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random strings (n, length) of ``alphabet`` letters; label 0 when first == last letter."""
-    n, length = _positive_int(n, "n"), _positive_int(length, "length")
-    if len(alphabet) < 2:
-        raise ValueError(f"alphabet needs at least 2 letters, got {alphabet!r}")
-    X = np.random.default_rng(seed).choice(np.array(list(alphabet)), (n, length))
+    where = "dummy_string"
+    n, length = _positive_int(n, "n", where), _positive_int(length, "length", where)
+    if not isinstance(alphabet, str) or len(set(alphabet)) < 2:
+        raise ValueError(f"{where}: alphabet must be a str of at least 2 distinct letters, "
+                         f"got {alphabet!r}")
+    X = np.random.default_rng(_seed(seed, where)).choice(np.array(list(alphabet)), (n, length))
     y = np.where(X[:, 0] == X[:, -1], 0, 1)
     return X, y
 
@@ -110,10 +141,14 @@ def dummy_time(n: int = 1024, steps: int = 128, noise: float = 0.5,
 
     Every series is white noise (standard deviation ``noise``); the positive
     ones (label 0, about half) add a unit sine of random frequency below the
-    Nyquist half, ``steps / 4`` Hz, and random phase.
+    Nyquist half, ``steps / 4`` Hz, and random phase; so ``steps >= 4``.
     """
-    n, steps = _positive_int(n, "n"), _positive_int(steps, "steps")
-    rng = np.random.default_rng(seed)
+    where = "dummy_time"
+    n = _positive_int(n, "n", where)
+    steps = _positive_int(steps, "steps", where, 4, " (the sine's frequency is drawn from 1 Hz "
+                          "to steps / 4 Hz)")
+    noise = _noise(noise, where)
+    rng = np.random.default_rng(_seed(seed, where))
     t = np.arange(steps) / steps
     y = rng.integers(0, 2, n)
     freq = rng.uniform(1.0, steps / 4, (n, 1))
@@ -125,13 +160,15 @@ def dummy_time(n: int = 1024, steps: int = 128, noise: float = 0.5,
 
 def dummy_image(n: int = 750, size: int = 28, tones: int = 16,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Grey images (n, size, size, 1) of random tones 0..tones-1.
+    """Grey images (n, size, size, 1) of random tones 1..tones-1 (so ``tones >= 2``).
 
     About half are "masked" (label 0): one random row and one random column
     are set to 0.
     """
-    n, size, tones = (_positive_int(v, k) for v, k in ((n, "n"), (size, "size"), (tones, "tones")))
-    rng = np.random.default_rng(seed)
+    where = "dummy_image"
+    n, size = _positive_int(n, "n", where), _positive_int(size, "size", where)
+    tones = _positive_int(tones, "tones", where, 2, " (pixels take tones 1 to tones - 1)")
+    rng = np.random.default_rng(_seed(seed, where))
     X = rng.integers(1, tones, (n, size, size, 1)).astype(np.float32)
     y = rng.integers(0, 2, n)
     rows, cols = rng.integers(0, size, n), rng.integers(0, size, n)
@@ -149,10 +186,11 @@ def ptm_protein_synthetic(n: int = 1280, length: int = 21,
     peptides (label 0, about half) carry, each with probability 0.8, a
     proline right after the centre and a valine two residues before it.
     """
-    n, length = _positive_int(n, "n"), _positive_int(length, "length")
-    if length < 5:
-        raise ValueError(f"length must be >= 5, got {length}")
-    rng = np.random.default_rng(seed)
+    where = "ptm_protein_synthetic"
+    n = _positive_int(n, "n", where)
+    length = _positive_int(length, "length", where, 5, " (the motif spans 4 residues around "
+                           "the centre)")
+    rng = np.random.default_rng(_seed(seed, where))
     X = rng.choice(np.array(list(AMINO_ACIDS)), (n, length))
     c = length // 2
     X[:, c] = rng.choice(np.array(["S", "T"]), n)
@@ -178,9 +216,10 @@ def author_music_synthetic(n: int = 256, samples: int = 10000, levels: int = 16,
     harmonics under a decay); negative ones bury the same kind of tone in
     loud noise. Each clip is normalized on its own, as the real loader does.
     """
-    n, samples = _positive_int(n, "n"), _positive_int(samples, "samples")
-    levels = _positive_int(levels, "levels")
-    rng = np.random.default_rng(seed)
+    where = "author_music_synthetic"
+    n, samples = _positive_int(n, "n", where), _positive_int(samples, "samples", where)
+    levels = _positive_int(levels, "levels", where, 2, " (one level is a constant clip)")
+    rng = np.random.default_rng(_seed(seed, where))
     t = np.arange(samples) / samples
     y = rng.integers(0, 2, n)
     f0 = rng.uniform(5.0, max(6.0, samples / 50), (n, 1))
@@ -221,10 +260,10 @@ def captcha_mnist_synthetic(n: int = 750, size: int = 28,
     pixels), with a random stroke width and brightness, plus noise: a
     stand-in for MNIST of the same shape.
     """
-    n, size = _positive_int(n, "n"), _positive_int(size, "size")
-    if size < 14:
-        raise ValueError(f"size must be >= 14, got {size}")
-    rng = np.random.default_rng(seed)
+    where = "captcha_mnist_synthetic"
+    n = _positive_int(n, "n", where)
+    size = _positive_int(size, "size", where, 14, " (smaller glyphs lose their segments)")
+    rng = np.random.default_rng(_seed(seed, where))
     y = rng.integers(0, 10, n)
     X = np.empty((n, size, size, 1), np.float32)
     top, left = (size - size * 5 // 7) // 2, (size - size * 3 // 7) // 2
@@ -311,14 +350,39 @@ def sha256_of(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _read_record(record: Path) -> str:
+    """The SHA-256 in a checksum record; :class:`DataError` when it is empty or malformed."""
+    words = record.read_text(errors="replace").split()
+    digest = words[0].lower() if words else ""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise DataError(f"{record}: the checksum record is empty or malformed, so the archive "
+                        "next to it cannot be verified; delete both to download it again")
+    return digest
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    An interrupted write leaves no half-written ``path`` behind.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _verify(path: Path, expected: str | None) -> None:
     """Check ``path`` against ``expected`` or, when None, against the recorded checksum."""
     record = path.with_name(path.name + ".sha256")
     actual = sha256_of(path)
     if expected is None and record.exists():
-        expected = record.read_text().split()[0]
+        expected = _read_record(record)
     if expected is None:
-        record.write_text(f"{actual}  {path.name}\n")
+        _write_atomic(record, f"{actual}  {path.name}\n")
         return
     if actual != expected.lower():
         raise DataError(f"{path}: SHA-256 {actual} does not match the expected {expected}; "
@@ -368,7 +432,9 @@ def fetch(remote: Remote, cache: str | os.PathLike | None = None, *, url: str | 
     and the cached file is verified against that record on later calls),
     retried up to ``retries`` times over the network. ``url`` overrides the
     remote's address (``file://`` URLs work, for mirrors and tests). A cached
-    file whose checksum does not match is refused, never silently replaced.
+    file whose checksum does not match is refused, never silently replaced;
+    so is one whose record is empty or malformed. The record is written to a
+    temporary file renamed into place, so an interrupted run leaves none.
 
     Raises :class:`DataUnavailable` when it cannot be downloaded
     (:class:`MissingExtra`, also an ``ImportError``, when pooch is not
@@ -535,7 +601,11 @@ def read_mnist(folder: str | os.PathLike, n_samples: int | None = 750,
     """
     folder = Path(folder) / "data"
     shape, pixels = _read_idx(folder / "train-images-idx3-ubyte.gz", 2051, n_samples)
-    _, labels = _read_idx(folder / "train-labels-idx1-ubyte.gz", 2049, shape[0])
+    label_file = folder / "train-labels-idx1-ubyte.gz"
+    _, labels = _read_idx(label_file, 2049, shape[0])
+    if labels.size < shape[0]:
+        raise DataError(f"captcha_mnist: {label_file} holds {labels.size} labels for "
+                        f"{shape[0]} images")
     X = pixels.reshape(*shape, 1).astype(np.float32)
     order = np.random.default_rng(seed).permutation(shape[0])
     return X[order], labels[order].astype(np.int64)
@@ -554,12 +624,13 @@ def load_real(name: str, n_samples: int | None = None, seed: int = 0, *,
     """
     if name not in REMOTES:
         raise ValueError(f"unknown real data set {name!r}; known: {', '.join(REMOTES)}")
+    seed = _seed(seed, "load_real")
     archive = fetch(REMOTES[name], cache, url=url, sha256=sha256)
     folder = cache_dir(cache) / name
     stamp = folder / ".extracted"
     if not stamp.exists() or stamp.read_text() != sha256_of(archive):
         extract(archive, folder)
-        stamp.write_text(sha256_of(archive))
+        _write_atomic(stamp, sha256_of(archive))
     return _READERS[name](folder, n_samples, seed)
 
 
@@ -593,6 +664,7 @@ def raw_data(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool =
     """
     if name not in DATASETS:
         raise ValueError(f"unknown example {name!r}; known: {', '.join(DATASETS)}")
+    seed = _seed(seed, "raw_data")
     generator, full, small, _ = DATASETS[name]
     sizes = small if quick else full
     if name == "digits":  # shuffled like EpyNN's examples shuffle before the in-order split
