@@ -102,8 +102,28 @@ def initializer_name(init) -> str:
     return name if name in ("xavier", "orthogonal", "zeros") else "xavier"
 
 
+#: EpyNN's per-layer methods: a built-in layer runs its compiled functional layer instead.
+EPYNN_METHODS = ("compute_shapes", "initialize_parameters", "forward", "backward",
+                 "compute_gradients", "update_parameters")
+
+
 class BuiltinLayer(Layer):
     """A facade layer backed by a functional layer (``_functional = (module, class)``)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Refuse a user's subclass of a built-in layer that overrides EpyNN's methods (a
+        subclass of ``Template`` with its own ``forward``): training runs the compiled
+        functional layer, so those methods would be ignored without a word."""
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("epynn_jax.compat."):
+            return
+        own = [m for m in EPYNN_METHODS if m in vars(cls)]
+        if own:
+            base = next(b for b in cls.__mro__[1:] if b.__module__.startswith("epynn_jax."))
+            raise TypeError(
+                f"{cls.__name__} subclasses the built-in layer {base.__name__} and overrides "
+                f"{', '.join(own)}: a built-in layer trains with its compiled code, not these "
+                "methods. Subclass epynn.commons.models.Layer to write a layer of your own")
 
     fc = _lazy_dict("fc")
     bc = _lazy_dict("bc")

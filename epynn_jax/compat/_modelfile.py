@@ -226,8 +226,13 @@ def _layer_record(layer, i: int) -> dict:
             attrs[k] = _to_json(v, f"{where}.{k}")
         except TypeError:
             continue  # arrays, functions, objects: not part of a model file
-    return {"kind": "custom", "class": _class_path(type(layer)), "attrs": attrs,
-            **_common(layer)}
+    record = {"kind": "custom", "class": _class_path(type(layer)), "attrs": attrs,
+              **_common(layer)}
+    try:  # its dimensions, which its forward may read (EpyNN fills d in compute_shapes)
+        record["dims"] = _to_json(dict(getattr(layer, "d", {})), f"{where}.d")
+    except TypeError:
+        pass  # dimensions that are not JSON (arrays, objects): not part of a model file
+    return record
 
 
 def _tagged(e, where: str) -> list:

@@ -231,6 +231,11 @@ def _restore_custom(rec: dict, fl: Layer, custom_layers: Mapping[str, type],
             raise ModelFileError(f"{where}: attribute {k!r} names a method or property of "
                                  f"{cls.__name__}; a model file restores data attributes only")
         vars(layer)[k] = v  # the instance dict, as written: no property or setter runs
+    if "dims" in rec:
+        dims = _from_json(_field(rec, "dims", dict, where), where)
+        if not all(isinstance(k, str) and KEY.match(k) for k in dims):
+            raise ModelFileError(f"{where}: dims keys must be names")
+        layer.d.update(dims)
     return layer
 
 

@@ -6,8 +6,10 @@ are written with ``jax.numpy`` (or otherwise work on traced arrays) can run
 inside the compiled epoch. :func:`try_trace` traces those four methods once
 with :func:`jax.eval_shape`; if tracing fails (NumPy functions on traced
 values, Python branches on values, use of ``np_rng``, state leaking out of
-the methods), the layer runs eagerly in NumPy instead. A layer can opt out
-with ``jit = False``.
+the methods, attributes the methods set or change, a use of the epoch ``e``
+other than ``lrate[e]``, gradients not keyed ``'d' + name``), the layer runs
+eagerly in NumPy instead, and the probe leaves the object as it found it. A
+layer can opt out with ``jit = False``.
 
 :class:`TracedCustom` is the functional-layer adapter: each pure function
 swaps the arrays into the user's object, calls its method, and reads the
@@ -17,6 +19,7 @@ dicts back, leaving the object as it was.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from typing import Any
 
@@ -45,6 +48,27 @@ class _NoRNG:
         raise RuntimeError("np_rng is not available to compiled custom layers")
 
 
+class _EpochUsed(RuntimeError):
+    """A traced method used the epoch ``e``."""
+
+
+class _NoEpoch:
+    """``self.e`` while tracing: the compiled epoch has no epoch number to give, so any use
+    of it but ``lrate[e]`` raises, and the layer runs eagerly (where ``e`` is set)."""
+
+    def _refuse(self, *args, **kwargs):
+        raise _EpochUsed("the epoch e is not available to compiled custom layers")
+
+    for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+                  "__truediv__", "__rtruediv__", "__floordiv__", "__rfloordiv__", "__mod__",
+                  "__pow__", "__rpow__", "__neg__", "__abs__", "__float__", "__int__",
+                  "__index__", "__bool__", "__lt__", "__le__", "__gt__", "__ge__", "__eq__",
+                  "__ne__", "__array__", "__jax_array__"):
+        locals()[_name] = _refuse
+    del _name
+    __hash__ = object.__hash__
+
+
 @contextlib.contextmanager
 def _swapped(obj, **values):
     saved = {k: obj.__dict__[k] for k in _SWAPPED if k in obj.__dict__}
@@ -52,6 +76,7 @@ def _swapped(obj, **values):
         for k in ("d", "fs", "bs"):
             setattr(obj, k, dict(getattr(obj, k, {})))
         obj.np_rng = _NoRNG()
+        obj.e = _NoEpoch()
         for k, v in values.items():
             setattr(obj, k, v)
         yield obj
@@ -105,13 +130,40 @@ class TracedCustom(Layer):
 
     def update(self, p, g, lr):
         """The layer's own ``update_parameters`` with ``lrate[e]`` = ``lr``."""
-        with _swapped(self.obj, p=dict(p), g=dict(g), lrate=_AnyIndex(lr), e=0) as o:
+        with _swapped(self.obj, p=dict(p), g=dict(g), lrate=_AnyIndex(lr)) as o:
             o.update_parameters()
             return {k: jnp.asarray(v) for k, v in o.p.items()}
 
 
-def _leaks(obj) -> bool:
-    return any(isinstance(v, jax.core.Tracer) for v in vars(obj).values())
+def _snapshot(obj) -> dict:
+    """The object's attributes, containers copied one level (to see them changed in place)."""
+    return {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
+            for k, v in vars(obj).items() if k not in _SWAPPED}
+
+
+def _changed(before: dict, obj) -> list[str]:
+    """The attributes (outside the swapped dicts) that the methods set, added or changed."""
+    now = {k: v for k, v in vars(obj).items() if k not in _SWAPPED}
+    out = []
+    for k in set(before) | set(now):
+        if k not in before or k not in now:
+            out.append(k)
+        elif now[k] is not before[k]:
+            same = isinstance(now[k], (list, dict, set)) and type(now[k]) is type(before[k])
+            try:
+                same = same and bool(now[k] == before[k])
+            except Exception:  # noqa: BLE001 - containers of arrays: compare by identity
+                same = same and all(a is b for a, b in zip(now[k], before[k])) \
+                    and len(now[k]) == len(before[k])
+            if not same:
+                out.append(k)
+    return sorted(out)
+
+
+def _restore(obj, before: dict) -> None:
+    for k in [k for k in vars(obj) if k not in _SWAPPED and k not in before]:
+        del obj.__dict__[k]
+    obj.__dict__.update(before)
 
 
 def try_trace(obj, X_shape: tuple[int, ...], dtype) -> tuple[TracedCustom | None, str]:
@@ -125,14 +177,22 @@ def try_trace(obj, X_shape: tuple[int, ...], dtype) -> tuple[TracedCustom | None
         A, fc = adapter.forward(p, X, None, True)
         dX, bc = adapter.backward(p, fc, jnp.ones_like(A))
         g = adapter.compute_gradients(p, fc, bc)
-        return A, dX, adapter.update(p, g, jnp.asarray(0.1, dtype))
+        return A, dX, g, adapter.update(p, g, jnp.asarray(0.1, dtype))
 
+    before = _snapshot(obj)
     try:
-        _, dX, newp = jax.eval_shape(probe, p, jax.ShapeDtypeStruct(tuple(X_shape), dtype))
+        _, dX, g, newp = jax.eval_shape(probe, p, jax.ShapeDtypeStruct(tuple(X_shape), dtype))
+    except _EpochUsed:
+        return None, "its methods use the epoch e (beyond lrate[e])"
     except Exception as err:  # noqa: BLE001 - any failure means: run it eagerly
         return None, f"{type(err).__name__} while tracing"
-    if _leaks(obj):
-        return None, "state leaked out of its methods"
+    finally:
+        changed = _changed(before, obj)
+        _restore(obj, before)  # the probe's traces must not stay in the object
+    if changed:
+        return None, f"its methods keep state on the layer ({', '.join(changed)})"
+    if set(g) != {"d" + k for k in p}:
+        return None, "its gradients are not keyed 'd' + parameter name"
     if tuple(dX.shape) != tuple(X_shape) or {k: v.shape for k, v in newp.items()} != {
             k: v.shape for k, v in p.items()}:
         return None, "shapes change under tracing"

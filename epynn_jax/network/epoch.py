@@ -453,7 +453,7 @@ def fetch(tree):
     return jax.tree.map(np.asarray, tree)
 
 
-def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: TrainState,
+def non_finite_error(net: Network | None, epoch: int, guard: Guard | None, state: TrainState,
                      history: dict, where: str = "fit", scores: Mapping | None = None,
                      advice: str = "", offset: int = 0) -> NonFiniteError:
     """The error for a failed epoch (from its host-side ``guard`` or its ``scores``).
@@ -461,7 +461,8 @@ def non_finite_error(net: Network, epoch: int, guard: Guard | None, state: Train
     ``state`` is the state the epoch started from (the last good one); it goes
     into the error's ``params``/``opt_state``/``key`` with ``history``. The guard's
     layer ``i`` is layer ``i + offset`` of ``net`` (the facade trains without its
-    first layer, the Embedding).
+    first layer, the Embedding); without a guard ``net`` is not read (None: a model
+    cut into segments around custom layers has no one network).
     """
     bad, step, origin, what = (), None, None, "the training loss"
     if guard is not None and not bool(guard.ok):

@@ -90,6 +90,14 @@ def check_input(model, shape: tuple[int, ...], where: str) -> None:
         sample = layer.check_fits(sample, f"{where}: layer {i}")
 
 
+def check_dX(layer, i: int, dX, shape: tuple[int, ...], where: str) -> None:
+    """Raise unless a custom layer's ``backward`` returned ``dX`` of its input's ``shape``
+    (the layer before it would fail on it, far from the cause)."""
+    if tuple(np.shape(dX)) != tuple(shape):
+        raise ValueError(f"{where}: layer {i} ({type(layer).__name__}).backward returned dX "
+                         f"of shape {tuple(np.shape(dX))}; its input had shape {tuple(shape)}")
+
+
 def check_params(model, where: str) -> None:
     """Raise ``LayerError`` unless every built-in layer's ``p`` has the shapes its input
     needs (a user may assign ``layer.p['W']``)."""
@@ -262,13 +270,14 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
         cost = None
         for b in idx:
             b = jnp.asarray(b)
-            A, fcs = X[b], {}
+            A, fcs, shapes = X[b], {}, {}
             for s, seg in enumerate(segs):
                 if seg.compiled:
                     key, sub = prng.split(key)
                     A, fcs[s] = core.forward_jit(seg.net, params[s], jnp.asarray(A, float_dtype()),
                                                  sub, True)
                 else:
+                    shapes[s] = np.shape(A)
                     A = layers[seg.indices[0]].forward(np.asarray(A))
             cost, dA = core.loss_and_deriv(model.loss, Y[b], jnp.asarray(A, float_dtype()))
             for s in reversed(range(len(segs))):
@@ -281,12 +290,13 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
                 else:
                     layer = layers[seg.indices[0]]
                     dA = layer.backward(np.asarray(dA))
+                    check_dX(layer, seg.indices[0], dA, shapes[s], f"EpyNN.train (epoch {e})")
                     layer.compute_gradients()
                     layer.update_parameters()
         outputs, scores = evaluate_sets(model, segs, params, splits)
         if on_nonfinite != "ignore" and not (_finite(model, scores) and math.isfinite(float(cost))):
             named = scores if not _finite(model, scores) else {"the last batch": {model.loss: cost}}
-            err = core.non_finite_error(Network(()), e, None, core.TrainState((), None, key),
+            err = core.non_finite_error(None, e, None, core.TrainState((), None, key),
                                         {}, "EpyNN.train", named, advice=ADVICE)
             model._done_epochs = e
             _store_segments(model, segs, params, last)

@@ -205,6 +205,7 @@ class EpyNN:
             self._failing = i
             layer = self.layers[i]
             dX = layer.backward(dX)
+            _train.check_dX(layer, i, dX, shapes[i], "EpyNN.initialize")
             self.network[id(layer)]["BW_Shapes"] = layer.bs
             layer.compute_gradients()
             say(f"backward: {layer.name} shape: {np.shape(dX)}")
