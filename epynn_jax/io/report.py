@@ -10,12 +10,16 @@ callback::
 
     result = network.fit(net, params, data, epochs=20, callbacks=[Reporter(20)])
 
-Matplotlib is optional: :func:`plot_history` returns ``None`` without it.
+Matplotlib is optional: :func:`plot_history` returns ``None`` without it, and
+otherwise the path it wrote (``.png`` appended to a path without a suffix; a
+directory is refused).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -65,14 +69,24 @@ def format_row(history: History, epoch: int) -> str:
     return "  ".join([str(epoch + 1).rjust(5), *cells])
 
 
+def _every(every: int, where: str) -> int:
+    """``every``: an int >= 1 (``TypeError`` or ``ValueError`` naming ``where``)."""
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral):
+        raise TypeError(f"{where}: every must be an int >= 1, got {every!r}")
+    if every < 1:
+        raise ValueError(f"{where}: every must be an int >= 1, got {every!r}")
+    return int(every)
+
+
 def metrics_table(history: History, every: int = 1) -> str:
-    """The whole history as a table: every ``every``-th epoch plus the last one.
+    """The whole history as a table: every ``every``-th epoch (an int >= 1) plus the last one.
 
     >>> print(metrics_table({"accuracy": {"dtrain": [0.5, 1.0]}}))
     epoch  accuracy/dtrain
         1           0.5000
         2           1.0000
     """
+    every = _every(every, "metrics_table")
     n = max((len(v) for per in history.values() for v in per.values()), default=0)
     rows = [format_row(history, e) for e in range(n) if (e + 1) % every == 0 or e == n - 1]
     return "\n".join([format_header(history), *rows])
@@ -134,7 +148,7 @@ def final_metrics(history: History) -> dict[str, dict[str, float]]:
 
 
 class Reporter:
-    """A ``fit`` callback: a table row every ``every`` epochs, and progress in between.
+    """A ``fit`` callback: a table row every ``every`` epochs (int >= 1), progress in between.
 
     Progress (``progress=None``, the default): on a terminal
     (``stream.isatty()``) a bar redrawn in place, at most every ``redraw``
@@ -160,7 +174,7 @@ class Reporter:
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.epochs = epochs
         self.stream = sys.stdout if stream is None else stream
-        self.every = max(int(every), 1)
+        self.every = _every(every, "Reporter")
         isatty = getattr(self.stream, "isatty", lambda: False)
         tty = bool(isatty())
         if progress is None:
@@ -237,10 +251,13 @@ class Reporter:
 
 
 def plot_history(history: History, path: str | Path, title: str = "") -> Path | None:
-    """Save one line per (metric, split) against the epoch to ``path`` (PNG).
+    """Save one line per (metric, split) against the epoch to ``path``; return the path written.
 
-    Returns the path, or ``None`` when matplotlib is not installed. Uses the
-    non-interactive Agg backend and never opens a window.
+    The format is the suffix's (``.png``, ``.pdf``, ``.svg``, ... as matplotlib
+    supports); a path without a suffix gets ``.png`` appended, and the returned
+    path says so. A directory is refused (``ValueError``): name the file.
+    Missing parent folders are created. Returns ``None`` when matplotlib is
+    not installed. Uses the non-interactive Agg backend and never opens a window.
     """
     try:
         import matplotlib
@@ -249,9 +266,19 @@ def plot_history(history: History, path: str | Path, title: str = "") -> Path | 
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    text = os.fspath(path)
     path = Path(path)
+    if path.is_dir() or text.endswith(("/", os.sep)):
+        raise ValueError(f"plot_history: {text} is a directory; give a file path such as "
+                         f"{path / 'history.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     fig, ax = plt.subplots(figsize=(7, 4))
     try:
+        fmt = path.suffix[1:].lower()
+        if fmt not in fig.canvas.get_supported_filetypes():
+            raise ValueError(f"plot_history: cannot write a {path.suffix!r} file ({path}); use "
+                             f"one of {', '.join(sorted(fig.canvas.get_supported_filetypes()))}")
         for m, s in columns(history):
             values = history[m][s]
             ax.plot(range(1, len(values) + 1), values, label=f"{m} / {s}")
@@ -261,7 +288,7 @@ def plot_history(history: History, path: str | Path, title: str = "") -> Path | 
         ax.grid(alpha=0.3)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, format=fmt, dpi=100)
     finally:
         plt.close(fig)
     return path
