@@ -720,8 +720,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     A new file gets the permissions ``open`` would give it (``0o666`` less the
     umask); a file replaced keeps its own. The temp file's name fits the file
     system's limit whatever the length of ``path``'s (:func:`_temp_stem`).
+
+    A symbolic link is written through (the file it points to is replaced, the
+    link kept); a path that exists and is not a regular file (a directory, a
+    named pipe, a device such as ``/dev/null``) is refused with ``OSError``
+    before anything is written: replacing it would swap it for a plain file.
     """
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+    if path.exists() and not path.is_file():
+        raise OSError(f"{path} exists and is not a regular file (a directory, a pipe or a "
+                      "device); give the path of a file to write")
     directory = path.parent if str(path.parent) else Path(".")
     _remove_stale_temps(directory / path.name)
     kept = _kept_mode(path)

@@ -198,3 +198,20 @@ def test_a_replaced_file_keeps_its_mode(tmp_path, small, umask, mode):
     target.chmod(mode)
     save_model(target, net, params)
     assert stat.S_IMODE(target.stat().st_mode) == mode and load_model(target).net == net
+
+
+def test_a_target_that_is_not_a_regular_file_is_refused_and_a_link_written_through(tmp_path):
+    """Replacing a pipe or a device would swap it for a plain file (as root, even
+    /dev/null); a symbolic link keeps pointing at the file it names, now new."""
+    fifo, folder = tmp_path / "fifo", tmp_path / "folder"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for target in (fifo, folder):  # (never /dev/null itself: a test run as root)
+        with pytest.raises(OSError, match="exists and is not a regular file"):
+            ckpt.atomic_write(target, lambda f: f.write(b"new"))
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and folder.is_dir()
+    real, link = tmp_path / "real.bin", tmp_path / "link.bin"
+    real.write_bytes(b"old")
+    link.symlink_to(real)
+    ckpt.atomic_write(link, lambda f: f.write(b"new"))
+    assert link.is_symlink() and real.read_bytes() == b"new"
