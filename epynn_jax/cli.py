@@ -28,7 +28,9 @@ import contextlib
 import dataclasses
 import json
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -407,7 +409,8 @@ def cmd_train(args: argparse.Namespace, out) -> int:
         result = _fit_checkpointed(net, params, data, directory=directory, resume=resume,
                                    epochs=epochs, loss=recipe.loss, batch_size=batch,
                                    schedule=Schedule(learning_rate=lr), key=key_fit,
-                                   callbacks=[reporter])
+                                   callbacks=[reporter, lambda epoch, history:
+                                              check_signalled()])
     except TrainingInterrupted as stop:
         reporter.close()
         raise _interrupted(stop, args, model_name, epochs, lr, directory) from None
@@ -589,8 +592,51 @@ def cmd_predict(args: argparse.Namespace, out) -> int:
 COMMANDS = {"list": cmd_list, "train": cmd_train, "info": cmd_info, "predict": cmd_predict}
 
 
+#: The signals received while a command runs (SIGINT, SIGTERM), in order: each raises
+#: ``KeyboardInterrupt``, and this record survives the places that swallow one (Python
+#: ignores an exception raised in a garbage-collection callback, such as JAX's).
+_SIGNALLED: list[int] = []
+
+
+def _on_signal(signum: int, frame) -> None:
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
+def check_signalled() -> None:
+    """Raise ``KeyboardInterrupt`` if a signal came that something swallowed (called
+    between epochs: the command then stops and saves as for a Ctrl-C it saw)."""
+    if _SIGNALLED:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are recorded (main thread only;
+    the previous handlers come back after)."""
+    _SIGNALLED.clear()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, _on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
-    """Run the command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    """Run the command with ``argv`` (default ``sys.argv[1:]``); return the exit status.
+
+    Ctrl-C (SIGINT) and SIGTERM stop the command as one line (``train`` saves its
+    last completed epoch first), with status 130 and 143."""
+    with _signals_interrupt():
+        status = _main(argv, out, err)
+    return 143 if status == 130 and signal.SIGTERM in _SIGNALLED else status
+
+
+def _main(argv: Sequence[str] | None, out, err) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     parser = build_parser()
@@ -598,6 +644,8 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    except KeyboardInterrupt:
+        return 130
     from epynn_jax import config
 
     config.setup()  # a program, not a library: the compilation cache on (EPYNN_JAX_NO_CACHE=1: off)

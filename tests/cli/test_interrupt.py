@@ -70,8 +70,9 @@ def start(argv: list[str], cwd: Path, driver: str | None = None) -> subprocess.P
                                 stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
 
 
-def interrupt_after_header(proc: subprocess.Popen, wait: float) -> tuple[str, str]:
-    """Wait for the table header (the first epoch is done), then SIGINT; (stdout, stderr)."""
+def interrupt_after_header(proc: subprocess.Popen, wait: float,
+                           sig: int = signal.SIGINT) -> tuple[str, str]:
+    """Wait for the table header (the first epoch is done), then ``sig``; (stdout, stderr)."""
     seen = []
     try:
         for line in proc.stdout:
@@ -79,7 +80,7 @@ def interrupt_after_header(proc: subprocess.Popen, wait: float) -> tuple[str, st
             if line.lstrip().startswith("epoch"):
                 break
         time.sleep(wait)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -224,3 +225,32 @@ def test_ctrl_c_before_the_first_epoch_ends_says_there_is_nothing_to_resume(tmp_
     assert err == ("epynn-jax train: interrupted before the first epoch finished; "
                    "nothing to resume\n")
     assert not (tmp_path / "out" / "dummy_boolean_perceptron.checkpoint").exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="sends SIGTERM to a child process")
+def test_sigterm_stops_train_like_ctrl_c_with_status_143(tmp_path):
+    out = tmp_path / "out"
+    proc = start(["train", "dummy_boolean", "--epochs", "2000", "--no-plot", "--out", str(out)],
+                 tmp_path, DRIVER)
+    stdout, stderr = interrupt_after_header(proc, 0.3, signal.SIGTERM)
+    assert proc.returncode == 143, (proc.returncode, stdout, stderr)
+    assert "Traceback" not in stderr and stderr.startswith("epynn-jax train: interrupted after ")
+    ck = checkpoint.load_checkpoint(out / "dummy_boolean_perceptron.checkpoint" / "last.epynn")
+    assert ck.epoch >= 1
+
+
+def test_an_interrupt_something_swallowed_stops_at_the_next_epoch(tmp_path, monkeypatch):
+    """Python ignores an exception raised in a garbage-collection callback (JAX has one):
+    a Ctrl-C landing there is recorded, and training stops after the epoch it fell in."""
+    call = report.Reporter.__call__
+
+    def swallowing(self, epoch, history):
+        if epoch == 2:
+            with contextlib.suppress(KeyboardInterrupt):  # as a gc callback would
+                cli._on_signal(signal.SIGINT, None)
+        return call(self, epoch, history)
+
+    monkeypatch.setattr(report.Reporter, "__call__", swallowing)
+    code, _, err = run("train", "dummy_boolean", "--epochs", "50", "--no-plot",
+                       "--out", str(tmp_path))
+    assert code == 130 and err.startswith("epynn-jax train: interrupted after 3 of 50 epochs"), err
