@@ -186,6 +186,7 @@ def test_a_layer_a_compiled_epoch_cannot_reproduce_runs_eagerly_with_epynns_numb
         assert all(np.asarray(v).dtype.kind == "f" for v in getattr(layer, "v", {}).values())
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the NumPy layer's NaN
 def test_an_eager_models_divergence_stops_with_one_line(capsys):
     ns = helpers.lib("epynn_jax.compat")
     emb = ns.Embedding(X_data=X * 1e3, Y_data=Y, Y_encode=True, batch_size=10)
