@@ -410,7 +410,10 @@ def fit(
                              "eval_splits or pass an iterable that can be read again")
     if mesh is not None:
         mesh = parallel.as_mesh(mesh)
-        parallel.check_batch_size(mesh, batch_size)
+        train = splits[train_split]
+        n_train = (train.n if isinstance(train, streaming.ArraySource) else
+                   None if isinstance(train, streaming.BatchSource) else train[0].shape[0])
+        parallel.check_batch_size(mesh, batch_size, n_train)
     if checkpoints is not None:
         checkpoints.start(metric_names, evaluated)
     metadata: dict[str, Any] = {}  # what checkpoints record and a resume compares

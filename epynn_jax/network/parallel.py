@@ -86,12 +86,14 @@ def data_size(mesh: Mesh) -> int:
     return int(mesh.shape[DATA_AXIS])
 
 
-def check_batch_size(mesh: Mesh, batch_size: int) -> None:
-    """Raise ``ValueError`` unless ``batch_size`` splits evenly over the ``'data'`` axis."""
+def check_batch_size(mesh: Mesh, batch_size: int, samples: int | None = None) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` splits evenly over the ``'data'`` axis;
+    the sizes it suggests are at most ``samples`` (a larger batch is cut to the set)."""
     n = data_size(mesh)
     if batch_size % n:
         lower = batch_size // n * n
-        hint = f"{lower} or {lower + n}" if lower else f"{n}"
+        sizes = [b for b in (lower, lower + n) if b and (samples is None or b <= samples)]
+        hint = " or ".join(map(str, sizes)) if sizes else f"{n} with at least {n} samples"
         raise ValueError(
             f"fit: batch_size {batch_size} is not divisible by the {n} devices of the mesh "
             f"axis {DATA_AXIS!r}; each device takes an equal part of every batch "

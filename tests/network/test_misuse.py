@@ -4,6 +4,7 @@ before anything is traced or trained; and ``predict`` under JAX's transformation
 from __future__ import annotations
 
 import re
+import types
 import warnings
 
 import jax
@@ -182,3 +183,17 @@ def test_check_layer_checks_its_arguments(kw, match):
 def test_check_layer_takes_a_layer():
     with pytest.raises(TypeError, match="check_layer: layer must be a layer"):
         testing.check_layer("Dense", (3,))
+
+
+def test_the_mesh_batch_size_hint_fits_the_set():
+    """(A batch larger than the set is cut to it: 64 for 63 samples would fail again.)"""
+    from epynn_jax.network import parallel
+
+    mesh = types.SimpleNamespace(shape={"data": 4}, axis_names=("data",))
+    with pytest.raises(ValueError, match=r"\(try batch_size=60\)"):
+        parallel.check_batch_size(mesh, 63, 63)
+    with pytest.raises(ValueError, match=r"\(try batch_size=60 or 64\)"):
+        parallel.check_batch_size(mesh, 63, 100)
+    with pytest.raises(ValueError, match=r"\(try batch_size=4 with at least 4 samples\)"):
+        parallel.check_batch_size(mesh, 3, 3)
+    parallel.check_batch_size(mesh, 8, 8)

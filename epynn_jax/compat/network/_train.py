@@ -190,7 +190,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     guard = on_nonfinite != "ignore"
     if mesh is not None:
         mesh = parallel.as_mesh(mesh)
-        parallel.check_batch_size(mesh, idx.shape[1])
+        parallel.check_batch_size(mesh, idx.shape[1], splits["dtrain"][0].shape[0])
         state, splits = parallel.place(mesh, state, splits, "dtrain")
     track = not _report.is_quiet(model) and _report.interactive()
     t0 = time.time()
