@@ -103,6 +103,9 @@ class Convolution(Layer):
             raise LayerError("Convolution: softmax is not supported as a convolution activation "
                              "(EpyNN allows it only in Dense); use e.g. 'relu'")
         init = initializers.check_initializer(self.initialization, "Convolution")
+        if init == "orthogonal":  # a 2-D rule; the kernel is 4-D (EpyNN fails there too)
+            raise LayerError("Convolution: orthogonal initialization needs a 2-D weight "
+                             "matrix, and a kernel is (fh, fw, c, u); use 'xavier'")
         if not isinstance(self.use_bias, bool):  # bool("no") would be True
             raise LayerError(f"Convolution: use_bias must be True or False, "
                              f"got {self.use_bias!r}")

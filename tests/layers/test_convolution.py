@@ -214,6 +214,7 @@ def test_bad_input_raises_before_tracing(make, shape, match):
         ({"filter_size": (3, 3, 3)}, "filter_size"),
         ({"padding": -1}, "padding"),
         ({"unit_filters": 0}, "unit_filters"),
+        ({"initialization": "orthogonal"}, "orthogonal initialization needs a 2-D weight"),
     ],
 )
 def test_bad_hyperparameters_raise(kwargs, match):
