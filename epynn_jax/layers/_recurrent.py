@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
+from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
 from epynn_jax.maths import activations, initializers, prng
 
 __all__ = [
@@ -39,9 +39,7 @@ E_SAFE = 1e-16
 def check_fields(layer: Layer, activation_fields: tuple[str, ...]) -> None:
     """Validate units, activations (softmax refused), initializer and flags."""
     name = layer.name
-    u = layer.unit_cells
-    if not isinstance(u, int) or isinstance(u, bool) or u < 1:
-        raise LayerError(f"{name}: unit_cells must be a positive int, got {u!r}")
+    object.__setattr__(layer, "unit_cells", count(layer.unit_cells, f"{name}: unit_cells"))
     for field in activation_fields:
         act = activations.check_activation(getattr(layer, field), f"{name}.{field}")
         if act == "softmax":

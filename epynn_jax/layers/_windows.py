@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -20,11 +22,12 @@ __all__ = ["pair", "offset_slice", "offset_unslice"]
 
 def pair(value: object, what: str, layer: str) -> tuple[int, int]:
     """An int n -> (n, n); a pair of positive ints -> itself; else LayerError naming ``layer``."""
-    out = (value, value) if isinstance(value, int) else value
+    out = (value, value) if isinstance(value, numbers.Integral) else value
     if (
         not isinstance(out, (tuple, list))
         or len(out) != 2
-        or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in out)
+        or any(not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1
+               for v in out)
     ):
         raise LayerError(f"{layer}: {what} must be a positive int or a pair of them, "
                          f"got {value!r}")

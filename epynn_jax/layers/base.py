@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import numbers
 import sys
 import weakref
 from functools import lru_cache, partial
@@ -54,6 +55,7 @@ __all__ = [
     "apply",
     "gradients_to_params",
     "check_input",
+    "count",
     "float_dtype",
 ]
 
@@ -339,6 +341,17 @@ def _abstract(fn, layer: Layer, *args):
 @lru_cache(maxsize=4096)
 def _abstract_memo(fn, layer: Layer, args: tuple, dtype):  # dtype: x64 on or off
     return fn(layer, *args)
+
+
+def count(value: object, what: str, minimum: int = 1) -> int:
+    """``value`` as a Python int when it is an integer >= ``minimum`` (a NumPy integer
+    too, not a bool), else :class:`LayerError` naming ``what`` (such as
+    ``'Dense: units'``). Layers keep Python ints: they are hashed as static arguments and
+    written to model files."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise LayerError(f"{what} must be {kind}, got {value!r}")
+    return int(value)
 
 
 def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None) -> None:

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
-from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
+from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
 from epynn_jax.maths import activations, initializers
 
 __all__ = ["Convolution"]
@@ -89,15 +89,12 @@ class Convolution(Layer):
     impl: str = "auto"
 
     def __post_init__(self) -> None:
-        u = self.unit_filters
-        if not isinstance(u, int) or isinstance(u, bool) or u < 1:
-            raise LayerError(f"Convolution: unit_filters must be a positive int, got {u!r}")
+        object.__setattr__(self, "unit_filters",
+                           count(self.unit_filters, "Convolution: unit_filters"))
         filter_size = pair(self.filter_size, "filter_size", "Convolution")
         strides = (filter_size if self.strides is None
                    else pair(self.strides, "strides", "Convolution"))
-        p = self.padding
-        if not isinstance(p, int) or isinstance(p, bool) or p < 0:
-            raise LayerError(f"Convolution: padding must be an int >= 0, got {p!r}")
+        object.__setattr__(self, "padding", count(self.padding, "Convolution: padding", 0))
         activate = activations.check_activation(self.activate, "Convolution")
         if activate == "softmax":
             raise LayerError("Convolution: softmax is not supported as a convolution activation "

@@ -23,7 +23,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input, float_dtype
+from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
 from epynn_jax.maths import activations, initializers
 
 __all__ = ["Dense"]
@@ -44,8 +44,7 @@ class Dense(Layer):
         object.__setattr__(
             self, "initialization", initializers.check_initializer(self.initialization, "Dense")
         )
-        if not isinstance(self.units, int) or isinstance(self.units, bool) or self.units < 1:
-            raise LayerError(f"Dense: units must be a positive int, got {self.units!r}")
+        object.__setattr__(self, "units", count(self.units, "Dense: units"))
 
     @property
     def d(self) -> dict:

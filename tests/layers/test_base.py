@@ -360,3 +360,26 @@ def test_an_old_contract_subclass_of_a_builtin_is_not_silently_given_its_parents
     layer = module.LeakyBackward(2).compute_shapes((3,))
     dX, _ = layer.backward({}, {}, jnp.ones((1, 3)))
     np.testing.assert_array_equal(dX, 0.5 * jnp.ones((1, 3)))
+
+
+def test_numpy_integers_are_taken_and_kept_as_python_ints():
+    """(Sizes computed with NumPy are np.int64; a layer keeps ints, which model files
+    write and which hash like the same layer made with ints.)"""
+    import numbers
+
+    import numpy as np
+
+    from epynn_jax.layers import LSTM, Convolution, Dense, LayerError, Pooling
+
+    made = (Dense(np.int64(2)), Convolution(np.int32(2), np.int64(3), padding=np.int8(1)),
+            LSTM(np.int64(3)), Pooling(np.int64(2)))
+    plain = (Dense(2), Convolution(2, 3, padding=1), LSTM(3), Pooling(2))
+    for a, b in zip(made, plain):
+        assert a == b and hash(a) == hash(b)
+        values = [w for v in dataclasses.astuple(a)
+                  for w in (v if isinstance(v, tuple) else (v,))]
+        ints = [v for v in values if isinstance(v, numbers.Integral) and not isinstance(v, bool)]
+        assert ints and all(type(v) is int for v in ints), ints
+    for bad in (True, 0, 2.0, np.float64(2)):
+        with pytest.raises(LayerError, match="Dense: units must be a positive int"):
+            Dense(bad)
