@@ -118,6 +118,21 @@ def _remember_finite(a: jax.Array) -> None:
     _FINITE[id(a)] = weakref.ref(a)
 
 
+def _finite_once(a) -> bool:
+    """Whether the array ``a`` (NumPy or JAX) is finite: a JAX array read in place (a host
+    view on a CPU, one reduction on an accelerator) and, when finite, remembered (JAX
+    arrays are immutable: checked once, finite for good)."""
+    if not isinstance(a, jax.Array):
+        return all_finite(np.asarray(a))
+    if _known_finite(a):
+        return True
+    cpu = next(iter(a.devices())).platform == "cpu"
+    ok = all_finite(np.asarray(a)) if cpu else bool(_device_all_finite(a))
+    if ok:
+        _remember_finite(a)
+    return ok
+
+
 def _kept_on_device(a, where: str) -> bool:
     """Whether ``a`` is a JAX array of the working dtype on the default device, used where it
     is; checked in place (a host view on a CPU, one reduction on an accelerator), once per
@@ -127,13 +142,8 @@ def _kept_on_device(a, where: str) -> bool:
     if not (isinstance(a, jax.Array) and a.dtype == np.dtype(float_dtype())
             and a.is_fully_addressable and a.devices() == {_default_device()}):
         return False
-    if _known_finite(a):
-        return True
-    device = next(iter(a.devices()))
-    ok = all_finite(np.asarray(a)) if device.platform == "cpu" else bool(_device_all_finite(a))
-    if not ok:
+    if not _finite_once(a):
         raise ValueError(f"{where}: contains NaN or inf values")
-    _remember_finite(a)
     return True
 
 
@@ -216,18 +226,9 @@ def check_params_finite(net: Network, params: Params, where: str = "fit") -> Non
     """
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         for k in sorted(p):
-            a = p[k]
-            if isinstance(a, jax.core.Tracer) or (isinstance(a, jax.Array) and _known_finite(a)):
-                continue
-            if isinstance(a, jax.Array) and next(iter(a.devices())).platform != "cpu":
-                ok = bool(_device_all_finite(a))
-            else:
-                ok = all_finite(np.asarray(a))
-            if not ok:
+            if not isinstance(p[k], jax.core.Tracer) and not _finite_once(p[k]):
                 raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} holds NaN "
                                  "or inf values")
-            if isinstance(a, jax.Array):
-                _remember_finite(a)
 
 
 def remember_finite(tree: Any) -> None:

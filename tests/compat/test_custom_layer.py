@@ -59,6 +59,19 @@ def make_affine(Layer, xp=np):
     return Affine
 
 
+def trained_alike(make) -> dict:
+    """The model of ``make(ns)`` trained 3 epochs by EpyNN and by the facade: the same
+    numbers (:func:`helpers.assert_same`); returns the facade's run."""
+    kw = dict(epochs=3, loss="MSE", seed=11, hpars={"learning_rate": 0.05},
+              embedding_kw={"relative_size": (3, 1, 0), "batch_size": 10, "Y_encode": True},
+              predict_X=X[:5])
+    theirs = helpers.run(helpers.lib("epynn"), make, X, Y, **kw)
+    ours = helpers.run(helpers.lib("epynn_jax.compat"), make, X, Y, **kw)
+    helpers.assert_same(ours, theirs)
+    ours["theirs"] = theirs
+    return ours
+
+
 @pytest.mark.parametrize("position,xp", [("first", "numpy"), ("middle", "numpy"),
                                          ("middle", "jax.numpy")])
 def test_custom_layer_parity(position, xp, epynn, x64):
@@ -71,12 +84,7 @@ def test_custom_layer_parity(position, xp, epynn, x64):
         dense1, dense2 = ns.Dense(5, ns.maths.relu), ns.Dense(2, ns.maths.softmax)
         return [custom, dense1, dense2] if position == "first" else [dense1, custom, dense2]
 
-    kw = dict(epochs=3, loss="MSE", seed=11, hpars={"learning_rate": 0.05},
-              embedding_kw={"relative_size": (3, 1, 0), "batch_size": 10, "Y_encode": True},
-              predict_X=X[:5])
-    theirs = helpers.run(helpers.lib("epynn"), make, X, Y, **kw)
-    ours = helpers.run(helpers.lib("epynn_jax.compat"), make, X, Y, **kw)
-    helpers.assert_same(ours, theirs)
+    ours = trained_alike(make)
     i = 1 if position == "first" else 2
     # the custom layer really trained (its parameters moved), in both
     assert helpers.rel_err(ours["p"][i]["s"], ours["init_p"][i]["s"]) > 1e-6
@@ -172,16 +180,11 @@ def test_a_layer_a_compiled_epoch_cannot_reproduce_runs_eagerly_with_epynns_numb
         return [ns.Dense(5, ns.maths.relu), make_variant(kind, ns.Layer, xp)(),
                 ns.Dense(2, ns.maths.softmax)]
 
-    kw = dict(epochs=3, loss="MSE", seed=11, hpars={"learning_rate": 0.05},
-              embedding_kw={"relative_size": (3, 1, 0), "batch_size": 10, "Y_encode": True},
-              predict_X=X[:5])
-    theirs = helpers.run(helpers.lib("epynn"), make, X, Y, **kw)
-    ours = helpers.run(helpers.lib("epynn_jax.compat"), make, X, Y, **kw)
-    helpers.assert_same(ours, theirs)
+    ours = trained_alike(make)
     mode, why = ours["model"].layers[2]._mode
     assert mode == "eager" and reason in why, why
     if kind in ("counter", "momentum"):  # the probe's trace left nothing in the object
-        layer, other = ours["model"].layers[2], theirs["model"].layers[2]
+        layer, other = ours["model"].layers[2], ours["theirs"]["model"].layers[2]
         assert getattr(layer, "calls", None) == getattr(other, "calls", None)
         assert all(np.asarray(v).dtype.kind == "f" for v in getattr(layer, "v", {}).values())
 
