@@ -619,9 +619,17 @@ def _signals_interrupt():
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, _on_signal)
+    hook = sys.unraisablehook
+
+    def quiet(unraisable) -> None:  # the swallowed interrupt is recorded: no traceback
+        if not (_SIGNALLED and issubclass(unraisable.exc_type, KeyboardInterrupt)):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

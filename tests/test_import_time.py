@@ -48,3 +48,15 @@ def test_import_takes_under_a_fifth_of_a_second():
     compiled bytecode, 0.06 s without, against 0.1-0.28 s when optax was imported."""
     best = min(_run()["seconds"] for _ in range(3))
     assert best < 0.2, best
+
+
+def test_the_command_starts_without_jax():
+    """``epynn-jax`` installs its Ctrl-C handler before JAX is imported (a Ctrl-C during
+    that import was lost): the package and its command module import no JAX."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    code = ("import sys, epynn_jax, epynn_jax.cli; "
+            "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
