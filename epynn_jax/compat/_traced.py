@@ -19,7 +19,6 @@ dicts back, leaving the object as it was.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 from typing import Any
 
@@ -135,35 +134,48 @@ class TracedCustom(Layer):
             return {k: jnp.asarray(v) for k, v in o.p.items()}
 
 
+def _contents(v) -> tuple | None:
+    """A container's elements (a dict's items), to see it changed in place; else None."""
+    if isinstance(v, dict):
+        return tuple(v.items())
+    return tuple(v) if isinstance(v, (list, set)) else None
+
+
 def _snapshot(obj) -> dict:
-    """The object's attributes, containers copied one level (to see them changed in place)."""
-    return {k: copy.copy(v) if isinstance(v, (list, dict, set)) else v
-            for k, v in vars(obj).items() if k not in _SWAPPED}
+    """The object's attributes (outside the swapped dicts), each with its contents."""
+    return {k: (v, _contents(v)) for k, v in vars(obj).items() if k not in _SWAPPED}
+
+
+def _same(a: tuple | None, b: tuple | None) -> bool:
+    """Element by element, by identity (a dict's items: equal keys, identical values)."""
+    if a is None or b is None:
+        return a is b
+    return len(a) == len(b) and all(
+        (x[0] == y[0] and x[1] is y[1]) if isinstance(x, tuple) and isinstance(y, tuple)
+        else x is y for x, y in zip(a, b))
 
 
 def _changed(before: dict, obj) -> list[str]:
-    """The attributes (outside the swapped dicts) that the methods set, added or changed."""
+    """The attributes (outside the swapped dicts) that the methods set, added or changed
+    (a container changed in place included)."""
     now = {k: v for k, v in vars(obj).items() if k not in _SWAPPED}
-    out = []
-    for k in set(before) | set(now):
-        if k not in before or k not in now:
-            out.append(k)
-        elif now[k] is not before[k]:
-            same = isinstance(now[k], (list, dict, set)) and type(now[k]) is type(before[k])
-            try:
-                same = same and bool(now[k] == before[k])
-            except Exception:  # noqa: BLE001 - containers of arrays: compare by identity
-                same = same and all(a is b for a, b in zip(now[k], before[k])) \
-                    and len(now[k]) == len(before[k])
-            if not same:
-                out.append(k)
-    return sorted(out)
+    return sorted(k for k in set(before) | set(now)
+                  if k not in before or k not in now or now[k] is not before[k][0]
+                  or not _same(_contents(now[k]), before[k][1]))
 
 
 def _restore(obj, before: dict) -> None:
+    """Put back every attribute and every container's contents as :func:`_snapshot` saw."""
     for k in [k for k in vars(obj) if k not in _SWAPPED and k not in before]:
         del obj.__dict__[k]
-    obj.__dict__.update(before)
+    for k, (v, contents) in before.items():
+        obj.__dict__[k] = v
+        if isinstance(v, dict):
+            v.clear()
+            v.update(contents)
+        elif isinstance(v, (list, set)):
+            v.clear()
+            (v.extend if isinstance(v, list) else v.update)(contents)
 
 
 def try_trace(obj, X_shape: tuple[int, ...], dtype) -> tuple[TracedCustom | None, str]:

@@ -141,8 +141,8 @@ MAX_DEPTH = 32
 STALE_TEMP_AGE_S = 60.0
 _NPY_HEADER_MAX = 2**16
 _PARAM_KINDS = "f"
-#: The dtypes parameters are stored in (the full-precision ``param_dtype`` of every policy).
-_PARAM_DTYPES = (np.dtype("<f4"), np.dtype("<f8"))
+#: The dtypes parameters are stored in: ``fit``'s own (``checks.PARAM_DTYPES``), little-endian.
+_PARAM_DTYPES = tuple(d.newbyteorder("<") for d in checks.PARAM_DTYPES)
 _STATE_KINDS = "fiub"
 MAX_EXTRAS_DEPTH = 16
 MAX_EXTRAS_ITEMS = 2**22
@@ -730,8 +730,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     if path.exists() and not path.is_file():
-        raise OSError(f"{path} exists and is not a regular file (a directory, a pipe or a "
-                      "device); give the path of a file to write")
+        raise OSError(f"{path} exists and is not a regular file ({_kind(path.stat())}): "
+                      "give the path of a file to write")
     directory = path.parent if str(path.parent) else Path(".")
     _remove_stale_temps(directory / path.name)
     kept = _kept_mode(path)
@@ -1186,10 +1186,14 @@ _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIF
                (stat.S_ISSOCK, "a socket"))
 
 
+def _kind(st: os.stat_result) -> str:
+    """What a path that is not a regular file is, in words."""
+    return next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a file")
+
+
 def _require_regular(st: os.stat_result, path: Any, what: str) -> None:
     if not stat.S_ISREG(st.st_mode):
-        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a file")
-        raise OSError(f"{path} is {kind}, not a regular file: cannot read it as a {what}")
+        raise OSError(f"{path} is {_kind(st)}, not a regular file: cannot read it as a {what}")
 
 
 def open_regular(path: str | os.PathLike, what: str = "model file") -> io.BufferedReader:

@@ -39,7 +39,7 @@ from epynn_jax.network import precision
 from epynn_jax.network.precision import Policy
 
 __all__ = ["Network", "Policy", "build", "init", "forward", "backward", "apply", "split_keys",
-           "check_X", "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
+           "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
 
 Params = tuple[dict, ...]
 
@@ -340,15 +340,6 @@ def check_param_memory(net: Network, key: Any, max_bytes: float | None = None) -
     raise LayerError(f"init: the parameters of all layers need {_fmt_bytes(total)}, more than "
                      f"the {_fmt_bytes(limit)} {what} (largest: layer {big} "
                      f"({net.layers[big].name}), {_fmt_bytes(sizes[big])}); {hint}")
-
-
-def check_X(net: Network, X, where: str = "X") -> None:
-    """Raise before tracing if ``X`` does not fit the network (shape, finiteness)."""
-    check_input_shape(net, tuple(np.shape(X)), where)
-    if not isinstance(X, jax.core.Tracer):
-        arr = np.asarray(X)
-        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
-            raise ValueError(f"{where}: contains NaN or inf values")
 
 
 def check_input_shape(net: Network, shape: tuple[int, ...], where: str = "X") -> None:

@@ -255,3 +255,22 @@ def test_a_read_model_restores_a_custom_layers_dimensions(tmp_path):
     again = read_model(str(tmp_path / "m.epynn"), custom_layers={"Dims": Dims})
     assert again.layers[1].d["n"] == 4
     np.testing.assert_allclose(again.predict(X[:4]).A, before, rtol=1e-6)
+
+
+def test_the_trace_probe_sees_and_undoes_containers_changed_in_place():
+    from epynn_jax.compat import _traced
+
+    class Obj:
+        pass
+
+    o = Obj()
+    seen, table, count = [1], {"a": 1}, 3
+    o.seen, o.table, o.count, o.p = seen, table, count, {}
+    before = _traced._snapshot(o)
+    o.seen.append(2)
+    o.table["b"] = 2
+    o.extra, o.p = "new", {"W": 1}  # p is one of EpyNN's dicts: swapped, not watched
+    assert _traced._changed(before, o) == ["extra", "seen", "table"]
+    _traced._restore(o, before)
+    assert o.seen is seen and seen == [1] and o.table is table and table == {"a": 1}
+    assert not hasattr(o, "extra") and _traced._changed(before, o) == []
