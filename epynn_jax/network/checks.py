@@ -100,6 +100,21 @@ def _device_all_finite(a: jax.Array) -> jax.Array:
     return jnp.isfinite(a).all()
 
 
+@jax.jit
+def _device_tree_finite(leaves: list) -> jax.Array:
+    return sum(jnp.sum(x * 0) for x in leaves) == 0  # (x * 0: no overflow, NaN for NaN/inf)
+
+
+def tree_finite(tree: Any) -> bool:
+    """Whether every array of ``tree`` (JAX arrays, e.g. parameters after some epochs) is
+    finite: host views on a CPU, one compiled reduction on an accelerator. Nothing is
+    remembered (:func:`remember_finite` does that)."""
+    leaves = jax.tree.leaves(tree)
+    if all(next(iter(a.devices())).platform == "cpu" for a in leaves):
+        return all(all_finite(np.asarray(a)) for a in leaves)
+    return bool(_device_tree_finite(leaves))
+
+
 #: JAX arrays found finite, by ``id``: a weak reference to each, so an entry holds
 #: nothing alive and a new array at a reused address is not taken for an old one.
 #: (JAX arrays are immutable: checked once, finite for good.) The last few only.

@@ -84,7 +84,8 @@ def test_a_jax_array_is_checked_once(net, params, monkeypatch):
     monkeypatch.setattr(checks, "all_finite", lambda a: sums.append(a.shape) or real(a))
     for _ in range(3):
         _fit(net, params, {"dtrain": (X, Y)}, epochs=1)
-    assert sums == [X.shape, Y.shape]
+    # (the guard also reads the parameters after each call of epochs: other shapes)
+    assert [s for s in sums if s in (X.shape, Y.shape)] == [X.shape, Y.shape]
     dead = jnp.asarray(_XY(12, seed=3)[0], jnp.float32)
     checks.as_floats([dead], ["X"])
     ref, address = weakref.ref(dead), id(dead)

@@ -58,7 +58,7 @@ def test_one_fit_compiles_one_program():
         result = network.fit(net, params, data, **kw)
     # the compiled epoch, evaluation of the three splits inside it; nothing else: no
     # program per data array (conversion, fingerprint, label check) or optimizer state
-    assert names == ["jit(run_epoch)"], names
+    assert names == ["jit(run_epochs)"], names
     with compiled() as names:
         network.fit(net, result.params, data, **kw)
     assert names == []                        # the same shapes: nothing compiles again

@@ -210,11 +210,11 @@ class Reached(Exception):
     """Raised by the stub once validation has passed and the real epoch has traced."""
 
 
-def _traced_epoch(net, update, loss, metric_names, batch_size, state, train, splits,
-                  check_finite, debug, mesh=None, eval_chunk=None):
+def _traced_epochs(net, update, loss, metric_names, batch_size, state, train, splits,
+                   check_finite, mesh, eval_chunk, k, pacer):
     def epoch(state, train, splits):
-        return network.run_epoch(net, update, loss, metric_names, batch_size, state, train,
-                                 splits, guard=True)
+        return network.epoch.run_epochs(net, update, loss, metric_names, batch_size, state,
+                                        train, splits, k, guard=True)
 
     jax.eval_shape(epoch, state, train, splits)
     raise Reached
@@ -260,7 +260,7 @@ def test_fit_works_or_refuses_before_tracing(train, val, batch_size, epochs, los
     p = {"ok": PARAMS, "short": PARAMS[:1],
          "shape": (PARAMS[0], {"W": PARAMS[1]["W"][:3], "b": PARAMS[1]["b"]})}[params]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(network.fitting, "_epoch", _traced_epoch)
+        mp.setattr(network.fitting, "_epochs", _traced_epochs)
         try:
             network.fit(NET, p, data, **kw)
         except Reached:
@@ -276,6 +276,6 @@ def test_fit_valid_case_reaches_the_epoch():
     X = np.ones((4, 3, 2), np.float32)
     Y = np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]
     with pytest.MonkeyPatch.context() as mp, pytest.raises(Reached):
-        mp.setattr(network.fitting, "_epoch", _traced_epoch)
+        mp.setattr(network.fitting, "_epochs", _traced_epochs)
         network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=np.int64(2), batch_size=10,
                     loss="CCE")
