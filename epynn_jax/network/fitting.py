@@ -31,7 +31,7 @@ from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule, resolve
-from epynn_jax.network import checks, parallel, streaming
+from epynn_jax.network import _gc, checks, parallel, streaming
 from epynn_jax.network.epoch import (
     EPOCH_BLOCK,
     Guard,
@@ -379,82 +379,83 @@ def fit(
     Streamed values are checked chunk by chunk as they are read (a NaN in batch
     ``i`` raises a ``ValueError`` naming it when that chunk is read).
     """
-    checks.check_net(net, "fit")
-    if policy is not None:
-        net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
-    epochs = checks.positive_int(epochs, "epochs")
-    if eval_chunk is not None:
-        eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
-    if not isinstance(data, Mapping):
-        raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
-    metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
-    if checkpoints is not None and not all(callable(getattr(checkpoints, f, None)) for f in (
-            "start", "after_epoch", "finish", "interrupted")):
-        raise TypeError(f"fit: checkpoints must be a checkpoint policy such as "
-                        f"epynn_jax.io.Checkpoints(directory), got {checkpoints!r}")
-    if resume is not None and not all(hasattr(resume, f) for f in (
-            "net", "params", "opt_state", "key", "epoch", "history", "metadata")):
-        raise TypeError(f"fit: resume takes a checkpoint loaded with "
-                        f"epynn_jax.io.load_checkpoint(path), got {resume!r}")
-    if resume is None or params is not None:  # resuming takes the checkpoint's params
-        params = checks.check_params(net, params)
-        if resume is None:
-            checks.check_params_finite(net, params)
-    loss = losses.check_loss(loss, net.output_activation)
-    metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
-    if train_split not in data:
-        raise ValueError(f"fit: data has no training split {train_split!r} "
-                         f"(splits: {', '.join(data)})")
-    evaluated = checks.check_eval_splits(eval_splits, data)
-    plan = _plan_data(net, data, loss, train_split, batch_size, epochs, stream, checkpoints,
-                      optimizer, schedule, mesh, frozenset((train_split, *evaluated)))
-    splits, batch_size, steps = plan.splits, plan.batch_size, plan.steps
-    for s in evaluated:
-        if isinstance(splits[s], streaming.BatchSource) and splits[s].one_shot:
-            raise ValueError(f"fit: data[{s!r}] is a one-shot iterator: it cannot be read "
-                             "again to evaluate it after every epoch; leave it out of "
-                             "eval_splits or pass an iterable that can be read again")
-    if mesh is not None:
-        mesh = parallel.as_mesh(mesh)
-        train = splits[train_split]
-        n_train = (train.n if isinstance(train, streaming.ArraySource) else
-                   None if isinstance(train, streaming.BatchSource) else train[0].shape[0])
-        parallel.check_batch_size(mesh, batch_size, n_train)
-    if checkpoints is not None:
-        checkpoints.start(metric_names, evaluated)
-    metadata: dict[str, Any] = {}  # what checkpoints record and a resume compares
-    if checkpoints is not None or resume is not None:  # (nothing else reads it)
-        metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
-                    "train_split": train_split, "epochs": epochs,
-                    "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
-                    "data": data_fingerprint({s: data[s] if s not in plan.sources else
-                                              splits[s] for s in data})}
-    if optimizer is None:
-        optimizer = epynn_sgd(schedule, epochs, steps)
-    if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if
-                                                                   resume is None else
-                                                                   resume.params):
-        optimizer = loss_scaling(optimizer)
-    history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in evaluated}
-                                                  for m in metric_names}
-    if resume is not None:
-        progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data,
-                           _epoch_batches(plan, train_split))
-    else:
-        if opt_state is None:
-            opt_state = optimizer.init(params)
+    with _gc.paused():  # checks, conversions, the optimizer: see network._gc
+        checks.check_net(net, "fit")
+        if policy is not None:
+            net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
+        epochs = checks.positive_int(epochs, "epochs")
+        if eval_chunk is not None:
+            eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
+        if not isinstance(data, Mapping):
+            raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
+        metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
+        if checkpoints is not None and not all(callable(getattr(checkpoints, f, None)) for f in (
+                "start", "after_epoch", "finish", "interrupted")):
+            raise TypeError(f"fit: checkpoints must be a checkpoint policy such as "
+                            f"epynn_jax.io.Checkpoints(directory), got {checkpoints!r}")
+        if resume is not None and not all(hasattr(resume, f) for f in (
+                "net", "params", "opt_state", "key", "epoch", "history", "metadata")):
+            raise TypeError(f"fit: resume takes a checkpoint loaded with "
+                            f"epynn_jax.io.load_checkpoint(path), got {resume!r}")
+        if resume is None or params is not None:  # resuming takes the checkpoint's params
+            params = checks.check_params(net, params)
+            if resume is None:
+                checks.check_params_finite(net, params)
+        loss = losses.check_loss(loss, net.output_activation)
+        metric_names = tuple(dict.fromkeys([*(metrics_lib.check_metric(m) for m in metrics), loss]))
+        if train_split not in data:
+            raise ValueError(f"fit: data has no training split {train_split!r} "
+                             f"(splits: {', '.join(data)})")
+        evaluated = checks.check_eval_splits(eval_splits, data)
+        plan = _plan_data(net, data, loss, train_split, batch_size, epochs, stream, checkpoints,
+                          optimizer, schedule, mesh, frozenset((train_split, *evaluated)))
+        splits, batch_size, steps = plan.splits, plan.batch_size, plan.steps
+        for s in evaluated:
+            if isinstance(splits[s], streaming.BatchSource) and splits[s].one_shot:
+                raise ValueError(f"fit: data[{s!r}] is a one-shot iterator: it cannot be read "
+                                 "again to evaluate it after every epoch; leave it out of "
+                                 "eval_splits or pass an iterable that can be read again")
+        if mesh is not None:
+            mesh = parallel.as_mesh(mesh)
+            train = splits[train_split]
+            n_train = (train.n if isinstance(train, streaming.ArraySource) else
+                       None if isinstance(train, streaming.BatchSource) else train[0].shape[0])
+            parallel.check_batch_size(mesh, batch_size, n_train)
+        if checkpoints is not None:
+            checkpoints.start(metric_names, evaluated)
+        metadata: dict[str, Any] = {}  # what checkpoints record and a resume compares
+        if checkpoints is not None or resume is not None:  # (nothing else reads it)
+            metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
+                        "train_split": train_split, "epochs": epochs,
+                        "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
+                        "data": data_fingerprint({s: data[s] if s not in plan.sources else
+                                                  splits[s] for s in data})}
+        if optimizer is None:
+            optimizer = epynn_sgd(schedule, epochs, steps)
+        if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if
+                                                                       resume is None else
+                                                                       resume.params):
+            optimizer = loss_scaling(optimizer)
+        history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in evaluated}
+                                                      for m in metric_names}
+        if resume is not None:
+            progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data,
+                               _epoch_batches(plan, train_split))
         else:
-            checks.check_opt_state(optimizer, params, opt_state)
-        progress = Progress(TrainState(tuple(params), opt_state, checks.check_key(key)),
-                            history, 0)
-    progress = progress._replace(history=_truncated(progress.history, progress.epoch))  # own
-    if mesh is not None:
-        in_memory = {s: xy for s, xy in splits.items() if s not in plan.sources}
-        state, placed = parallel.place(mesh, progress.state, in_memory, train_split)
-        splits = {**splits, **placed}
-        progress = progress._replace(state=state)
-    train, evaluate = splits[train_split], {s: splits[s] for s in evaluated}
-    run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
+            if opt_state is None:
+                opt_state = optimizer.init(params)
+            else:
+                checks.check_opt_state(optimizer, params, opt_state)
+            progress = Progress(TrainState(tuple(params), opt_state, checks.check_key(key)),
+                                history, 0)
+        progress = progress._replace(history=_truncated(progress.history, progress.epoch))  # own
+        if mesh is not None:
+            in_memory = {s: xy for s, xy in splits.items() if s not in plan.sources}
+            state, placed = parallel.place(mesh, progress.state, in_memory, train_split)
+            splits = {**splits, **placed}
+            progress = progress._replace(state=state)
+        train, evaluate = splits[train_split], {s: splits[s] for s in evaluated}
+        run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
 
     saved: dict[str, Path] = {}
     feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress, epochs,
@@ -583,8 +584,10 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
     scores are returned and ``state`` is the one the call started from: the caller
     reruns these epochs one per call to find the bad one."""
     start = time.perf_counter()
-    new, buffers, bad = run_epochs(net, update, loss, metric_names, batch_size, state, train,
-                                   splits, k, check_finite, mesh=mesh, eval_chunk=eval_chunk)
+    with _gc.paused():
+        new, buffers, bad = run_epochs(net, update, loss, metric_names, batch_size, state, train,
+                                       splits, k, check_finite, mesh=mesh,
+                                       eval_chunk=eval_chunk)
     buffers, bad = fetch((buffers, bad))
     rows = [{s: dict(zip(metric_names, b[i])) for s, b in buffers.items()} for i in range(k)]
     if check_finite and not (np.all(bad[:k] == 0) and all(finite_scores(r, loss) for r in rows)
@@ -735,7 +738,8 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax
         X = checks.as_float(X, "X")
         check_input_shape(net, tuple(X.shape), "X")
         checks.check_compute_range(net, X, "predict X")
-    return predict_jit(net, params, X, chunk)
+    with _gc.paused():  # its first call traces (see network._gc)
+        return predict_jit(net, params, X, chunk)
 
 
 def decide(A: jax.Array) -> jax.Array:

@@ -35,7 +35,7 @@ import numpy as np
 from epynn_jax.layers.base import Layer, LayerError
 from epynn_jax.layers.base import apply as layer_apply
 from epynn_jax.maths import prng
-from epynn_jax.network import precision
+from epynn_jax.network import _gc, precision
 from epynn_jax.network.precision import Policy
 
 __all__ = ["Network", "Policy", "build", "init", "forward", "backward", "apply", "split_keys",
@@ -209,7 +209,8 @@ def init(net: Network, key: jax.Array | int, *, max_bytes: float | None = None) 
         hash(net)
     except TypeError:  # an unhashable custom layer: op by op
         return _draw(net, key)
-    return _draw_jit(net, key)
+    with _gc.paused():  # its first call traces (see network._gc)
+        return _draw_jit(net, key)
 
 
 def _draw(net: Network, key: jax.Array) -> Params:
