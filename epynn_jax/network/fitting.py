@@ -586,7 +586,7 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
     start = time.perf_counter()
     with _gc.paused():
         new, buffers, bad = run_epochs(net, update, loss, metric_names, batch_size, state, train,
-                                       splits, k, check_finite, mesh=mesh,
+                                       splits, _count(k), check_finite, mesh=mesh,
                                        eval_chunk=eval_chunk)
     buffers, bad = fetch((buffers, bad))
     rows = [{s: dict(zip(metric_names, b[i])) for s, b in buffers.items()} for i in range(k)]
@@ -596,6 +596,13 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
     if pacer is not None:
         pacer.record(k, time.perf_counter() - start)
     return new, rows, False
+
+
+@functools.lru_cache(maxsize=EPOCH_BLOCK)
+def _count(k: int) -> jax.Array:
+    """``k`` placed on the device once (an explicit transfer: a Python int passed to the
+    compiled call would be an implicit one, refused under ``jax.transfer_guard``)."""
+    return jax.device_put(k)
 
 
 def _append_rows(history: dict, rows: list[dict]) -> dict:

@@ -207,3 +207,15 @@ def test_a_user_optimizer_runs_in_blocks_too(blocks):
     b = network.fit(NET, params, DATA, epochs=7, optimizer=optax.adam(0.01),
                     callbacks=[lambda e, h: None], **KW)
     assert _equal(a.params, b.params) and a.history == b.history
+
+
+def test_fit_on_device_data_makes_no_implicit_transfer(blocks):
+    """Under ``jax.transfer_guard('disallow')`` a fit on device arrays runs: the epochs per
+    call reach the compiled call as a placed array, not a Python int."""
+    X, Y = (jnp.asarray(a, jnp.float32) for a in DATA["dtrain"])
+    params, key = network.init(NET, jax.random.key(0)), jax.random.key(1)
+    blocks(3)
+    network.fit(NET, params, {"dtrain": (X, Y)}, epochs=4, batch_size=8, key=key)
+    with jax.transfer_guard("disallow"):
+        result = network.fit(NET, params, {"dtrain": (X, Y)}, epochs=7, batch_size=8, key=key)
+    assert result.epochs == 7
