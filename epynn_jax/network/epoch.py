@@ -650,7 +650,10 @@ def run_epochs(net: Network, update: Update, loss: str, metric_names: tuple[str,
             bad = bad.at[i].set(jnp.sum(costs * 0).astype(dtype))
         return state, (out, bad)
 
-    state, (out, bad) = jax.lax.fori_loop(0, epochs, body, (state, start))
+    # int32 bounds whatever the count's dtype (an int64 one under x64, an int32 one
+    # placed before x64 was switched on)
+    epochs = jnp.asarray(epochs).astype(jnp.int32)
+    state, (out, bad) = jax.lax.fori_loop(jnp.int32(0), epochs, body, (state, start))
     return state, out, bad
 
 

@@ -219,3 +219,13 @@ def test_fit_on_device_data_makes_no_implicit_transfer(blocks):
     with jax.transfer_guard("disallow"):
         result = network.fit(NET, params, {"dtrain": (X, Y)}, epochs=7, batch_size=8, key=key)
     assert result.epochs == 7
+
+
+def test_fit_runs_in_blocks_after_x64_is_switched_on(blocks):
+    """The epoch counts are placed once (int32 while x64 is off) and still serve once it
+    is on, where the loop's own integers are int64."""
+    blocks(2)
+    network.fit(NET, network.init(NET, jax.random.key(0)), DATA, epochs=3, **KW)
+    with x64():
+        result = network.fit(NET, network.init(NET, jax.random.key(0)), DATA, epochs=3, **KW)
+    assert result.epochs == 3 and result.params[0]["W"].dtype == np.float64
