@@ -594,6 +594,8 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
                              and checks.tree_finite(new.params)):
         return state, [], True
     if pacer is not None:
+        if not (check_finite or buffers):  # nothing read back: the call may still run
+            jax.block_until_ready(new.params)
         pacer.record(k, time.perf_counter() - start)
     return new, rows, False
 

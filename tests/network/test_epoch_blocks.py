@@ -229,3 +229,17 @@ def test_fit_runs_in_blocks_after_x64_is_switched_on(blocks):
     with x64():
         result = network.fit(NET, network.init(NET, jax.random.key(0)), DATA, epochs=3, **KW)
     assert result.epochs == 3 and result.params[0]["W"].dtype == np.float64
+
+
+def test_the_pacer_times_the_epochs_not_their_dispatch(monkeypatch):
+    """With the guard off and no split evaluated nothing is read back, so a call returns
+    as soon as it is dispatched: fit waits for its parameters before it times it (else
+    the pace would be the dispatch's and the calls as long as EPOCH_BLOCK epochs)."""
+    waited = []
+    real = jax.block_until_ready
+    monkeypatch.setattr(jax, "block_until_ready", lambda x: waited.append(1) or real(x))
+    params = network.init(NET, jax.random.key(0))
+    for check in (True, False):
+        waited.clear()
+        network.fit(NET, params, DATA, epochs=3, check_finite=check, eval_splits=(), **KW)
+        assert len(waited) == (0 if check else 3), check  # one per call (1 + 1 + 1 epochs)
