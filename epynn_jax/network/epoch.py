@@ -5,8 +5,9 @@ One epoch is one compiled call: the training set stays on the device, the batche
 the state's key, or in the order the caller gives) are a ``lax.scan`` whose step
 runs forward -> dL/dA -> the hand-written backward -> an optax update; then
 every split is evaluated (full-set forward, ``training=False``) in the same call.
-Python runs once per epoch. Both :func:`~epynn_jax.network.fitting.fit` and the
-EpyNN facade's ``train()`` run this function.
+The EpyNN facade's ``train()`` runs one per call (:func:`run_epoch`);
+:func:`~epynn_jax.network.fitting.fit` runs the same epoch several times per call
+when nothing on the host needs each one (:func:`run_epochs`).
 
 The optimizer enters as its ``update`` function, a static argument: the
 optimizer's numbers (learning rates, schedules) live in its state, so a new rate
@@ -324,20 +325,6 @@ def predict_jit(net: Network, params: Params, X: jax.Array, chunk: int | None = 
 # -- the non-finite guard ---------------------------------------------------------------
 
 
-def _finite_sum(tree) -> jax.Array:
-    """One bool: every element of ``tree`` is finite.
-
-    ``sum(x * 0) == 0``: ``x * 0`` is 0 for a finite ``x`` and NaN for a NaN or
-    inf, so one reduction per leaf (fused with the update that writes it)
-    replaces an element-wise test, and, unlike a sum of the values, it cannot
-    overflow to inf on large finite ones.
-    """
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
-        return jnp.array(True)
-    return sum(jnp.sum(x * 0) for x in leaves) == 0
-
-
 class Guard(NamedTuple):
     """Non-finite watch of an epoch (:func:`locate_non_finite`, the steps of
     :func:`guarded_train_step`, or :func:`epoch_guard`; ``run_epoch(..., guard=True)``
@@ -365,7 +352,7 @@ def _layers_finite(params: Params) -> jax.Array:
     and Adam's moments are all non-finite), and watching both cost a Dense
     epoch about 4 % more for no case found.
     """
-    return jnp.stack([_finite_sum(p) for p in params])
+    return jnp.stack([checks.finite_sum(p) for p in params])
 
 
 def epoch_ok(params: Params, costs: jax.Array) -> jax.Array:
@@ -653,7 +640,7 @@ def run_epochs(net: Network, update: Update, loss: str, metric_names: tuple[str,
     # int32 bounds whatever the count's dtype (an int64 one under x64, an int32 one
     # placed before x64 was switched on)
     epochs = jnp.asarray(epochs).astype(jnp.int32)
-    state, (out, bad) = jax.lax.fori_loop(jnp.int32(0), epochs, body, (state, start))
+    state, (out, bad) = jax.lax.fori_loop(np.int32(0), epochs, body, (state, start))
     return state, out, bad
 
 
