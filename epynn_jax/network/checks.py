@@ -95,11 +95,6 @@ def _default_device() -> Any:
     return jax.devices(d)[0] if isinstance(d, str) else d
 
 
-@jax.jit
-def _device_all_finite(a: jax.Array) -> jax.Array:
-    return jnp.isfinite(a).all()
-
-
 def finite_sum(tree) -> jax.Array:
     """One bool: every element of ``tree`` is finite (traceable).
 
@@ -153,8 +148,7 @@ def _finite_once(a) -> bool:
         return all_finite(np.asarray(a))
     if _known_finite(a):
         return True
-    cpu = next(iter(a.devices())).platform == "cpu"
-    ok = all_finite(np.asarray(a)) if cpu else bool(_device_all_finite(a))
+    ok = tree_finite(a)
     if ok:
         _remember_finite(a)
     return ok
