@@ -126,12 +126,26 @@ def _counters(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
     return jnp.zeros(shape, np.uint32), low
 
 
+#: a split into at most this many keys hashes this many counters and keeps the first
+#: ``num`` keys (key ``i`` is the hash of counter ``i`` alone), so an epoch's two- and
+#: three-way splits trace and lower one hash, not two
+_SMALL_SPLIT = 4
+
+
 @functools.partial(jax.jit, static_argnums=(1,))
 def split(key: jax.Array, num: int = 2) -> jax.Array:
     """``jax.random.split(key, num)``: ``num`` new keys, shape (num,) (raw keys: (num, 2))."""
     if not (_is_default(key) and _fits((num,))):
         return jax.random.split(key, num)
+    if num <= _SMALL_SPLIT:
+        return _small_split(key)[:num]
     return _keys(key, *_counters((num,)))
+
+
+@jax.jit
+def _small_split(key: jax.Array) -> jax.Array:
+    """The first :data:`_SMALL_SPLIT` keys of a split of ``key`` (one trace per kind of key)."""
+    return _keys(key, *_counters((_SMALL_SPLIT,)))
 
 
 def fold_in(key: jax.Array, data) -> jax.Array:

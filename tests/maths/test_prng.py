@@ -49,10 +49,20 @@ def test_threefry2x32_known_answer():
 
 
 @pytest.mark.parametrize("kind", sorted(KEYS))
+def test_small_splits_share_one_hash(kind):
+    # an epoch splits its key three ways and its shuffle key two ways: one hash traced
+    # (20 rounds, one left shift each, in the printed jaxpr), not one per split
+    text = str(jax.make_jaxpr(lambda k: (prng.split(k, 2), prng.split(k, 3)))(KEYS[kind](0)))
+    assert text.count("shift_left") == 20
+    five = str(jax.make_jaxpr(lambda k: (prng.split(k, 2), prng.split(k, 5)))(KEYS[kind](0)))
+    assert five.count("shift_left") == 40  # a larger split hashes its own counters
+
+
+@pytest.mark.parametrize("kind", sorted(KEYS))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_split_and_fold_in_match_jax_random(kind, seed):
     key = KEYS[kind](seed)
-    for num in (1, 2, 3, 5):
+    for num in (1, 2, 3, 4, 5):
         _same(prng.split(key, num), jax.random.split(key, num))
     _same(prng.split(key), jax.random.split(key))
     for data in (0, 1, 12345, 2**32 - 1):
