@@ -631,10 +631,12 @@ def run_epochs(net: Network, update: Update, loss: str, metric_names: tuple[str,
         state, (out, bad) = carry
         state, costs, scores = _one_epoch(net, update, loss, metric_names, batch_size, state,
                                           train, splits, None, mesh, eval_chunk)
-        out = {s: out[s].at[i].set(jnp.stack([scores[s][m].astype(dtype)
-                                               for m in metric_names])) for s in splits}
+        out = {s: jax.lax.dynamic_update_index_in_dim(
+            out[s], jnp.stack([scores[s][m].astype(dtype) for m in metric_names]), i, 0)
+            for s in splits}
         if guard:
-            bad = bad.at[i].set(jnp.sum(costs * 0).astype(dtype))
+            bad = jax.lax.dynamic_update_index_in_dim(bad, jnp.sum(costs * 0).astype(dtype),
+                                                      i, 0)
         return state, (out, bad)
 
     # int32 bounds whatever the count's dtype (an int64 one under x64, an int32 one
