@@ -732,13 +732,54 @@ def task_interleaved(task: dict) -> dict:
                    "timings_s": t} for impl, t in times.items()}
 
 
+class CompileClock:
+    """The seconds JAX spends tracing, lowering and compiling (or reading its persistent
+    cache) from now on, by its own compile events (``jax.monitoring`` time spans; a trace
+    nested in another is counted once)."""
+
+    EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+              "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+              "/jax/core/compile/backend_compile_duration": "compile"}
+
+    def __init__(self) -> None:
+        import jax
+
+        self.since = time.time()  # the events' clock
+        self.spans: dict[str, list[tuple[float, float]]] = {k: [] for k in self.EVENTS.values()}
+        jax.monitoring.register_event_time_span_listener(self._listen)
+
+    def close(self) -> None:
+        """Stop listening (the spans heard so far are kept)."""
+        import jax
+
+        jax.monitoring.unregister_event_time_span_listener(self._listen)
+
+    def _listen(self, event: str, start: float, end: float, **_) -> None:
+        if event in self.EVENTS:
+            self.spans[self.EVENTS[event]].append((start, end))
+
+    def seconds(self, kind: str | None = None) -> float:
+        """Seconds covered by the spans of ``kind`` ('trace', 'lower', 'compile'; None:
+        all three) since this clock started."""
+        spans = self.spans[kind] if kind else [x for v in self.spans.values() for x in v]
+        total, reach = 0.0, self.since
+        for start, end in sorted(spans):
+            start = max(start, reach)
+            if end > start:
+                total, reach = total + end - start, end
+        return total
+
+
 def task_first(task: dict) -> dict:
     """Seconds of one implementation's first epoch call in this fresh process (trace +
-    compile + one epoch; its setup, data and parameters, made before)."""
+    compile + one epoch; its setup, data and parameters, made before), and the part of
+    them JAX spent tracing, lowering and compiling (:class:`CompileClock`)."""
     first, _ = _runner(task["cfg"], task["impl"])
+    clock = CompileClock()
     t0 = time.perf_counter()
     first()
-    return {"first_call_s": time.perf_counter() - t0}
+    return {"first_call_s": time.perf_counter() - t0,
+            **{f"{kind}_s": clock.seconds(kind) for kind in ("trace", "lower", "compile")}}
 
 
 TASKS = {"epoch": task_epoch, "peak": task_peak, "scaling": task_scaling,
@@ -866,6 +907,7 @@ def measure_first_pairs(args, cfg: dict, name: str) -> dict:
     pair): their ratio is taken pair by pair, as the machine's state moves between
     minutes."""
     out: dict[str, list[float]] = {impl: [] for impl in FIRST_PAIR}
+    parts: dict[str, list[float]] = {}  # the medians of their trace, lower, compile times
     for i in range(args.first_pairs):
         for impl in (FIRST_PAIR if i % 2 == 0 else FIRST_PAIR[::-1]):
             r = run_worker({"task": "first", "cfg": cfg, "impl": impl}, args.timeout)
@@ -873,10 +915,13 @@ def measure_first_pairs(args, cfg: dict, name: str) -> dict:
                 log(f"{name:5s} first epoch {impl}: {r['error']}")
                 return {"error": r["error"]}
             out[impl].append(r["first_call_s"])
+            for kind in ("trace", "lower", "compile"):
+                parts.setdefault(f"{impl}_{kind}_s", []).append(r[f"{kind}_s"])
     ratios = [a / b for a, b in zip(*out.values())]
     log(f"{name:5s} first epoch fit / pure JAX, {len(ratios)} pairs: "
         + ", ".join(f"{x:.2f}" for x in ratios))
-    return {**{f"{impl}_s": v for impl, v in out.items()}, "ratio": statistics.median(ratios)}
+    return {**{f"{impl}_s": v for impl, v in out.items()}, "ratio": statistics.median(ratios),
+            "parts": {k: statistics.median(v) for k, v in parts.items()}}
 
 
 SCALING = {
@@ -953,26 +998,35 @@ t0 = time.perf_counter()
 import jax, numpy as np
 from epynn_jax import config, layers, network
 config.setup()  # what the command and the script runner do: the cache on unless opted out
+from benchmarks.suite import CompileClock
 net = network.build([layers.Flatten(), layers.Dense(64, 'relu'), layers.Dense(2, 'softmax')],
                     (128, 1))
 params = network.init(net, jax.random.key(0))
 rng = np.random.default_rng(0)
 X = rng.standard_normal((1024, 128, 1)); Y = np.eye(2)[rng.integers(0, 2, 1024)]
 t1 = time.perf_counter()
+clock = CompileClock()
 r = network.fit(net, params, {'dtrain': (X[:683], Y[:683]), 'dval': (X[683:], Y[683:])},
                 epochs=3, batch_size=32)
 p = network.predict(net, r.params, X[:10])
 jax.block_until_ready(p)
-print('TIMES', t1 - t0, time.perf_counter() - t1, flush=True)
+t2 = time.perf_counter()
+parts = [clock.seconds(k) for k in ('trace', 'lower', 'compile')]
+print('TIMES', t1 - t0, t2 - t1, clock.seconds(), *parts, flush=True)
 """
+
+#: fresh processes run with the cache warm (their median is reported)
+WARM_RUNS = 3
 
 
 def measure_compile_cache(args) -> dict:
     """First and second run of a small training script in fresh processes (and one uncached)."""
     runs = []
+    plan = [("first run (empty cache)", True)]
+    plan += [(f"cache warm, run {i + 2}", True) for i in range(WARM_RUNS)]
+    plan += [("cache off (EPYNN_JAX_NO_CACHE=1)", False)]
     with tempfile.TemporaryDirectory() as tmp:
-        for label, cache in (("first run (empty cache)", True), ("second run (cache warm)", True),
-                             ("cache off (EPYNN_JAX_NO_CACHE=1)", False)):
+        for label, cache in plan:
             env = worker_env(cache=cache)
             env["XDG_CACHE_HOME"] = tmp
             env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -984,9 +1038,12 @@ def measure_compile_cache(args) -> dict:
             if proc.returncode or not line:
                 runs.append({"label": label, "error": proc.stderr.strip().splitlines()[-1:]})
                 continue
-            imp, fit = map(float, line[0].split()[1:])
-            runs.append({"label": label, "wall_s": wall, "import_s": imp, "fit_s": fit})
-            log(f"compile cache: {label:34s} wall {wall:.2f} s, fit+predict {fit:.2f} s")
+            imp, fit, jit, trace, lower, compile_ = map(float, line[0].split()[1:])
+            runs.append({"label": label, "wall_s": wall, "import_s": imp, "fit_s": fit,
+                         "jit_s": jit, "trace_s": trace, "lower_s": lower,
+                         "compile_s": compile_})
+            log(f"compile cache: {label:34s} wall {wall:.2f} s, fit+predict {fit:.2f} s, "
+                f"of which tracing, lowering, compiling {jit:.3f} s")
         files = sum(len(f) for _, _, f in os.walk(tmp))
     return {"runs": runs, "cache_files": files}
 
@@ -1106,14 +1163,27 @@ def render_result(res: dict) -> list[str]:
         cc = res["compile_cache"]
         lines += ["### Persistent compilation cache", "",
                   "A small training script (Dense workload, `fit` 3 epochs + `predict`) run "
-                  "as a fresh process three times:", "",
-                  "| run | process wall s | import s | fit + predict s |", "|---|---:|---:|---:|"]
-        for r in cc["runs"]:
+                  "as fresh processes: with an empty cache, with the cache warm "
+                  f"({WARM_RUNS} runs and their median), with the cache off. Compile-related "
+                  "time is the part of `fit` + `predict` that JAX spends tracing, lowering "
+                  "and compiling or reading the cache (its own compile events, overlaps "
+                  "counted once):", "",
+                  "| run | process wall s | import s | fit + predict s | compile-related s "
+                  "| trace s | lower s | compile or cache read s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s")
+        warm = [r for r in cc["runs"] if r["label"].startswith("cache warm") and "error" not in r]
+        rows = list(cc["runs"])
+        if warm:
+            rows.insert(len(rows) - 1, {"label": "**cache warm, median**",
+                                        **{k: statistics.median(r.get(k, float("nan"))
+                                                                for r in warm) for k in keys}})
+        for r in rows:
             if "error" in r:
-                lines.append(f"| {r['label']} | error | | |")
+                lines.append(f"| {r['label']} | error | | | | | | |")
             else:
-                lines.append(f"| {r['label']} | {r['wall_s']:.2f} | {r['import_s']:.2f} | "
-                             f"{r['fit_s']:.2f} |")
+                lines.append(f"| {r['label']} | " + " | ".join(
+                    f"{r[k]:.3f}" if k in r else "–" for k in keys) + " |")
         lines += ["", f"Cache entries written: {cc['cache_files']}.", ""]
     return lines
 
@@ -1194,6 +1264,27 @@ def _render_fit_overheads(table: dict) -> list[str]:
                      f"{_ratio(row.get('fit_train'), b)} | {_ratio(row.get('fit_bare'), b)} | "
                      f"{_ratio(row.get('functional'), b)} | "
                      + " | ".join(cells) + " |")
+    return [*lines, "", *_render_first_parts(table)]
+
+
+def _render_first_parts(table: dict) -> list[str]:
+    """Where the first epochs of :func:`measure_first_pairs` go: JAX's trace, lowering and
+    compile (:class:`CompileClock`), and the rest (running it, Python, imports)."""
+    rows = [(name, row["first_pairs"]) for name, row in table.items()
+            if "parts" in (row.get("first_pairs") or {})]
+    if not rows:
+        return []
+    lines = ["Where those first epochs go (medians over the pairs, seconds): JAX's own "
+             "compile events (tracing, lowering to MLIR, XLA's compile), and the rest of the "
+             "call (the epoch itself, Python around it, imports made by the first call):", "",
+             "| workload | | trace | lower | compile | rest | first epoch |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, pairs in rows:
+        for impl, label in zip(FIRST_PAIR, ("fit", "pure JAX")):
+            got = [pairs["parts"][f"{impl}_{kind}_s"] for kind in ("trace", "lower", "compile")]
+            total = statistics.median(pairs[f"{impl}_s"])
+            lines.append(f"| {name} | {label} | " + " | ".join(f"{x:.3f}" for x in got)
+                         + f" | {total - sum(got):.3f} | {total:.3f} |")
     return [*lines, ""]
 
 

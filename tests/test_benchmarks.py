@@ -167,6 +167,60 @@ def test_fit_overheads_table_pairs_every_column_with_the_bare_epoch():
     assert not any(x.startswith("| RNN |") for x in lines[start:start + 6])
 
 
+def test_first_epoch_parts_table_splits_the_median_first_epoch():
+    parts = {"fit_trace_s": 0.05, "fit_lower_s": 0.04, "fit_compile_s": 0.5,
+             "reference_trace_s": 0.04, "reference_lower_s": 0.05, "reference_compile_s": 0.4}
+    table = {"Dense": {"cfg": {}, "epoch_flops": 1, "bare": _row(1.0), "fit": _row(1.5),
+                       "first_pairs": {"fit_s": [0.6, 0.7, 0.8], "reference_s": [0.6, 0.5, 0.7],
+                                       "ratio": 1.2, "parts": parts}}}
+    lines = suite.render_result({**RESULT, "table": table})
+    start = lines.index(next(x for x in lines if x.startswith("Where those first epochs go")))
+    rows = [x for x in lines[start:start + 6] if x.startswith("| Dense |")]
+    fit, ref = ([c.strip() for c in r.strip("|").split("|")] for r in rows)
+    assert fit == ["Dense", "fit", "0.050", "0.040", "0.500", "0.110", "0.700"]
+    assert ref == ["Dense", "pure JAX", "0.040", "0.050", "0.400", "0.110", "0.600"]
+
+
+def test_compile_cache_table_adds_the_median_of_the_warm_runs():
+    keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s")
+    runs = [{"label": "first run (empty cache)", **dict.fromkeys(keys, 1.0)},
+            *({"label": f"cache warm, run {i}", **dict.fromkeys(keys, x)}
+              for i, x in ((2, 0.3), (3, 0.1), (4, 0.2))),
+            {"label": "cache off (EPYNN_JAX_NO_CACHE=1)", "error": ["boom"]}]
+    lines = suite.render_result({**RESULT, "compile_cache": {"runs": runs, "cache_files": 3}})
+    median = next(x for x in lines if x.startswith("| **cache warm, median** |"))
+    assert [c.strip() for c in median.strip("|").split("|")][1:] == ["0.200"] * len(keys)
+    start = lines.index("### Persistent compilation cache")
+    labels = [x.split("|")[1].strip() for x in lines[start:] if x.startswith("| ")][1:]
+    assert labels == ["first run (empty cache)", "cache warm, run 2", "cache warm, run 3",
+                      "cache warm, run 4", "**cache warm, median**",
+                      "cache off (EPYNN_JAX_NO_CACHE=1)"]
+
+
+def test_compile_clock_counts_nested_and_overlapping_spans_once():
+    clock = suite.CompileClock.__new__(suite.CompileClock)
+    clock.since = 10.0
+    clock.spans = {"trace": [(11.0, 12.0), (11.2, 11.5)],   # a nested trace
+                   "lower": [(12.0, 12.5)],
+                   "compile": [(12.4, 13.0), (9.0, 10.5)]}  # overlaps; one began before
+    assert clock.seconds("trace") == pytest.approx(1.0)
+    assert clock.seconds("compile") == pytest.approx(1.1)
+    assert clock.seconds() == pytest.approx(0.5 + 1.0 + 0.5 + 0.5)
+
+
+def test_compile_clock_hears_jax_compile_events():
+    import jax
+    import jax.numpy as jnp
+
+    clock = suite.CompileClock()
+    try:
+        jax.jit(lambda x: jnp.sin(x) * 3 + 1)(jnp.arange(7.0)).block_until_ready()
+    finally:
+        clock.close()
+    parts = [clock.seconds(k) for k in ("trace", "lower", "compile")]
+    assert all(x > 0 for x in parts) and clock.seconds() <= sum(parts) + 1e-9
+
+
 def test_fit_overheads_first_epochs_without_pairs_are_single_processes():
     table = {"Dense": {"cfg": {}, "epoch_flops": 1, "bare": _row(1.0),
                        "fit": {**_row(1.5), "first_call_s": 3.0},
