@@ -315,7 +315,7 @@ def _abstract_parameters(layer: Layer) -> Params:
 
 def _abstract_forward(layer: Layer, m: int, training: bool):
     """``(p, (A, fc))`` of a batch of ``m`` as shapes and dtypes, nothing computed."""
-    p = _abstract_parameters(layer)
+    p = _abstract(_abstract_parameters, layer)  # what param_shapes asks for: traced once
     X = jax.ShapeDtypeStruct((m, *layer.input_shape), float_dtype())
     return p, jax.eval_shape(lambda p, X: layer.forward(p, X, jax.random.key(0), training), p, X)
 

@@ -1,4 +1,5 @@
-"""network.build: a layer equal to one already built at the same input shape is traced once."""
+"""network.build: a layer equal to one already built at the same input shape is traced once,
+and its parameters' shapes once for its output shape and every later ask."""
 
 from __future__ import annotations
 
@@ -41,3 +42,22 @@ def test_each_distinct_layer_and_input_shape_is_traced(monkeypatch):
         ("Template", (4,))]
     assert net.layers[6].hpars == hp and net.layers[5].hpars == ActivationHPars()
     assert net.output_shape == (4,)
+
+
+def test_parameter_shapes_are_traced_once_for_build_and_every_later_ask(monkeypatch):
+    from epynn_jax.layers import base
+
+    calls = []
+    real = base._abstract_parameters
+
+    def counting(layer):
+        calls.append(layer)
+        return real(layer)
+
+    monkeypatch.setattr(base, "_abstract_parameters", counting)
+    net = network.build([layers.Dense(7), layers.Dense(5)], (11,))
+    assert [c.units for c in calls] == [7, 5]  # build: for the output shapes
+    assert [layer.param_shapes() for layer in net.layers] == [
+        {"W": (11, 7), "b": (1, 7)}, {"W": (7, 5), "b": (1, 5)}]
+    network.init(net, 0)
+    assert len(calls) == 2  # param_shapes (fit, predict, model files) traced nothing more
