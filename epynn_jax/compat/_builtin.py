@@ -18,7 +18,6 @@ import importlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.compat.commons import maths
@@ -29,7 +28,7 @@ from epynn_jax.layers.base import LayerError, float_dtype
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.initializers import NP_INITIALIZERS
 
-__all__ = ["BuiltinLayer", "hpars_of", "to_device"]
+__all__ = ["BuiltinLayer", "hpars_of", "to_device", "to_device_array"]
 
 
 def hpars_of(se_hPars: dict | None) -> ActivationHPars:
@@ -41,9 +40,16 @@ def hpars_of(se_hPars: dict | None) -> ActivationHPars:
 
 
 def to_device(tree: dict) -> dict:
-    """NumPy dict -> JAX arrays in the default float dtype."""
+    """NumPy dict -> JAX arrays in the default float dtype: host copies, placed with ONE
+    ``jax.device_put`` (``jnp.asarray`` compiled a small conversion program per new
+    shape, about 10 ms each, ten of them in a facade's first ``train``)."""
     dt = np.dtype(float_dtype())
-    return {k: jnp.asarray(np.asarray(v, dt)) for k, v in tree.items()}
+    return jax.device_put({k: np.array(v, dt) for k, v in tree.items()})
+
+
+def to_device_array(a) -> jax.Array:
+    """One array as :func:`to_device` places it."""
+    return jax.device_put(np.array(a, np.dtype(float_dtype())))
 
 
 def to_host(tree: dict) -> dict:
@@ -264,7 +270,7 @@ class BuiltinLayer(Layer):
             self.compute_shapes(A)
         self.check_fits(np.shape(A)[1:], "forward")
         fn = _jit_forward if self._training else _jit_forward_eval
-        out, fc = fn(self._fl, to_device(self.p), jnp.asarray(A, float_dtype()), self._key())
+        out, fc = fn(self._fl, to_device(self.p), to_device_array(A), self._key())
         self.fc.clear()
         self.fc.update(to_host(fc))
         self.update_shapes(self.fc, self.fs)
@@ -274,7 +280,7 @@ class BuiltinLayer(Layer):
     def backward(self, dX):
         """dX of the input from dA of the output, eagerly; fills ``bc`` and ``bs``."""
         dXout, bc = _jit_backward(self._fl, to_device(self.p), to_device(self.fc),
-                                  jnp.asarray(dX, float_dtype()))
+                                  to_device_array(dX))
         self.bc.clear()
         self.bc.update(to_host(bc))
         self.update_shapes(self.bc, self.bs)

@@ -36,6 +36,7 @@ from epynn_jax.compat.network import _train
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network import checks
 from epynn_jax.network import epoch as core
 from epynn_jax.network.model import Network
 
@@ -163,10 +164,8 @@ class EpyNN:
         self._failing = None
         self._check_labels(shape[1:])
         net = Network(tuple(layer._fl for layer in self.layers))
-        dt = float_dtype()
         params_d = tuple(to_device(layer.p) for layer in self.layers)
-        Xb = jnp.asarray(np.asarray(batch.X, np.dtype(dt)))
-        Yb = jnp.asarray(np.asarray(batch.Y, np.dtype(dt)))
+        Xb, Yb = checks.as_floats([batch.X, batch.Y], ["Embedding: batch X", "Embedding: batch Y"])
         # Trace (no compilation) to check every shape; the values are computed on first read.
         fcs, bcs, _ = jax.eval_shape(
             lambda p, X, Y, k: core.step_caches(net, self.loss, p, X, Y, k),
@@ -302,8 +301,11 @@ class EpyNN:
         for d in dsets:
             d.X.flags.writeable = False
             d.Y.flags.writeable = False
-        data = {d.name: (jnp.asarray(np.asarray(d.X, dt)), jnp.asarray(np.asarray(d.Y, dt)))
-                for d in dsets}
+        # the core's placement: one host copy per array, ONE device_put (jnp.asarray
+        # compiled a small conversion program per new shape)
+        placed = iter(checks.as_floats([a for d in dsets for a in (d.X, d.Y)],
+                                       [f"Embedding: {d.name} {w}" for d in dsets for w in "XY"]))
+        data = {d.name: (next(placed), next(placed)) for d in dsets}
         self._dev_data = (owners, data)
         return data
 
