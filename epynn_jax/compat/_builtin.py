@@ -39,17 +39,22 @@ def hpars_of(se_hPars: dict | None) -> ActivationHPars:
                            epynn_softmax_grad=True)
 
 
+def _host_copy(a, dt: np.dtype):
+    """``a`` itself when it is a JAX array of ``dt`` (already placed), else a host copy."""
+    return a if isinstance(a, jax.Array) and a.dtype == dt else np.array(a, dt)
+
+
 def to_device(tree: dict) -> dict:
     """NumPy dict -> JAX arrays in the default float dtype: host copies, placed with ONE
     ``jax.device_put`` (``jnp.asarray`` compiled a small conversion program per new
     shape, about 10 ms each, ten of them in a facade's first ``train``)."""
     dt = np.dtype(float_dtype())
-    return jax.device_put({k: np.array(v, dt) for k, v in tree.items()})
+    return jax.device_put({k: _host_copy(v, dt) for k, v in tree.items()})
 
 
 def to_device_array(a) -> jax.Array:
     """One array as :func:`to_device` places it."""
-    return jax.device_put(np.array(a, np.dtype(float_dtype())))
+    return jax.device_put(_host_copy(a, np.dtype(float_dtype())))
 
 
 def to_host(tree: dict) -> dict:

@@ -1,4 +1,4 @@
-"""What a facade ``initialize`` + ``train`` compiles: no small program per data array or
+"""What a facade ``initialize``, ``train`` and ``predict`` compile: no small program per data array or
 parameter placed on the device (``jnp.asarray`` compiled one conversion per new shape,
 about 10 ms each, ten of them in a CNN's first ``train``)."""
 
@@ -43,3 +43,6 @@ def test_placing_data_and_parameters_compiles_nothing():
         other.initialize(loss="MSE", seed=2, metrics=["accuracy"])
         other.train(1, init_logs=False)
     assert names == ["jit(run_epoch)"]
+    with compiled() as names:  # a new number of samples: the forward alone
+        other.predict(np.random.default_rng(0).normal(size=(7, 17)))
+    assert names == ["jit(predict_jit)"]

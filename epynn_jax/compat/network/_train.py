@@ -22,14 +22,12 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.compat import _report
-from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
+from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_device_array, to_host
 from epynn_jax.compat.embedding.models import Embedding
 from epynn_jax.errors import NonFiniteError
-from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import prng
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import epoch as core
@@ -269,23 +267,23 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
             idx = model.embedding.batch_indices()
         cost = None
         for b in idx:
-            b = jnp.asarray(b)
+            b = jax.device_put(np.asarray(b))  # (jnp.asarray compiles per shape)
             A, fcs, shapes = X[b], {}, {}
             for s, seg in enumerate(segs):
                 if seg.compiled:
                     key, sub = prng.split(key)
-                    A, fcs[s] = core.forward_jit(seg.net, params[s], jnp.asarray(A, float_dtype()),
+                    A, fcs[s] = core.forward_jit(seg.net, params[s], to_device_array(A),
                                                  sub, True)
                 else:
                     shapes[s] = np.shape(A)
                     A = layers[seg.indices[0]].forward(np.asarray(A))
-            cost, dA = core.loss_and_deriv(model.loss, Y[b], jnp.asarray(A, float_dtype()))
+            cost, dA = core.loss_and_deriv(model.loss, Y[b], to_device_array(A))
             for s in reversed(range(len(segs))):
                 seg = segs[s]
                 if seg.compiled:
                     dA, params[s], opt_states[s], gs, bcs = core.backward_update(
                         seg.net, opts[s].update, params[s], opt_states[s], fcs[s],
-                        jnp.asarray(dA, float_dtype()))
+                        to_device_array(dA))
                     last[s] = (fcs[s], bcs, gs)
                 else:
                     layer = layers[seg.indices[0]]
@@ -330,7 +328,7 @@ def forward_segments(model, segs: list[Segment], params: dict, X) -> np.ndarray:
     A = X
     for s, seg in enumerate(segs):
         if seg.compiled:
-            A = core.predict_jit(seg.net, params[s], jnp.asarray(A, float_dtype()))
+            A = core.predict_jit(seg.net, params[s], to_device_array(A))
         else:
             A = model.layers[seg.indices[0]].forward(np.asarray(A))
     return np.asarray(A)
@@ -343,5 +341,5 @@ def evaluate_sets(model, segs: list[Segment], params: dict, splits: dict) -> tup
     for name, (Xs, Ys) in splits.items():
         A = forward_segments(model, segs, params, Xs)
         outputs[name] = A
-        scores[name] = jax.device_get(core.scores(names, Ys, jnp.asarray(A, float_dtype())))
+        scores[name] = jax.device_get(core.scores(names, Ys, to_device_array(A)))
     return outputs, scores

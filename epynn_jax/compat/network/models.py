@@ -22,11 +22,10 @@ import time
 import weakref
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from epynn_jax.compat import _modelfile, _report
-from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_host
+from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_device_array, to_host
 from epynn_jax.compat._traced import try_trace
 from epynn_jax.compat.commons.io import encode_dataset, scale_features
 from epynn_jax.compat.commons.loss import loss_functions
@@ -428,7 +427,7 @@ class EpyNN:
         _train.check_input(self, np.shape(dset.X), "EpyNN.predict: X_data")
         plan, seg_params = self._current_params()
         dset.A = _train.forward_segments(self, plan, seg_params,
-                                         jnp.asarray(dset.X, float_dtype()))
+                                         to_device_array(dset.X))
         dset.P = _decide(dset.A, self._label_columns() > 1)
         return dset
 
@@ -453,8 +452,8 @@ class EpyNN:
 
     def batch_report(self, batch, A) -> None:
         """One overwritable line with the batch's accuracy and cost."""
-        acc = float(np.mean(metrics_lib.accuracy(jnp.asarray(batch.Y, float_dtype()),
-                                                 jnp.asarray(A, float_dtype()))))
+        acc = float(np.mean(metrics_lib.accuracy(to_device_array(batch.Y),
+                                                 to_device_array(A))))
         cost = float(np.mean(self.training_loss(batch.Y, A)))
         _report.say(f"Epoch {self.e} - Batch {batch.name} - Accuracy: {acc:.3f} "
                     f"Cost: {cost:.5f}", self, end="\r")
