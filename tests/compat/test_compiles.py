@@ -1,6 +1,6 @@
-"""What a facade ``initialize``, ``train`` and ``predict`` compile: no small program per data array or
-parameter placed on the device (``jnp.asarray`` compiled one conversion per new shape,
-about 10 ms each, ten of them in a CNN's first ``train``)."""
+"""What a facade ``initialize``, ``train`` and ``predict`` compile: no small program per
+data array or parameter placed on the device (``jnp.asarray`` compiled one conversion per
+new shape, about 10 ms each, ten of them in a CNN's first ``train``)."""
 
 from __future__ import annotations
 
