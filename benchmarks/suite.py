@@ -1176,8 +1176,8 @@ def render_result(res: dict) -> list[str]:
         rows = list(cc["runs"])
         if warm:
             rows.insert(len(rows) - 1, {"label": "**cache warm, median**",
-                                        **{k: statistics.median(r.get(k, float("nan"))
-                                                                for r in warm) for k in keys}})
+                                        **{k: statistics.median(r[k] for r in warm)
+                                           for k in keys}})
         for r in rows:
             if "error" in r:
                 lines.append(f"| {r['label']} | error | | | | | | |")
