@@ -141,6 +141,48 @@ def test_stream_benchmark_quick_run(tmp_path):
     assert "| Dense |" in proc.stdout
 
 
+# -- benchmarks/bench_cpu_kernels.py: XLA's default CPU kernels vs other options ---------
+
+
+def test_cpu_kernels_options_are_key_value_pairs():
+    from benchmarks import bench_cpu_kernels as bk
+    assert bk.parse_options(["a=", "b=x=y"]) == {"a": "", "b": "x=y"}
+    for bad in ("nokey", "=1"):
+        with pytest.raises(ValueError, match="key=value"):
+            bk.parse_options([bad])
+
+
+def test_cpu_kernels_table_shows_medians_and_paired_ratios():
+    from benchmarks import bench_cpu_kernels as bk
+    r = {"bare": {"timings_s": {"default": [0.003, 0.001, 0.002],
+                                "variant": [0.001, 0.004, 0.0015]}, "ratio": 1.25},
+         "eval": {"timings_s": {"default": [0.005], "variant": [0.004]}, "ratio": 1.2}}
+    lines = bk.render({"MLP": r}, {"xla_flag": ""})
+    assert "xla_flag=''" in lines[0]
+    assert _table_row(lines, "MLP") == ["MLP", "2.00", "1.50", "1.25", "5.00", "4.00", "1.20"]
+
+
+def test_cpu_kernels_quick_run_and_an_unknown_option(tmp_path):
+    out = tmp_path / "kernels.json"
+    cmd = [sys.executable, "-m", "benchmarks.bench_cpu_kernels", "--quick", "--workloads",
+           "Dense"]
+    proc = subprocess.run([*cmd, "--json", str(out)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads(out.read_text())
+    assert saved["options"] == {"xla_cpu_experimental_ynn_fusion_type": ""}
+    for mode in ("bare", "eval"):
+        result = saved["results"]["Dense"][mode]
+        assert all(len(t) == 2 and min(t) > 0 for t in result["timings_s"].values())
+        assert result["ratio"] > 0
+    assert "| Dense |" in proc.stdout
+    # the variant's options reach XLA: one it does not know is refused, and said so
+    proc = subprocess.run([*cmd, "--option", "no_such_xla_option=1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "no_such_xla_option" in proc.stderr
+
+
 def test_fit_overheads_table_pairs_every_column_with_the_bare_epoch():
     table = {"Dense": {"cfg": {}, "epoch_flops": 1,
                        "bare": _row(1.0, timings_s=[1.0, 1.0, 2.0]),
@@ -181,15 +223,28 @@ def test_first_epoch_parts_table_splits_the_median_first_epoch():
     assert ref == ["Dense", "pure JAX", "0.040", "0.050", "0.400", "0.110", "0.600"]
 
 
-def test_compile_cache_table_adds_the_median_of_the_warm_runs():
-    keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s")
-    runs = [{"label": "first run (empty cache)", **dict.fromkeys(keys, 1.0)},
+def _cache_runs(keys):
+    return [{"label": "first run (empty cache)", **dict.fromkeys(keys, 1.0)},
             *({"label": f"cache warm, run {i}", **dict.fromkeys(keys, x)}
               for i, x in ((2, 0.3), (3, 0.1), (4, 0.2))),
             {"label": "cache off (EPYNN_JAX_NO_CACHE=1)", "error": ["boom"]}]
+
+
+def _median_row(runs):
     lines = suite.render_result({**RESULT, "compile_cache": {"runs": runs, "cache_files": 3}})
     median = next(x for x in lines if x.startswith("| **cache warm, median** |"))
-    assert [c.strip() for c in median.strip("|").split("|")][1:] == ["0.200"] * len(keys)
+    return lines, [c.strip() for c in median.strip("|").split("|")][1:]
+
+
+def test_compile_cache_table_adds_the_median_of_the_warm_runs():
+    keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s",
+            "store_s")
+    runs = _cache_runs(keys)
+    lines, median = _median_row(runs)
+    assert median == ["0.200"] * len(keys)
+    # a result file from before the program store: its column is left empty
+    old = [{k: v for k, v in r.items() if k != "store_s"} for r in runs]
+    assert _median_row(old)[1] == ["0.200"] * (len(keys) - 1) + ["–"]
     start = lines.index("### Persistent compilation cache")
     labels = [x.split("|")[1].strip() for x in lines[start:] if x.startswith("| ")][1:]
     assert labels == ["first run (empty cache)", "cache warm, run 2", "cache warm, run 3",
