@@ -1012,7 +1012,9 @@ p = network.predict(net, r.params, X[:10])
 jax.block_until_ready(p)
 t2 = time.perf_counter()
 parts = [clock.seconds(k) for k in ('trace', 'lower', 'compile')]
-print('TIMES', t1 - t0, t2 - t1, clock.seconds(), *parts, flush=True)
+from epynn_jax.network import programs
+store = programs.stats()['load_seconds']  # programs read from the store (no JAX event)
+print('TIMES', t1 - t0, t2 - t1, clock.seconds() + store, *parts, store, flush=True)
 """
 
 #: fresh processes run with the cache warm (their median is reported)
@@ -1038,10 +1040,10 @@ def measure_compile_cache(args) -> dict:
             if proc.returncode or not line:
                 runs.append({"label": label, "error": proc.stderr.strip().splitlines()[-1:]})
                 continue
-            imp, fit, jit, trace, lower, compile_ = map(float, line[0].split()[1:])
+            imp, fit, jit, trace, lower, compile_, store = map(float, line[0].split()[1:])
             runs.append({"label": label, "wall_s": wall, "import_s": imp, "fit_s": fit,
                          "jit_s": jit, "trace_s": trace, "lower_s": lower,
-                         "compile_s": compile_})
+                         "compile_s": compile_, "store_s": store})
             log(f"compile cache: {label:34s} wall {wall:.2f} s, fit+predict {fit:.2f} s, "
                 f"of which tracing, lowering, compiling {jit:.3f} s")
         files = sum(len(f) for _, _, f in os.walk(tmp))
@@ -1166,21 +1168,23 @@ def render_result(res: dict) -> list[str]:
                   "as fresh processes: with an empty cache, with the cache warm "
                   f"({WARM_RUNS} runs and their median), with the cache off. Compile-related "
                   "time is the part of `fit` + `predict` that JAX spends tracing, lowering "
-                  "and compiling or reading the cache (its own compile events, overlaps "
-                  "counted once):", "",
+                  "and compiling or reading its cache (its own compile events, overlaps "
+                  "counted once), plus the reading of programs from epynn_jax's store "
+                  "(`network.programs`, found without tracing):", "",
                   "| run | process wall s | import s | fit + predict s | compile-related s "
-                  "| trace s | lower s | compile or cache read s |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
-        keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s")
+                  "| trace s | lower s | compile or cache read s | store read s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        keys = ("wall_s", "import_s", "fit_s", "jit_s", "trace_s", "lower_s", "compile_s",
+                "store_s")
         warm = [r for r in cc["runs"] if r["label"].startswith("cache warm") and "error" not in r]
         rows = list(cc["runs"])
         if warm:
             rows.insert(len(rows) - 1, {"label": "**cache warm, median**",
                                         **{k: statistics.median(r[k] for r in warm)
-                                           for k in keys}})
+                                           for k in keys if all(k in r for r in warm)}})
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['label']} | error | | | | | | |")
+                lines.append(f"| {r['label']} | error | | | | | | | |")
             else:
                 lines.append(f"| {r['label']} | " + " | ".join(
                     f"{r[k]:.3f}" if k in r else "–" for k in keys) + " |")

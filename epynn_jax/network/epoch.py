@@ -34,7 +34,7 @@ from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses, prng
 from epynn_jax.maths import metrics as metrics_lib
-from epynn_jax.network import checks, parallel
+from epynn_jax.network import checks, parallel, programs
 from epynn_jax.network.model import Network, Params, backward, forward
 from epynn_jax.network.objective import gradients
 from epynn_jax.network.optim import loss_scale_of
@@ -63,6 +63,9 @@ __all__ = [
     "non_finite_error",
     "scores",
     "predict_jit",
+    "stored_predict",
+    "stored_run_epoch",
+    "stored_run_epochs",
     "forward_jit",
     "backward_update",
     "step_caches",
@@ -644,6 +647,49 @@ def run_epochs(net: Network, update: Update, loss: str, metric_names: tuple[str,
     epochs = jnp.asarray(epochs).astype(jnp.int32)
     state, (out, bad) = jax.lax.fori_loop(np.int32(0), epochs, body, (state, start))
     return state, out, bad
+
+
+def stored_run_epochs(net: Network, update: Update, loss: str, metric_names: tuple[str, ...],
+                      batch_size: int, state: TrainState, train: tuple,
+                      splits: Mapping[str, tuple], epochs, guard: bool = False, *, mesh=None,
+                      eval_chunk: int | None = None):
+    """:func:`run_epochs`, its program read from the store of compiled programs when a
+    process before this one compiled it (:mod:`~epynn_jax.network.programs`: no trace)."""
+    program = programs.compiled(
+        run_epochs, "run_epochs",
+        (net, update, loss, metric_names, batch_size, guard, mesh, eval_chunk),
+        (net, update, loss, metric_names, batch_size, state, train, splits, epochs, guard),
+        {"mesh": mesh, "eval_chunk": eval_chunk}, (state, train, splits, epochs),
+        lambda: jax.tree.structure((state, dict.fromkeys(splits, 0), 0 if guard else None)))
+    return program(state, train, splits, epochs)
+
+
+def stored_run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, ...],
+                     batch_size: int, state: TrainState, train: tuple,
+                     splits: Mapping[str, tuple], guard: bool = False, *,
+                     idx: jax.Array | None = None, mesh=None, eval_chunk: int | None = None):
+    """:func:`run_epoch` through the store of compiled programs (see
+    :func:`stored_run_epochs`); ``idx``, when given, a device array."""
+    dynamic_kw = {} if idx is None else {"idx": idx}
+    program = programs.compiled(
+        run_epoch, "run_epoch",
+        (net, update, loss, metric_names, batch_size, guard, mesh, eval_chunk),
+        (net, update, loss, metric_names, batch_size, state, train, splits, guard),
+        {"mesh": mesh, "eval_chunk": eval_chunk, **dynamic_kw}, (state, train, splits),
+        lambda: jax.tree.structure((state, 0, {s: dict.fromkeys(metric_names, 0)
+                                               for s in splits}, *((0,) if guard else ()))),
+        dynamic_kw)
+    return program(state, train, splits, **dynamic_kw)
+
+
+def stored_predict(net: Network, params: Params, X: jax.Array, chunk: int | None = None
+                   ) -> jax.Array:
+    """:func:`predict_jit` through the store of compiled programs (see
+    :func:`stored_run_epochs`)."""
+    program = programs.compiled(predict_jit, "predict_jit", (net, chunk),
+                                (net, params, X, chunk), {}, (params, X),
+                                lambda: jax.tree.structure(0))
+    return program(params, X)
 
 
 @functools.partial(jax.jit, static_argnames=("net", "update", "loss", "batch_size", "mesh"))

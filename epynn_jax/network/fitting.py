@@ -40,9 +40,9 @@ from epynn_jax.network.epoch import (
     fetch,
     finite_scores,
     non_finite_error,
-    predict_jit,
     run_epoch,
-    run_epochs,
+    stored_predict,
+    stored_run_epochs,
 )
 from epynn_jax.network.model import Network, Params, check_input_shape
 from epynn_jax.network.optim import epynn_sgd, is_loss_scaled, loss_scaling
@@ -585,9 +585,9 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
     reruns these epochs one per call to find the bad one."""
     start = time.perf_counter()
     with _gc.paused():
-        new, buffers, bad = run_epochs(net, update, loss, metric_names, batch_size, state, train,
-                                       splits, _count(k), check_finite, mesh=mesh,
-                                       eval_chunk=eval_chunk)
+        new, buffers, bad = stored_run_epochs(net, update, loss, metric_names, batch_size,
+                                              state, train, splits, _count(k), check_finite,
+                                              mesh=mesh, eval_chunk=eval_chunk)
     buffers, bad = fetch((buffers, bad))
     rows = [{s: dict(zip(metric_names, b[i])) for s, b in buffers.items()} for i in range(k)]
     if check_finite and not (np.all(bad[:k] == 0) and all(finite_scores(r, loss) for r in rows)
@@ -748,7 +748,7 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax
         check_input_shape(net, tuple(X.shape), "X")
         checks.check_compute_range(net, X, "predict X")
     with _gc.paused():  # its first call traces (see network._gc)
-        return predict_jit(net, params, X, chunk)
+        return stored_predict(net, params, X, chunk)
 
 
 def decide(A: jax.Array) -> jax.Array:

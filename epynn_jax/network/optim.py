@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 # import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
 __all__ = ["epynn_sgd", "HYPERPARAMS", "LossScaleState", "loss_scaling", "loss_scale_of",
-           "is_loss_scaled"]
+           "is_loss_scaled", "describe"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
@@ -100,7 +101,25 @@ def _transformation(kinds: tuple[str, ...], steps_per_epoch: int,
         hyperparam_dtype=dtype)(
         placeholder, kinds=kinds, steps_per_epoch=steps_per_epoch, own_updates=own_updates)
     zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), jax.eval_shape(base.init, ()))
+    if all(own is None for own in own_updates):  # nothing but this module's code and optax's
+        _DESCRIBED[base.update] = (f"epynn_sgd(kinds={kinds!r}, steps_per_epoch="
+                                   f"{int(steps_per_epoch)}, dtype={np.dtype(dtype).name})")
     return base, zeros
+
+
+#: ``update`` functions built by :func:`_transformation` -> what determines them
+_DESCRIBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def describe(update: Callable) -> str | None:
+    """What an optimizer's ``update`` computes, as text, when :func:`epynn_sgd` built it
+    without layers' own rules (its schedules' kinds, steps per epoch and dtype: the
+    numbers are in the state); None for any other (a user's optax optimizer).
+    :mod:`~epynn_jax.network.programs` keys stored programs on it."""
+    try:
+        return _DESCRIBED.get(update)
+    except TypeError:  # not weakly referenceable: not ours
+        return None
 
 
 def _numbers(schedules_: Sequence[Schedule | None], epochs: int, first_epoch: int

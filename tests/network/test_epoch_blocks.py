@@ -16,6 +16,7 @@ import pytest
 from epynn_jax import layers, network
 from epynn_jax.errors import NonFiniteError, TrainingInterrupted
 from epynn_jax.maths.schedules import Schedule
+from epynn_jax.network import epoch as epoch_lib
 from epynn_jax.network import fitting
 from epynn_jax.network.epoch import EPOCH_BLOCK, TrainState, run_epoch, run_epochs
 from epynn_jax.network.optim import epynn_sgd
@@ -157,13 +158,13 @@ def test_fit_runs_several_epochs_per_call_after_two(monkeypatch):
     then the rest together."""
     net = network.build([layers.Dense(7, "relu"), layers.Dense(3, "softmax")], (5,))
     calls = []
-    real = fitting.run_epochs
+    real = epoch_lib.run_epochs
 
     def counting(*args, **kw):
         calls.append(int(args[8]))
         return real(*args, **kw)
 
-    monkeypatch.setattr(fitting, "run_epochs", counting)
+    monkeypatch.setattr(epoch_lib, "run_epochs", counting)
     monkeypatch.setattr(fitting, "BLOCK_SECONDS", 60.0)
     params = network.init(net, jax.random.key(0))
     network.fit(net, params, DATA, epochs=12, **KW)
@@ -181,7 +182,7 @@ def test_ctrl_c_during_a_block_keeps_the_epochs_before_it(blocks, monkeypatch):
     the calls before it (those of the interrupted call are lost, as an interrupted
     epoch is)."""
     blocks(4)
-    real, n = fitting.run_epochs, []
+    real, n = epoch_lib.run_epochs, []
 
     def interrupted(*args, **kw):
         n.append(1)
@@ -189,7 +190,7 @@ def test_ctrl_c_during_a_block_keeps_the_epochs_before_it(blocks, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kw)
 
-    monkeypatch.setattr(fitting, "run_epochs", interrupted)
+    monkeypatch.setattr(epoch_lib, "run_epochs", interrupted)
     params = network.init(NET, jax.random.key(0))
     with pytest.raises(TrainingInterrupted) as info:
         network.fit(NET, params, DATA, epochs=10, **KW)

@@ -20,7 +20,8 @@ def no_trace(monkeypatch):
     """Fail the test if fit or predict reaches a compiled function."""
     boom = mock.Mock(side_effect=AssertionError("traced before validating"))
     monkeypatch.setattr(network.fitting, "run_epoch", boom)
-    monkeypatch.setattr(network.fitting, "predict_jit", boom)
+    monkeypatch.setattr(network.epoch, "run_epochs", boom)
+    monkeypatch.setattr(network.epoch, "predict_jit", boom)
     return boom
 
 

@@ -39,7 +39,7 @@ def test_paused_restores_the_collector_as_it_was():
 
 def test_fit_pauses_the_collector_but_not_for_callbacks():
     seen = []
-    real = network.fitting.run_epochs
+    real = network.epoch.run_epochs
 
     def watched(*args, **kw):
         seen.append(("epochs", gc.isenabled()))
@@ -47,12 +47,12 @@ def test_fit_pauses_the_collector_but_not_for_callbacks():
 
     params = network.init(NET, 0)
     assert gc.isenabled()
-    network.fitting.run_epochs = watched
+    network.epoch.run_epochs = watched
     try:
         network.fit(NET, params, _data(), epochs=2, batch_size=4,
                     callbacks=[lambda e, h: seen.append(("callback", gc.isenabled()))])
     finally:
-        network.fitting.run_epochs = real
+        network.epoch.run_epochs = real
     assert seen == [("epochs", False), ("callback", True)] * 2
     assert gc.isenabled()
 

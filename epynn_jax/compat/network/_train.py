@@ -221,8 +221,11 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     for e in range(start, stop):
         if e > start:
             idx = model.embedding.batch_indices().astype(np.int32)
-        out = core.run_epoch(train_net, opt.update, model.loss, names, idx.shape[1], state,
-                             splits["dtrain"], splits, guard, idx=idx, mesh=mesh)
+        # the core's epoch, read from its store of compiled programs when a run before this
+        # one compiled it (an explicit transfer of the batch order: a device array)
+        out = core.stored_run_epoch(train_net, opt.update, model.loss, names, idx.shape[1],
+                                    state, splits["dtrain"], splits, guard,
+                                    idx=jax.device_put(idx), mesh=mesh)
         if last is not None and not settle(*last):
             return
         last, state = (e, state, out, idx), out[0]
@@ -237,7 +240,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     model._pending_skip = k
     for dset in model.embedding.dsets:  # outputs A and decisions P, computed when first read
         X = splits[dset.name][0]
-        dset._defer(lambda X=X: core.predict_jit(train_net, state.params, X),
+        dset._defer(lambda X=X: core.stored_predict(train_net, state.params, X),
                     dset.Y.shape[1] > 1)
 
 
