@@ -13,10 +13,11 @@ process reads it in one step (0.03 s):
   :func:`~epynn_jax.network.optim.describe`), the loss, metrics, batch size, guard,
   evaluation chunk;
 - the shapes, dtypes, weak types and devices of the array arguments, and their tree;
-- the environment: the versions of Python, NumPy, JAX, jaxlib and optax, the size and
-  time of every source file of epynn_jax, the functions behind the activation, loss,
-  metric and initializer names, every JAX setting (``jax.config.values``, context
-  managers included), ``XLA_FLAGS`` and the devices.
+- the environment: the versions of Python, NumPy, JAX, jaxlib, optax and epynn_jax, the
+  size and time of every source file of epynn_jax, the functions behind the activation,
+  loss, metric and initializer names, every JAX setting (``jax.config.values``, context
+  managers included), ``XLA_FLAGS``, the devices and the host CPU's model and
+  instruction sets.
 
 Anything else is not stored, and is compiled as before: a layer, loss or optimizer
 defined outside epynn_jax (its code is not in the key), a mesh, several processes or
@@ -84,8 +85,9 @@ def clear_memory() -> None:
 
 def stats() -> dict:
     """``{'loaded': n, 'compiled': n, 'load_seconds': s}`` of this process: the programs
-    read from the store, those compiled for it (not found), and the seconds spent reading
-    (a fresh process's compile-related time, beside JAX's own compile events)."""
+    read from the store, those compiled for it (not found), and the seconds spent finding
+    and reading the ones read (their keys included: a fresh process's compile-related
+    time, beside JAX's own compile events)."""
     return dict(_STATS)
 
 
@@ -143,14 +145,27 @@ def _registries() -> str | None:
     return ";".join(out)
 
 
+def _host_cpu() -> str:
+    """The host CPU's model and instruction sets (an executable compiled for a CPU is
+    not run on another one sharing the directory, as on a network home)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [x for x in f.read().splitlines()
+                     if x.startswith(("model name", "flags", "Features", "CPU part"))]
+        return hashlib.sha256("\n".join(sorted(set(lines))).encode()).hexdigest()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
 @functools.lru_cache(maxsize=1)
 def _process() -> str:
-    """What does not change in a process: versions, sources, devices."""
+    """What does not change in a process: versions, sources, devices, the host CPU."""
     devices = jax.devices()
     return json.dumps({
         "python": platform.python_version(), "numpy": np.__version__,
         "jax": jax.__version__, "jaxlib": _version("jaxlib"), "optax": _version("optax"),
-        "epynn_jax": _sources(), "platform": devices[0].platform,
+        "epynn_jax": [_version("epynn-jax"), _sources()], "cpu": _host_cpu(),
+        "platform": devices[0].platform,
         "platform_version": devices[0].client.platform_version,
         "devices": [d.device_kind for d in devices], "processes": jax.process_count()})
 
@@ -307,6 +322,7 @@ def compiled(fn, name: str, static: tuple, args: tuple, kwargs: dict, dynamic: t
             return _MEMORY[memo]
     except TypeError:  # an unhashable static argument
         return plain
+    start = time.perf_counter()  # finding a stored program: the key, then the file
     directory = store_dir()
     described = [_describe(v) for v in static]
     registries = _registries()
@@ -317,7 +333,6 @@ def compiled(fn, name: str, static: tuple, args: tuple, kwargs: dict, dynamic: t
     path = _path(directory, key)
     in_tree = tree  # (positional, keyword): what a compiled program is called with
     expected_out = out_tree()
-    start = time.perf_counter()
     program = _load(path, key, in_tree, expected_out)
     if program is None:
         program = fn.lower(*args, **kwargs).compile()
