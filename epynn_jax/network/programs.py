@@ -69,6 +69,10 @@ MAGIC = b"epynn_jax compiled program 1\n"
 MAX_PROGRAMS = 256
 #: the subdirectory of JAX's persistent cache that holds the store
 SUBDIR = "epynn_jax-programs"
+#: a stored program larger than this is not read (it is not one: they are ~0.1 MB)
+MAX_BYTES = 256 * 2**20
+#: a temporary file older than this is what a killed process left: it is deleted
+STALE_TMP_SECONDS = 3600.0
 
 #: programs loaded or compiled in this process, by their in-process key (the most recently
 #: used :data:`MAX_PROGRAMS`)
@@ -241,8 +245,13 @@ def _load(path: Path, key: str, in_tree, out_tree) -> Callable | None:
     from jax.experimental import serialize_executable
 
     try:
+        if path.stat().st_size > MAX_BYTES:
+            raise ValueError("too large")
         data = path.read_bytes()
-    except OSError:
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)
         return None
     try:
         head, stored_key, blob = data.split(b"\n", 2)
@@ -271,7 +280,7 @@ def _save(directory: Path, path: Path, key: str, program) -> None:
         return
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".program")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + key.encode() + b"\n" + zlib.compress(blob, 1))
@@ -285,8 +294,24 @@ def _save(directory: Path, path: Path, key: str, program) -> None:
 
 
 def _evict(directory: Path) -> None:
-    files = sorted(directory.glob("*.program"), key=lambda p: p.stat().st_mtime_ns)
-    for old in files[:max(len(files) - MAX_PROGRAMS, 0)]:
+    """Keep the :data:`MAX_PROGRAMS` most recently used programs; delete the temporary
+    files of writes that never finished (a process killed while saving)."""
+    now = time.time()
+    for tmp in directory.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink(missing_ok=True)
+        except OSError:
+            continue
+    stamped = []
+    for path in directory.glob("*.program"):
+        if path.name.startswith("."):
+            continue
+        try:
+            stamped.append((path.stat().st_mtime_ns, path))
+        except OSError:  # deleted meanwhile by another process
+            continue
+    for _, old in sorted(stamped)[:max(len(stamped) - MAX_PROGRAMS, 0)]:
         old.unlink(missing_ok=True)
 
 

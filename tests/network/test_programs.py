@@ -68,7 +68,8 @@ def _same(a, b):
 
 
 def _files(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*.program")) if directory.exists() else []
+    return sorted(p for p in directory.glob("*.program") if not p.name.startswith(".")) \
+        if directory.exists() else []
 
 
 def test_off_unless_the_persistent_cache_is_on(store, monkeypatch):
@@ -156,10 +157,26 @@ def test_what_the_key_cannot_see_is_not_stored(store, monkeypatch):
 
 
 def test_the_least_recently_used_go_and_no_temporary_file_stays(store, monkeypatch):
+    store.mkdir(parents=True)
+    killed = store / ".tmp-killed.part"  # what a process killed while saving leaves
+    killed.write_bytes(b"half a progr")
+    os.utime(killed, (1.0, 1.0))
+    recent = store / ".tmp-writing.part"  # another process saving now
+    recent.write_bytes(b"half a progr")
     monkeypatch.setattr(programs, "MAX_PROGRAMS", 1)
     _fit(_net(16))
     assert len(_files(store)) == 1
-    assert not list(store.glob(".tmp-*"))
+    assert sorted(store.glob(".tmp-*")) == [recent]
+
+
+def test_a_file_too_large_to_be_a_program_is_not_read(store, monkeypatch):
+    net = _net(17)
+    expected = _fit(net)
+    monkeypatch.setattr(programs, "MAX_BYTES", 100)
+    programs.clear_memory()
+    before = programs.stats()
+    _same(expected, _fit(net))
+    assert programs.stats()["loaded"] == before["loaded"]
 
 
 SCRIPT = """
