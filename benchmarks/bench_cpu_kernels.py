@@ -133,14 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (2 if args.quick else 9)
     results = {}
     for name in args.workloads:
-        cfg = suite.sized(suite.WORKLOADS[name], "default")
-        if args.quick:  # a quarter of the set, a short sequence
-            cfg.update(n=cfg["n"] // 4, n_train=cfg["n_train"] // 4)
-            if "steps" in cfg:
-                cfg["steps"] = 16
-        missing = suite.layers_available(cfg["kind"])
-        if missing:
-            print(f"{name}: skipped, epynn_jax.layers lacks {missing}", file=sys.stderr)
+        cfg = suite.script_cfg(name, "default", args.quick)
+        if cfg is None:
             continue
         try:
             results[name] = measure(cfg, options, epochs, rounds)

@@ -126,14 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (2 if args.quick else 7)
     results = {}
     for name in args.workloads:
-        cfg = suite.sized(suite.WORKLOADS[name], args.size)
-        if args.quick:  # a quarter of the set, a short sequence
-            cfg.update(n=cfg["n"] // 4, n_train=cfg["n_train"] // 4)
-            if "steps" in cfg:
-                cfg["steps"] = 16
-        missing = suite.layers_available(cfg["kind"])
-        if missing:
-            print(f"{name}: skipped, epynn_jax.layers lacks {missing}", file=sys.stderr)
+        cfg = suite.script_cfg(name, args.size, args.quick)
+        if cfg is None:
             continue
         results[name] = measure(cfg, epochs, rounds)
         print(f"{name}: streamed / in-memory {results[name]['ratio']['streamed']:.2f}, "

@@ -92,6 +92,22 @@ def sized(cfg: dict, size: str) -> dict:
             "batch": cfg["batch"] * f["batch"]}
 
 
+def script_cfg(name: str, size: str = "default", quick: bool = False) -> dict | None:
+    """The single-purpose scripts' workload ``name`` at ``size``; ``quick``: a quarter of
+    the set and 16 time steps (a smoke run). None (and a line on stderr) when this
+    branch's layers lack what it needs."""
+    cfg = sized(WORKLOADS[name], size)
+    if quick:
+        cfg.update(n=cfg["n"] // 4, n_train=cfg["n_train"] // 4)
+        if "steps" in cfg:
+            cfg["steps"] = 16
+    missing = layers_available(cfg["kind"])
+    if missing:
+        print(f"{name}: skipped, epynn_jax.layers lacks {missing}", file=sys.stderr)
+        return None
+    return cfg
+
+
 # -- analytic FLOPs ------------------------------------------------------------------
 
 

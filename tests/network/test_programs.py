@@ -200,20 +200,22 @@ print('RESULT', json.dumps({'stats': programs.stats(), 'history': r.history,
 """
 
 
-def test_a_fresh_process_reads_the_programs_without_tracing_them(tmp_path):
+def _fresh(script: str, cache_home: Path) -> dict:
+    """Run ``script`` in a fresh process with the cache (and the store) in ``cache_home``;
+    the JSON it prints after ``RESULT``."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("EPYNN_JAX_NO_CACHE", "EPYNN_JAX_NO_PROGRAM_STORE",
                         "JAX_COMPILATION_CACHE_DIR")}
-    env.update(XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.update(XDG_CACHE_HOME=str(cache_home), PYTHONPATH=str(ROOT))
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, text=True,
+                         capture_output=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")][0]
+    return json.loads(line[len("RESULT"):])
 
-    def run():
-        out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, text=True,
-                             capture_output=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")][0]
-        return json.loads(line[len("RESULT"):])
 
-    first, second = run(), run()
+def test_a_fresh_process_reads_the_programs_without_tracing_them(tmp_path):
+    first, second = _fresh(SCRIPT, tmp_path), _fresh(SCRIPT, tmp_path)
     assert first["stats"]["compiled"] == 2 and first["stats"]["loaded"] == 0
     assert second["stats"]["compiled"] == 0 and second["stats"]["loaded"] == 2
     assert {"run_epochs", "predict_jit"} <= set(first["traced"])
@@ -246,19 +248,7 @@ print('RESULT', json.dumps({'stats': programs.stats(), 'A': np.asarray(A).tolist
 
 
 def test_the_facade_reads_the_core_programs_too(tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("EPYNN_JAX_NO_CACHE", "EPYNN_JAX_NO_PROGRAM_STORE",
-                        "JAX_COMPILATION_CACHE_DIR")}
-    env.update(XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=str(ROOT))
-
-    def run():
-        out = subprocess.run([sys.executable, "-c", FACADE], env=env, cwd=ROOT, text=True,
-                             capture_output=True, timeout=300)
-        assert out.returncode == 0, out.stderr
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")][0]
-        return json.loads(line[len("RESULT"):])
-
-    first, second = run(), run()
+    first, second = _fresh(FACADE, tmp_path), _fresh(FACADE, tmp_path)
     assert first["stats"]["compiled"] == 2 and first["stats"]["loaded"] == 0  # epoch, forward
     assert second["stats"]["compiled"] == 0 and second["stats"]["loaded"] == 2
     assert second["A"] == first["A"] and second["W"] == first["W"]
