@@ -78,7 +78,7 @@ STALE_TMP_SECONDS = 3600.0
 #: used :data:`MAX_PROGRAMS`)
 _MEMORY: collections.OrderedDict[tuple, Callable] = collections.OrderedDict()
 #: this process's count of programs read from the store and compiled for it, and the
-#: seconds spent reading
+#: seconds spent finding and reading the ones read
 _STATS = {"loaded": 0, "compiled": 0, "load_seconds": 0.0}
 
 
