@@ -172,8 +172,10 @@ def _run_script(src: Path, name: str, cmd: list[str], env: dict) -> float:
         return time.perf_counter() - t0
 
 
-def script_benchmark() -> dict:
-    """Wall time of each example: EpyNN; the facade cold (no compilation cache) and warm."""
+def script_benchmark(epynn: bool = True) -> dict:
+    """Wall time of each example: EpyNN (unless ``epynn=False``); the facade cold (no
+    compilation cache), warm with JAX's cache alone (``EPYNN_JAX_NO_PROGRAM_STORE=1``) and
+    warm with the store of compiled programs too (the runner's default)."""
     src = examples_dir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "EPYNN_JAX_QUIET": "1"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -182,16 +184,19 @@ def script_benchmark() -> dict:
     with tempfile.TemporaryDirectory() as cache:
         warm_env = {**env, "JAX_COMPILATION_CACHE_DIR": cache}
         for name in ("dummy_boolean", "dummy_string", "dummy_time", "dummy_image"):
-            row = {"EpyNN 1.2.13": _run_script(src, name, [sys.executable, "-c", EPYNN_SHIM],
-                                               env),
+            row = {"EpyNN 1.2.13": (_run_script(src, name, [sys.executable, "-c", EPYNN_SHIM],
+                                                env) if epynn else float("nan")),
                    "facade cold": _run_script(src, name, facade,
                                               {**env, "EPYNN_JAX_NO_CACHE": "1"})}
-            _run_script(src, name, facade, warm_env)  # fills the cache
+            _run_script(src, name, facade, warm_env)  # fills the cache and the store
+            jax_only = _run_script(src, name, facade,
+                                   {**warm_env, "EPYNN_JAX_NO_PROGRAM_STORE": "1"})
+            row["facade warm, JAX's cache"] = jax_only
             row["facade warm"] = _run_script(src, name, facade, warm_env)
             out[name] = row
             print(f"  {name:<14} EpyNN {row['EpyNN 1.2.13']:7.1f} s   facade cold "
-                  f"{row['facade cold']:7.1f} s   warm cache {row['facade warm']:7.1f} s",
-                  flush=True)
+                  f"{row['facade cold']:7.1f} s   warm, JAX's cache {jax_only:7.1f} s   "
+                  f"warm with the store {row['facade warm']:7.1f} s", flush=True)
     return out
 
 
@@ -199,13 +204,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--no-scripts", action="store_true")
+    ap.add_argument("--no-epynn-scripts", action="store_true",
+                    help="run the example scripts with the facade only (EpyNN's dummy_time "
+                         "takes minutes)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     print(f"dummy_time RNN(10), batch 32, {args.epochs} timed epochs:")
     results = {"model": model_benchmark(args.epochs)}
     if not args.no_scripts:
         print("whole dummy example scripts (fresh processes):")
-        results["scripts"] = script_benchmark()
+        results["scripts"] = script_benchmark(epynn=not args.no_epynn_scripts)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 
