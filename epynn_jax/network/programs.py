@@ -224,9 +224,11 @@ def _leaf(x: Any, device) -> tuple | None:
 
 
 def _storable() -> bool:
-    """JAX's persistent cache on, the store not opted out, and nothing in force that changes
-    how a program runs without being in its text."""
-    return (jax.config.jax_enable_compilation_cache and not _opted_out()
+    """JAX's persistent cache on (a directory set: JAX's switch alone is on by default),
+    the store not opted out, and nothing in force that changes how a program runs without
+    being in its text. Cheap: checked at every call, before anything else."""
+    return (jax.config.jax_enable_compilation_cache
+            and bool(jax.config.jax_compilation_cache_dir) and not _opted_out()
             and not (jax.config.jax_disable_jit or jax.config.jax_debug_nans
                      or jax.config.jax_debug_infs or jax.process_count() > 1
                      or jax.device_count() > 1))

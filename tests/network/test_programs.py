@@ -84,6 +84,20 @@ def test_off_unless_the_persistent_cache_is_on(store, monkeypatch):
     assert programs.stats() == before  # neither loaded nor compiled for the store
 
 
+def test_off_it_keys_nothing(monkeypatch):
+    """JAX's switch is on by default; with no cache directory the store is off, and says
+    so before computing anything per call (the facade calls it once per epoch)."""
+    assert jax.config.jax_compilation_cache_dir is None  # conftest: EPYNN_JAX_NO_CACHE
+
+    def boom(*args):
+        raise AssertionError("a key was computed with the store off")
+
+    monkeypatch.setattr(programs, "_leaf", boom)
+    monkeypatch.setattr(programs, "_registries", boom)
+    r, A = _fit()
+    assert A.shape == (5, 2) and np.isfinite(A).all()
+
+
 def test_a_stored_program_gives_the_numbers_of_a_compiled_one(store, monkeypatch):
     net = _net(9)
     before = programs.stats()
