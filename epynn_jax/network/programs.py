@@ -12,7 +12,7 @@ process reads it in one step (0.03 s):
   (one built by :func:`~epynn_jax.network.optim.epynn_sgd`, see
   :func:`~epynn_jax.network.optim.describe`), the loss, metrics, batch size, guard,
   evaluation chunk;
-- the shapes, dtypes, weak types and devices of the array arguments, and their tree;
+- the shapes, dtypes and weak types of the array arguments, and their tree;
 - the environment: the versions of Python, NumPy, JAX, jaxlib, optax and epynn_jax, the
   size and time of every source file of epynn_jax, the functions behind the activation,
   loss, metric and initializer names, every JAX setting (``jax.config.values``, context
@@ -211,14 +211,11 @@ def _describe(value: Any) -> str | None:
     return None
 
 
-def _leaf(x: Any, device) -> tuple | None:
-    """A dynamic argument's shape, dtype and weak type; None unless it is a JAX array on
-    ``device`` alone."""
+def _leaf(x: Any) -> tuple | None:
+    """A dynamic argument's shape, dtype and weak type; None unless it is a JAX array.
+    Its device is not read (a key array's sharding costs 5 µs): :func:`_storable` holds
+    only with one device, and JAX's default device is in the trace context."""
     if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
-        return None
-    sharding = x.sharding
-    if not (isinstance(sharding, jax.sharding.SingleDeviceSharding)
-            and sharding.device_set == {device}):
         return None
     return (x.shape, x.dtype, bool(getattr(x, "weak_type", False)))
 
@@ -337,13 +334,12 @@ def compiled(fn, name: str, static: tuple, args: tuple, kwargs: dict, dynamic: t
 
     if not _storable():
         return plain
-    device = jax.devices()[0]
     leaves, tree = jax.tree.flatten((dynamic, dynamic_kw))
-    avals = tuple(_leaf(x, device) for x in leaves)
+    avals = tuple(_leaf(x) for x in leaves)
     if any(a is None for a in avals):
         return plain
     try:
-        memo = (name, static, tree, avals, device, _context())
+        memo = (name, static, tree, avals, _context())
         if memo in _MEMORY:
             _MEMORY.move_to_end(memo)
             return _MEMORY[memo]
