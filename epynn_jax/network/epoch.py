@@ -655,13 +655,12 @@ def stored_run_epochs(net: Network, update: Update, loss: str, metric_names: tup
                       eval_chunk: int | None = None):
     """:func:`run_epochs`, its program read from the store of compiled programs when a
     process before this one compiled it (:mod:`~epynn_jax.network.programs`: no trace)."""
-    program = programs.compiled(
+    return programs.call(
         run_epochs, "run_epochs",
         (net, update, loss, metric_names, batch_size, guard, mesh, eval_chunk),
         (net, update, loss, metric_names, batch_size, state, train, splits, epochs, guard),
         {"mesh": mesh, "eval_chunk": eval_chunk}, (state, train, splits, epochs),
         lambda: jax.tree.structure((state, dict.fromkeys(splits, 0), 0 if guard else None)))
-    return program(state, train, splits, epochs)
 
 
 def stored_run_epoch(net: Network, update: Update, loss: str, metric_names: tuple[str, ...],
@@ -671,7 +670,7 @@ def stored_run_epoch(net: Network, update: Update, loss: str, metric_names: tupl
     """:func:`run_epoch` through the store of compiled programs (see
     :func:`stored_run_epochs`); ``idx``, when given, a device array."""
     dynamic_kw = {} if idx is None else {"idx": idx}
-    program = programs.compiled(
+    return programs.call(
         run_epoch, "run_epoch",
         (net, update, loss, metric_names, batch_size, guard, mesh, eval_chunk),
         (net, update, loss, metric_names, batch_size, state, train, splits, guard),
@@ -679,17 +678,14 @@ def stored_run_epoch(net: Network, update: Update, loss: str, metric_names: tupl
         lambda: jax.tree.structure((state, 0, {s: dict.fromkeys(metric_names, 0)
                                                for s in splits}, *((0,) if guard else ()))),
         dynamic_kw)
-    return program(state, train, splits, **dynamic_kw)
 
 
 def stored_predict(net: Network, params: Params, X: jax.Array, chunk: int | None = None
                    ) -> jax.Array:
     """:func:`predict_jit` through the store of compiled programs (see
     :func:`stored_run_epochs`)."""
-    program = programs.compiled(predict_jit, "predict_jit", (net, chunk),
-                                (net, params, X, chunk), {}, (params, X),
-                                lambda: jax.tree.structure(0))
-    return program(params, X)
+    return programs.call(predict_jit, "predict_jit", (net, chunk), (net, params, X, chunk),
+                         {}, (params, X), lambda: jax.tree.structure(0))
 
 
 @functools.partial(jax.jit, static_argnames=("net", "update", "loss", "batch_size", "mesh"))

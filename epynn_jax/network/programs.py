@@ -61,7 +61,7 @@ except ImportError:  # pragma: no cover - another JAX: the full settings, slower
 from epynn_jax.network.model import Network
 from epynn_jax.network.optim import describe as describe_update
 
-__all__ = ["MAX_PROGRAMS", "store_dir", "compiled", "describe_net", "clear_memory", "stats"]
+__all__ = ["MAX_PROGRAMS", "store_dir", "call", "describe_net", "clear_memory", "stats"]
 
 #: the first line of a stored program (its format's version)
 MAGIC = b"epynn_jax compiled program 1\n"
@@ -317,46 +317,51 @@ def _evict(directory: Path) -> None:
 # -- the entry point ---------------------------------------------------------------------
 
 
-def compiled(fn, name: str, static: tuple, args: tuple, kwargs: dict, dynamic: tuple,
-             out_tree: Callable[[], Any], dynamic_kw: dict | None = None) -> Callable:
-    """The compiled ``fn(*args, **kwargs)`` (a ``jax.jit`` function), to be called as
-    ``program(*dynamic, **dynamic_kw)``: ``fn``'s non-static arguments, positional ones
-    in order and keyword ones by name.
+def call(fn, name: str, static: tuple, args: tuple, kwargs: dict, dynamic: tuple,
+         out_tree: Callable[[], Any], dynamic_kw: dict | None = None) -> Any:
+    """``fn(*args, **kwargs)`` (a ``jax.jit`` function), run by the stored program when
+    there is one: read from the store, or compiled and stored, then called with
+    ``dynamic`` and ``dynamic_kw`` (``fn``'s non-static arguments, positional ones in
+    order and keyword ones by name).
 
     ``static`` lists the static arguments' values and ``out_tree()`` gives the tree of
     the outputs (checked against the compiled program's before it is stored). When the
-    store is off or the program cannot be keyed, ``fn`` itself with the arguments bound.
+    store is off or the program cannot be keyed, ``fn`` itself runs.
     """
     dynamic_kw = dynamic_kw or {}
-
-    def plain(*dyn, **dyn_kw):  # called with the dynamic arguments, which args holds
+    program = _program(fn, name, static, args, kwargs, dynamic, dynamic_kw, out_tree)
+    if program is None:
         return fn(*args, **kwargs)
+    return program(*dynamic, **dynamic_kw)
 
+
+def _program(fn, name, static, args, kwargs, dynamic, dynamic_kw, out_tree):
+    """The compiled program :func:`call` runs; None when the store is off or the program
+    cannot be keyed."""
     if not _storable():
-        return plain
+        return None
     leaves, tree = jax.tree.flatten((dynamic, dynamic_kw))
     avals = tuple(_leaf(x) for x in leaves)
     if any(a is None for a in avals):
-        return plain
+        return None
     try:
         memo = (name, static, tree, avals, _context())
         if memo in _MEMORY:
             _MEMORY.move_to_end(memo)
             return _MEMORY[memo]
     except TypeError:  # an unhashable static argument
-        return plain
+        return None
     start = time.perf_counter()  # finding a stored program: the key, then the file
     directory = store_dir()
     described = [_describe(v) for v in static]
     registries = _registries()
     if directory is None or any(d is None for d in described) or registries is None:
-        return plain
+        return None
     key = json.dumps([name, described, str(tree), [list(map(str, a)) for a in avals],
                       _process(), _settings(), registries])
     path = _path(directory, key)
-    in_tree = tree  # (positional, keyword): what a compiled program is called with
     expected_out = out_tree()
-    program = _load(path, key, in_tree, expected_out)
+    program = _load(path, key, tree, expected_out)  # called as (positional, keyword)
     if program is None:
         program = fn.lower(*args, **kwargs).compile()
         _STATS["compiled"] += 1
