@@ -75,6 +75,30 @@ def test_epynn_sgd_steps_follow_the_per_epoch_rates(x64):
         np.testing.assert_allclose(seen, expected, rtol=1e-12)
 
 
+def test_epynn_sgd_state_keeps_optax_structure_and_one_step_count(x64):
+    """The state is optax's InjectStatefulHyperparamsState (checkpoints keep its leaves in that
+    order); the step is the inner count, the outer one (inject_hyperparams', which only
+    schedules callable hyperparameters) is left as it is, so a state saved when it was
+    advanced continues alike."""
+    import jax.numpy as jnp
+    import optax
+
+    opt = network.epynn_sgd(Schedule(0.1, "exp_decay", cycle_epochs=2, cycle_descent=0.3),
+                            4, 2)
+    params = {"w": jnp.zeros(())}
+    state = opt.init(params)
+    assert isinstance(state, optax.InjectStatefulHyperparamsState)
+    assert isinstance(state.inner_state, optax.ScaleByScheduleState)
+    g = {"w": jnp.ones((), jnp.float64)}
+    old = state._replace(count=jnp.asarray(5, jnp.int32))  # as a 0.1 checkpoint holds it
+    for _ in range(5):
+        upd, state = opt.update(g, state)
+        upd_old, old = opt.update(g, old)
+        assert float(upd["w"]) == float(upd_old["w"])
+    assert int(state.inner_state.count) == 5 and int(state.count) == 0
+    assert jax.tree.structure(state) == jax.tree.structure(opt.init(params))
+
+
 def test_predict_compiles_once_per_shape(trace_budget):
     net = network.build([layers.Dense(9, "tanh"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, jax.random.key(0))
