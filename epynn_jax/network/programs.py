@@ -238,6 +238,15 @@ def _path(directory: Path, key: str) -> Path:
     return directory / f"{hashlib.sha256(key.encode()).hexdigest()}.program"
 
 
+def _discard(path: Path) -> None:
+    """Delete the file at ``path`` if it can be (a directory or an unwritable place
+    stays: the program is then compiled and not stored, as with the store off)."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _load(path: Path, key: str, in_tree, out_tree) -> Callable | None:
     """The program stored at ``path`` for ``key``; None when there is none or it cannot be
     read (then the file is deleted)."""
@@ -249,8 +258,8 @@ def _load(path: Path, key: str, in_tree, out_tree) -> Callable | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)
+    except (OSError, ValueError):  # unreadable, too large, not a file, not in a directory
+        _discard(path)
         return None
     try:
         head, stored_key, blob = data.split(b"\n", 2)
@@ -259,7 +268,7 @@ def _load(path: Path, key: str, in_tree, out_tree) -> Callable | None:
         program = serialize_executable.deserialize_and_load(zlib.decompress(blob), in_tree,
                                                             out_tree)
     except Exception:  # noqa: BLE001 - any damage: compile it again
-        path.unlink(missing_ok=True)
+        _discard(path)
         return None
     try:
         os.utime(path)  # recently used
@@ -285,7 +294,7 @@ def _save(directory: Path, path: Path, key: str, program) -> None:
                 f.write(MAGIC + key.encode() + b"\n" + zlib.compress(blob, 1))
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            _discard(Path(tmp))
             raise
         _evict(directory)
     except OSError:
@@ -298,10 +307,11 @@ def _evict(directory: Path) -> None:
     now = time.time()
     for tmp in directory.glob(".tmp-*"):
         try:
-            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                tmp.unlink(missing_ok=True)
+            stale = now - tmp.stat().st_mtime > STALE_TMP_SECONDS
         except OSError:
             continue
+        if stale:
+            _discard(tmp)
     stamped = []
     for path in directory.glob("*.program"):
         if path.name.startswith("."):
@@ -311,7 +321,7 @@ def _evict(directory: Path) -> None:
         except OSError:  # deleted meanwhile by another process
             continue
     for _, old in sorted(stamped)[:max(len(stamped) - MAX_PROGRAMS, 0)]:
-        old.unlink(missing_ok=True)
+        _discard(old)
 
 
 # -- the entry point ---------------------------------------------------------------------

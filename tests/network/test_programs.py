@@ -193,6 +193,35 @@ def test_a_file_too_large_to_be_a_program_is_not_read(store, monkeypatch):
     assert programs.stats()["loaded"] == before["loaded"]
 
 
+@pytest.mark.parametrize("obstacle", ["a directory for a program", "a file for the store"])
+def test_what_stands_in_the_stores_way_is_compiled_around(store, monkeypatch, obstacle):
+    """A path the store can neither read, delete nor write (a directory where a program
+    file goes, a file where its directory goes): ``fit`` and ``predict`` compile as
+    without the store, with the same numbers, raise nothing and leave the path as it is."""
+    net = _net({"a directory for a program": 18, "a file for the store": 19}[obstacle])
+    if obstacle == "a directory for a program":
+        expected = _fit(net)
+        paths = _files(store)
+        assert len(paths) == 2
+        for path in paths:
+            path.unlink()
+            (path / "inside").mkdir(parents=True)
+    else:
+        monkeypatch.setenv("EPYNN_JAX_NO_PROGRAM_STORE", "1")
+        expected = _fit(net)
+        monkeypatch.delenv("EPYNN_JAX_NO_PROGRAM_STORE")
+        store.write_bytes(b"not a directory")
+    programs.clear_memory()
+    before = programs.stats()
+    _same(expected, _fit(net))
+    after = programs.stats()
+    assert (after["loaded"], after["compiled"]) == (before["loaded"], before["compiled"] + 2)
+    if obstacle == "a directory for a program":
+        assert all((path / "inside").is_dir() for path in paths)
+    else:
+        assert store.read_bytes() == b"not a directory"
+
+
 SCRIPT = """
 import json, numpy as np, jax
 from epynn_jax import config, layers, network
