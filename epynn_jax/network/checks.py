@@ -20,7 +20,7 @@ import numpy as np
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
-from epynn_jax.network.model import Network, Params, check_input_shape
+from epynn_jax.network.model import Network, Params, check_input_shape, check_net
 
 __all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
            "PARAM_DTYPES", "check_net", "check_params", "check_params_finite", "remember_finite",
@@ -198,14 +198,6 @@ def positive_int(value: Any, name: str, where: str = "fit") -> int:
     return int(value)
 
 
-def check_net(net: Any, where: str) -> Network:
-    """``net`` itself, if it is a :class:`Network`; else a ``TypeError``."""
-    if not isinstance(net, Network):
-        raise TypeError(f"{where}: net must be a Network (from network.build(layers, "
-                        f"input_shape)), got {type(net).__name__}")
-    return net
-
-
 #: The dtypes parameters may have: an update of a 16-bit parameter is lost when it is below
 #: half a unit of its last place (a precision policy computes in 16 bits, keeping them 32).
 PARAM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -215,9 +207,10 @@ def check_params(net: Network, params: Any, where: str = "fit") -> Params:
     """Raise before tracing unless ``params`` has one dict per layer with the layer's shapes,
     each an array (NumPy or JAX) of float32 or float64 (:data:`PARAM_DTYPES`)."""
     if not isinstance(params, (tuple, list)) or len(params) != len(net.layers):
+        got = (f"{type(params).__name__} of {len(params)}" if isinstance(params, (tuple, list))
+               else type(params).__name__)
         raise ValueError(f"{where}: params must be a tuple of {len(net.layers)} dicts (one per "
-                         f"layer, from network.init), got {type(params).__name__} of "
-                         f"{len(params) if isinstance(params, (tuple, list)) else '?'}")
+                         f"layer, from network.init), got {got}")
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         expected = layer.param_shapes()
         if not isinstance(p, Mapping) or set(p) != set(expected):

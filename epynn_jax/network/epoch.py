@@ -192,9 +192,17 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     rows; ``chunk`` then counts the samples of all devices together.
     """
     metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
-    checks.check_split(net, "evaluate", X, Y)  # shapes: static, checked while tracing too
+    checks.check_net(net, "evaluate")
+    params = checks.check_params(net, params, "evaluate")  # shapes: checked while tracing too
+    checks.check_params_finite(net, params, "evaluate")  # values: not when traced
+    checks.check_split(net, "evaluate", X, Y)
     if not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):  # called eagerly: the values
         X, Y = checks.as_floats([X, Y], ["evaluate X", "evaluate Y"])
+        if {"BCE", "CCE", "MSLE"} & set(metric_names) and not isinstance(Y, jax.core.Tracer):
+            Yh = np.asarray(Y)
+            for name in metric_names:  # a loss as a metric: labels where it is defined
+                checks.check_label_range(Yh, name, "evaluate Y")
+        checks.check_compute_range(net, X, "evaluate X")
     chunk = _check_chunk(net, chunk, mesh)
     n = X.shape[0]
     groups = parallel.data_size(mesh) if mesh is not None else 1

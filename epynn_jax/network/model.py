@@ -39,7 +39,7 @@ from epynn_jax.network import _gc, precision
 from epynn_jax.network.precision import Policy
 
 __all__ = ["Network", "Policy", "build", "init", "forward", "backward", "apply", "split_keys",
-           "as_key", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
+           "as_key", "check_net", "check_param_memory", "memory_limit", "MAX_PARAM_BYTES_ENV"]
 
 Params = tuple[dict, ...]
 
@@ -147,6 +147,15 @@ def _output_shape(layer: Layer, traced: dict) -> tuple[int, ...]:
     return out
 
 
+def check_net(net: Any, where: str) -> Network:
+    """``net`` itself, if it is a :class:`Network`; else a ``TypeError`` naming ``where``
+    (a list of layers is not one: :func:`build` makes it)."""
+    if not isinstance(net, Network):
+        raise TypeError(f"{where}: net must be a Network (from network.build(layers, "
+                        f"input_shape)), got {type(net).__name__}")
+    return net
+
+
 def split_keys(net: Network, key: jax.Array | None) -> tuple:
     """One key per layer (``None`` everywhere when ``key`` is None)."""
     if key is None:
@@ -203,6 +212,7 @@ def init(net: Network, key: jax.Array | int, *, max_bytes: float | None = None) 
     raises :class:`LayerError` naming it and its size, instead of failing
     later inside XLA.
     """
+    check_net(net, "init")
     key = as_key(key)
     check_param_memory(net, key, max_bytes)
     try:
@@ -362,6 +372,7 @@ def forward(net: Network, params: Params, X: jax.Array, key: jax.Array | None = 
     Under ``net.policy`` each layer runs in the compute dtype (its ``p`` and
     input cast to it) and ``A`` is returned in the output dtype.
     """
+    check_net(net, "forward")
     fcs = []
     A = X
     for layer, p, k in zip(net.layers, params, split_keys(net, key)):
@@ -378,6 +389,7 @@ def backward(net: Network, params: Params, fcs: tuple[dict, ...], dA: jax.Array)
     Under ``net.policy`` both run in the compute dtype (``p`` and ``dA`` cast to it)
     and each ``g`` is returned in the parameters' dtype.
     """
+    check_net(net, "backward")
     gs, bcs = [None] * len(net.layers), [None] * len(net.layers)
     for i in reversed(range(len(net.layers))):
         dA, bcs[i], gs[i] = precision.layer_backward(net.layers[i], net.policy, params[i],
@@ -392,6 +404,7 @@ def apply(net: Network, params: Params, X: jax.Array, key: jax.Array | None = No
     Under ``net.policy`` as :func:`forward`; ``jax.grad`` differentiates the casts, so
     the gradients come back in the parameters' dtype.
     """
+    check_net(net, "apply")
     c = net.policy.compute
     A = precision.cast(X, c)
     for layer, p, k in zip(net.layers, params, split_keys(net, key)):

@@ -86,14 +86,18 @@ def test_predict_composes_with_jit_grad_and_vmap():
         jax.vmap(lambda x: network.predict(NET, PARAMS, x))(X)
 
 
-@pytest.mark.parametrize("call", ["fit", "predict"])
+@pytest.mark.parametrize("call", ["fit", "predict", "evaluate", "init", "forward", "apply",
+                                  "backward"])
 def test_a_list_of_layers_is_not_a_network(call):
     net = [layers.Dense(2, "softmax")]
     with pytest.raises(TypeError, match=rf"{call}: net must be a Network \(from network\.build"):
-        if call == "fit":
-            network.fit(net, PARAMS, {"dtrain": (X, Y)}, epochs=1)
-        else:
-            network.predict(net, PARAMS, X)
+        {"fit": lambda: network.fit(net, PARAMS, {"dtrain": (X, Y)}, epochs=1),
+         "predict": lambda: network.predict(net, PARAMS, X),
+         "evaluate": lambda: network.evaluate(net, PARAMS, X, Y, ("accuracy",)),
+         "init": lambda: network.init(net, 0),
+         "forward": lambda: network.forward(net, PARAMS, X),
+         "apply": lambda: network.apply(net, PARAMS, X),
+         "backward": lambda: network.backward(net, PARAMS, ({}, {}), Y)}[call]()
 
 
 def test_msle_labels_must_be_above_minus_one():
@@ -150,6 +154,29 @@ def test_evaluate_checks_its_arguments():
         network.evaluate(NET, PARAMS, np.full_like(X, np.nan), Y, ("accuracy",))
     with pytest.raises(LayerError, match=re.escape("evaluate X: expected shape (m, 3)")):
         network.evaluate(NET, PARAMS, X[:, :2], Y, ("accuracy",))
+
+
+def test_evaluate_checks_the_parameters_labels_and_range_as_fit_and_predict_do():
+    with pytest.raises(ValueError, match=r"evaluate: layer 1 \(Dense\) parameter 'W' holds NaN"):
+        network.evaluate(NET, with_param(1, "W", PARAMS[1]["W"].at[0, 0].set(jnp.nan)), X, Y,
+                         ("accuracy",))
+    with pytest.raises(ValueError, match=r"evaluate: params must be a tuple of 2 dicts .*got "
+                                         r"tuple of 1$"):
+        network.evaluate(NET, PARAMS[:1], X, Y, ("accuracy",))  # was layer 0's output scored
+    with pytest.raises(ValueError, match=r"evaluate: params must be .*got NoneType$"):
+        network.evaluate(NET, None, X, Y, ("accuracy",))
+    with pytest.raises(ValueError, match=r"evaluate: layer 1 \(Dense\) parameter 'W' must be "
+                                         r"float32 or float64 \(4, 2\)"):
+        network.evaluate(NET, with_param(1, "W", PARAMS[1]["W"][:2]), X, Y, ("accuracy",))
+    with pytest.raises(ValueError, match=r"evaluate Y: loss BCE needs labels in \[0, 1\]"):
+        network.evaluate(NET, PARAMS, X, 3 * Y, ("accuracy", "BCE"))
+    net16 = network.build([layers.Dense(4, "relu"), layers.Dense(2, "softmax")], (3,),
+                          policy="float16")
+    with pytest.raises(ValueError, match=r"evaluate X: values up to 100000 do not fit float16"):
+        network.evaluate(net16, PARAMS, np.where(X > 0, X, 1e5), Y, ("accuracy",))
+    # inside a compiled function the values are not read: the shapes still are
+    scores = jax.jit(lambda p: network.evaluate(NET, p, X, Y, ("accuracy", "BCE")))(PARAMS)
+    assert 0.0 <= float(scores["accuracy"]) <= 1.0
 
 
 @pytest.mark.parametrize("fn", [network.loss_value, network.gradients,
