@@ -421,6 +421,8 @@ class BatchSource:
             if len(pending) == k:
                 yield _stack(first_of_chunk, pending)
                 pending, first_of_chunk = [], i
+        if i == start == 0 and short is None:
+            raise self._empty_pass()
         if short is not None:
             warnings.warn(f"fit: data[{self.name!r}]'s last batch ({short[1]} samples, not "
                           f"{self.batch_size}) was dropped, as the in-memory epoch drops the "
@@ -431,11 +433,22 @@ class BatchSource:
     def eval_chunks(self, c: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every batch of one pass (the last one too, whatever its size), all rows counted."""
         del c
+        i = -1
         for i, item in enumerate(self._items()):
             X, Y = self._pair(item, i)
             checks.check_split(self.net, f"{self.name} batch {i}", X, Y)
             X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss)
             yield X, Y, np.ones(X.shape[0], bool)
+        if i < 0:
+            raise self._empty_pass()
+
+    def _empty_pass(self) -> ValueError:
+        """The error of a pass that yields no batch (the first pass was checked to have one:
+        an iterable whose ``__iter__`` returns the same, exhausted, iterator each time)."""
+        return ValueError(f"fit: data[{self.name!r}] yields no batch on a new pass: an "
+                          "iterable is read once per epoch and evaluation, and its __iter__ "
+                          "must start a new pass each time (a list, a DataLoader); give a "
+                          "one-shot iterator with Stream(steps_per_epoch=N) instead")
 
 
 _END = object()

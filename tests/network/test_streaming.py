@@ -282,6 +282,29 @@ def test_one_shot_iterator_needs_steps_for_several_epochs():
                     stream=Stream(steps_per_epoch=6), eval_splits=())
 
 
+class _SameIterator:
+    """An iterable whose ``__iter__`` returns one iterator each time (exhausted after a pass)."""
+
+    def __init__(self, items):
+        self.it = iter(items)
+
+    def __iter__(self):
+        return self.it
+
+
+@pytest.mark.parametrize("evaluated", [True, False])
+def test_an_iterable_that_yields_nothing_on_a_new_pass_is_named(evaluated):
+    # evaluated: its evaluation pass finds it empty (was a TypeError from the metrics);
+    # not evaluated: the second epoch did (was: epochs that trained on nothing, silently)
+    data = {"dtrain": _SameIterator(_batches())}
+    if not evaluated:
+        data["dval"] = DATA["dval"]
+    with pytest.raises(ValueError, match=r"data\['dtrain'\] yields no batch on a new pass: "
+                                         r".*__iter__ must start a new pass"):
+        network.fit(NET, PARAMS, data, epochs=1 if evaluated else 2, loss="CCE",
+                    eval_splits=None if evaluated else ("dval",))
+
+
 def test_unknown_length_with_a_schedule_that_needs_it():
     from epynn_jax import Schedule
     gen = (b for b in _batches())
