@@ -17,7 +17,12 @@ from jax import lax
 
 from epynn_jax.layers.base import LayerError
 
-__all__ = ["pair", "offset_slice", "offset_unslice"]
+__all__ = ["MAX_OFFSETS", "pair", "offset_slice", "offset_unslice"]
+
+#: The most window offsets (fh * fw) a layer computes one at a time: each is a slice in the
+#: traced program, so tracing grows with their number (90,000 offsets: minutes, for a layer
+#: a model file describes in a few bytes).
+MAX_OFFSETS = 4096
 
 
 def pair(value: object, what: str, layer: str) -> tuple[int, int]:

@@ -42,7 +42,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
+from epynn_jax.layers._windows import MAX_OFFSETS, offset_slice, offset_unslice, pair
 from epynn_jax.layers.base import Layer, LayerError, check_input
 
 __all__ = ["Pooling"]
@@ -76,6 +76,11 @@ class Pooling(Layer):
         object.__setattr__(self, "pool_size", pool_size)
         object.__setattr__(self, "strides", strides)
         object.__setattr__(self, "pool", check_pool(self.pool))
+        if strides != pool_size and pool_size[0] * pool_size[1] > MAX_OFFSETS:
+            raise LayerError(f"Pooling: pool_size {pool_size} with strides {strides}: windows "
+                             "that do not tile the input are computed one offset at a time, "
+                             f"at most {MAX_OFFSETS} offsets (64 x 64); use strides equal to "
+                             "pool_size (the default) or a smaller pool")
 
     @property
     def d(self) -> dict:

@@ -197,3 +197,18 @@ def test_bad_input_raises_before_tracing(kwargs, shape, match):
 def test_bad_hyperparameters_raise(kwargs, match):
     with pytest.raises(LayerError, match=match):
         Pooling(**kwargs)
+
+
+def test_windows_computed_offset_by_offset_are_bounded():
+    """Untiled windows are traced one offset (a slice) at a time: a few bytes of a model
+    file asked for 90,000 of them (minutes of tracing); more than MAX_OFFSETS are refused."""
+    from epynn_jax.layers._windows import MAX_OFFSETS
+
+    with pytest.raises(LayerError, match=r"Pooling: pool_size \(300, 300\) with strides "
+                                         r"\(1, 1\).* at most 4096 offsets"):
+        Pooling((300, 300), strides=1)
+    assert MAX_OFFSETS == 64 * 64
+    Pooling((64, 64), strides=1)  # at the bound
+    Pooling((300, 300))  # tiled: one reshape, any size
+    with pytest.raises(LayerError, match="at most 4096"):
+        Pooling((65, 64), strides=(2, 2))
