@@ -22,8 +22,9 @@ from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape, check_net
 
-__all__ = ["ALIGN", "aligned", "all_finite", "host_float", "as_floats", "as_float", "positive_int",
-           "PARAM_DTYPES", "check_net", "check_params", "check_params_finite", "remember_finite",
+__all__ = ["ALIGN", "aligned", "all_finite", "is_real", "host_float", "as_floats", "as_float",
+           "positive_int", "PARAM_DTYPES", "check_bool", "check_net", "check_params",
+           "check_params_finite", "remember_finite",
            "check_compute_range", "check_key", "exact_cast", "check_options", "check_opt_state",
            "restore_opt_state", "check_fit_metadata", "check_split", "check_pair",
            "check_label_range", "check_data", "check_eval_splits"]
@@ -55,12 +56,19 @@ def all_finite(a: np.ndarray) -> bool:
     return bool(np.isfinite(a).all())
 
 
+def is_real(dtype: Any) -> bool:
+    """Whether ``dtype`` holds real numbers: bool, int, float, and the 16- and 8-bit floats
+    of ``ml_dtypes`` (bfloat16, float8_*), whose NumPy kind is ``'V'``."""
+    dtype = np.dtype(dtype)
+    return dtype.kind in "biuf" or (dtype.kind == "V" and jnp.issubdtype(dtype, jnp.floating))
+
+
 def _numeric(a, where: str) -> np.ndarray:
     try:
         arr = np.asarray(a)
     except ValueError as err:  # a ragged nested list
         raise ValueError(f"{where}: not an array of one shape ({err})") from None
-    if arr.dtype.kind not in "biuf":
+    if not is_real(arr.dtype):
         raise TypeError(f"{where}: expected numeric data, got dtype {arr.dtype}")
     return arr
 
@@ -191,6 +199,14 @@ def as_float(a, where: str) -> jax.Array:
     return as_floats([a], [where])[0]
 
 
+def check_bool(value: Any, name: str, where: str = "fit") -> bool:
+    """``value`` as a bool, when it is one (Python's or NumPy's); else ``TypeError`` (a
+    string such as ``'no'`` would be true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def positive_int(value: Any, name: str, where: str = "fit") -> int:
     """A Python or NumPy int >= 1 (not a bool), else ``ValueError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -284,6 +300,10 @@ def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
                                       and callable(getattr(optimizer, "update", None))):
         raise TypeError(f"fit: optimizer must be an optax GradientTransformation, got "
                         f"{optimizer!r}")
+    if optimizer is not None and schedule != Schedule():
+        raise ValueError("fit: schedule is the learning rate of the default optimizer (EpyNN's "
+                         "SGD); an optimizer given brings its own (an optax schedule): pass "
+                         f"one or the other, got both ({schedule!r})")
     if isinstance(callbacks, (str, bytes)) or not isinstance(callbacks, Sequence) \
             or not all(callable(cb) for cb in callbacks):
         raise TypeError(f"fit: callbacks must be a sequence of callables such as [print_epoch], "

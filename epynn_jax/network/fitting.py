@@ -384,6 +384,8 @@ def fit(
         if policy is not None:
             net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
         epochs = checks.positive_int(epochs, "epochs")
+        allow_new_data, check_finite, debug = (checks.check_bool(v, n) for v, n in (
+            (allow_new_data, "allow_new_data"), (check_finite, "check_finite"), (debug, "debug")))
         if eval_chunk is not None:
             eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
         if not isinstance(data, Mapping):

@@ -36,6 +36,7 @@ their error grows with the number of steps (see ``docs/mixed-precision.md``).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import jax
@@ -107,6 +108,11 @@ class Policy:
         # One conversion, where the policy is made: dtype objects become their names.
         for field in _FIELDS:
             object.__setattr__(self, field, _dtype_name(getattr(self, field), field))
+        if "float64" in (self.compute_dtype, self.param_dtype, self.output_dtype) and \
+                not jax.config.jax_enable_x64:
+            warnings.warn(f"Policy {self}: float64 is float32 while JAX's 64-bit mode is off; "
+                          "enable it first (jax.config.update('jax_enable_x64', True))",
+                          UserWarning, stacklevel=3)
 
     @property
     def default(self) -> bool:

@@ -258,7 +258,7 @@ def _read(a, rows, where: str) -> np.ndarray:
         np.take(a, rows, axis=0, out=out, mode="clip")  # "raise" buffers; rows are valid
     else:  # an array-like is read through its own indexing (a memmap reads only the rows)
         got = np.asarray(a[rows])
-        if got.dtype.kind not in "biuf":
+        if not checks.is_real(got.dtype):
             raise TypeError(f"{where}: expected numeric data, got dtype {got.dtype}")
         with np.errstate(over="ignore"):
             out[...] = got

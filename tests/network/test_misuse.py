@@ -224,3 +224,36 @@ def test_the_mesh_batch_size_hint_fits_the_set():
     with pytest.raises(ValueError, match=r"\(try batch_size=4 with at least 4 samples\)"):
         parallel.check_batch_size(mesh, 3, 3)
     parallel.check_batch_size(mesh, 8, 8)
+
+
+def test_bfloat16_data_is_numeric_data():
+    """bfloat16 arrays (NumPy kind 'V', from ml_dtypes) are converted like float16 ones;
+    were refused as 'expected numeric data'."""
+    Xb, Yb = jnp.asarray(X, jnp.bfloat16), np.asarray(Y, jnp.bfloat16)  # JAX and NumPy arrays
+    X32, Y32 = np.asarray(Xb, np.float32), np.asarray(Yb, np.float32)
+    for stream in (False, True):
+        got, want = (fit(data={"dtrain": xy}, key=1, stream=stream)
+                     for xy in ((Xb, Yb), (X32, Y32)))
+        jax.tree.map(np.testing.assert_array_equal, got.params, want.params)
+    np.testing.assert_array_equal(network.predict(NET, PARAMS, Xb),
+                                  network.predict(NET, PARAMS, X32))
+    with pytest.raises(TypeError, match="dtrain X: expected numeric data, got dtype <U1"):
+        fit(data={"dtrain": (np.full((16, 3), "a"), Y)})
+
+
+@pytest.mark.parametrize("name", ["allow_new_data", "check_finite", "debug"])
+def test_fits_flags_are_bools(name):
+    with pytest.raises(TypeError, match=rf"fit: {name} must be True or False, got 'no'"):
+        fit(**{name: "no"})  # was taken as True
+    fit(**{name: np.bool_(name == "check_finite")})  # NumPy's bools are bools
+
+
+def test_a_schedule_beside_an_optimizer_is_refused():
+    import optax
+
+    from epynn_jax import Schedule
+
+    with pytest.raises(ValueError, match="fit: schedule is the learning rate of the default "
+                                         "optimizer .* pass one or the other"):
+        fit(optimizer=optax.adam(1e-3), schedule=Schedule(0.5))  # was ignored silently
+    fit(optimizer=optax.adam(1e-3))

@@ -43,6 +43,21 @@ def test_policy_dtypes_resolve():
     assert Policy().compute is None and Policy().param is None and Policy().output is None
 
 
+def test_float64_without_64_bit_mode_warns_that_it_is_float32():
+    """A float64 policy in a process without jax_enable_x64 computes in float32, as JAX's
+    own float64 requests do: said once, where the policy is made (was silent)."""
+    import warnings
+
+    with pytest.warns(UserWarning, match="float64 is float32 while JAX's 64-bit mode is off"):
+        net = network.build([L.Dense(2)], (3,), policy="float64")
+    assert net.policy.compute == jnp.float32
+    with pytest.warns(UserWarning, match="Policy .*param_dtype='float64'"):
+        Policy(param_dtype="float64")
+    with testing.x64(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert network.build([L.Dense(2)], (3,), policy="float64").policy.compute == jnp.float64
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"compute_dtype": "int8"}, "compute_dtype must be"),
     ({"compute_dtype": "bf16"}, "compute_dtype must be"),
