@@ -120,3 +120,40 @@ def test_predict_and_evaluate_before_initialize_say_so(method):
     args = (X[:3],) if method == "predict" else ()
     with pytest.raises(RuntimeError, match=rf"EpyNN\.{method}: the model is not initialized"):
         getattr(model, method)(*args)
+
+
+@pytest.fixture(scope="module")
+def softmax_model():
+    set_quiet(True)
+    try:
+        model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True, batch_size=8),
+                       Dense(2, softmax)])
+        model.initialize(loss="CCE", seed=1)
+        model.train(1, init_logs=False)
+    finally:
+        set_quiet(False)
+    return model
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_predict_refuses_nan_and_inf_as_the_functional_predict_does(softmax_model, value):
+    """(EpyNN, and the facade before, returned NaN outputs without a word.)"""
+    bad = X[:2].copy()
+    bad[1, 3] = value
+    with pytest.raises(ValueError, match=r"EpyNN\.predict: X_data: contains NaN or inf"):
+        softmax_model.predict(bad)
+    assert np.isfinite(softmax_model.predict(X[:2]).A).all()
+
+
+@pytest.mark.parametrize("X_data, error, message", [
+    (None, TypeError, r"X_data: expected samples, an array of shape \(m, \.\.\.\), got None"),
+    (3.0, TypeError, r"X_data: expected samples, an array of shape \(m, \.\.\.\), got float"),
+    ([[1.0, 2.0], [3.0]], ValueError, r"X_data: not an array of one shape"),
+    ([["a", "b", "c", "d", "e"]], TypeError, r"X_data: expected numeric data, got dtype <U1"),
+    (["a", "b", "c", "d", "e"], TypeError, r"X_data: expected numeric data, got dtype <U1"),
+    (X[0], ValueError, r"X_data of shape \(5,\) is not a set of samples of shape \(5,\): "
+                       r"X_data must have a sample axis first, shape \(m, 5\)"),
+])
+def test_predict_names_x_data_when_it_is_not_samples(softmax_model, X_data, error, message):
+    with pytest.raises(error, match=r"EpyNN\.predict: " + message):
+        softmax_model.predict(X_data)

@@ -412,7 +412,8 @@ class EpyNN:
         with its own bounds, as EpyNN does.
         """
         self._check_ready("EpyNN.predict")
-        X_data = np.array(X_data)
+        where = "EpyNN.predict: X_data"
+        X_data = _samples(X_data, where)
         if X_encode:
             emb = self.embedding
             if not hasattr(emb, "e2i"):
@@ -423,13 +424,25 @@ class EpyNN:
             X_data = scale_features(X_data)
         dset = dataSet(X_data)
         if not dset.active:
-            raise ValueError("predict: X_data has no samples")
-        _train.check_input(self, np.shape(dset.X), "EpyNN.predict: X_data")
+            raise ValueError(f"{where} has no samples")
+        # the core's check of an input: numbers, finite, placed on the device
+        X = checks.as_float(dset.X, where)
+        self._check_sample_axis(tuple(X.shape), where)
+        _train.check_input(self, tuple(X.shape), where)
         plan, seg_params = self._current_params()
-        dset.A = _train.forward_segments(self, plan, seg_params,
-                                         to_device_array(dset.X))
+        dset.A = _train.forward_segments(self, plan, seg_params, X)
         dset.P = _decide(dset.A, self._label_columns() > 1)
         return dset
+
+    def _check_sample_axis(self, shape: tuple[int, ...], where: str) -> None:
+        """Raise unless ``shape`` has a sample axis before the model's sample shape: one
+        sample given alone (``X[0]``) would be read as that many samples."""
+        sample = getattr(getattr(self.embedding, "_fl", None), "input_shape", None)
+        if sample is not None and len(shape) == len(sample):
+            raise ValueError(
+                f"{where} of shape {shape} is not a set of samples of shape {tuple(sample)}: "
+                f"X_data must have a sample axis first, shape (m, "
+                f"{', '.join(map(str, sample))}) (for one sample x: [x] or x[None])")
 
     def _label_columns(self) -> int:
         Y = getattr(self.embedding.dtrain, "Y", None)
@@ -504,6 +517,19 @@ class EpyNN:
         _modelfile.write_model(self, path)
 
 
+def _samples(data, where: str) -> np.ndarray:
+    """``data`` as an array with a sample axis, else a ``TypeError``/``ValueError`` naming
+    ``where`` (None, a number, nested lists of different lengths)."""
+    if data is None:
+        raise TypeError(f"{where}: expected samples, an array of shape (m, ...), got None")
+    try:
+        arr = np.array(data)
+    except ValueError as err:  # NumPy's "inhomogeneous shape" for ragged nested lists
+        raise ValueError(f"{where}: not an array of one shape ({err})") from None
+    if arr.ndim == 0:
+        raise TypeError(f"{where}: expected samples, an array of shape (m, ...), got "
+                        f"{type(data).__name__} {data!r:.40}")
+    return arr
 def _same_objects(a: tuple, b: tuple) -> bool:
     """``a`` and ``b`` hold the very same objects (nested tuples compared item by item)."""
     if len(a) != len(b):
