@@ -157,3 +157,32 @@ def test_predict_refuses_nan_and_inf_as_the_functional_predict_does(softmax_mode
 def test_predict_names_x_data_when_it_is_not_samples(softmax_model, X_data, error, message):
     with pytest.raises(error, match=r"EpyNN\.predict: " + message):
         softmax_model.predict(X_data)
+
+
+def _column(Y):
+    return np.asarray(Y, dtype=float).reshape(-1, 1)
+
+
+@pytest.mark.parametrize("loss, Y, act, message", [
+    ("BCE", _column(2 * LABELS), "sigmoid", r"dtrain \(Y\): loss BCE needs labels in \[0, 1\]"),
+    ("CCE", 2 * np.eye(2)[LABELS], "softmax", r"dtrain \(Y\): loss CCE needs labels in \[0, 1\]"),
+    ("MSLE", -3 * np.eye(2)[LABELS], "softmax", r"dtrain \(Y\): loss MSLE needs labels above -1"),
+    ("BCE", np.r_[_column(LABELS[:39]), [[2.0]]], "sigmoid", r"dval \(Y\): loss BCE"),
+])
+def test_labels_outside_the_losss_range_are_refused_at_initialize(loss, Y, act, message):
+    """The core's check (labels in [0, 1] for BCE and CCE, above -1 for MSLE) on every
+    data set. (EpyNN trains on: a negative BCE, a NaN MSLE.)"""
+    model = EpyNN([Embedding(X_data=X, Y_data=Y, batch_size=8), Dense(Y.shape[1], act)])
+    with pytest.raises(ValueError, match=r"EpyNN\.initialize: the labels of " + message):
+        model.initialize(loss=loss, seed=1)
+    model.initialize(loss="MSE", seed=1)  # MSE takes any labels
+
+
+def test_labels_assigned_out_of_range_after_initialize_are_refused_by_train():
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True, batch_size=8),
+                   Dense(2, softmax)])
+    model.initialize(loss="CCE", seed=1)
+    model.embedding.dval.Y = model.embedding.dval.Y * 2
+    with pytest.raises(ValueError, match=r"EpyNN\.train: the labels of dval \(Y\): loss CCE"):
+        model.train(1, init_logs=False)
+    assert model.metrics["CCE"] == [[], [], []]  # no epoch ran

@@ -82,7 +82,8 @@ class EpyNN:
         ``se_hPars`` is copied (never mutated); layers without their own get the
         model's. ``seed=None`` leaves weights unseeded; any int (0 included)
         seeds layer i with ``seed + i + 1``. ``params=False`` keeps existing
-        parameters. Raises (does not exit) when a layer rejects its input.
+        parameters. Raises (does not exit) when a layer rejects its input, or
+        when labels are outside the loss's range (BCE/CCE: [0, 1]; MSLE: > -1).
         """
         self.network = {id(layer): {} for layer in self.layers}
         names = [*metrics_lib.check_metrics(metrics, "EpyNN.initialize: metrics"), loss]
@@ -228,6 +229,15 @@ class EpyNN:
                     f"({type(last).__name__}, sample shape {tuple(output)}); one-hot encode "
                     "class labels (Embedding(..., Y_encode=True)) or give the last layer "
                     "as many units as Y has columns")
+        self._check_label_range("EpyNN.initialize")
+
+    def _check_label_range(self, where: str) -> None:
+        """Raise unless every data set's labels are where the training loss is defined
+        (the core's check: BCE and CCE in [0, 1], MSLE above -1); EpyNN trains on, to a
+        negative BCE or a NaN MSLE."""
+        for dset in self.embedding.dsets:
+            checks.check_label_range(np.asarray(dset.Y), self.loss,
+                                     f"{where}: the labels of {dset.name} (Y)")
 
     def _debug_failure(self, err: Exception) -> None:
         i = getattr(self, "_failing", None)
@@ -268,6 +278,7 @@ class EpyNN:
             raise ValueError(f"EpyNN.train: epochs must be a positive int, got {epochs!r}")
         if not self.initialized:
             self.initialize()
+        self._device_data()  # the data checked (labels in the loss's range) before any change
         start = self._done_epochs
         self.epochs = start + int(epochs)
         for layer in self.layers:
@@ -283,7 +294,7 @@ class EpyNN:
         self._done_epochs = self.epochs
         _train.train_epochs(self, start, self.epochs, on_nonfinite, mesh)
 
-    def _device_data(self) -> dict:
+    def _device_data(self, where: str = "EpyNN.train") -> dict:
         """``{name: (X, Y)}``: every data set on the device (``dtrain`` first).
 
         The copy is made once and reused while the Embedding holds the same
@@ -297,6 +308,7 @@ class EpyNN:
         cached = self.__dict__.get("_dev_data")
         if cached is not None and _same_objects(cached[0], owners):
             return cached[1]
+        self._check_label_range(where)  # (labels assigned since initialize)
         for d in dsets:
             d.X.flags.writeable = False
             d.Y.flags.writeable = False
@@ -384,7 +396,8 @@ class EpyNN:
         self._check_ready("EpyNN.evaluate")
         _train.check_params(self, "EpyNN.evaluate")
         plan, seg_params = self._current_params()
-        outputs, scores = _train.evaluate_sets(self, plan, seg_params, self._device_data())
+        outputs, scores = _train.evaluate_sets(self, plan, seg_params,
+                                                 self._device_data("EpyNN.evaluate"))
         self._record(scores)
         self._set_outputs(outputs)
 
