@@ -186,3 +186,42 @@ def test_labels_assigned_out_of_range_after_initialize_are_refused_by_train():
     with pytest.raises(ValueError, match=r"EpyNN\.train: the labels of dval \(Y\): loss CCE"):
         model.train(1, init_logs=False)
     assert model.metrics["CCE"] == [[], [], []]  # no epoch ran
+
+
+@pytest.mark.parametrize("seed, error", [("1", TypeError), (1.5, TypeError), (True, TypeError),
+                                         (-5, ValueError), (2**63, ValueError),
+                                         (2**64, ValueError)])
+def test_a_seed_that_is_not_an_int_in_range_is_named(seed, error):
+    """(NumPy's SeedSequence TypeError, its 'expected non-negative integer', JAX's
+    OverflowError; True was taken as 1.)"""
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    with pytest.raises(error, match=r"^EpyNN\.initialize: seed must be None or an int in "
+                                    r"\[0, 2\*\*63\), got "):
+        model.initialize(loss="MSE", seed=seed)
+    assert not model.initialized
+
+
+def test_a_numpy_int_seed_and_a_large_seed_seed_as_python_ints(tmp_path):
+    """(A NumPy int seed was kept as it was, and write() failed on it: not JSON.)"""
+    def initialized(seed):
+        model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+        model.initialize(loss="MSE", seed=seed)
+        return model
+
+    model = initialized(np.int64(3))
+    np.testing.assert_array_equal(model.layers[1].p["W"], initialized(3).layers[1].p["W"])
+    assert type(model.seed) is int
+    model.write(str(tmp_path / "m.epynn"))
+    assert initialized(2**63 - 1).seed == 2**63 - 1
+
+
+def test_se_hpars_none_means_the_defaults():
+    """(EpyNN fails on None with a TypeError deep in its dry run.)"""
+    from epynn_jax.compat.settings import se_hPars as defaults
+
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    model.initialize(loss="MSE", seed=1, se_hPars=None)
+    assert model.se_hPars == defaults and model.layers[1].se_hPars == defaults
+    with pytest.raises(TypeError, match=r"EpyNN\.initialize: se_hPars must be a dict of "
+                                        r"hyperparameters .* or None for the defaults, got str"):
+        model.initialize(loss="MSE", seed=1, se_hPars="defaults")

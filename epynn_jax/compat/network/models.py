@@ -18,8 +18,10 @@ and the layers' dicts are refreshed afterwards (``p`` at once; ``fc``,
 
 from __future__ import annotations
 
+import numbers
 import time
 import weakref
+from collections.abc import Mapping
 
 import jax
 import numpy as np
@@ -80,11 +82,19 @@ class EpyNN:
         """Check the model with a dry run (forward, loss', backward, gradients; no update).
 
         ``se_hPars`` is copied (never mutated); layers without their own get the
-        model's. ``seed=None`` leaves weights unseeded; any int (0 included)
+        model's; ``None`` means the defaults (``epynn.settings.se_hPars``).
+        ``seed=None`` leaves weights unseeded; any int in [0, 2**63) (0 included)
         seeds layer i with ``seed + i + 1``. ``params=False`` keeps existing
         parameters. Raises (does not exit) when a layer rejects its input, or
         when labels are outside the loss's range (BCE/CCE: [0, 1]; MSLE: > -1).
         """
+        seed = _check_seed(seed)
+        if se_hPars is None:
+            se_hPars = _DEFAULT_HPARS
+        if not isinstance(se_hPars, Mapping):
+            raise TypeError("EpyNN.initialize: se_hPars must be a dict of hyperparameters "
+                            "(such as epynn.settings.se_hPars) or None for the defaults, got "
+                            f"{type(se_hPars).__name__}")
         self.network = {id(layer): {} for layer in self.layers}
         names = [*metrics_lib.check_metrics(metrics, "EpyNN.initialize: metrics"), loss]
         metrics_lib.check_metric(loss)
@@ -123,9 +133,8 @@ class EpyNN:
             layer.np_rng = np.random.default_rng(s)
             if _is_builtin(layer):
                 layer._model = weakref.ref(self)
-        base = 0 if seed is None else int(seed)
-        self._key = jax.random.key(base if seed is not None else np.random.default_rng().integers(
-            2**31))
+        self._key = (jax.random.key(np.random.default_rng().integers(2**31)) if seed is None
+                     else checks.check_key(seed, "EpyNN.initialize: seed"))
 
     def _dry_run(self, params: bool, end: str) -> None:
         say = lambda msg: _report.say(msg, self, end=end)  # noqa: E731
@@ -543,6 +552,21 @@ def _samples(data, where: str) -> np.ndarray:
         raise TypeError(f"{where}: expected samples, an array of shape (m, ...), got "
                         f"{type(data).__name__} {data!r:.40}")
     return arr
+
+
+def _check_seed(seed):
+    """``seed`` as an int, or None; a bool, another type or an int outside [0, 2**63) (the
+    range of the core's int keys, :func:`epynn_jax.network.checks.check_key`) raises."""
+    if seed is None:
+        return None
+    msg = f"EpyNN.initialize: seed must be None or an int in [0, 2**63), got {seed!r:.80}"
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
+        raise TypeError(msg)
+    if not 0 <= seed < 2**63:
+        raise ValueError(msg)
+    return int(seed)
+
+
 def _same_objects(a: tuple, b: tuple) -> bool:
     """``a`` and ``b`` hold the very same objects (nested tuples compared item by item)."""
     if len(a) != len(b):
