@@ -159,6 +159,16 @@ def test_predict_names_x_data_when_it_is_not_samples(softmax_model, X_data, erro
         softmax_model.predict(X_data)
 
 
+def test_x_data_of_one_number_per_sample_is_named_at_initialize():
+    """(The Dense's own error advised a Flatten layer: the data lacks features.)"""
+    model = EpyNN([Embedding(X_data=X[:, 0], Y_data=LABELS, Y_encode=True, batch_size=8),
+                   Dense(2, softmax)])
+    with pytest.raises(LayerError, match=r"EpyNN\.initialize: the Embedding's X_data has one "
+                                         r"number per sample .* shape \(m, n, \.\.\.\)") as info:
+        model.initialize(loss="CCE", seed=1)
+    assert "Flatten" not in str(info.value)
+
+
 def _column(Y):
     return np.asarray(Y, dtype=float).reshape(-1, 1)
 

@@ -18,6 +18,7 @@ and the layers' dicts are refreshed afterwards (``p`` at once; ``fc``,
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import time
 import weakref
@@ -35,7 +36,7 @@ from epynn_jax.compat.commons.models import dataSet
 from epynn_jax.compat.commons.schedule import schedule_lrate
 from epynn_jax.compat.network import _train
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
-from epynn_jax.layers.base import float_dtype
+from epynn_jax.layers.base import LayerError, float_dtype
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network import checks
 from epynn_jax.network import epoch as core
@@ -164,7 +165,8 @@ class EpyNN:
         shape = tuple(np.shape(batch.X))
         for i, layer in enumerate(self.layers):
             entry = self._check_layer(i, layer, say)
-            layer.compute_shapes(jax.ShapeDtypeStruct(shape, float_dtype()))
+            with self._scalar_samples(i, layer, shape):
+                layer.compute_shapes(jax.ShapeDtypeStruct(shape, float_dtype()))
             if params:
                 layer.initialize_parameters()
             shape = (shape[0], *layer._fl.output_shape)
@@ -195,7 +197,8 @@ class EpyNN:
         for i, layer in enumerate(self.layers):
             entry = self._check_layer(i, layer, say)
             shapes.append(tuple(np.shape(A)))
-            layer.compute_shapes(A)
+            with self._scalar_samples(i, layer, np.shape(A)):
+                layer.compute_shapes(A)
             if params:
                 layer.initialize_parameters()
             if _is_builtin(layer):
@@ -223,6 +226,22 @@ class EpyNN:
                 layer._adapter = adapter
                 layer._mode = ("compiled" if adapter is not None else "eager", reason)
                 say(f"{layer.name}: runs {layer._mode[0]} ({reason})")
+
+    @contextlib.contextmanager
+    def _scalar_samples(self, i: int, layer, shape: tuple[int, ...]):
+        """Say what is wrong when the layer after the Embedding refuses X_data of one number
+        per sample, shape (m,) (its own error would advise a layer, not the data's shape)."""
+        try:
+            yield
+        except LayerError:
+            if i != 1 or len(shape) != 1 or not _is_builtin(layer):
+                raise
+            raise LayerError(
+                f"EpyNN.initialize: the Embedding's X_data has one number per sample (a "
+                f"batch of shape {tuple(shape)}); layer 1 ({type(layer).__name__}) takes "
+                "samples of features: X_data must have a sample axis first and the features "
+                "after it, shape (m, n, ...) (X_data.reshape(-1, 1) for one feature per "
+                "sample)") from None
 
     def _check_labels(self, output: tuple[int, ...]) -> None:
         """Raise unless every data set's labels have the output's sample shape (EpyNN
