@@ -235,3 +235,23 @@ def test_se_hpars_none_means_the_defaults():
     with pytest.raises(TypeError, match=r"EpyNN\.initialize: se_hPars must be a dict of "
                                         r"hyperparameters .* or None for the defaults, got str"):
         model.initialize(loss="MSE", seed=1, se_hPars="defaults")
+
+
+def test_report_before_initialize_or_training_says_so():
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    with pytest.raises(RuntimeError, match=r"EpyNN\.report: the model is not initialized"):
+        model.report()
+    model.initialize(loss="MSE", seed=1)
+    with pytest.raises(RuntimeError, match=r"EpyNN\.report: no epoch to report; call "
+                                           r"model\.train"):
+        model.report()
+
+
+@pytest.mark.parametrize("verbose, error", [("x", TypeError), (2.5, TypeError),
+                                            (True, TypeError), (-1, ValueError)])
+def test_a_verbose_that_is_not_a_count_of_epochs_is_named(verbose, error):
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    model.initialize(loss="MSE", seed=1)
+    with pytest.raises(error, match=r"^EpyNN\.train: verbose must be None or an int"):
+        model.train(2, verbose=verbose, init_logs=False)
+    assert not hasattr(model, "epochs")  # refused before anything changed

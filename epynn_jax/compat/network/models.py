@@ -304,6 +304,13 @@ class EpyNN:
         """
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"EpyNN.train: epochs must be a positive int, got {epochs!r}")
+        if verbose is not None and (isinstance(verbose, (bool, np.bool_))
+                                    or not isinstance(verbose, numbers.Integral)):
+            raise TypeError("EpyNN.train: verbose must be None or an int (a row of the epoch "
+                            f"table every verbose epochs), got {verbose!r:.80}")
+        if verbose is not None and verbose < 0:
+            raise ValueError("EpyNN.train: verbose must be None or an int >= 0 (a row of the "
+                             f"epoch table every verbose epochs; 0: the default), got {verbose}")
         if not self.initialized:
             self.initialize()
         self._device_data()  # the data checked (labels in the loss's range) before any change
@@ -316,7 +323,7 @@ class EpyNN:
             self._init_report()
         if not verbose:
             verbose = epochs // 10 if epochs >= 10 else 1
-        self.verbose = verbose
+        self.verbose = int(verbose)
         self.cts = time.time()
         self._start = start
         self._done_epochs = self.epochs
@@ -520,11 +527,17 @@ class EpyNN:
 
     def report(self) -> None:
         """Add this epoch's row to the epoch table; print it every 11 rows and at the end."""
+        self._check_ready("EpyNN.report")
+        n_sets = len(self.embedding.dsets)
+        if not getattr(self, "epochs", 0) or not all(
+                self.metrics[m][k] for m in self.metrics for k in range(n_sets)):
+            raise RuntimeError("EpyNN.report: no epoch to report; call model.train(...) first")
+        verbose = getattr(self, "verbose", None) or 1  # (a read model has none)
         e = self.e
         if e == getattr(self, "_start", 0) or not hasattr(self, "current_logs"):
             self.current_logs = [self._table_headers()]
         last = e == self.epochs - 1
-        if e % self.verbose == 0 or last:
+        if e % verbose == 0 or last:
             row = [str(e)]
             row += [f"{layer.lrate[e]:.2e}" for layer in self.layers if layer.p]
             row += [f"{self.metrics[m][k][-1]:.3f}" for m in self.metrics
