@@ -248,10 +248,19 @@ def test_report_before_initialize_or_training_says_so():
 
 
 @pytest.mark.parametrize("verbose, error", [("x", TypeError), (2.5, TypeError),
-                                            (True, TypeError), (-1, ValueError)])
+                                            (-1, ValueError)])
 def test_a_verbose_that_is_not_a_count_of_epochs_is_named(verbose, error):
     model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
     model.initialize(loss="MSE", seed=1)
     with pytest.raises(error, match=r"^EpyNN\.train: verbose must be None or an int"):
         model.train(2, verbose=verbose, init_logs=False)
     assert not hasattr(model, "epochs")  # refused before anything changed
+
+
+def test_verbose_true_is_every_epoch_as_in_epynn():
+    model = EpyNN([Embedding(X_data=X, Y_data=LABELS, Y_encode=True), Dense(2, softmax)])
+    model.initialize(loss="MSE", seed=1)
+    model.train(3, verbose=True, init_logs=False)
+    assert model.verbose == 1
+    model.train(1, verbose=False, init_logs=False)  # False: the default (a tenth, at least 1)
+    assert model.verbose == 1

@@ -304,8 +304,9 @@ class EpyNN:
         """
         if not isinstance(epochs, (int, np.integer)) or isinstance(epochs, bool) or epochs < 1:
             raise ValueError(f"EpyNN.train: epochs must be a positive int, got {epochs!r}")
-        if verbose is not None and (isinstance(verbose, (bool, np.bool_))
-                                    or not isinstance(verbose, numbers.Integral)):
+        if isinstance(verbose, (bool, np.bool_)):  # EpyNN takes True as every epoch
+            verbose = 1 if verbose else None
+        if verbose is not None and not isinstance(verbose, numbers.Integral):
             raise TypeError("EpyNN.train: verbose must be None or an int (a row of the epoch "
                             f"table every verbose epochs), got {verbose!r:.80}")
         if verbose is not None and verbose < 0:
