@@ -13,7 +13,7 @@ import dataclasses
 
 import jax
 
-from epynn_jax.layers.base import Layer, check_input
+from epynn_jax.layers.base import Layer, check_input, count
 
 __all__ = ["Embedding"]
 
@@ -28,6 +28,11 @@ class Embedding(Layer):
     uses_key = False  # draws nothing (see Layer.uses_key)
 
     vocabulary_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.vocabulary_size is not None:
+            object.__setattr__(self, "vocabulary_size",
+                               count(self.vocabulary_size, "Embedding: vocabulary_size"))
 
     @property
     def d(self) -> dict:

@@ -71,6 +71,13 @@ def test_embedding_dims():
     assert Embedding().compute_shapes((12,)).d == {"n": 12}
 
 
+@pytest.mark.parametrize("size", ["x", -1, 0, 2.0, True])
+def test_embedding_vocabulary_size_is_a_positive_int(size):
+    with pytest.raises(LayerError, match="Embedding: vocabulary_size must be a positive int"):
+        Embedding(vocabulary_size=size)  # was kept, and written to d['e']
+    assert Embedding(vocabulary_size=np.int64(3)).vocabulary_size == 3
+
+
 # -- Dropout ----------------------------------------------------------------------------------
 
 
