@@ -369,10 +369,29 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
 
     Raises ``ValueError`` naming the leaf when the number, shapes or kinds of the leaves
     do not match what ``optimizer`` keeps, or a leaf's values do not convert exactly to
-    the optimizer's dtype (:func:`_restored_leaf`: a float count, NaN, an int out of range).
+    the optimizer's dtype (:func:`_restored_leaf`: a float count, NaN, an int out of range);
+    and when ``leaves`` records the structure of the state it was saved from (its
+    ``structure``, ``str(jax.tree.structure(state))``, as a checkpoint's leaves do) and
+    ``optimizer``'s state has another (another optimizer, as many leaves of the same
+    shapes). ``TypeError`` naming the argument when ``optimizer`` is no optax
+    transformation, ``params`` no tuple of parameters or ``leaves`` no sequence.
     """
+    if not callable(getattr(optimizer, "init", None)):
+        raise TypeError(f"restore_opt_state: optimizer must be an optax "
+                        f"GradientTransformation, got {repr(optimizer)[:200]}")
+    if not isinstance(params, (tuple, list)):
+        raise TypeError(f"restore_opt_state: params must be the network's parameters (a "
+                        f"tuple of dicts, one per layer), got {type(params).__name__}")
+    if isinstance(leaves, (str, bytes)) or not isinstance(leaves, Sequence):
+        raise TypeError(f"restore_opt_state: leaves must be a sequence of arrays (the "
+                        f"opt_state of a checkpoint loaded without an optimizer), got "
+                        f"{type(leaves).__name__}")
     reference = optimizer.init(params)
     ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
+    saved = getattr(leaves, "structure", None)
+    if saved is not None and saved != str(treedef):
+        raise ValueError(f"optimizer state saved with another optimizer: the saved state is "
+                         f"{saved[:300]}, this optimizer keeps {str(treedef)[:300]}")
     if len(ref_leaves) != len(leaves):
         raise ValueError(f"optimizer state has {len(leaves)} arrays, the optimizer keeps "
                          f"{len(ref_leaves)}: was it saved with another optimizer?")
@@ -410,12 +429,18 @@ def check_fit_metadata(metadata: Any, where: str) -> dict:
             what = " (the data fingerprint)" if field == "data" else ""
             raise ValueError(f"{where}: metadata {field!r}{what} must be {names}, got "
                              f"{repr(value)[:80]}")
+        if isinstance(value, int):  # the schedules compute with it in floats
+            try:
+                float(value)
+            except OverflowError:
+                raise ValueError(f"{where}: metadata {field!r} must be an int that fits a "
+                                 f"float, got one of {value.bit_length()} bits") from None
     if not all(isinstance(m, str) for m in metadata.get("metrics", ())):
         raise ValueError(f"{where}: metadata 'metrics' must be a list of names")
     if metadata.get("schedule") is not None:
         try:
             Schedule(**metadata["schedule"])
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"{where}: metadata 'schedule' is no schedule: {err}") from None
     if not all(isinstance(v, dict) for v in metadata.get("data", {}).values()):
         raise ValueError(f"{where}: metadata 'data' (the data fingerprint) must map each "
@@ -437,6 +462,10 @@ def check_split(net: Network, name: str, X, Y) -> None:
     (:func:`host_float`, :func:`as_float`; a memory-mapped set's batch by batch as it
     streams).
     """
+    for a, v in ((X, "X"), (Y, "Y")):
+        if a is None:
+            raise TypeError(f"{name} {v}: None, not an array (a split is a pair (X, Y) of "
+                            "arrays with one row per sample)")
     Xshape, Yshape = _shape(X, f"{name} X"), _shape(Y, f"{name} Y")
     check_input_shape(net, Xshape, f"{name} X")
     if Yshape[:1] != Xshape[:1]:

@@ -257,3 +257,12 @@ def test_a_schedule_beside_an_optimizer_is_refused():
                                          "optimizer .* pass one or the other"):
         fit(optimizer=optax.adam(1e-3), schedule=Schedule(0.5))  # was ignored silently
     fit(optimizer=optax.adam(1e-3))
+
+
+@pytest.mark.parametrize("which", ["X", "Y"])
+def test_a_split_of_none_is_named(which):
+    pair = (None, Y) if which == "X" else (X, None)
+    with pytest.raises(TypeError, match=rf"dtrain {which}: None, not an array"):
+        fit(data={"dtrain": pair})  # Y was 'Y has 0 samples'
+    with pytest.raises(TypeError, match=rf"evaluate {which}: None, not an array"):
+        network.evaluate(NET, PARAMS, *pair, ("accuracy",))
