@@ -24,6 +24,12 @@ before policies existed) load with the default ``Policy()``, full precision. A
 policy the library does not know is refused. Arrays are always stored in the
 parameters' dtype (float32 or float64 under every policy).
 
+In a checkpoint, ``checkpoint`` is ``{"epoch": ..., "opt_state": <leaf count>,
+"batch": ... (when not 0), "opt_structure": ...}``: ``opt_structure`` is the
+optimizer state's tree structure (:func:`state_structure`), which restoring compares
+with the optimizer's own (:func:`restore_opt_state`); files written before it existed
+restore unchecked.
+
 ``extras`` is a validated place for what another layer of the library (the
 EpyNN facade) stores next to the network: a JSON object whose depth, size,
 strings, numbers (finite floats, 64-bit ints) and value types are checked by
@@ -122,6 +128,9 @@ __all__ = [
     "encode_layer",
     "atomic_write",
     "check_extras",
+    "check_history",
+    "SavedLeaves",
+    "state_structure",
     "read_format",
     "open_regular",
 ]
@@ -175,6 +184,42 @@ class Model(NamedTuple):
     epoch: int | None = None
     extras: dict | None = None
     batch: int = 0
+
+
+class SavedLeaves(tuple):
+    """A checkpoint's optimizer state leaves (``jax.tree_util.tree_flatten`` order), as
+    :func:`load_checkpoint` returns them without an optimizer: a tuple (and a pytree of
+    its leaves) whose ``structure`` is the state's tree structure when it was saved
+    (:func:`state_structure`; ``None`` in files written before it was recorded).
+    :func:`restore_opt_state` (and ``fit``'s resume) refuse an optimizer whose state has
+    another structure."""
+
+    structure: str | None
+
+    def __new__(cls, leaves: Sequence, structure: str | None = None) -> SavedLeaves:
+        self = super().__new__(cls, leaves)
+        self.structure = structure
+        return self
+
+    def __reduce__(self):
+        return SavedLeaves, (tuple(self), self.structure)
+
+
+jax.tree_util.register_pytree_node(SavedLeaves, lambda t: (tuple(t), t.structure),
+                                   lambda structure, leaves: SavedLeaves(leaves, structure))
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def state_structure(state: Any) -> str | None:
+    """What a checkpoint records of an optimizer state's tree: ``str(jax.tree.structure(
+    state))``, its classes, dict keys and nesting (``PyTreeDef((CustomNode(namedtuple[
+    TraceState], [...]), ...))``), which tell one optimizer's state from another's with
+    as many leaves of the same shapes. ``None`` (nothing recorded, nothing compared) when
+    that text holds a memory address (an object with no repr of its own in a custom
+    node), which no other process would match."""
+    text = str(jax.tree.structure(state))
+    return None if _ADDRESS.search(text) else text
 
 
 # -- encoding layers -------------------------------------------------------------------
@@ -710,6 +755,37 @@ def _remove_stale_temps(path: Path, min_age_s: float | None = None) -> list[Path
     return removed
 
 
+def _write_target(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The regular file :func:`atomic_write` replaces for ``path`` (a link followed) and
+    its directory, or an ``OSError`` naming ``path``, before anything is created."""
+    text = os.fsdecode(os.fspath(path))
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise IsADirectoryError(f"cannot write {text}: it ends with a path separator, so it "
+                                "names a directory; give the path of a file")
+    target = Path(path)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+        if target.is_symlink():  # realpath stops where the links loop
+            raise OSError(f"cannot write {path}: a loop of symbolic links (at {target})")
+    if target.exists() and not target.is_file():
+        raise OSError(f"{target} exists and is not a regular file ({_kind(target.stat())}): "
+                      "give the path of a file to write")
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot write {target}: directory {directory} does not "
+                                "exist") from None
+    except NotADirectoryError:
+        raise NotADirectoryError(f"cannot write {target}: {directory} is not a directory (a "
+                                 "part of it is a file)") from None
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a file" if stat.S_ISREG(st.st_mode) else _kind(st)
+        raise NotADirectoryError(f"cannot write {target}: {directory} is {what}, not a "
+                                 "directory")
+    return target, directory
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Write ``path`` atomically: temp file in the same directory, fsync, replace, fsync dir.
 
@@ -724,19 +800,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     A symbolic link is written through (the file it points to is replaced, the
     link kept); a path that exists and is not a regular file (a directory, a
     named pipe, a device such as ``/dev/null``) is refused with ``OSError``
-    before anything is written: replacing it would swap it for a plain file.
+    before anything is written: replacing it would swap it for a plain file. So are
+    a path ending in a separator (``IsADirectoryError``), a loop of links, and a
+    directory that does not exist (``FileNotFoundError``) or is not one
+    (``NotADirectoryError``): each error names ``path`` (:func:`_write_target`).
     """
-    path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.exists() and not path.is_file():
-        raise OSError(f"{path} exists and is not a regular file ({_kind(path.stat())}): "
-                      "give the path of a file to write")
-    directory = path.parent if str(path.parent) else Path(".")
+    path, directory = _write_target(path)
     _remove_stale_temps(directory / path.name)
     kept = _kept_mode(path)
-    fd, tmp = _create_temp(directory, _temp_stem(directory / path.name),
-                           0o666 if kept is None else kept)
+    try:
+        fd, tmp = _create_temp(directory, _temp_stem(directory / path.name),
+                               0o666 if kept is None else kept)
+    except OSError as err:  # not the temp file's name: the path the caller gave
+        raise type(err)(f"cannot write {path}: no temporary file can be created in "
+                        f"{directory}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             if fcntl is not None:
@@ -767,10 +844,32 @@ class _Hashing:
 
 
 def _json_dict(value: Any, what: str) -> Any:
+    """``value`` as it will be read back from the file (JSON: tuples become lists), once it
+    is JSON-serializable and every key of its objects a str (:func:`_check_keys`)."""
     try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError) as err:
+        doc = json.loads(json.dumps(value))
+    except (TypeError, ValueError, RecursionError) as err:
         raise TypeError(f"save_model: {what} must be JSON-serializable: {err}") from None
+    _check_keys(value, what)
+    return doc
+
+
+def _check_keys(value: Any, what: str) -> None:
+    """Raise ``ValueError`` unless every key of every dict in ``value`` is a str: JSON
+    would write ``1`` as ``"1"``, and ``{1: "a", "1": "b"}`` would load as one entry.
+    (``value`` has passed ``json.dumps``: dicts, lists and tuples, no cycle.)"""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            bad = [k for k in v if not isinstance(k, str)]
+            if bad:
+                raise ValueError(f"save_model: {what} has the key {bad[0]!r} of type "
+                                 f"{type(bad[0]).__name__}; model files keep str keys only "
+                                 "(JSON would turn it into a str)")
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple)):
+            stack.extend(v)
 
 
 def _key_entry(key: Any) -> tuple[np.ndarray, dict]:
@@ -797,22 +896,49 @@ def _extras_doc(extras: Mapping | None) -> dict | None:
         raise ValueError(f"save_model: {err}") from None
 
 
+def _history_doc(history: Mapping | None) -> dict | None:
+    """``history`` as the file will hold it, once the loader would take it
+    (:func:`check_history`)."""
+    if history is None:
+        return None
+    doc = _json_dict(history, "history")
+    try:
+        return check_history(doc, ValueError)
+    except ValueError as err:
+        raise ValueError(f"save_model: {err}") from None
+
+
+def _check_json_size(doc: dict) -> None:
+    """Raise ``ValueError`` when ``doc`` makes a ``model.json`` larger than the loader
+    reads (``MAX_JSON_BYTES``), naming the largest of the sections a caller fills."""
+    size = len(json.dumps(doc, indent=1).encode())
+    if size <= MAX_JSON_BYTES:
+        return
+    sizes = {k: len(json.dumps(doc[k]).encode()) for k in ("metadata", "history", "extras")}
+    big = max(sizes, key=sizes.get)
+    raise ValueError(f"save_model: model.json would be {size} bytes, beyond the {MAX_JSON_BYTES} "
+                     f"a model file may hold (MAX_JSON_BYTES); {big} takes {sizes[big]} of them")
+
+
 def save_model(path: str | os.PathLike, net: Network, params: Params, *,
                metadata: Mapping | None = None, opt_state: Any = None, key: Any = None,
                history: Mapping | None = None, epoch: int | None = None,
                extras: Mapping | None = None, batch: int = 0) -> Path:
     """Save ``net`` and ``params`` (and optionally training state) to ``path``, atomically.
 
-    ``metadata`` and ``history`` must be JSON-serializable; ``extras`` (a
-    section another part of the library keeps next to the network, returned
-    as ``Model.extras``) must pass :func:`check_extras`. With ``opt_state``
-    (any optax state pytree; its leaves are stored), ``key`` (a ``jax.random``
-    key) or ``epoch`` the file is a checkpoint (see :func:`save_checkpoint`;
-    ``batch``: batches done of epoch ``epoch``).
-    Raises ``TypeError``/``ValueError`` for arguments that cannot be stored
-    (non-finite parameters, shapes that do not match the layers) before
-    anything is written. Every array's index entry holds the SHA-256 of its
-    ``.npy`` member. Returns the path.
+    ``metadata`` and ``history`` must be JSON-serializable with str keys; ``history``
+    must pass :func:`check_history`, ``extras`` (a section another part of the library
+    keeps next to the network, returned as ``Model.extras``) :func:`check_extras`. With
+    ``opt_state`` (any optax state pytree; its leaves and its structure,
+    :func:`state_structure`, are stored), ``key`` (a ``jax.random`` key) or ``epoch`` the
+    file is a checkpoint (see :func:`save_checkpoint`; ``batch``: batches done of epoch
+    ``epoch``); with both ``opt_state`` and ``epoch``, ``metadata`` must pass
+    :func:`~epynn_jax.network.checks.check_fit_metadata`, as :func:`load_checkpoint`
+    requires. Raises ``TypeError``/``ValueError`` naming the argument for anything the
+    loader would refuse (non-finite parameters, shapes that do not match the layers, a
+    ``model.json`` beyond ``MAX_JSON_BYTES``) before anything is written; a path that
+    cannot be written (:func:`atomic_write`) raises ``OSError`` naming it. Every array's
+    index entry holds the SHA-256 of its ``.npy`` member. Returns the path.
     """
     if isinstance(net, Network) and len(net.layers) > MAX_LAYERS:
         raise ValueError(f"save_model: the network has {len(net.layers)} layers; model files "
@@ -836,24 +962,32 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
         checkpoint = {"epoch": epoch, "opt_state": None if opt_state is None else len(leaves)}
         if batch:
             checkpoint["batch"] = int(batch)
+        structure = None if opt_state is None else state_structure(opt_state)
+        if structure is not None:
+            checkpoint["opt_structure"] = structure
     if len(index) > MAX_ARRAYS:
         raise ValueError(f"save_model: {len(index)} arrays to store; model files hold at most "
                          f"{MAX_ARRAYS}, so the file could not be loaded (raise "
                          "epynn_jax.io.checkpoint.MAX_ARRAYS, here and where it is loaded)")
     for j, name in enumerate(index):
         index[name]["file"] = f"arrays/{j}.npy"
+        index[name]["sha256"] = "0" * 64  # its length, for the size check; set as written
+    metadata_doc = _json_dict(dict(metadata or {}), "metadata")
+    if epoch is not None and opt_state is not None:  # what load_checkpoint will require
+        checks.check_fit_metadata(metadata_doc, "save_model")
     doc = {
         "format": FORMAT,
         "version": VERSION,
         "input_shape": list(net.input_shape),
         "layers": [encode_layer(layer) for layer in net.layers],
         "arrays": index,
-        "metadata": _json_dict(dict(metadata or {}), "metadata"),
-        "history": None if history is None else _json_dict(history, "history"),
+        "metadata": metadata_doc,
+        "history": _history_doc(history),
         "checkpoint": checkpoint,
         "extras": extras_doc,
         "policy": policy_to_json(net.policy),
     }
+    _check_json_size(doc)
 
     def write(f):
         # The arrays first, hashed as they are written; then the index that holds the hashes.
@@ -973,6 +1107,10 @@ def _check_counts(doc: dict) -> None:
         batch = ck.get("batch", 0)
         if not (_is_int(batch) and 0 <= batch < _INT64):
             raise ModelFileError(f"invalid checkpoint batch {batch!r}")
+        structure = ck.get("opt_structure")
+        if structure is not None and not isinstance(structure, str):
+            raise ModelFileError(f"checkpoint: invalid optimizer state structure "
+                                 f"{structure!r}"[:300])
 
 
 class _Entry(NamedTuple):
@@ -1132,14 +1270,32 @@ def _state_leaf(data: np.ndarray, entry: dict, j: int) -> jax.Array:
         raise ModelFileError(str(err)) from None
 
 
-def _check_history(history: Any) -> dict | None:
+def _fits_float(x: int | float) -> bool:
+    """Whether the number ``x`` converts to a float (an int beyond 1.8e308 does not)."""
+    try:
+        float(x)
+    except OverflowError:
+        return False
+    return True
+
+
+def check_history(history: Any, error: type[Exception] = ModelFileError) -> dict | None:
+    """Return ``history`` if it is ``None`` or maps metric -> split -> list of numbers,
+    each number one that converts to a float (NaN and inf are kept: an epoch may score
+    them; an int beyond the float range is refused), else raise ``error`` naming the entry.
+    :func:`load_model` checks a file's history with this; :func:`save_model` what it is
+    given (``error=ValueError``)."""
     if history is None:
         return None
-    ok = all(isinstance(v, dict) and all(
+    ok = isinstance(history, dict) and all(isinstance(v, dict) and all(
         isinstance(s, list) and all(isinstance(x, (int, float)) for x in s) for s in v.values())
         for v in history.values())
     if not ok:
-        raise ModelFileError("history must map metric -> split -> list of numbers")
+        raise error("history must map metric -> split -> list of numbers")
+    for metric, splits in history.items():
+        for split, values in splits.items():
+            if not all(_fits_float(x) for x in values):
+                raise error(f"history[{metric!r}][{split!r}]: a number too large for a float")
     return history
 
 
@@ -1155,7 +1311,7 @@ def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
     entries, verified = _check_index(zf, doc)
     _check_classes(doc, resolver)
     extras = check_extras(doc.get("extras"))
-    history = _check_history(doc.get("history"))
+    history = check_history(doc.get("history"))
     net = _build_network(doc, resolver)
     arrays = _read_arrays(zf, net, doc, entries)
     params = tuple({k: _to_device(arrays[f"params/{i}/{k}"]) for k in p}
@@ -1164,8 +1320,9 @@ def _parse(zf: zipfile.ZipFile, resolver: _Resolver) -> tuple[Model, bool]:
     key = _checked_key(arrays["key"], doc["arrays"]["key"]) if "key" in arrays else None
     opt_state = None
     if ck.get("opt_state") is not None:
-        opt_state = tuple(_state_leaf(arrays[f"opt_state/{j}"], doc["arrays"][f"opt_state/{j}"],
-                                      j) for j in range(ck["opt_state"]))
+        opt_state = SavedLeaves([_state_leaf(arrays[f"opt_state/{j}"],
+                                             doc["arrays"][f"opt_state/{j}"], j)
+                                 for j in range(ck["opt_state"])], ck.get("opt_structure"))
     model = Model(net, params, doc["metadata"], history, opt_state, key, ck.get("epoch"),
                   extras, int(ck.get("batch", 0)))
     return model, verified or not entries

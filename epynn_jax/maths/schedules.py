@@ -68,18 +68,29 @@ class Schedule:
             raise TypeError(f"Schedule: cycle_epochs must be an int >= 0, got {epc!r}")
         if epc < 0:
             raise ValueError(f"Schedule: cycle_epochs must be an int >= 0, got {epc!r}")
+        _float(epc, "Schedule: cycle_epochs", "an int >= 0")
 
     def _real(self, field: str, expected: str) -> float:
         value = getattr(self, field)
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"Schedule: {field} must be {expected}, got {value!r}")
-        return float(value)
+        return _float(value, f"Schedule: {field}", expected)
 
     @classmethod
     def from_hpars(cls, se_hPars: dict) -> Schedule:
         """Build from an EpyNN ``se_hPars`` dict (other keys are ignored)."""
         keys = ("learning_rate", "schedule", "decay_k", "cycle_epochs", "cycle_descent")
         return cls(**{k: se_hPars[k] for k in keys if k in se_hPars})
+
+
+def _float(value: numbers.Real, where: str, expected: str) -> float:
+    """``float(value)``; an int beyond the float range raises ``ValueError`` naming ``where``
+    (not Python's bare ``OverflowError``)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{where} must be {expected} that fits a float, got a number too "
+                         "large") from None
 
 
 def learning_rates(schedule: Schedule, epochs: int) -> np.ndarray:
@@ -104,9 +115,10 @@ def optax_schedule(rates: np.ndarray, steps_per_epoch: int):
 def resolve(schedule: Schedule, epochs: int) -> tuple[float, float, float, float]:
     """``(lr, d, k, epc)`` of ``schedule`` over ``epochs`` epochs: ``epc = cycle_epochs or
     epochs`` and ``k = decay_k or 5 / epc`` (the two defaults EpyNN resolves)."""
-    epc = schedule.cycle_epochs if schedule.cycle_epochs else epochs
+    epc = _float(schedule.cycle_epochs if schedule.cycle_epochs else epochs, "resolve: epochs",
+                 "an int")
     k = schedule.decay_k if schedule.decay_k else 5 / epc
-    return float(schedule.learning_rate), float(schedule.cycle_descent), float(k), float(epc)
+    return float(schedule.learning_rate), float(schedule.cycle_descent), float(k), epc
 
 
 def rate(kind: str, lr, d, k, epc, x, xp=jnp):

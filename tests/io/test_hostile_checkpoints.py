@@ -3,6 +3,8 @@ the array, never cast into something else or left for JAX to trip over."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import archive
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,9 @@ import pytest
 
 from epynn_jax import layers, network
 from epynn_jax.errors import ModelFileError
-from epynn_jax.io import load_checkpoint, save_checkpoint
+from epynn_jax.io import load_checkpoint, restore_opt_state, save_checkpoint
+from epynn_jax.maths import schedules
+from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import checks
 
 NET = network.build([layers.Dense(2, "softmax")], (3,))
@@ -85,6 +89,107 @@ def test_inf_loads_where_the_fresh_state_holds_inf_and_nan_never():
     assert np.isposinf(np.asarray(restored["best"]))
     with pytest.raises(ValueError, match="optimizer state leaf 0 .*NaN or inf"):
         checks.restore_opt_state(opt, PARAMS, [np.float32(np.nan)])
+
+
+# -- the optimizer: the state's structure is recorded and compared ------------------------
+
+SGDM, RMSPROP = optax.sgd(0.1, momentum=0.9), optax.rmsprop(0.01)  # a W and a b each
+DATA = {"dtrain": (np.ones((4, 3), np.float32), np.eye(2, dtype=np.float32)[[0, 1, 0, 1]])}
+
+
+def _save_state(tmp_path, state, name="ck.epynn"):
+    return save_checkpoint(tmp_path / name, NET, PARAMS, opt_state=state,
+                           key=jax.random.key(0), epoch=1,
+                           metadata={"loss": "CCE", "batch_size": 4, "train_split": "dtrain"})
+
+
+def test_a_state_of_another_optimizer_with_the_same_leaves_is_refused(tmp_path):
+    """SGD with momentum and RMSprop keep as many leaves of the same shapes: only the
+    recorded structure tells them apart."""
+    path = _save_state(tmp_path, SGDM.init(PARAMS))
+    with pytest.raises(ModelFileError, match=r"ck\.epynn: optimizer state saved with another "
+                                             r"optimizer: .*TraceState.*ScaleByRmsState"):
+        load_checkpoint(path, RMSPROP)
+    leaves = load_checkpoint(path).opt_state
+    with pytest.raises(ValueError, match="saved with another optimizer"):
+        restore_opt_state(RMSPROP, PARAMS, leaves)
+    with pytest.raises(ValueError, match="fit: resume checkpoint: optimizer state saved with "
+                                         "another optimizer"):
+        network.fit(NET, None, DATA, epochs=2, loss="CCE", optimizer=RMSPROP,
+                    resume=load_checkpoint(path))
+    restored = load_checkpoint(path, SGDM).opt_state
+    assert jax.tree.structure(restored) == jax.tree.structure(SGDM.init(PARAMS))
+    assert len(jax.tree.leaves(leaves)) == len(leaves) == 2  # a pytree of its arrays
+
+
+def test_a_checkpoint_without_a_recorded_structure_restores_as_before(tmp_path):
+    doc, members = archive.members(_save_state(tmp_path, SGDM.init(PARAMS)))
+    assert doc["checkpoint"].pop("opt_structure").startswith("PyTreeDef(")
+    old = archive.write(tmp_path / "old.epynn", doc, members)
+    assert load_checkpoint(old).opt_state.structure is None
+    restored = load_checkpoint(old, SGDM).opt_state
+    assert jax.tree.structure(restored) == jax.tree.structure(SGDM.init(PARAMS))
+    doc["checkpoint"]["opt_structure"] = 5
+    with pytest.raises(ModelFileError, match="bad.epynn: checkpoint: invalid optimizer state "
+                                             "structure 5"):
+        load_checkpoint(archive.write(tmp_path / "bad.epynn", doc, members))
+
+
+def test_epynn_sgd_restores_across_schedules_epochs_and_steps(tmp_path):
+    """fit's own optimizer keeps its numbers in leaves: another schedule, epoch count or
+    first epoch is the same structure."""
+    saved = network.epynn_sgd(Schedule(), 3, 2)
+    later = network.epynn_sgd(Schedule(learning_rate=0.5, schedule="exp_decay"), 7, 5,
+                              first_epoch=2)
+    path = _save_state(tmp_path, saved.init(PARAMS))
+    restored = load_checkpoint(path, later).opt_state
+    assert jax.tree.structure(restored) == jax.tree.structure(later.init(PARAMS))
+
+
+def test_restore_arguments_of_the_wrong_type_raise_type_errors_naming_them(tmp_path):
+    path = _save(tmp_path)
+    with pytest.raises(TypeError, match="optimizer must be an optax GradientTransformation, "
+                                        "got 'adam'"):
+        load_checkpoint(path, "adam")
+    leaves = load_checkpoint(path).opt_state
+    with pytest.raises(TypeError, match="leaves must be a sequence of arrays .*got NoneType"):
+        restore_opt_state(ADAM, PARAMS, None)
+    with pytest.raises(TypeError, match="params must be the network's parameters .*got "
+                                        "NoneType"):
+        restore_opt_state(ADAM, None, leaves)
+
+
+# -- numbers beyond the float range: refused at load, naming the field ---------------------
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda doc: doc["metadata"]["schedule"].update(learning_rate=10**400),
+     "metadata 'schedule' is no schedule: Schedule: learning_rate must be .* fits a float"),
+    (lambda doc: doc["metadata"]["schedule"].update(cycle_epochs=10**400),
+     "metadata 'schedule' is no schedule: Schedule: cycle_epochs must be .* fits a float"),
+    (lambda doc: doc["metadata"].update(epochs=10**400),
+     "metadata 'epochs' must be an int that fits a float, got one of 1329 bits"),
+    (lambda doc: doc["history"]["MSE"]["dtrain"].append(-10**400),
+     r"history\['MSE'\]\['dtrain'\]: a number too large for a float"),
+], ids=["schedule-learning-rate", "schedule-cycle-epochs", "epochs", "history"])
+def test_an_int_beyond_the_float_range_is_refused_naming_the_field(tmp_path, edit, match):
+    path = save_checkpoint(tmp_path / "ck.epynn", NET, PARAMS, opt_state=STATE,
+                           key=jax.random.key(0), epoch=1, history={"MSE": {"dtrain": [0.5]}},
+                           metadata={"epochs": 2, "schedule": dataclasses.asdict(Schedule())})
+    doc, members = archive.members(path)
+    edit(doc)
+    with pytest.raises(ModelFileError, match=r"bad\.epynn: (checkpoint: )?" + match):
+        load_checkpoint(archive.write(tmp_path / "bad.epynn", doc, members))
+
+
+def test_schedule_numbers_beyond_the_float_range_raise_value_error():
+    for fields in ({"learning_rate": 10**400}, {"decay_k": 10**400}, {"cycle_epochs": 10**400},
+                   {"cycle_descent": -10**400}):
+        with pytest.raises(ValueError, match=f"Schedule: {next(iter(fields))} must be .*fits a "
+                                             "float"):
+            Schedule(**fields)
+    with pytest.raises(ValueError, match="resolve: epochs must be an int that fits a float"):
+        schedules.resolve(Schedule(), 10**400)
 
 
 # -- the PRNG key: one key, never a batch or key data of another shape or dtype -------------

@@ -145,6 +145,47 @@ def test_save_rejects_metadata_that_is_not_json(model, tmp_path):
         save_model(tmp_path / "m.epynn", net, params, metadata={"f": object()})
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    ({"history": {"loss": [0.5]}}, "save_model: history must map metric -> split -> list"),
+    ({"history": {"loss": {"dtrain": [0.5, 10**400]}}},
+     r"save_model: history\['loss'\]\['dtrain'\]: a number too large for a float"),
+    ({"metadata": {"notes": "x" * 5000}}, "save_model: model.json would be .* bytes, beyond "
+                                          "the 4096 .*; metadata takes"),
+    ({"history": {"loss": {"dtrain": [0.5] * 2000}}}, "; history takes"),
+    ({"metadata": {1: "a", "1": "b"}}, "save_model: metadata has the key 1 of type int"),
+    ({"metadata": {"runs": [{None: 1}]}}, "metadata has the key None of type NoneType"),
+    ({"history": {"loss": {0: [0.5]}}}, "save_model: history has the key 0 of type int"),
+    ({"extras": {"a": {2.5: 1}}}, "save_model: extras has the key 2.5 of type float"),
+], ids=["history-flat", "history-huge-int", "json-size-metadata", "json-size-history",
+        "metadata-int-key", "metadata-nested-none-key", "history-int-key", "extras-float-key"])
+def test_save_refuses_what_the_loader_would_before_writing(model, tmp_path, monkeypatch,
+                                                           kwargs, match):
+    """A save never writes a file its own loader refuses (nor one that loads different
+    keys): the previous file at the path stays as it was."""
+    monkeypatch.setattr(ckpt, "MAX_JSON_BYTES", 4096)  # (the loader's limit too)
+    net, params = model
+    target = tmp_path / "m.epynn"
+    target.write_bytes(b"previous")
+    with pytest.raises(ValueError, match=match):
+        save_model(target, net, params, **kwargs)
+    assert target.read_bytes() == b"previous" and list(tmp_path.iterdir()) == [target]
+
+
+def test_save_checkpoint_refuses_fit_metadata_load_checkpoint_would(model, tmp_path):
+    net, params = model
+    state, key = optax.sgd(0.1).init(params), jax.random.key(0)
+    for metadata, match in (({"epochs": "3"}, "save_model: metadata 'epochs' must be an int"),
+                            ({"epochs": 10**400}, "'epochs' must be an int that fits a float"),
+                            ({"schedule": {"learning_rate": -1}}, "'schedule' is no schedule")):
+        with pytest.raises(ValueError, match=match):
+            save_checkpoint(tmp_path / "c.epynn", net, params, opt_state=state, key=key, epoch=1,
+                            metadata=metadata)
+    assert list(tmp_path.iterdir()) == []
+    # a plain model file keeps any metadata: load_model does not read fit's fields
+    path = save_model(tmp_path / "m.epynn", net, params, metadata={"epochs": "3"})
+    assert load_model(path).metadata == {"epochs": "3"}
+
+
 # -- atomic writes ---------------------------------------------------------------------
 
 

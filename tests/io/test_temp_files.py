@@ -215,3 +215,23 @@ def test_a_target_that_is_not_a_regular_file_is_refused_and_a_link_written_throu
     link.symlink_to(real)
     ckpt.atomic_write(link, lambda f: f.write(b"new"))
     assert link.is_symlink() and real.read_bytes() == b"new"
+
+
+def test_a_path_that_cannot_be_written_is_named_before_any_temp_file(tmp_path):
+    """A missing directory, a file where the directory goes, a path ending in a separator
+    (it would have made a file of that name) and a loop of links (it was replaced by a
+    file): each refused with an error naming the path, never the temp file."""
+    (tmp_path / "file").write_bytes(b"x")
+    loop = tmp_path / "loopa"
+    loop.symlink_to(tmp_path / "loopb")
+    (tmp_path / "loopb").symlink_to(loop)
+    for target, error, match in (
+            (tmp_path / "nodir" / "m.epynn", FileNotFoundError, "directory .*nodir does not exist"),
+            (tmp_path / "file" / "m.epynn", NotADirectoryError, "file is a file, not a directory"),
+            (f"{tmp_path}{os.sep}newname{os.sep}", IsADirectoryError, "ends with a path separator"),
+            (loop, OSError, "a loop of symbolic links")):
+        with pytest.raises(error, match=match) as caught:
+            ckpt.atomic_write(target, lambda f: f.write(b"new"))
+        assert f"cannot write {target}" in str(caught.value) and ".tmp" not in str(caught.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "loopa", "loopb"]
+    assert loop.is_symlink() and (tmp_path / "file").read_bytes() == b"x"
