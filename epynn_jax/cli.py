@@ -567,6 +567,26 @@ def _write_output(text: str, A) -> Path:
     return path
 
 
+def _same_file(a: str, b: str) -> bool:
+    """Whether the paths ``a`` and ``b`` name one file: the same file where both exist
+    (links and hard links followed), else the same resolved path."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one is missing (or not a path the system takes)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_out(out: str, model: str, input_: str) -> None:
+    """Raise unless ``--out`` is another file than the model and the input: writing the
+    outputs there would replace the file being read."""
+    for role, path in (("model file", model), ("input", input_)):
+        if _same_file(out, path):
+            raise CLIError(f"--out {out} is the {role} {path}: writing the outputs there "
+                           "would replace it; give another path")
+
+
 def cmd_predict(args: argparse.Namespace, out) -> int:
     """Run the model on an input array; print the outputs or write them to ``--out``."""
     import numpy as np
@@ -574,6 +594,8 @@ def cmd_predict(args: argparse.Namespace, out) -> int:
     from epynn_jax import network
     from epynn_jax.layers import LayerError
 
+    if args.out:
+        _check_out(args.out, args.model, args.input)
     model = _load(args.model)
     X = _read_input(args.input)
     try:

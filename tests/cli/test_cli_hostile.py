@@ -50,6 +50,23 @@ def watchdog():
     signal.signal(signal.SIGALRM, previous)
 
 
+def test_predict_out_onto_the_model_or_the_input_is_refused_before_writing(model, tmp_path):
+    """``--out`` naming the model file or the input (by a link, or another spelling of the
+    path) would replace the file the command reads."""
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((2, 11), np.float32))
+    before = model.read_bytes(), x.read_bytes()
+    link = tmp_path / "link.epynn"
+    link.symlink_to(model)
+    for out, role in ((model, "model file"), (link, "model file"), (x, "input"),
+                      (tmp_path / "." / "x.npy", "input")):
+        code, _, err = run("predict", model, x, "--out", out)
+        assert_one_line_error(code, err, f"--out {out} is the {role}")
+    assert (model.read_bytes(), x.read_bytes()) == before
+    code, _, err = run("predict", model, x, "--out", tmp_path / "a.npy")
+    assert code == 0, err
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_named_pipes_as_model_input_or_checkpoint_are_refused(model, tmp_path, watchdog):
     fifo = tmp_path / "pipe"
