@@ -391,7 +391,10 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
     saved = getattr(leaves, "structure", None)
     if saved is not None and saved != str(treedef):
         raise ValueError(f"optimizer state saved with another optimizer: the saved state is "
-                         f"{saved[:300]}, this optimizer keeps {str(treedef)[:300]}")
+                         f"{saved[:300]}, this optimizer keeps {str(treedef)[:300]} (if it "
+                         "is the same optimizer and only its library renamed the state's "
+                         "classes, pass the leaves as a plain tuple, tuple(ck.opt_state), "
+                         "which is not compared)")
     if len(ref_leaves) != len(leaves):
         raise ValueError(f"optimizer state has {len(leaves)} arrays, the optimizer keeps "
                          f"{len(ref_leaves)}: was it saved with another optimizer?")

@@ -111,8 +111,13 @@ def test_a_state_of_another_optimizer_with_the_same_leaves_is_refused(tmp_path):
                                              r"optimizer: .*TraceState.*ScaleByRmsState"):
         load_checkpoint(path, RMSPROP)
     leaves = load_checkpoint(path).opt_state
-    with pytest.raises(ValueError, match="saved with another optimizer"):
+    with pytest.raises(ValueError, match=r"saved with another optimizer.*pass the leaves as a "
+                                         r"plain tuple, tuple\(ck\.opt_state\)"):
         restore_opt_state(RMSPROP, PARAMS, leaves)
+    # the way out the message gives (a library that renamed its state classes): a plain
+    # tuple is not compared, only counted and shaped
+    assert jax.tree.structure(restore_opt_state(RMSPROP, PARAMS, tuple(leaves))) == \
+        jax.tree.structure(RMSPROP.init(PARAMS))
     with pytest.raises(ValueError, match="fit: resume checkpoint: optimizer state saved with "
                                          "another optimizer"):
         network.fit(NET, None, DATA, epochs=2, loss="CCE", optimizer=RMSPROP,

@@ -82,7 +82,7 @@ def test_another_schedule_is_refused_naming_both(checkpoint, schedule, given):
 
 def test_an_optimizer_instead_of_the_recorded_schedule_is_refused(checkpoint):
     with pytest.raises(ValueError, match=r"this fit has none \(an optimizer was given\)"):
-        _resume(checkpoint, optimizer=optax.sgd(0.05))
+        _resume(checkpoint, optimizer=optax.sgd(0.05), schedule=Schedule())
 
 
 def test_the_same_schedule_with_other_total_epochs_warns_and_trains(checkpoint):
