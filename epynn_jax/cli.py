@@ -582,7 +582,7 @@ def _same_file(a: str, b: str) -> bool:
 def _check_out(out: str, model: str, input_: str) -> None:
     """Raise unless ``--out`` is another file than the model and the input: writing the
     outputs there would replace the file being read."""
-    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+    if out.endswith(("/", os.sep)):  # (an existing folder is named where it is written)
         raise CLIError(f"--out {out} is a folder: give the path of the .npy file to write")
     for role, path in (("model file", model), ("input", input_)):
         if _same_file(out, path):
