@@ -152,6 +152,15 @@ def _sorted_unique(flat, where: str) -> list:
                         f"({err})") from None
 
 
+def _one_hot(idx: np.ndarray, size: int) -> np.ndarray:
+    """float32 one-hot of the indices ``idx`` (any shape) over ``size`` columns: shape
+    ``idx.shape + (size,)``. The ones are written into zeros, so memory is the result's
+    (``np.eye(size)[idx]`` would first build a size x size matrix)."""
+    out = np.zeros((idx.size, size), dtype=np.float32)
+    out[np.arange(idx.size), idx.reshape(-1)] = 1.0
+    return out.reshape(*idx.shape, size)
+
+
 def index_elements(X) -> tuple[dict, dict, int]:
     """Vocabulary of the sorted unique elements: ``(element_to_idx, idx_to_element, size)``.
 
@@ -200,7 +209,7 @@ def one_hot_sequences(X, element_to_idx: dict | None = None) -> tuple[np.ndarray
                          "vocabulary") from None
     except TypeError as err:
         raise TypeError(f"{where}: elements must be hashable ({err})") from None
-    return np.eye(len(element_to_idx), dtype=np.float32)[idx], element_to_idx
+    return _one_hot(idx, len(element_to_idx)), element_to_idx
 
 
 def decode_sequences(X_encoded, idx_to_element: dict) -> list[list[Hashable]]:
@@ -242,7 +251,7 @@ def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list
     unknown = [c for c in set(labels) if c not in index]
     if unknown:
         raise ValueError(f"one_hot_labels: labels {unknown!r} not in classes {classes!r}")
-    return np.eye(len(classes), dtype=np.float32)[[index[c] for c in labels]], classes
+    return _one_hot(np.array([index[c] for c in labels], dtype=np.int64), len(classes)), classes
 
 
 def _classes(classes) -> list:

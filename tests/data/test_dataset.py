@@ -311,3 +311,28 @@ def test_one_hot_labels_classes_as_an_array_or_range():
     np.testing.assert_array_equal(Y, [[0, 0, 1], [1, 0, 0]])
     assert classes == [0, 1, 2]
     assert ds.one_hot_labels([1], classes=range(3))[1] == [0, 1, 2]
+
+
+def _peak_bytes(fn) -> int:
+    """Peak memory traced (NumPy's buffers included) while ``fn()`` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_one_hot_memory_is_the_results_not_a_k_by_k_identity():
+    k = 4000  # np.eye(k) in float32 is 64 MB; the results below are 16 KB and 48 KB
+    Y, classes = ds.one_hot_labels([0], classes=range(k))
+    assert Y.shape == (1, k) and Y.dtype == np.float32 and Y[0, 0] == 1 and Y.sum() == 1
+    assert _peak_bytes(lambda: ds.one_hot_labels([0], classes=range(k))) < 4e6
+    vocab = {i: i for i in range(k)}
+    X, _ = ds.one_hot_sequences([[1, 2, 3]], vocab)
+    assert X.shape == (1, 3, k) and X.dtype == np.float32
+    np.testing.assert_array_equal(X.argmax(-1), [[1, 2, 3]])
+    assert X.sum() == 3
+    assert _peak_bytes(lambda: ds.one_hot_sequences([[1, 2, 3]], vocab)) < 4e6
