@@ -55,6 +55,14 @@ def _int(value, name: str, where: str, minimum: int = 0) -> int:
     return int(value)
 
 
+def _flag(value, name: str, where: str) -> bool:
+    """A bool argument: a Python or NumPy bool (``"no"``, ``1`` or ``None`` are refused,
+    where a truth test would read ``"no"`` as True)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{where}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _samples(X, Y, where: str) -> tuple[np.ndarray, np.ndarray]:
     """X and Y as arrays with the same number (>= 1) of samples on axis 0."""
     try:
@@ -318,7 +326,7 @@ def padding(X, pad: int, forward: bool = True) -> np.ndarray:
         raise ValueError(f"padding: expected (m, h, w, ...) data with h, w >= 1, got shape "
                          f"{X.shape}")
     pad = _int(pad, "pad", "padding")
-    if forward:
+    if _flag(forward, "forward", "padding"):
         width = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (X.ndim - 3)
         return np.pad(X, width)
     if min(X.shape[1:3]) <= 2 * pad:
@@ -387,6 +395,9 @@ def embed(X, Y, *, relative_size: Sequence[float] = (2, 1, 0), X_encode: bool = 
     """
     where = "embed"
     info: dict = {}
+    X_encode = _flag(X_encode, "X_encode", where)
+    Y_encode = _flag(Y_encode, "Y_encode", where)
+    X_scale = _flag(X_scale, "X_scale", where)
     _relative(relative_size, where)
     if X_scale or not X_encode:
         X = _numeric(X, "X", where, "" if X_encode else

@@ -49,6 +49,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from epynn_jax.data.dataset import _flag
+
 __all__ = [
     "dummy_boolean",
     "dummy_string",
@@ -665,6 +667,7 @@ def raw_data(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool =
     if name not in DATASETS:
         raise ValueError(f"unknown example {name!r}; known: {', '.join(DATASETS)}")
     seed = _seed(seed, "raw_data")
+    quick, synthetic = _flag(quick, "quick", "raw_data"), _flag(synthetic, "synthetic", "raw_data")
     generator, full, small, _ = DATASETS[name]
     sizes = small if quick else full
     if name == "digits":  # shuffled like EpyNN's examples shuffle before the in-order split
@@ -691,6 +694,7 @@ def prepare(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool = 
     """
     from epynn_jax.data.dataset import embed
 
+    quick, synthetic = _flag(quick, "quick", "prepare"), _flag(synthetic, "synthetic", "prepare")
     X, y = raw_data(name, seed=seed, quick=quick, synthetic=synthetic, cache=cache, url=url,
                     sha256=sha256)
     if name == "digits":

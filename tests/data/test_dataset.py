@@ -336,3 +336,20 @@ def test_one_hot_memory_is_the_results_not_a_k_by_k_identity():
     np.testing.assert_array_equal(X.argmax(-1), [[1, 2, 3]])
     assert X.sum() == 3
     assert _peak_bytes(lambda: ds.one_hot_sequences([[1, 2, 3]], vocab)) < 4e6
+
+
+@pytest.mark.parametrize("flag", ["X_encode", "Y_encode", "X_scale"])
+@pytest.mark.parametrize("bad", ["no", 1, 0, None])
+def test_embed_flags_must_be_bools(flag, bad):
+    X, Y = np.ones((3, 2)), np.array([0, 1, 0])
+    with pytest.raises(TypeError, match=f"embed: {flag} must be True or False, got {bad!r}"):
+        ds.embed(X, Y, **{flag: bad})
+    # NumPy bools are bools.
+    assert "dtrain" in ds.embed(X, Y, **{flag: np.bool_(False)})[0]
+
+
+@pytest.mark.parametrize("bad", ["no", 0, None])
+def test_padding_forward_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match=f"padding: forward must be True or False, got {bad!r}"):
+        ds.padding(np.ones((1, 3, 3, 1)), 1, forward=bad)
+    assert ds.padding(np.ones((1, 3, 3, 1)), 1, forward=np.bool_(False)).shape == (1, 1, 1, 1)

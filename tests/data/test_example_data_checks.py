@@ -112,3 +112,12 @@ def test_the_checksum_record_is_written_atomically(tmp_path, monkeypatch):
     ex._verify(archive, None)
     assert record.read_text() == f"{ex.sha256_of(archive)}  a.tar\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar", "a.tar.sha256"]
+
+
+@pytest.mark.parametrize("fn", [ex.raw_data, ex.prepare])
+@pytest.mark.parametrize("flag", ["quick", "synthetic"])
+@pytest.mark.parametrize("bad", ["no", 1, None])
+def test_example_flags_must_be_bools(fn, flag, bad):
+    with pytest.raises(TypeError, match=f"{fn.__name__}: {flag} must be True or False, "
+                                        f"got {bad!r}"):
+        fn("dummy_boolean", **{flag: bad})
