@@ -242,15 +242,19 @@ def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list
     labels, in the order of the columns), a label outside it raises
     ``ValueError``.
     """
+    given = y
     y = np.asarray(y)
+    if y.dtype.kind in "US" and not isinstance(given, np.ndarray):
+        _one_kind(given, y.dtype.kind)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or y.size == 0:
         raise ValueError(f"one_hot_labels: expected labels of shape (m,) with m >= 1, "
                          f"got {y.shape}")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError("one_hot_labels: labels contain NaN or inf")
     labels = y.tolist()
+    if (y.dtype.kind == "f" and not np.all(np.isfinite(y))) or (
+            y.dtype.kind == "O" and any(map(_not_finite, labels))):
+        raise ValueError("one_hot_labels: labels contain NaN or inf")
     if classes is None:
         classes = _sorted_unique(labels, "one_hot_labels")
     else:
@@ -260,6 +264,27 @@ def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list
     if unknown:
         raise ValueError(f"one_hot_labels: labels {unknown!r} not in classes {classes!r}")
     return _one_hot(np.array([index[c] for c in labels], dtype=np.int64), len(classes)), classes
+
+
+def _one_kind(given, kind: str) -> None:
+    """Refuse labels that NumPy turned into strings because strings were mixed with other
+    kinds (``[0, "a"]`` would become ``["0", "a"]``), as :func:`index_elements` refuses them."""
+    want = str if kind == "U" else bytes
+    try:
+        items = np.asarray(given, dtype=object).ravel().tolist()
+    except ValueError:
+        return  # ragged: the shape check reports it
+    other = next((v for v in items if not isinstance(v, want)), None)
+    if other is not None:
+        raise TypeError(f"one_hot_labels: elements must be hashable and of one sortable kind "
+                        f"(got {want.__name__} labels mixed with {other!r} of type "
+                        f"{type(other).__name__})")
+
+
+def _not_finite(value) -> bool:
+    """True for a NaN or infinite float (Python or NumPy) held in an object array."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+            and not math.isfinite(value))
 
 
 def _classes(classes) -> list:

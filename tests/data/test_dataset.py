@@ -288,7 +288,7 @@ def test_index_elements_refuses_empty_input_and_nan():
         ds.index_elements(np.array([np.nan, 1.0, np.nan]))
     with pytest.raises(ValueError, match="one_hot_sequences: elements contain NaN"):
         ds.one_hot_sequences(np.array([[np.nan, 1.0]]))
-    with pytest.raises(ValueError, match="one_hot_labels: elements contain NaN"):
+    with pytest.raises(ValueError, match="one_hot_labels: labels contain NaN or inf"):
         ds.one_hot_labels(np.array([np.nan, 1.0], dtype=object))
 
 
@@ -353,3 +353,25 @@ def test_padding_forward_must_be_a_bool(bad):
     with pytest.raises(TypeError, match=f"padding: forward must be True or False, got {bad!r}"):
         ds.padding(np.ones((1, 3, 3, 1)), 1, forward=bad)
     assert ds.padding(np.ones((1, 3, 3, 1)), 1, forward=np.bool_(False)).shape == (1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("labels", [[0, "a", 1], ("a", 2.5), [["a"], [1]], [b"a", "b"]])
+def test_one_hot_labels_refuses_mixed_kinds_like_index_elements(labels):
+    # NumPy would turn the numbers into strings: [0, "a", 1] -> classes ["0", "1", "a"].
+    with pytest.raises(TypeError, match="index_elements: elements must be hashable and of one "
+                                        "sortable kind"):
+        ds.index_elements([1, "a"])
+    with pytest.raises(TypeError, match="one_hot_labels: elements must be hashable and of one "
+                                        "sortable kind"):
+        ds.one_hot_labels(labels)
+    assert ds.one_hot_labels(("b", "a"))[1] == ["a", "b"]  # one kind is fine
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, np.float32(np.inf)])
+@pytest.mark.parametrize("classes", [None, [1, 2]])
+def test_one_hot_labels_refuses_nan_and_inf_in_object_arrays(bad, classes):
+    y = np.array([1, bad], dtype=object)
+    with pytest.raises(ValueError, match="one_hot_labels: labels contain NaN or inf"):
+        ds.one_hot_labels(y, classes=classes)
+    Y, cls = ds.one_hot_labels(np.array([1, 2.5, 1], dtype=object))  # finite ones are labels
+    assert cls == [1, 2.5] and Y.argmax(1).tolist() == [0, 1, 0]
