@@ -115,14 +115,20 @@ def _relative(relative_size: Sequence[float], where: str = "split_dataset"
               ) -> tuple[float, float, float]:
     ok = isinstance(relative_size, (tuple, list, np.ndarray)) and all(
         isinstance(r, numbers.Real) and not isinstance(r, bool) for r in relative_size)
-    rs = tuple(float(r) for r in relative_size) if ok else ()
+    try:
+        rs = tuple(float(r) for r in relative_size) if ok else ()
+    except OverflowError:  # an int beyond float64's range
+        rs = (math.inf,)
     if len(rs) == 2:
         rs = (*rs, 0.0)
     if len(rs) != 3 or any(not np.isfinite(r) or r < 0 for r in rs) or sum(rs) <= 0:
         raise ValueError(
-            f"{where}: relative_size must be 2 or 3 non-negative numbers with a positive sum, "
-            f"got {relative_size!r}"
+            f"{where}: relative_size must be 2 or 3 finite, non-negative numbers with a "
+            f"positive sum, got {relative_size!r}"
         )
+    if not math.isfinite(sum(rs)):
+        raise ValueError(f"{where}: relative_size {relative_size!r} sums beyond float64's range "
+                         "(about 1.8e308); use smaller relative sizes")
     return rs
 
 

@@ -375,3 +375,20 @@ def test_one_hot_labels_refuses_nan_and_inf_in_object_arrays(bad, classes):
         ds.one_hot_labels(y, classes=classes)
     Y, cls = ds.one_hot_labels(np.array([1, 2.5, 1], dtype=object))  # finite ones are labels
     assert cls == [1, 2.5] and Y.argmax(1).tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize("rel,match", [
+    ((1e308, 1e308, 1e308), r"sums beyond float64's range"),
+    ((1.5e308, 1e308), r"sums beyond float64's range"),
+    ((10**400, 1, 0), "finite, non-negative numbers"),
+    ((1, float("inf"), 0), "finite, non-negative numbers"),
+])
+def test_split_refuses_overflowing_or_infinite_relative_sizes(rel, match):
+    # The overflowing sum made every ratio 0: "gives no training sample out of 6".
+    with pytest.raises(ValueError, match=f"split_dataset: relative_size.*{match}"):
+        ds.split_dataset(np.arange(6), np.arange(6), rel)
+    with pytest.raises(ValueError, match=f"embed: relative_size.*{match}"):
+        ds.embed(np.ones((6, 1)), np.arange(6), relative_size=rel)
+    # Large but summable sizes are only ratios.
+    out = ds.split_dataset(np.arange(6), np.arange(6), (5e307, 5e307, 5e307))
+    assert [len(out[k].X) for k in ("dtrain", "dval", "dtest")] == [2, 2, 2]
