@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -53,6 +53,21 @@ def _int(value, name: str, where: str, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"{where}: {name} must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _array(X, name: str, where: str) -> np.ndarray:
+    """``np.asarray(X)``; ragged rows give a ``ValueError`` naming ``where`` and ``name``."""
+    try:
+        return np.asarray(X)
+    except ValueError as err:
+        raise ValueError(f"{where}: {name} must be a rectangular array ({err})") from None
+
+
+def _holds_numbers(arr: np.ndarray, kinds: str, kind: type) -> bool:
+    """Whether ``arr``'s dtype is one of ``kinds``, or it is an object array of ``kind``s."""
+    if arr.dtype.kind == "O":
+        return all(isinstance(v, kind) for v in arr.ravel().tolist())
+    return arr.dtype.kind in kinds
 
 
 def _flag(value, name: str, where: str) -> bool:
@@ -181,7 +196,11 @@ def index_elements(X) -> tuple[dict, dict, int]:
     Raises ``ValueError`` for empty ``X`` or NaN elements, ``TypeError`` for
     unhashable or unsortable ones.
     """
-    flat = np.asarray(X, dtype=object).reshape(-1) if not isinstance(X, np.ndarray) else X.ravel()
+    arr = X if isinstance(X, np.ndarray) else np.asarray(X, dtype=object)
+    if X is None or arr.ndim == 0:
+        raise TypeError(f"index_elements: X must be an array or a (nested) sequence of "
+                        f"elements, got {X!r:.80}")
+    flat = arr.reshape(-1)
     if flat.size == 0:
         raise ValueError(f"index_elements: X is empty (shape {np.shape(flat)})")
     elements = _sorted_unique(flat.tolist(), "index_elements")
@@ -228,16 +247,22 @@ def one_hot_sequences(X, element_to_idx: dict | None = None) -> tuple[np.ndarray
 
 def decode_sequences(X_encoded, idx_to_element: dict) -> list[list[Hashable]]:
     """Inverse of :func:`one_hot_sequences`: argmax over the last axis, then look up."""
-    X_encoded = np.asarray(X_encoded)
+    where = "decode_sequences"
+    if not isinstance(idx_to_element, (Mapping, list, tuple)):
+        raise TypeError(f"{where}: idx_to_element must be a dict from indices to elements (or "
+                        f"a list of the elements), got {idx_to_element!r:.80}")
+    X_encoded = _array(X_encoded, "X_encoded", where)
     if X_encoded.ndim != 3 or X_encoded.shape[-1] == 0:
-        raise ValueError(f"decode_sequences: expected (m, steps, vocab) with vocab >= 1, got "
+        raise ValueError(f"{where}: expected (m, steps, vocab) with vocab >= 1, got "
                          f"shape {X_encoded.shape}")
+    if not _holds_numbers(X_encoded, "biuf", numbers.Real):
+        raise TypeError(f"{where}: X_encoded must be real numbers, got dtype {X_encoded.dtype}")
     idx = np.argmax(X_encoded, axis=-1)
     try:
         return [[idx_to_element[int(i)] for i in row] for row in idx]
-    except KeyError as err:
-        raise ValueError(f"decode_sequences: index {err.args[0]} is not in idx_to_element"
-                         ) from None
+    except (KeyError, IndexError) as err:
+        missing = err.args[0] if isinstance(err, KeyError) else int(idx.max())
+        raise ValueError(f"{where}: index {missing} is not in idx_to_element") from None
 
 
 def one_hot_labels(y, classes: Sequence | None = None) -> tuple[np.ndarray, list]:
@@ -352,10 +377,13 @@ def scale_features(X, bounds: tuple[float, float] | None = None) -> np.ndarray:
 
 def padding(X, pad: int, forward: bool = True) -> np.ndarray:
     """Zero-pad (``forward``) or strip ``pad`` rows/cols on both sides of axes 1 and 2 (NHWC)."""
-    X = np.asarray(X)
+    X = _array(X, "X", "padding")
     if X.ndim < 3 or min(X.shape[1:3]) < 1:
         raise ValueError(f"padding: expected (m, h, w, ...) data with h, w >= 1, got shape "
                          f"{X.shape}")
+    if not _holds_numbers(X, "biufc", numbers.Number):
+        raise TypeError(f"padding: X must be numeric (it is padded with zeros), got dtype "
+                        f"{X.dtype}")
     pad = _int(pad, "pad", "padding")
     if _flag(forward, "forward", "padding"):
         width = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (X.ndim - 3)

@@ -96,6 +96,17 @@ def _seed(seed: int, where: str) -> int:
     return int(seed)
 
 
+def _name(name, known: dict, where: str, what: str) -> str:
+    """``name`` if it is one of ``known``'s keys (``TypeError`` for a non-str, whose lookup
+    would fail as unhashable, ``ValueError`` for an unknown str)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{where}: name must be a str, one of {', '.join(known)}; got "
+                        f"{name!r:.80}")
+    if name not in known:
+        raise ValueError(f"{where}: unknown {what} {name!r}; known: {', '.join(known)}")
+    return name
+
+
 def _noise(noise: float, where: str) -> float:
     """A standard deviation: a finite real number >= 0."""
     if isinstance(noise, bool) or not isinstance(noise, numbers.Real):
@@ -624,8 +635,7 @@ def load_real(name: str, n_samples: int | None = None, seed: int = 0, *,
     Raises :class:`DataUnavailable` when it is absent and cannot be
     downloaded (say, offline), :class:`DataError` when it is corrupt.
     """
-    if name not in REMOTES:
-        raise ValueError(f"unknown real data set {name!r}; known: {', '.join(REMOTES)}")
+    _name(name, REMOTES, "load_real", "real data set")
     seed = _seed(seed, "load_real")
     archive = fetch(REMOTES[name], cache, url=url, sha256=sha256)
     folder = cache_dir(cache) / name
@@ -664,8 +674,7 @@ def raw_data(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool =
     The download examples (:data:`REMOTES`) read the real data unless
     ``synthetic``; ``quick`` picks the small sizes used by tests and CI.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown example {name!r}; known: {', '.join(DATASETS)}")
+    _name(name, DATASETS, "raw_data", "example")
     seed = _seed(seed, "raw_data")
     quick, synthetic = _flag(quick, "quick", "raw_data"), _flag(synthetic, "synthetic", "raw_data")
     generator, full, small, _ = DATASETS[name]
@@ -694,6 +703,7 @@ def prepare(name: str, *, seed: int = 0, quick: bool = False, synthetic: bool = 
     """
     from epynn_jax.data.dataset import embed
 
+    _name(name, DATASETS, "prepare", "example")
     quick, synthetic = _flag(quick, "quick", "prepare"), _flag(synthetic, "synthetic", "prepare")
     X, y = raw_data(name, seed=seed, quick=quick, synthetic=synthetic, cache=cache, url=url,
                     sha256=sha256)

@@ -392,3 +392,41 @@ def test_split_refuses_overflowing_or_infinite_relative_sizes(rel, match):
     # Large but summable sizes are only ratios.
     out = ds.split_dataset(np.arange(6), np.arange(6), (5e307, 5e307, 5e307))
     assert [len(out[k].X) for k in ("dtrain", "dval", "dtest")] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("call,error,match", [
+    (lambda: ds.decode_sequences(np.ones((1, 2, 3)), None), TypeError,
+     "decode_sequences: idx_to_element must be a dict"),
+    (lambda: ds.decode_sequences(np.full((1, 2, 3), "a"), {0: "a"}), TypeError,
+     "decode_sequences: X_encoded must be real numbers, got dtype <U1"),
+    (lambda: ds.decode_sequences([[[1, 0]], [[1]]], {0: "a"}), ValueError,
+     "decode_sequences: X_encoded must be a rectangular array"),
+    (lambda: ds.decode_sequences(np.eye(3)[None, [0, 2]], ["a", "b"]), ValueError,
+     "decode_sequences: index 2 is not in idx_to_element"),
+    (lambda: ds.padding([[[1, 2], [3]]], 1), ValueError,
+     "padding: X must be a rectangular array"),
+    (lambda: ds.padding(np.full((1, 2, 2), "a"), 1), TypeError,
+     "padding: X must be numeric .*got dtype <U1"),
+    (lambda: ds.padding(np.full((1, 2, 2), "a", dtype=object), 1), TypeError,
+     "padding: X must be numeric .*got dtype object"),
+    (lambda: ds.index_elements(None), TypeError,
+     "index_elements: X must be an array or a .*sequence of elements, got None"),
+    (lambda: ds.index_elements(5), TypeError,
+     "index_elements: X must be an array or a .*sequence of elements, got 5"),
+    (lambda: ds.index_elements(x for x in "ab"), TypeError,
+     "index_elements: X must be an array or a .*sequence of elements, got <generator"),
+])
+def test_bad_arguments_get_errors_naming_the_function(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_decode_and_padding_still_take_what_they_took():
+    enc = np.eye(3)[None, [0, 2]]
+    assert ds.decode_sequences(enc, {0: "a", 1: "b", 2: "c"}) == [["a", "c"]]
+    assert ds.decode_sequences(enc, ["a", "b", "c"]) == [["a", "c"]]       # a list maps too
+    assert ds.decode_sequences(enc.astype(object), ["a", "b", "c"]) == [["a", "c"]]
+    out = ds.padding(np.ones((1, 2, 2), dtype=bool), 1)
+    assert out.dtype == bool and out.shape == (1, 4, 4) and out.sum() == 4
+    np.testing.assert_array_equal(ds.padding(np.ones((1, 1, 1), dtype=object), 1)[0],
+                                  [[0, 0, 0], [0, 1, 0], [0, 0, 0]])

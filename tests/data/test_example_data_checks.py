@@ -121,3 +121,12 @@ def test_example_flags_must_be_bools(fn, flag, bad):
     with pytest.raises(TypeError, match=f"{fn.__name__}: {flag} must be True or False, "
                                         f"got {bad!r}"):
         fn("dummy_boolean", **{flag: bad})
+
+
+@pytest.mark.parametrize("fn,what", [(ex.raw_data, "dummy_boolean"), (ex.prepare, "dummy_boolean"),
+                                     (ex.load_real, "ptm_protein")])
+def test_example_names_must_be_strings(fn, what):
+    with pytest.raises(TypeError, match=f"{fn.__name__}: name must be a str, one of .*{what}"):
+        fn([what])
+    with pytest.raises(ValueError, match=f"{fn.__name__}: unknown .* 'nope'; known: .*{what}"):
+        fn("nope")
