@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import os
 import queue
 import threading
 import warnings
@@ -265,6 +266,38 @@ def _read(a, rows, where: str) -> np.ndarray:
     return out
 
 
+def _mapped_files(*arrays) -> tuple[tuple[str, int], ...]:
+    """``(path, size)`` of the file behind each memory-mapped array (``np.load(...,
+    mmap_mode='r')``, ``np.memmap``), as it is now."""
+    out = []
+    for a in arrays:
+        path = getattr(a, "filename", None) if isinstance(a, np.memmap) else None
+        if path:
+            try:
+                out.append((str(path), os.path.getsize(path)))
+            except OSError:
+                continue
+    return tuple(out)
+
+
+def _check_mapped(files: tuple[tuple[str, int], ...], where: str) -> None:
+    """Raise ``ValueError`` when a file behind a memory-mapped split has shrunk since
+    training began (cut short, or saved again smaller): reading past its end would kill
+    the process (SIGBUS), not raise. (A file cut between this check and the read still
+    does: the check catches a file changed between chunks.)"""
+    for path, size in files:
+        try:
+            now = os.path.getsize(path)
+        except OSError as err:
+            now, why = 0, f"cannot be read any more ({err.strerror or err})"
+        else:
+            why = f"shrank from {size} to {now} bytes"
+        if now < size:
+            raise ValueError(f"{where}: the file {path} behind the memory-mapped data {why} "
+                             "while training; its rows cannot be read. Keep a file unchanged "
+                             "while fit streams it (write a new file, then start a new fit)")
+
+
 def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's values (finite, labels in range), as host arrays of the working dtype
     (aligned host buffers from :func:`_read` pass through without a copy)."""
@@ -289,6 +322,7 @@ class ArraySource:
         self.batch_size = min(batch_size, self.n)
         self.n_batches = max(self.n // self.batch_size, 1)
         self.rows = rows  # this process's rows of every batch
+        self.files = _mapped_files(X, Y)
 
     def batch_bytes(self) -> int:
         per = math.prod(np.shape(self.X)[1:]) + math.prod(np.shape(self.Y)[1:])
@@ -300,6 +334,7 @@ class ArraySource:
         for i in range(start, self.n_batches, k):
             idx = order[i:i + k]
             where = f"{self.name} batches {i}-{i + len(idx) - 1}"
+            _check_mapped(self.files, where)
             rows = idx.ravel()
             X, Y = _check_values(self.net, where, _read(self.X, rows, f"{where} X"),
                                  _read(self.Y, rows, f"{where} Y"),
@@ -313,6 +348,7 @@ class ArraySource:
         c = min(c, self.n)
         for i in range(0, self.n, c):
             s = min(i, self.n - c)
+            _check_mapped(self.files, f"{self.name} samples {s}-{s + c - 1}")
             X, Y = _check_values(self.net, f"{self.name} samples {s}-{s + c - 1}",
                                  _read(self.X, slice(s, s + c), f"{self.name} X"),
                                  _read(self.Y, slice(s, s + c), f"{self.name} Y"), self.loss)

@@ -397,3 +397,41 @@ def test_split_kinds():
     assert streaming.is_batch_iterable([(X, Y), (X, Y)])
     assert streaming.is_batch_iterable(iter([(X, Y)]))
     assert not streaming.needs_stream((X, Y), jax.devices("cpu")[0])
+
+
+SHRINK = """
+import os, sys, numpy as np
+from epynn_jax import layers, network
+d = sys.argv[1]
+rng = np.random.default_rng(0)
+X = rng.standard_normal((512, 16)).astype(np.float32)
+np.save(f"{d}/X.npy", X)
+np.save(f"{d}/Y.npy", np.eye(2, dtype=np.float32)[(X[:, 0] > 0).astype(int)])
+X, Y = np.load(f"{d}/X.npy", mmap_mode="r"), np.load(f"{d}/Y.npy", mmap_mode="r")
+net = network.build([layers.Dense(8, "relu"), layers.Dense(2, "softmax")], (16,))
+def cut(epoch, history):
+    if epoch == 1:
+        os.truncate(f"{d}/X.npy", 1000)
+try:
+    network.fit(net, network.init(net, 0), {"dtrain": (X, Y)}, epochs=4, batch_size=32,
+                loss="CCE", callbacks=[cut])
+except ValueError as e:
+    print("RAISED", e)
+"""
+
+
+def test_a_memory_mapped_file_cut_short_while_training_raises(tmp_path):
+    """Reading a mapped file past its new end kills the process (SIGBUS, no exception):
+    the file's size is checked before each chunk. In a subprocess, as it was a crash."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", SHRINK, str(tmp_path)], capture_output=True,
+                         text=True, timeout=240, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert "RAISED dtrain" in out.stdout and "X.npy behind the memory-mapped data shrank " \
+        "from" in out.stdout and "to 1000 bytes while training" in out.stdout, out.stdout
