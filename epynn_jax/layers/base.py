@@ -39,6 +39,7 @@ import math
 import numbers
 import sys
 import weakref
+from collections.abc import Mapping
 from functools import lru_cache, partial
 from typing import Any, ClassVar
 
@@ -54,6 +55,9 @@ __all__ = [
     "check_bound",
     "apply",
     "gradients_to_params",
+    "forward_result",
+    "backward_result",
+    "checked_gradients",
     "check_input",
     "count",
     "float_dtype",
@@ -317,7 +321,8 @@ def _abstract_forward(layer: Layer, m: int, training: bool):
     """``(p, (A, fc))`` of a batch of ``m`` as shapes and dtypes, nothing computed."""
     p = _abstract(_abstract_parameters, layer)  # what param_shapes asks for: traced once
     X = jax.ShapeDtypeStruct((m, *layer.input_shape), float_dtype())
-    return p, jax.eval_shape(lambda p, X: layer.forward(p, X, jax.random.key(0), training), p, X)
+    return p, jax.eval_shape(lambda p, X: forward_result(
+        layer, layer.forward(p, X, jax.random.key(0), training), X.shape), p, X)
 
 
 def _abstract(fn, layer: Layer, *args):
@@ -369,29 +374,96 @@ def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None)
 
 
 def gradients_to_params(p: Params, g: Params) -> Params:
-    """Map a gradient dict to the parameter keys: ``g['dW'] -> W`` (missing: zeros)."""
+    """Map a gradient dict to the parameter keys: ``g['dW'] -> W`` (missing: zeros), as
+    found (:func:`~epynn_jax.testing.check_layer` reports what is missing or misshapen;
+    training takes :func:`checked_gradients`)."""
     return {
         k: (g["d" + k].reshape(v.shape).astype(v.dtype) if "d" + k in g else jnp.zeros_like(v))
         for k, v in p.items()
     }
 
 
+# -- the contract, checked where a network runs a layer (shapes only: while tracing) ---------
+
+
+def _what(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"an array of shape {tuple(shape)}" if shape is not None else type(value).__name__
+
+
+def forward_result(layer: Layer, out: Any, X_shape: tuple[int, ...]) -> tuple[Any, dict]:
+    """``(A, fc)``, what ``layer.forward`` returned for an input of shape ``X_shape``, once
+    it keeps the contract: a pair, ``A`` an array whose first axis is the batch's, ``fc``
+    a dict; else :class:`LayerError` naming the layer (a broken custom layer)."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise LayerError(f"{layer.name}: forward must return the pair (A, fc), got "
+                         f"{_what(out)}" + (f" of {len(out)}" if isinstance(out, tuple) else ""))
+    A, fc = out
+    shape = getattr(A, "shape", None)
+    if shape is None or len(shape) == 0 or shape[0] != X_shape[0]:
+        raise LayerError(f"{layer.name}: forward's A must keep the batch axis first: X has "
+                         f"shape {tuple(X_shape)}, A is {_what(A)}")
+    if not isinstance(fc, Mapping):
+        raise LayerError(f"{layer.name}: forward's fc must be a dict of its values, got "
+                         f"{_what(fc)}")
+    return A, fc
+
+
+def backward_result(layer: Layer, out: Any, X_shape: tuple[int, ...]) -> tuple[Any, dict]:
+    """``(dX, bc)``, what ``layer.backward`` returned, once it keeps the contract: a pair,
+    ``dX`` of the shape of the layer's input X (``X_shape``), ``bc`` a dict; else
+    :class:`LayerError` naming the layer (a smaller ``dX`` would broadcast in the layer
+    before it and train it on wrong gradients, silently)."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise LayerError(f"{layer.name}: backward must return the pair (dX, bc), got "
+                         f"{_what(out)}" + (f" of {len(out)}" if isinstance(out, tuple) else ""))
+    dX, bc = out
+    if tuple(getattr(dX, "shape", (None,))) != tuple(X_shape):
+        raise LayerError(f"{layer.name}: backward's dX must have the shape of the layer's "
+                         f"input X, {tuple(X_shape)}; got {_what(dX)}")
+    if not isinstance(bc, Mapping):
+        raise LayerError(f"{layer.name}: backward's bc must be a dict of its values, got "
+                         f"{_what(bc)}")
+    return dX, bc
+
+
+def checked_gradients(layer: Layer, p: Params, g: Any) -> Params:
+    """``g['dW'] -> W`` for every parameter, each gradient in its parameter's dtype, once
+    ``g`` (what ``compute_gradients`` returned) holds ``'d' + k`` of ``p[k]``'s shape for
+    every ``k``; else :class:`LayerError` naming the layer (a missing gradient would leave
+    the parameter untrained, a transposed one be scrambled by a reshape, silently)."""
+    if not isinstance(g, Mapping):
+        raise LayerError(f"{layer.name}: compute_gradients must return a dict "
+                         f"{{'d' + parameter name: gradient}}, got {_what(g)}")
+    out = {}
+    for k, v in p.items():
+        if "d" + k not in g:
+            raise LayerError(f"{layer.name}: compute_gradients returned no 'd{k}' for the "
+                             f"parameter {k!r} (its keys: {sorted(map(str, g))})")
+        gk, shape = g["d" + k], tuple(jnp.shape(v))
+        if tuple(getattr(gk, "shape", (None,))) != shape:
+            raise LayerError(f"{layer.name}: compute_gradients' 'd{k}' must have the shape of "
+                             f"the parameter {k!r}, {shape}; got {_what(gk)}")
+        out[k] = gk.astype(jnp.result_type(v))
+    return out
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _apply(layer: Layer, training: bool, p: Params, X: jax.Array, key):
-    A, _ = layer.forward(p, X, key, training)
+    A, _ = forward_result(layer, layer.forward(p, X, key, training), X.shape)
     return A
 
 
 def _apply_fwd(layer: Layer, training: bool, p: Params, X: jax.Array, key):
-    A, fc = layer.forward(p, X, key, training)
-    return A, (p, fc)
+    A, fc = forward_result(layer, layer.forward(p, X, key, training), X.shape)
+    return A, (p, fc, X)  # X: an input, kept alive anyway (fc may not hold it)
 
 
 def _apply_bwd(layer: Layer, training: bool, res, dA):
-    p, fc = res
-    dX, bc = layer.backward(p, fc, dA)
+    p, fc, X = res
+    dX, bc = backward_result(layer, layer.backward(p, fc, dA), X.shape)
     g = layer.compute_gradients(p, fc, bc)
-    return gradients_to_params(p, g), dX.astype(fc["X"].dtype), None
+    return checked_gradients(layer, p, g), dX.astype(X.dtype), None
 
 
 _apply.defvjp(_apply_fwd, _apply_bwd)

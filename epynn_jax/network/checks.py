@@ -7,6 +7,7 @@ compiled code takes (device arrays in the working float dtype, a PRNG key).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import weakref
@@ -23,8 +24,8 @@ from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape, check_net
 
 __all__ = ["ALIGN", "aligned", "all_finite", "is_real", "host_float", "as_floats", "as_float",
-           "positive_int", "PARAM_DTYPES", "check_bool", "check_net", "check_params",
-           "check_params_finite", "remember_finite",
+           "positive_int", "PARAM_DTYPES", "check_bool", "check_net", "check_static",
+           "check_params", "check_params_finite", "remember_finite",
            "check_compute_range", "check_key", "exact_cast", "check_options", "check_opt_state",
            "restore_opt_state", "check_fit_metadata", "check_split", "check_pair",
            "check_label_range", "check_data", "check_eval_splits"]
@@ -197,6 +198,28 @@ def as_floats(arrays: Sequence, wheres: Sequence[str]) -> list[jax.Array]:
 def as_float(a, where: str) -> jax.Array:
     """One array as :func:`as_floats` places it."""
     return as_floats([a], [where])[0]
+
+
+def check_static(net: Network, where: str) -> Network:
+    """``net`` if it is hashable (a static argument of the compiled epoch and forward), else a
+    ``TypeError`` naming the first layer and field that is not (a list where the layer
+    contract asks for a tuple)."""
+    try:
+        hash(net)
+    except TypeError:
+        for i, layer in enumerate(net.layers):
+            for field in dataclasses.fields(layer):
+                value = getattr(layer, field.name, None)
+                try:
+                    hash(value)
+                except TypeError:
+                    raise TypeError(
+                        f"{where}: layer {i} ({layer.name}) field {field.name!r} holds an "
+                        f"unhashable {type(value).__name__}; a layer is a static argument of "
+                        "compiled functions, its fields must be hashable (a tuple, not a "
+                        "list)") from None
+        raise
+    return net
 
 
 def check_bool(value: Any, name: str, where: str = "fit") -> bool:

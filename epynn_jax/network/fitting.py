@@ -380,7 +380,7 @@ def fit(
     ``i`` raises a ``ValueError`` naming it when that chunk is read).
     """
     with _gc.paused():  # checks, conversions, the optimizer: see network._gc
-        checks.check_net(net, "fit")
+        checks.check_static(checks.check_net(net, "fit"), "fit")
         if policy is not None:
             net = dataclasses.replace(net, policy=as_policy(policy, "fit"))
         epochs = checks.positive_int(epochs, "epochs")
@@ -738,7 +738,7 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax
     ``X`` and ``params`` are checked first (shapes, dtypes, finite values); traced
     ones (``predict`` under ``jax.jit``, ``jax.grad`` or ``jax.vmap``) for their
     shapes and dtypes only."""
-    checks.check_net(net, "predict")
+    checks.check_static(checks.check_net(net, "predict"), "predict")
     if chunk is not None:
         chunk = checks.positive_int(chunk, "chunk", "predict")
     params = checks.check_params(net, params, "predict")

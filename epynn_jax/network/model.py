@@ -127,13 +127,28 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int],
         if not isinstance(layer, Layer):
             raise TypeError(f"build: layer {i} is not a Layer: {layer!r}")
         try:
-            layer = layer.compute_shapes(shape)
+            layer = _built(layer, layer.compute_shapes(shape), shape)
             out = _output_shape(layer, traced)
         except LayerError as err:
             raise LayerError(f"layer {i} ({layer.name}): {err}") from None
         built.append(layer)
         shape = out
     return Network(tuple(built), policy)
+
+
+def _built(layer: Layer, built: Any, shape: tuple[int, ...]) -> Layer:
+    """What ``layer.compute_shapes(shape)`` returned, once it is the layer built for
+    ``shape`` (a layer of its class whose ``input_shape`` is that tuple); else
+    :class:`LayerError` saying what the contract asks (a custom layer's mistake)."""
+    if not isinstance(built, type(layer)):
+        raise LayerError(f"{layer.name}: compute_shapes must return the layer built for its "
+                         f"input (dataclasses.replace(layer, input_shape=X_shape)), got "
+                         f"{type(built).__name__}")
+    if not (isinstance(built.input_shape, tuple) and built.input_shape == shape):
+        raise LayerError(f"{layer.name}: compute_shapes must set input_shape to the sample "
+                         f"shape it was given, the tuple {shape}; got "
+                         f"{built.input_shape!r}")
+    return built
 
 
 def _output_shape(layer: Layer, traced: dict) -> tuple[int, ...]:

@@ -42,7 +42,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, float_dtype
+from epynn_jax.layers.base import (
+    Layer,
+    backward_result,
+    checked_gradients,
+    float_dtype,
+    forward_result,
+)
 
 __all__ = ["Policy", "DTYPES", "FULL_DTYPES", "POLICY_NAMES", "as_policy", "cast",
            "layer_forward", "layer_backward", "policy_to_json", "policy_from_json"]
@@ -194,8 +200,8 @@ def layer_forward(layer: Layer, policy: Policy, p: dict, X: jax.Array, key=None,
     """
     c = policy.compute
     if c is None:
-        return layer.forward(p, X, key, training)
-    A, fc = layer.forward(cast(p, c), cast(X, c), key, training)
+        return forward_result(layer, layer.forward(p, X, key, training), X.shape)
+    A, fc = forward_result(layer, layer.forward(cast(p, c), cast(X, c), key, training), X.shape)
     return cast(A, c), fc
 
 
@@ -209,12 +215,16 @@ def layer_backward(layer: Layer, policy: Policy, p: dict, fc: dict, dA: jax.Arra
     ``p[k]`` (the parameters' dtype, so the optimizer gets float32 gradients).
     """
     c = policy.compute
+    X_shape = (dA.shape[0], *layer.input_shape)  # (the contract's checks: shapes only)
     if c is None:
-        dX, bc = layer.backward(p, fc, dA)
-        return dX, bc, layer.compute_gradients(p, fc, bc)
+        dX, bc = backward_result(layer, layer.backward(p, fc, dA), X_shape)
+        g = layer.compute_gradients(p, fc, bc)
+        checked_gradients(layer, p, g)
+        return dX, bc, g
     pc = cast(p, c)
-    dX, bc = layer.backward(pc, fc, cast(dA, c))
+    dX, bc = backward_result(layer, layer.backward(pc, fc, cast(dA, c)), X_shape)
     g = layer.compute_gradients(pc, fc, bc)
+    checked_gradients(layer, p, g)
     g = {k: v.astype(p[k[1:]].dtype) if k[1:] in p and _is_float(v) else v
          for k, v in g.items()}
     return cast(dX, c), bc, g
