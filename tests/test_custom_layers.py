@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -38,6 +40,96 @@ def test_checker_catches_a_wrong_backward_and_names_the_key():
     with pytest.raises(AssertionError, match="BadScale.*dc"):
         report.assert_ok()
     assert "FAIL" in str(report)
+
+
+def _broken(function, fn):
+    """A Scale whose ``function`` (one of the five) is ``fn``: a learner's broken layer."""
+    import dataclasses
+
+    cls = dataclasses.dataclass(frozen=True)(type("Broken", (Scale,), {}))
+    setattr(cls, function, fn)
+    return cls()
+
+
+@pytest.mark.parametrize("fn, shape", [
+    (lambda layer, p, fc, dA: (jnp.sum(dA, 1, keepdims=True), {"dA": dA}), (3, 1)),
+    (lambda layer, p, fc, dA: (jnp.concatenate([dA, dA], 1), {"dA": dA}), (3, 4)),
+])
+def test_checker_reports_a_dx_of_the_wrong_shape_as_a_failing_row(fn, shape):
+    report = testing.check_layer(_broken("backward", fn), (2,))
+    assert report.failed == ("dX",)
+    assert report["dX"].shape == shape and report["dX"].error_vs_autodiff == float("inf")
+    why = f"backward: dX has shape {shape}, X has (3, 2)"
+    assert report["dX"].problem == why
+    assert f"FAIL  {why}" in str(report)
+    with pytest.raises(AssertionError, match=re.escape(why)):
+        report.assert_ok()
+
+
+@pytest.mark.parametrize("da, why", [
+    (lambda dA, X: dA * X, "compute_gradients: da has shape (3, 2), a has (2,)"),
+    (lambda dA, X: jnp.sum(dA * X, axis=0, keepdims=True),  # a network refuses it too
+     "compute_gradients: da has shape (1, 2), a has (2,)"),
+    (None, "compute_gradients: no 'da' for the parameter 'a' (g has the keys ['a', 'dc'])"),
+])
+def test_checker_reports_a_misshapen_or_missing_gradient_as_a_failing_row(da, why):
+    def grads(layer, p, fc, bc):
+        a = {"a": 0 * p["a"]} if da is None else {"da": da(bc["dA"], fc["X"])}
+        return {**a, "dc": jnp.sum(bc["dA"], axis=0)}
+
+    report = testing.check_layer(_broken("compute_gradients", grads), (2,))
+    assert report.failed == ("da",)
+    assert report["da"].problem == why and f"FAIL  {why}" in str(report)
+    assert report["dc"].problem is None and report["dc"].passed
+
+
+_TUPLE = r"\(dataclasses.replace\(layer, input_shape=tuple\(X_shape\)\)\)"
+
+
+@pytest.mark.parametrize("function, fn, error, match", [
+    ("compute_shapes", lambda layer, X_shape: None, TypeError,
+     rf"Broken.compute_shapes must return the layer with its input_shape set {_TUPLE}, "
+     r"got None"),
+    ("compute_shapes", lambda layer, X_shape: layer, TypeError,
+     "Broken.compute_shapes must return .*got the layer with input_shape None"),
+    ("initialize_parameters", lambda layer, key: None, TypeError,
+     r"Broken.initialize_parameters must return p, a dict of arrays, got None"),
+    ("initialize_parameters", lambda layer, key: [jnp.ones(2)], TypeError,
+     "Broken.initialize_parameters must return p, a dict of arrays, got a list of 1 item$"),
+    ("initialize_parameters", lambda layer, key: {"a": 0.5, "c": jnp.zeros(2)}, TypeError,
+     r"Broken.initialize_parameters must return p, a dict of arrays \(such as "
+     r"jnp.zeros\(shape, float_dtype\(\)\)\), got p\['a'\] a float"),
+    ("initialize_parameters", lambda layer, key: {"a": {"w": jnp.ones(2)}}, TypeError,
+     r"Broken.initialize_parameters must return p, a dict of arrays .*got p\['a'\] a dict"),
+    ("forward", lambda layer, p, X, key=None, training=False: X * p["a"], TypeError,
+     r"Broken.forward must return \(A, fc\), got an array of shape \(3, 2\)"),
+    ("forward", lambda layer, p, X, key=None, training=False: (X, {"X": X}, None), TypeError,
+     r"Broken.forward must return \(A, fc\), got a tuple of 3 items"),
+    ("forward", lambda layer, p, X, key=None, training=False: (X, [X]), TypeError,
+     r"Broken.forward must return \(A, fc\) with fc a dict .*got fc a list of 1 item"),
+    ("backward", lambda layer, p, fc, dA: dA * p["a"], TypeError,
+     r"Broken.backward must return \(dX, bc\), got an array of shape \(3, 2\)"),
+    ("backward", lambda layer, p, fc, dA: None, TypeError,
+     r"Broken.backward must return \(dX, bc\), got None"),
+    ("compute_gradients", lambda layer, p, fc, bc: None, TypeError,
+     r"Broken.compute_gradients must return g, a dict such as \{'dW': dW\}, got None"),
+])
+def test_checker_names_the_function_that_breaks_the_contract(function, fn, error, match):
+    with pytest.raises(error, match="check_layer: " + match):
+        testing.check_layer(_broken(function, fn), (2,))
+
+
+def test_checker_refuses_a_forward_that_drops_the_batch_axis():
+    """Also when the sample size equals the batch size (3 here), where A's first axis
+    happens to have the batch's length: another batch size shows it."""
+    def forward(layer, p, X, key=None, training=False):
+        A = jnp.sum(X * p["a"], axis=0)
+        return A, {"X": X, "A": A}
+
+    with pytest.raises(LayerError, match=re.escape(
+            "check_layer: Broken.forward must return A with the batch axis first: X of shape "
+            "(3, 3) gave A of shape (3,), X of shape (4, 3) gave (3,)")):
+        testing.check_layer(_broken("forward", forward), (3,))
 
 
 def test_custom_layer_is_static_and_hashable():

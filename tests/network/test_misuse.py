@@ -207,6 +207,38 @@ def test_check_layer_checks_its_arguments(kw, match):
         testing.check_layer(layers.Dense(2), (3,), **kw)
 
 
+@pytest.mark.parametrize("X_shape, kw, error, match", [
+    (3, {}, TypeError, re.escape("X_shape must be a tuple of ints, the sample shape without "
+                                 "the batch axis (e.g. (4,)), got 3")),
+    (None, {}, TypeError, "X_shape must be a tuple of ints.*got None"),
+    ((0,), {}, ValueError, re.escape("X_shape must be a tuple of positive ints, got (0,)")),
+    ((3,), {"seed": None}, TypeError, "seed must be an int, got None"),
+    ((3,), {"seed": "a"}, TypeError, "seed must be an int, got 'a'"),
+    ((3,), {"seed": -1}, ValueError, re.escape("seed must be in [0, 2**63), got -1")),
+    ((3,), {"seed": 2**70}, ValueError, re.escape("seed must be in [0, 2**63)")),
+    ((3,), {"training": "no"}, TypeError, "training must be True or False, got 'no'"),
+    ((3,), {"X": np.ones((2, 3)) * 1j}, TypeError,
+     "X must hold real numbers .*got dtype complex128"),
+    ((3,), {"X": np.full((2, 3), "a")}, TypeError, "X must hold real numbers .*got dtype <U1"),
+    ((3,), {"X": [[1, 2, 3], [1, 2]]}, ValueError, "X is not an array of one shape"),
+    ((3,), {"params": {"W": np.full((3, 2), "a"), "b": np.zeros((1, 2))}}, TypeError,
+     r"params\['W'\] must hold real numbers"),
+    ((3,), {"params": {"W": [[1, 2], [3]], "b": np.zeros((1, 2))}}, ValueError,
+     r"params\['W'\] is not an array of one shape"),
+    ((3,), {"params": {"W": np.full((3, 2), np.nan), "b": np.zeros((1, 2))}}, ValueError,
+     r"params\['W'\] contains NaN or inf values"),
+])
+def test_check_layer_refuses_wrong_arguments_naming_them(X_shape, kw, error, match):
+    with pytest.raises(error, match="check_layer: " + match):
+        testing.check_layer(layers.Dense(2), X_shape, **kw)
+
+
+def test_check_layer_takes_numpy_ints_in_the_sample_shape():
+    """As network.build does."""
+    report = testing.check_layer(layers.Dense(2), (np.int64(3),))
+    assert report.passed and report["dX"].shape == (3, 3)
+
+
 def test_check_layer_takes_a_layer():
     with pytest.raises(TypeError, match="check_layer: layer must be a layer"):
         testing.check_layer("Dense", (3,))
