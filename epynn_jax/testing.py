@@ -24,6 +24,13 @@ random cotangent ``R``. Then
 
 The relative error of two arrays is ``max|a - b| / max(max|a|, max|b|, tiny)``.
 
+A hand-written gradient that does not fit (``dX`` not of ``X``'s shape, a ``g``
+entry missing or not of its parameter's shape) fails its row, with the reason
+printed after ``FAIL`` (:attr:`KeyCheck.problem`); the other keys are still
+checked. A layer function returning the wrong kind of thing raises
+``TypeError`` naming it; a ``forward`` whose ``A`` loses the batch axis,
+:class:`~epynn_jax.layers.base.LayerError`.
+
 Under a precision policy (``policy='bfloat16'``, a
 :class:`~epynn_jax.network.precision.Policy`), the layer also runs as a
 network runs it under that policy: parameters, input and upstream gradient cast
