@@ -1,8 +1,6 @@
 """``python -m epynn_jax``: the ``epynn-jax`` command."""
 
-import sys
-
-from epynn_jax.cli import main
+from epynn_jax.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

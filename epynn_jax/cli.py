@@ -669,6 +669,20 @@ def main(argv: Sequence[str] | None = None, out=None, err=None) -> int:
     return 143 if status == 130 and signal.SIGTERM in _SIGNALLED else status
 
 
+def run() -> None:
+    """The program (``epynn-jax``, ``python -m epynn_jax``): :func:`main`, then exit with its
+    status. After an interrupt the process ends at once (``os._exit``, the output flushed):
+    JAX can crash tearing down a compilation that Ctrl-C cut short (SIGSEGV at exit, after
+    the one line was printed), and nothing is left to do (the checkpoint is saved)."""
+    status = main()
+    if status in (130, 143):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 def _main(argv: Sequence[str] | None, out, err) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
@@ -700,4 +714,4 @@ def _main(argv: Sequence[str] | None, out, err) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

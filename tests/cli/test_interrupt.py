@@ -41,7 +41,7 @@ def slow(self, epoch, history):  # 5 ms an epoch: the signal lands mid-run
     return call(self, epoch, history)
 
 report.Reporter.__call__ = slow
-sys.exit(cli.main(sys.argv[1:]))
+cli.run()  # the program: main, then exit (os._exit after an interrupt)
 """
 
 
@@ -260,3 +260,29 @@ def test_an_interrupt_something_swallowed_stops_at_the_next_epoch(tmp_path, monk
                        "--out", str(tmp_path))
     assert code == 130 and err.startswith("epynn-jax train: interrupted after 3 of 50 epochs"), err
     assert "Exception ignored" not in capsys.readouterr().err  # the recorded one is not printed
+
+
+@pytest.mark.parametrize("status", [0, 1, 130, 143])
+def test_the_program_ends_at_once_after_an_interrupt(monkeypatch, status):
+    """``run`` (the program) exits with main's status; after an interrupt by ``os._exit``,
+    output flushed: JAX's teardown after a compilation cut short by Ctrl-C crashed the
+    interpreter (SIGSEGV at exit, 7 of 20 trials) after the command's one line."""
+    ended = []
+
+    class Ended(BaseException):
+        pass
+
+    def _exit(code):
+        ended.append(code)
+        raise Ended
+
+    monkeypatch.setattr(cli, "main", lambda: status)
+    monkeypatch.setattr(cli.os, "_exit", _exit)
+    if status in (130, 143):
+        with pytest.raises(Ended):
+            cli.run()
+        assert ended == [status]
+    else:
+        with pytest.raises(SystemExit) as exit_:
+            cli.run()
+        assert exit_.value.code == status and ended == []
