@@ -264,3 +264,12 @@ def test_verbose_true_is_every_epoch_as_in_epynn():
     assert model.verbose == 1
     model.train(1, verbose=False, init_logs=False)  # False: the default (a tenth, at least 1)
     assert model.verbose == 1
+
+
+def test_padding_takes_epynns_truthy_forward():
+    """EpyNN's padding tests forward's truth; the core's refuses what is not a bool."""
+    from epynn_jax.compat.commons.io import padding
+
+    X = np.ones((2, 3, 3, 1))
+    np.testing.assert_array_equal(padding(X, 1, forward=1), padding(X, 1, forward=True))
+    np.testing.assert_array_equal(padding(padding(X, 1), 1, forward=0), X)

@@ -61,4 +61,4 @@ def encode_dataset(X_data, element_to_idx: dict, elements_size: int) -> list[np.
 
 def padding(X_data, padding: int, forward: bool = True) -> np.ndarray:
     """Zero-pad axes 1 and 2 by ``padding`` on both sides, or strip it (``forward=False``)."""
-    return _data.padding(X_data, int(padding), forward)
+    return _data.padding(X_data, int(padding), bool(forward))  # EpyNN tests its truth
