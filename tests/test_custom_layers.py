@@ -274,3 +274,89 @@ def test_custom_layer_trains_data_parallel_on_two_devices():
     out = subprocess.run([sys.executable, "-c", _MULTI_DEVICE], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-2000:]
+
+
+# -- a custom layer that breaks the contract: named where the network runs it -----------------
+
+def _variant(base, name: str, **functions):
+    """A frozen subclass of ``base`` named ``name`` with some of its functions replaced."""
+    import dataclasses
+
+    cls = dataclasses.make_dataclass(name, [], bases=(base,), frozen=True)
+    for attr, fn in functions.items():
+        setattr(cls, attr, fn)
+    return cls
+
+
+def _broken_stacks():
+    from epynn_jax.layers import Template, dense
+
+    g = dense.compute_gradients
+    ident = {"forward": lambda layer, p, X, key=None, training=False: (X, {"X": X})}
+    return {
+        # were silent: the layer before trained on a broadcast dX, a transposed gradient
+        # was reshaped (scrambled), a misnamed one left its parameter untrained
+        "dX of another shape": ([Dense(3, "tanh"), _variant(Template, "SmallDX", **ident, backward=(
+            lambda layer, p, fc, dA: (jnp.sum(dA, 1, keepdims=True), {"dA": dA})))(), Dense(1)],
+            r"SmallDX: backward's dX must have the shape of the layer's input X, \(4, 3\); got "
+            r"an array of shape \(4, 1\)"),
+        "a transposed gradient": ([_variant(Dense, "DenseT", compute_gradients=lambda layer, p, fc,
+                                            bc: {**g(layer, p, fc, bc),
+                                                 "dW": g(layer, p, fc, bc)["dW"].T})(2), Dense(1)],
+                                  r"DenseT: compute_gradients' 'dW' must have the shape of the "
+                                  r"parameter 'W', \(3, 2\); got an array of shape \(2, 3\)"),
+        "a misnamed gradient": ([_variant(Dense, "Typo", compute_gradients=lambda layer, p, fc,
+                                          bc: {"W": g(layer, p, fc, bc)["dW"],
+                                               "db": g(layer, p, fc, bc)["db"]})(2), Dense(1)],
+            r"Typo: compute_gradients returned no 'dW' for the parameter 'W' \(its keys: "
+            r"\['W', 'db'\]\)"),
+        "a batch axis dropped": ([Dense(3), _variant(Template, "Drop", forward=(
+            lambda layer, p, X, key=None, training=False: (jnp.sum(X, 0), {"X": X})))()],
+            r"layer 1 \(Drop\): Drop: forward's A must keep the batch axis first"),
+        # were bare Python errors from inside the library
+        "forward returns A alone": ([_variant(Template, "NoPair", forward=(
+            lambda layer, p, X, key=None, training=False: X))(), Dense(1)],
+            r"layer 0 \(NoPair\): NoPair: forward must return the pair \(A, fc\), got an array"),
+        "backward returns dX alone": ([Dense(3), _variant(Template, "OnlyDX", **ident, backward=(
+            lambda layer, p, fc, dA: dA))(), Dense(1)],
+            r"OnlyDX: backward must return the pair \(dX, bc\), got an array of shape \(4, 3\)"),
+        "compute_gradients returns None": ([_variant(Dense, "NoGrads", compute_gradients=(
+            lambda layer, p, fc, bc: None))(2), Dense(1)],
+            r"NoGrads: compute_gradients must return a dict .*got NoneType"),
+        "compute_shapes returns None": ([_variant(Template, "NoShapes", compute_shapes=(
+            lambda layer, shape: None))(), Dense(1)],
+            r"layer 0 \(NoShapes\): NoShapes: compute_shapes must return the layer built"),
+        "compute_shapes sets a list": ([_variant(Template, "ListShape", compute_shapes=(
+            lambda layer, shape: __import__("dataclasses").replace(layer, input_shape=list(
+                shape))))(), Dense(1)],
+            r"ListShape: compute_shapes must set input_shape to the sample shape it was given, "
+            r"the tuple \(3,\); got \[3\]"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_broken_stacks()))
+def test_a_layer_that_breaks_the_contract_is_named_with_what_it_broke(case):
+    stack, match = _broken_stacks()[case]
+    X = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    with pytest.raises(LayerError, match=match):
+        net = network.build(stack, (3,))
+        network.fit(net, network.init(net, 0), {"dtrain": (X, X[:, :1])}, epochs=1,
+                    batch_size=4)
+
+
+def test_a_layer_with_an_unhashable_field_is_named_by_fit_and_predict():
+    import dataclasses
+
+    from epynn_jax.layers import Template
+
+    @dataclasses.dataclass(frozen=True)
+    class Sizes(Template):
+        sizes: list = dataclasses.field(default_factory=lambda: [1, 2])
+
+    net = network.build([Sizes(), Dense(1)], (3,))
+    params, X = network.init(net, 0), np.ones((4, 3), np.float32)
+    msg = r"layer 0 \(Sizes\) field 'sizes' holds an unhashable list; .*\(a tuple, not a list\)"
+    with pytest.raises(TypeError, match="fit: " + msg):
+        network.fit(net, params, {"dtrain": (X, X[:, :1])}, epochs=1)
+    with pytest.raises(TypeError, match="predict: " + msg):
+        network.predict(net, params, X)
