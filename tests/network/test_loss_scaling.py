@@ -82,7 +82,7 @@ def test_scaling_keeps_float16_gradients_that_underflow_without_it():
     f32 = network.build([layers.Dense(2, "identity")], (4,))
     f16 = network.build([layers.Dense(2, "identity")], (4,), policy="float16")
     params = network.init(f32, 1)
-    params = ({"W": params[0]["W"], "b": jnp.full((2,), 1e-4, jnp.float32)},)
+    params = ({"W": params[0]["W"], "b": jnp.full_like(params[0]["b"], 1e-4)},)
     exact = objective.gradients(f32, params, X, Y, "MSE")[0][0]["W"]
     plain = objective.gradients(f16, params, X, Y, "MSE")[0][0]["W"]
     scale = jnp.asarray(2.0**15, jnp.float32)
