@@ -391,21 +391,28 @@ def _what(value: Any) -> str:
     return f"an array of shape {tuple(shape)}" if shape is not None else type(value).__name__
 
 
+def _pair(layer: Layer, out: Any, function: str, names: tuple[str, str]) -> tuple[Any, dict]:
+    """``out``, what ``layer.<function>`` returned, once it is the pair ``names`` whose
+    second value is a dict (the layer's cache); else :class:`LayerError` naming both."""
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise LayerError(f"{layer.name}: {function} must return the pair ({', '.join(names)}), "
+                         f"got {_what(out)}" + (f" of {len(out)}" if isinstance(out, tuple)
+                                                else ""))
+    if not isinstance(out[1], Mapping):
+        raise LayerError(f"{layer.name}: {function}'s {names[1]} must be a dict of its values, "
+                         f"got {_what(out[1])}")
+    return out
+
+
 def forward_result(layer: Layer, out: Any, X_shape: tuple[int, ...]) -> tuple[Any, dict]:
     """``(A, fc)``, what ``layer.forward`` returned for an input of shape ``X_shape``, once
     it keeps the contract: a pair, ``A`` an array whose first axis is the batch's, ``fc``
     a dict; else :class:`LayerError` naming the layer (a broken custom layer)."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise LayerError(f"{layer.name}: forward must return the pair (A, fc), got "
-                         f"{_what(out)}" + (f" of {len(out)}" if isinstance(out, tuple) else ""))
-    A, fc = out
+    A, fc = _pair(layer, out, "forward", ("A", "fc"))
     shape = getattr(A, "shape", None)
     if shape is None or len(shape) == 0 or shape[0] != X_shape[0]:
         raise LayerError(f"{layer.name}: forward's A must keep the batch axis first: X has "
                          f"shape {tuple(X_shape)}, A is {_what(A)}")
-    if not isinstance(fc, Mapping):
-        raise LayerError(f"{layer.name}: forward's fc must be a dict of its values, got "
-                         f"{_what(fc)}")
     return A, fc
 
 
@@ -414,16 +421,10 @@ def backward_result(layer: Layer, out: Any, X_shape: tuple[int, ...]) -> tuple[A
     ``dX`` of the shape of the layer's input X (``X_shape``), ``bc`` a dict; else
     :class:`LayerError` naming the layer (a smaller ``dX`` would broadcast in the layer
     before it and train it on wrong gradients, silently)."""
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise LayerError(f"{layer.name}: backward must return the pair (dX, bc), got "
-                         f"{_what(out)}" + (f" of {len(out)}" if isinstance(out, tuple) else ""))
-    dX, bc = out
+    dX, bc = _pair(layer, out, "backward", ("dX", "bc"))
     if tuple(getattr(dX, "shape", (None,))) != tuple(X_shape):
         raise LayerError(f"{layer.name}: backward's dX must have the shape of the layer's "
                          f"input X, {tuple(X_shape)}; got {_what(dX)}")
-    if not isinstance(bc, Mapping):
-        raise LayerError(f"{layer.name}: backward's bc must be a dict of its values, got "
-                         f"{_what(bc)}")
     return dX, bc
 
 
