@@ -45,7 +45,7 @@ from epynn_jax.network.epoch import (
     stored_run_epochs,
 )
 from epynn_jax.network.model import Network, Params, check_input_shape
-from epynn_jax.network.optim import epynn_sgd, is_loss_scaled, loss_scaling
+from epynn_jax.network.optim import check_loss_scaling, epynn_sgd, loss_scaling
 from epynn_jax.network.precision import as_policy
 
 if TYPE_CHECKING:
@@ -432,11 +432,12 @@ def fit(
                         "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
                         "data": data_fingerprint({s: data[s] if s not in plan.sources else
                                                   splits[s] for s in data})}
+        scaled = False  # (EpyNN's SGD has no loss scaling)
         if optimizer is None:
             optimizer = epynn_sgd(schedule, epochs, steps)
-        if net.policy.compute_dtype == "float16" and not is_loss_scaled(optimizer, params if
-                                                                       resume is None else
-                                                                       resume.params):
+        else:
+            scaled = check_loss_scaling(optimizer, params if resume is None else resume.params)
+        if net.policy.compute_dtype == "float16" and not scaled:
             optimizer = loss_scaling(optimizer)
         history: dict[str, dict[str, list[float]]] = {m: {s: [] for s in evaluated}
                                                       for m in metric_names}

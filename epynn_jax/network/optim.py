@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import functools
+import math
+import numbers
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
 # import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
 __all__ = ["epynn_sgd", "HYPERPARAMS", "LossScaleState", "loss_scaling", "loss_scale_of",
-           "is_loss_scaled", "describe"]
+           "is_loss_scaled", "check_loss_scaling", "describe"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
@@ -248,19 +250,23 @@ def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**
     The rule of PyTorch's ``GradScaler`` and Keras' ``LossScaleOptimizer``; S
     stays in [:data:`MIN_SCALE`, :data:`MAX_SCALE`]. ``fit`` wraps its optimizer
     in this when the network computes in float16 (bfloat16 has float32's range
-    and needs none).
+    and needs none). It must wrap the whole optimizer: ``fit`` refuses a scale
+    nested inside another transformation (:func:`check_loss_scaling`).
     """
     import optax
 
-    if not (isinstance(initial, (int, float)) and MIN_SCALE <= initial <= MAX_SCALE):
+    if not (_is_number(initial) and MIN_SCALE <= initial <= MAX_SCALE):
         raise ValueError(f"loss_scaling: initial must be a number in [2**-24, 2**24], got "
                          f"{initial!r}")
-    if isinstance(growth_interval, bool) or not isinstance(growth_interval, int) \
-            or growth_interval < 1:
+    if isinstance(growth_interval, (bool, np.bool_)) or \
+            not isinstance(growth_interval, numbers.Integral) or growth_interval < 1:
         raise ValueError(f"loss_scaling: growth_interval must be a positive int, got "
                          f"{growth_interval!r}")
-    if not (isinstance(factor, (int, float)) and factor > 1):
-        raise ValueError(f"loss_scaling: factor must be a number > 1, got {factor!r}")
+    # (an infinite factor took the scale to its floor at the first overflow, after which
+    # every non-finite step went through)
+    if not (_is_number(factor) and math.isfinite(factor) and factor > 1):
+        raise ValueError(f"loss_scaling: factor must be a finite number > 1, got {factor!r}")
+    initial, growth_interval, factor = float(initial), int(growth_interval), float(factor)
 
     def init(params):
         return LossScaleState(jnp.asarray(initial, jnp.float32), jnp.zeros((), jnp.int32),
@@ -283,10 +289,34 @@ def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**
     return optax.GradientTransformation(init, update)
 
 
+def _is_number(x: Any) -> bool:
+    """Whether ``x`` is a real number (Python or NumPy), not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
 def loss_scale_of(opt_state: Any) -> jax.Array | None:
     """The loss scale S of an optimizer state made by :func:`loss_scaling` (its top level),
     else None (no scaling)."""
     return opt_state.scale if isinstance(opt_state, LossScaleState) else None
+
+
+def check_loss_scaling(optimizer: optax.GradientTransformation, params: Any,
+                       where: str = "fit") -> bool:
+    """:func:`is_loss_scaled`, and ``ValueError`` naming ``where`` when a
+    :class:`LossScaleState` is nested deeper in the state (``optax.chain(...,
+    loss_scaling(tx))``): the training step multiplies the loss by the top-level
+    scale only (:func:`loss_scale_of`), so a nested one would divide every gradient
+    by a scale the loss was never multiplied by."""
+    state = jax.eval_shape(optimizer.init, params)
+    top = isinstance(state, LossScaleState)
+    below = state.inner if top else state
+    nodes = jax.tree.leaves(below, is_leaf=lambda x: isinstance(x, LossScaleState))
+    if any(isinstance(x, LossScaleState) for x in nodes):
+        raise ValueError(f"{where}: optimizer: loss_scaling must wrap the whole optimizer "
+                         "(loss_scaling(optax.chain(...)), not a part of it): the loss is "
+                         "scaled by the outermost scale only, and a nested one would divide "
+                         "the gradients by a scale the loss was never multiplied by")
+    return top
 
 
 def is_loss_scaled(optimizer: optax.GradientTransformation, params: Any) -> bool:

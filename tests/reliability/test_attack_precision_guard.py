@@ -1,0 +1,68 @@
+"""Attacks on mixed precision and the non-finite guard: hostile loss-scaling settings,
+an optimizer that hides its loss scaling, parameters beyond float16, and resuming a
+checkpoint across float16's loss scaling. Each either works or is refused before tracing
+with an error naming the argument; none returns garbage."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from epynn_jax import layers, network
+from epynn_jax.network import Policy, optim
+
+NET = network.build([layers.Dense(3, "relu"), layers.Dense(2, "softmax")], (4,))
+HALF = dataclasses.replace(NET, policy=Policy("float16"))
+_rng = np.random.default_rng(0)
+X = _rng.standard_normal((8, 4)).astype(np.float32)
+Y = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+DATA = {"dtrain": (X, Y)}
+KW = dict(loss="CCE", batch_size=4, metrics=())
+
+
+def _params():
+    return network.init(NET, 0)
+
+
+# -- loss scaling's arguments -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(initial=np.float32(2.0**8)), dict(initial=np.int64(8)),
+    dict(growth_interval=np.int64(3)), dict(factor=np.float32(2.0)),
+])
+def test_loss_scaling_takes_numpy_numbers(kwargs):
+    tx = optim.loss_scaling(optax.sgd(0.1), **kwargs)
+    state = tx.init(_params())
+    assert state.scale.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(factor=math.inf), "factor must be a finite number > 1"),
+    (dict(factor=math.nan), "factor must be a finite number > 1"),
+    (dict(initial=True), "initial must be a number"),
+    (dict(factor=True), "factor must be"),
+    (dict(initial="8"), "initial must be a number"),
+])
+def test_loss_scaling_refuses_bools_and_infinite_factors(kwargs, words):
+    # factor=inf took the scale from 2**15 to its floor at the first overflow, after which
+    # every non-finite step went through
+    with pytest.raises(ValueError, match=words):
+        optim.loss_scaling(optax.sgd(0.1), **kwargs)
+
+
+# -- loss scaling hidden inside another transformation -------------------------------------
+
+
+@pytest.mark.parametrize("policy", [None, "float16"])
+def test_loss_scaling_inside_a_chain_is_refused(policy):
+    # fit scales the loss by a LossScaleState at the top of the state only: one inside a
+    # chain divided every gradient by 2**15 without the loss having been multiplied
+    tx = optax.chain(optax.clip(10.0), optim.loss_scaling(optax.sgd(0.1)))
+    with pytest.raises(ValueError, match="fit: optimizer: loss_scaling must wrap the whole"):
+        network.fit(NET, _params(), DATA, epochs=1, optimizer=tx, policy=policy, **KW)
