@@ -271,7 +271,9 @@ def check_params(net: Network, params: Any, where: str = "fit") -> Params:
 
 
 def check_params_finite(net: Network, params: Params, where: str = "fit") -> None:
-    """Raise ``ValueError`` naming the first layer and parameter that holds NaN or inf.
+    """Raise ``ValueError`` naming the first layer and parameter that holds NaN or inf,
+    or, under a float16 policy, values beyond float16's range (inf in the compute
+    dtype, so NaN outputs).
 
     Traced parameters are not read. A JAX array found finite is remembered (once checked,
     finite for good), and so are the parameters ``fit`` returns after a guarded epoch
@@ -279,9 +281,24 @@ def check_params_finite(net: Network, params: Params, where: str = "fit") -> Non
     """
     for i, (layer, p) in enumerate(zip(net.layers, params)):
         for k in sorted(p):
-            if not isinstance(p[k], jax.core.Tracer) and not _finite_once(p[k]):
+            if isinstance(p[k], jax.core.Tracer):
+                continue
+            if not _finite_once(p[k]):
                 raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} holds NaN "
                                  "or inf values")
+            _check_float16_range(net, p[k], f"{where}: layer {i} ({layer.name}) parameter "
+                                            f"{k!r}")
+
+
+def _check_float16_range(net: Network, a, what: str) -> None:
+    """Under a float16 policy, raise unless the parameter ``a`` fits float16 (|a| <= 65504)."""
+    if net.policy.compute_dtype != "float16" or not a.size:
+        return
+    top, limit = float(_max_abs(a)), float(jnp.finfo(jnp.float16).max)
+    if top > limit:
+        raise ValueError(f"{what} holds values up to {top:.6g}, beyond float16 (at most "
+                         f"{limit:.0f}), the compute dtype of policy {str(net.policy)!r}: "
+                         "they would be inf; use a bfloat16 or float32 policy for them")
 
 
 def remember_finite(tree: Any) -> None:

@@ -66,3 +66,23 @@ def test_loss_scaling_inside_a_chain_is_refused(policy):
     tx = optax.chain(optax.clip(10.0), optim.loss_scaling(optax.sgd(0.1)))
     with pytest.raises(ValueError, match="fit: optimizer: loss_scaling must wrap the whole"):
         network.fit(NET, _params(), DATA, epochs=1, optimizer=tx, policy=policy, **KW)
+
+
+# -- parameters beyond float16 ------------------------------------------------------------
+
+
+def _big_params():
+    p = _params()
+    return (dict(p[0], W=p[0]["W"] * 1e5), p[1])
+
+
+@pytest.mark.parametrize("call", ["predict", "evaluate", "fit"])
+def test_parameters_beyond_float16_are_refused_under_a_float16_policy(call):
+    # cast to float16 they were inf, and predict returned NaN rows without a word
+    run = {"predict": lambda p: network.predict(HALF, p, X),
+           "evaluate": lambda p: network.evaluate(HALF, p, X, Y, ["CCE"]),
+           "fit": lambda p: network.fit(HALF, p, DATA, epochs=1, **KW)}[call]
+    with pytest.raises(ValueError, match=rf"{call}: layer 0 \(Dense\) parameter 'W' holds "
+                                         r"values up to .* beyond float16"):
+        run(_big_params())
+    assert np.all(np.isfinite(network.predict(NET, _big_params(), X)))  # float32 takes them
