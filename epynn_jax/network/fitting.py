@@ -45,7 +45,12 @@ from epynn_jax.network.epoch import (
     stored_run_epochs,
 )
 from epynn_jax.network.model import Network, Params, check_input_shape
-from epynn_jax.network.optim import check_loss_scaling, epynn_sgd, loss_scaling
+from epynn_jax.network.optim import (
+    LossScaleState,
+    check_loss_scaling,
+    epynn_sgd,
+    loss_scaling,
+)
 from epynn_jax.network.precision import as_policy
 
 if TYPE_CHECKING:
@@ -216,6 +221,33 @@ def _check_schedule(saved: dict, metadata: dict, where: str) -> None:
                          f"{given}: resume with the schedule it was started with")
 
 
+def _restored_state(optimizer, params: Params, leaves) -> Any:
+    """The saved optimizer state ``leaves`` restored for ``optimizer``
+    (:func:`~.checks.restore_opt_state`), also across float16's loss scaling
+    (:func:`_across_loss_scaling`); else restore_opt_state's ``ValueError``."""
+    try:
+        return checks.restore_opt_state(optimizer, params, leaves)
+    except ValueError as err:
+        mismatch = err
+    try:
+        return _across_loss_scaling(optimizer, params, leaves)
+    except ValueError:
+        raise mismatch from None
+
+
+def _across_loss_scaling(optimizer, params: Params, leaves) -> Any:
+    """A state saved without loss scaling resumed under a float16 policy (its optimizer's
+    state, a fresh scale), or one saved with it resumed under another policy (its
+    optimizer's state, the scale dropped)."""
+    import optax
+
+    fresh = optimizer.init(params)
+    if isinstance(fresh, LossScaleState):
+        inner = optax.GradientTransformation(lambda p: fresh.inner, None)
+        return fresh._replace(inner=checks.restore_opt_state(inner, params, leaves))
+    return checks.restore_opt_state(loss_scaling(optimizer), params, leaves).inner
+
+
 def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dict,
             epochs: int, allow_new_data: bool, epoch_batches: int | None) -> Progress:
     """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``), once
@@ -238,7 +270,7 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     opt_state = ck.opt_state
     if isinstance(opt_state, (tuple, list)):  # the saved leaves
         try:
-            opt_state = checks.restore_opt_state(optimizer, ck.params, opt_state)
+            opt_state = _restored_state(optimizer, ck.params, opt_state)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
     history = ck.history or {}
@@ -354,7 +386,8 @@ def fit(
     ``'bfloat16'``) trains under that precision policy instead of ``net.policy``
     (see :mod:`~epynn_jax.network.precision`); checkpoints record the one used.
     A checkpoint may be resumed under another policy (bitwise equality with an
-    uninterrupted run then no longer holds).
+    uninterrupted run then no longer holds; across float16's loss scaling the
+    optimizer's own state carries over and the scale starts afresh or is dropped).
 
     ``eval_splits`` names the splits evaluated after every epoch (default: every
     split of ``data``; ``()``: none, the fastest epoch, with an empty history).

@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from epynn_jax import layers, network
+from epynn_jax import io, layers, network
 from epynn_jax.network import Policy, optim
+from epynn_jax.network.optim import LossScaleState
 
 NET = network.build([layers.Dense(3, "relu"), layers.Dense(2, "softmax")], (4,))
 HALF = dataclasses.replace(NET, policy=Policy("float16"))
@@ -86,3 +88,35 @@ def test_parameters_beyond_float16_are_refused_under_a_float16_policy(call):
                                          r"values up to .* beyond float16"):
         run(_big_params())
     assert np.all(np.isfinite(network.predict(NET, _big_params(), X)))  # float32 takes them
+
+
+# -- resuming across float16's loss scaling -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """``{policy: last checkpoint}`` of 1 epoch under the default policy and float16."""
+    out = {}
+    for policy in (None, "float16"):
+        d = tmp_path_factory.mktemp(f"ck_{policy}")
+        network.fit(NET, _params(), DATA, epochs=1, policy=policy,
+                    checkpoints=io.Checkpoints(d, every=1), **KW)
+        out[policy] = io.load_checkpoint(d / "last.epynn")
+    return out
+
+
+@pytest.mark.parametrize("saved, resumed", [(None, "float16"), ("float16", "float32"),
+                                            ("float16", "bfloat16")])
+def test_a_checkpoint_resumes_across_float16_s_loss_scaling(checkpoints, saved, resumed):
+    # the docs say a checkpoint resumes under another policy; across float16 the optimizer
+    # state's structure differs by the loss scale, and resuming raised
+    ck = checkpoints[saved]
+    result = network.fit(NET, None, DATA, epochs=2, resume=ck, policy=resumed, **KW)
+    assert isinstance(result.opt_state, LossScaleState) == (resumed == "float16")
+    inner = result.opt_state.inner if resumed == "float16" else result.opt_state
+    # the SGD's step count (its last leaf) carried over, 2 more steps on (a float16 run may
+    # skip its first step while its scale backs off from 2**15)
+    count, before = int(jax.tree.leaves(inner)[-1]), int(np.asarray(ck.opt_state[-1]))
+    assert before + (1 if resumed == "float16" else 2) <= count <= before + 2
+    assert count > 2  # more than a fresh state's 2 steps could count
+    assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(result.params))
