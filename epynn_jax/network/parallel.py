@@ -86,7 +86,8 @@ def data_size(mesh: Mesh) -> int:
     return int(mesh.shape[DATA_AXIS])
 
 
-def check_batch_size(mesh: Mesh, batch_size: int, samples: int | None = None) -> None:
+def check_batch_size(mesh: Mesh, batch_size: int, samples: int | None = None,
+                     where: str = "fit") -> None:
     """Raise ``ValueError`` unless ``batch_size`` splits evenly over the ``'data'`` axis;
     the sizes it suggests are at most ``samples`` (a larger batch is cut to the set)."""
     n = data_size(mesh)
@@ -95,7 +96,7 @@ def check_batch_size(mesh: Mesh, batch_size: int, samples: int | None = None) ->
         sizes = [b for b in (lower, lower + n) if b and (samples is None or b <= samples)]
         hint = " or ".join(map(str, sizes)) if sizes else f"{n} with at least {n} samples"
         raise ValueError(
-            f"fit: batch_size {batch_size} is not divisible by the {n} devices of the mesh "
+            f"{where}: batch_size {batch_size} is not divisible by the {n} devices of the mesh "
             f"axis {DATA_AXIS!r}; each device takes an equal part of every batch "
             f"(try batch_size={hint})"
         )

@@ -147,6 +147,20 @@ def _nonfinite(model, err: NonFiniteError, on_nonfinite: str) -> None:
     _say_nonfinite(model, err)
 
 
+def check_mesh(model, mesh):
+    """``mesh`` as a :class:`~jax.sharding.Mesh` that can train ``model`` (every layer
+    compiled, the batch size divisible by its ``'data'`` devices), else an error; checked
+    before ``train`` changes the model's epoch count."""
+    mesh = parallel.as_mesh(mesh)
+    if any(compiled_layer(layer) is None for layer in model.layers):
+        raise ValueError("EpyNN.train: mesh needs every layer compiled; this model has "
+                         "eager custom layers")
+    n = len(model.embedding.dtrain.ids)
+    batch_size = min(model.embedding.se_dataset["batch_size"] or n, n)
+    parallel.check_batch_size(mesh, batch_size, n, "EpyNN.train")
+    return mesh
+
+
 def train_epochs(model, start: int, stop: int, on_nonfinite: str = "stop", mesh=None) -> None:
     """Epochs ``start..stop-1`` of ``model``; the layers' dicts are refreshed afterwards."""
     if on_nonfinite not in ON_NONFINITE:
@@ -188,7 +202,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     guard = on_nonfinite != "ignore"
     if mesh is not None:
         mesh = parallel.as_mesh(mesh)
-        parallel.check_batch_size(mesh, idx.shape[1], splits["dtrain"][0].shape[0])
+        parallel.check_batch_size(mesh, idx.shape[1], splits["dtrain"][0].shape[0],
+                                  "EpyNN.train")
         state, splits = parallel.place(mesh, state, splits, "dtrain")
     track = not _report.is_quiet(model) and _report.interactive()
     t0 = time.time()

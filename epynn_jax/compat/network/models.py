@@ -315,6 +315,8 @@ class EpyNN:
         if not self.initialized:
             self.initialize()
         self._device_data()  # the data checked (labels in the loss's range) before any change
+        if mesh is not None:
+            mesh = _train.check_mesh(self, mesh)
         start = self._done_epochs
         self.epochs = start + int(epochs)
         for layer in self.layers:
