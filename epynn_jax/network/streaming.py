@@ -415,24 +415,48 @@ class BatchSource:
             return itertools.chain((first,), self._it)  # never closes self._it
         return self._it if self.one_shot else iter(self.iterable)
 
+    def _next(self, items: Iterator, i: int) -> Any:
+        """``next(items)`` (:data:`_END` at the end); an error the loader raises is raised as
+        it is, with a note naming the split and the batch it was reading."""
+        try:
+            return next(items, _END)
+        except Exception as err:
+            if hasattr(err, "add_note"):  # Python 3.11+
+                err.add_note(f"(raised by data[{self.name!r}] while fit read its batch {i})")
+            raise
+
     def _batches(self, start: int) -> Iterator[Any]:
         """The raw items of this epoch from batch ``start`` on: a new pass skips the first
-        ``start``; a one-shot iterator is taken as positioned."""
+        ``start``; a one-shot iterator is taken as positioned. A pass of a loader with a
+        ``len()`` must yield that many items (the schedule's steps per epoch, a resumed
+        batch and the chunks are counted from it)."""
         items = self._items()
         if not self.one_shot:
-            for _ in range(start):
-                if next(items, _END) is _END:
+            for i in range(start):
+                if self._next(items, i) is _END:
                     return
-        if self.steps is None:
-            for item in items:  # not `yield from`: closing this must not close theirs
-                yield item
-            return
-        for j in range(self.steps - start):
-            item = next(items, _END)
+        counted = self.steps is None and self.n_batches is not None
+        for j in itertools.count(start):
+            if self.steps is not None and j == self.steps:
+                return
+            item = self._next(items, j)
             if item is _END:
-                raise ValueError(f"fit: data[{self.name!r}] ran out after {start + j} batches "
-                                 f"of an epoch of steps_per_epoch={self.steps}")
+                if self.steps is not None:
+                    raise ValueError(f"fit: data[{self.name!r}] ran out after {j} batches "
+                                     f"of an epoch of steps_per_epoch={self.steps}")
+                if counted and j != self.n_batches:
+                    raise self._miscounted(f"ended after {j}")
+                return
+            if counted and j == self.n_batches:
+                raise self._miscounted(f"yields more than {j}")
             yield item
+
+    def _miscounted(self, what: str) -> ValueError:
+        return ValueError(f"fit: data[{self.name!r}] {what} batches on a pass, but its len() "
+                          f"was {self.n_batches} when fit began; the epoch's steps (EpyNN's "
+                          "learning-rate schedule, a resumed batch) are counted from it. Keep "
+                          "len() equal to the batches of every pass, or pass "
+                          "Stream(steps_per_epoch=N)")
 
     def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
         """Chunks of ``k`` checked batches (fewer at the end of the pass)."""
@@ -449,6 +473,10 @@ class BatchSource:
                 raise ValueError(f"fit: data[{self.name!r}] batch {short[0]} has "
                                  f"{short[1]} samples, not {self.batch_size}; only the last "
                                  "batch of a pass may be smaller (it is dropped)")
+            if np.shape(X)[0] > self.batch_size:
+                raise ValueError(f"fit: data[{self.name!r}] batch {i} has {np.shape(X)[0]} "
+                                 f"samples, more than the first batch's {self.batch_size}; "
+                                 "every batch must have the first one's size")
             if np.shape(X)[0] != self.batch_size:
                 short = (i, int(np.shape(X)[0]))
                 continue
@@ -462,15 +490,21 @@ class BatchSource:
         if short is not None:
             warnings.warn(f"fit: data[{self.name!r}]'s last batch ({short[1]} samples, not "
                           f"{self.batch_size}) was dropped, as the in-memory epoch drops the "
-                          "remainder", stacklevel=2)
+                          "remainder" + (f"; its len() counts it, so a learning-rate schedule "
+                                         f"takes {self.n_batches} steps per epoch, not "
+                                         f"{self.n_batches - 1}: drop it in the loader or pass "
+                                         f"Stream(steps_per_epoch={self.n_batches - 1})"
+                                         if self.steps is None and self.n_batches else ""),
+                          stacklevel=2)
         if pending:
             yield _stack(first_of_chunk, pending)
 
     def eval_chunks(self, c: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every batch of one pass (the last one too, whatever its size), all rows counted."""
         del c
-        i = -1
-        for i, item in enumerate(self._items()):
+        items, i = self._items(), -1
+        while (item := self._next(items, i + 1)) is not _END:
+            i += 1
             X, Y = self._pair(item, i)
             checks.check_split(self.net, f"{self.name} batch {i}", X, Y)
             X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss)
