@@ -639,8 +639,10 @@ def _epochs(net, update, loss, metric_names, batch_size, state, train, splits,
 @functools.lru_cache(maxsize=EPOCH_BLOCK)
 def _count(k: int) -> jax.Array:
     """``k`` placed on the device once (an explicit transfer: a Python int passed to the
-    compiled call would be an implicit one, refused under ``jax.transfer_guard``)."""
-    return jax.device_put(k)
+    compiled call would be an implicit one, refused under ``jax.transfer_guard``). An int32
+    whether 64-bit mode is on or not: a count cached under x64 (int64) and passed after
+    it was switched off made the same program compile a second time."""
+    return jax.device_put(np.int32(k))
 
 
 def _append_rows(history: dict, rows: list[dict]) -> dict:

@@ -10,7 +10,7 @@ import re
 import jax
 import numpy as np
 
-from epynn_jax import layers, network
+from epynn_jax import layers, network, testing
 
 
 class _Compiles(logging.Handler):
@@ -82,3 +82,25 @@ def test_init_draws_what_op_by_op_draws():
             for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(once), strict=True):
                 assert a.dtype == b.dtype
                 np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_fits_under_x64_do_not_make_a_later_fit_compile_twice():
+    """fit places its epoch counts once per process; a count placed while 64-bit mode was
+    on (int64) and passed after it was switched off missed the compiled epoch's cache."""
+    from epynn_jax.network import fitting
+
+    fitting._count.cache_clear()  # as in a process whose first fits ran under x64
+    data = {"dtrain": _data(12, 0)}
+    kw = dict(batch_size=4, loss="CCE", metrics=("accuracy",))
+    with testing.x64(True):
+        net = network.build([layers.Dense(3, "softmax")], (6,))
+        for epochs in (1, 2, 3):  # the first calls run 1 epoch each, later ones more
+            network.fit(net, network.init(net, 0), data, epochs=epochs, **kw)
+    net = network.build([layers.Dense(17, "relu"), layers.Dense(3, "softmax")], (6,))
+    params = network.init(net, 0)
+    with compiled() as names:  # calls of 1, 1 then more epochs (the counts cached above)
+        network.fit(net, params, data, epochs=6, **kw)
+    assert names == ["jit(run_epochs)"], names
+    with compiled() as names:
+        network.fit(net, params, data, epochs=9, **kw)
+    assert names == [], names
