@@ -373,6 +373,28 @@ def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None)
         raise LayerError(f"{layer.name}: invalid input shape {tuple(X_shape)}")
 
 
+def check_X(layer: Layer, X: Any) -> None:
+    """Raise a :class:`LayerError` naming the layer unless ``X`` is an array of shape
+    ``(m, *layer.input_shape)``: the first line of a ``forward`` (shapes only, so it
+    costs nothing at run time). An unbuilt layer's input is not checked."""
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        raise LayerError(f"{layer.name}: forward's X must be an array, got {_what(X)}")
+    if len(shape) == 0 or (layer.built and tuple(shape[1:]) != layer.input_shape):
+        sample = ", ".join(map(str, layer.input_shape or ("...",)))
+        raise LayerError(f"{layer.name}: forward's X must have shape (m, {sample}), the "
+                         f"layer was built for that; got shape {tuple(shape)}")
+
+
+def check_dA(layer: Layer, fc: Cache, dA: Any) -> None:
+    """Raise a :class:`LayerError` naming the layer unless ``dA`` has the shape of the
+    output ``fc['A']``: the first line of a ``backward``."""
+    expected = tuple(fc["A"].shape)
+    if tuple(getattr(dA, "shape", (None,))) != expected:
+        raise LayerError(f"{layer.name}: backward's dA must have the shape of the output A, "
+                         f"{expected}; got {_what(dA)}")
+
+
 def gradients_to_params(p: Params, g: Params) -> Params:
     """Map a gradient dict to the parameter keys: ``g['dW'] -> W`` (missing: zeros), as
     found (:func:`~epynn_jax.testing.check_layer` reports what is missing or misshapen;

@@ -58,7 +58,15 @@ import jax.numpy as jnp
 from jax import lax
 
 from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
-from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
+from epynn_jax.layers.base import (
+    Layer,
+    LayerError,
+    check_dA,
+    check_input,
+    check_X,
+    count,
+    float_dtype,
+)
 from epynn_jax.maths import activations, initializers
 
 __all__ = ["Convolution"]
@@ -275,6 +283,7 @@ def _kernel_grad(layer: Convolution, Xp: jax.Array, dZ: jax.Array) -> jax.Array:
 
 def forward(layer: Convolution, p: dict, X: jax.Array, key=None, training: bool = False):
     """Z = pad(X) (*) W + b; A = f(Z). ``fc = {'X' (unpadded), 'Z', 'A'}``."""
+    check_X(layer, X)
     Z = _linear(layer, p, _pad(layer, X))
     A = activations.activate(layer.activate, Z, layer.hpars)
     return A, {"X": X, "Z": Z, "A": A}
@@ -282,6 +291,7 @@ def forward(layer: Convolution, p: dict, X: jax.Array, key=None, training: bool 
 
 def backward(layer: Convolution, p: dict, fc: dict, dA: jax.Array):
     """dZ = dA * f'(Z); dX = unpad(transposed conv of dZ with W). ``bc = {'dA', 'dZ', 'dX'}``."""
+    check_dA(layer, fc, dA)
     dZ = activations.backprop(layer.activate, dA, fc["Z"], fc["A"], layer.hpars)
     dX = _unpad(layer, _input_grad(layer, p["W"], dZ))
     return dX, {"dA": dA, "dZ": dZ, "dX": dX}

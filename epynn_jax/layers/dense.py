@@ -23,7 +23,15 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
+from epynn_jax.layers.base import (
+    Layer,
+    LayerError,
+    check_dA,
+    check_input,
+    check_X,
+    count,
+    float_dtype,
+)
 from epynn_jax.maths import activations, initializers
 
 __all__ = ["Dense"]
@@ -74,6 +82,7 @@ def initialize_parameters(layer: Dense, key: jax.Array) -> dict:
 
 def forward(layer: Dense, p: dict, X: jax.Array, key=None, training: bool = False):
     """Z = X . W + b; A = f(Z). ``fc = {'X', 'Z', 'A'}``."""
+    check_X(layer, X)
     Z = jnp.dot(X, p["W"]) + p["b"]
     A = activations.activate(layer.activate, Z, layer.hpars)
     return A, {"X": X, "Z": Z, "A": A}
@@ -81,6 +90,7 @@ def forward(layer: Dense, p: dict, X: jax.Array, key=None, training: bool = Fals
 
 def backward(layer: Dense, p: dict, fc: dict, dA: jax.Array):
     """dZ = dA * f'(Z); dX = dZ . W^T. ``bc = {'dA', 'dZ', 'dX'}``."""
+    check_dA(layer, fc, dA)
     dZ = activations.backprop(layer.activate, dA, fc["Z"], fc["A"], layer.hpars)
     dX = jnp.dot(dZ, p["W"].T)
     return dX, {"dA": dA, "dZ": dZ, "dX": dX}

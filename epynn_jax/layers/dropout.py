@@ -21,7 +21,7 @@ import numbers
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input
+from epynn_jax.layers.base import Layer, LayerError, check_dA, check_input, check_X
 from epynn_jax.maths import prng
 
 __all__ = ["Dropout"]
@@ -76,6 +76,7 @@ def _mask_shape(layer: Dropout, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def forward(layer: Dropout, p: dict, X: jax.Array, key=None, training: bool = False):
     """A = X * D / (1 - p) when training, else A = X; ``fc = {'X', 'D', 'A'}``."""
+    check_X(layer, X)
     if training and layer.drop_prob > 0:
         if key is None:
             raise LayerError("Dropout: training needs a PRNG key")
@@ -90,6 +91,7 @@ def forward(layer: Dropout, p: dict, X: jax.Array, key=None, training: bool = Fa
 
 def backward(layer: Dropout, p: dict, fc: dict, dA: jax.Array):
     """dX = dA * D / (1 - p); ``bc = {'dA', 'dX'}``."""
+    check_dA(layer, fc, dA)
     dX = dA * fc["D"] / (1 - layer.drop_prob)
     return dX, {"dA": dA, "dX": dX}
 

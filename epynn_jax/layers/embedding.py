@@ -13,7 +13,7 @@ import dataclasses
 
 import jax
 
-from epynn_jax.layers.base import Layer, check_input, count
+from epynn_jax.layers.base import Layer, check_dA, check_input, check_X, count
 
 __all__ = ["Embedding"]
 
@@ -55,11 +55,13 @@ def initialize_parameters(layer: Embedding, key: jax.Array) -> dict:
 
 def forward(layer: Embedding, p: dict, X: jax.Array, key=None, training: bool = False):
     """A = X; ``fc = {'X', 'A'}``."""
+    check_X(layer, X)
     return X, {"X": X, "A": X}
 
 
 def backward(layer: Embedding, p: dict, fc: dict, dA: jax.Array):
     """dX = dA; ``bc = {'dA', 'dX'}`` (EpyNN returns None: it is the first layer)."""
+    check_dA(layer, fc, dA)
     return dA, {"dA": dA, "dX": dA}
 
 

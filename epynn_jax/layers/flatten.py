@@ -10,7 +10,7 @@ import math
 
 import jax
 
-from epynn_jax.layers.base import Layer, check_input
+from epynn_jax.layers.base import Layer, check_dA, check_input, check_X
 
 __all__ = ["Flatten"]
 
@@ -35,12 +35,14 @@ def initialize_parameters(layer: Flatten, key: jax.Array) -> dict:
 
 def forward(layer: Flatten, p: dict, X: jax.Array, key=None, training: bool = False):
     """A = X reshaped to (m, n); ``fc = {'X', 'A'}``."""
+    check_X(layer, X)
     A = X.reshape(X.shape[0], math.prod(X.shape[1:]))
     return A, {"X": X, "A": A}
 
 
 def backward(layer: Flatten, p: dict, fc: dict, dA: jax.Array):
     """dX = dA reshaped to X's shape; ``bc = {'dA', 'dX'}``."""
+    check_dA(layer, fc, dA)
     dX = dA.reshape(fc["X"].shape)
     return dX, {"dA": dA, "dX": dX}
 

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 
 from epynn_jax.layers._windows import MAX_OFFSETS, offset_slice, offset_unslice, pair
-from epynn_jax.layers.base import Layer, LayerError, check_input
+from epynn_jax.layers.base import Layer, LayerError, check_dA, check_input, check_X
 
 __all__ = ["Pooling"]
 
@@ -142,6 +142,7 @@ def _pool(layer: Pooling, x: jax.Array, axis) -> jax.Array:
 
 def forward(layer: Pooling, p: dict, X: jax.Array, key=None, training: bool = False):
     """Z = A = pool of each window. ``fc = {'X', 'Z', 'A'}``."""
+    check_X(layer, X)
     if _tiled(layer):
         Z = _pool(layer, _blocks(layer, X), (2, 4))
         return Z, {"X": X, "Z": Z, "A": Z}
@@ -171,6 +172,7 @@ def _tiled_backward(layer: Pooling, X: jax.Array, Z: jax.Array, dA: jax.Array) -
 def backward(layer: Pooling, p: dict, fc: dict, dA: jax.Array):
     """dX: each window's dA sent to its max/min elements (all ties), or dA/(ph*pw) to each
     element for mean; summed over overlapping windows. ``bc = {'dA', 'dX'}``."""
+    check_dA(layer, fc, dA)
     X, Z = fc["X"], fc["Z"]
     if _tiled(layer):
         dX = _tiled_backward(layer, X, Z, dA)

@@ -14,7 +14,7 @@ import dataclasses
 
 import jax
 
-from epynn_jax.layers.base import Layer, check_input
+from epynn_jax.layers.base import Layer, check_dA, check_input, check_X
 
 __all__ = ["Template"]
 
@@ -41,12 +41,14 @@ def initialize_parameters(layer: Template, key: jax.Array) -> dict:
 
 def forward(layer: Template, p: dict, X: jax.Array, key=None, training: bool = False):
     """A = X; ``fc = {'X', 'A'}``."""
+    check_X(layer, X)
     A = X
     return A, {"X": X, "A": A}
 
 
 def backward(layer: Template, p: dict, fc: dict, dA: jax.Array):
     """dX = dA; ``bc = {'dA', 'dX'}``."""
+    check_dA(layer, fc, dA)
     dX = dA
     return dX, {"dA": dA, "dX": dX}
 

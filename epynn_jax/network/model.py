@@ -64,6 +64,7 @@ class Network:
                 raise TypeError(f"Network: layer {i} is not a Layer: {layer!r}")
             if not layer.built:
                 raise LayerError(f"Network: layer {i} ({layer.name}) is not built; use build()")
+        _check_chained(self.layers)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -99,6 +100,19 @@ class Network:
 
 
 jax.tree_util.register_static(Network)
+
+
+def _check_chained(layers: tuple[Layer, ...]) -> None:
+    """Raise ``LayerError`` unless each layer was built for the output of the one before
+    (a stack assembled by hand from layers built apart; :func:`build` chains them)."""
+    traced: dict[Layer, tuple[int, ...]] = {}
+    for i in range(1, len(layers)):
+        before, layer = layers[i - 1], layers[i]
+        out = _output_shape(before, traced)
+        if layer.input_shape != out:
+            raise LayerError(f"Network: layer {i} ({layer.name}) was built for samples of "
+                             f"shape {layer.input_shape}, but layer {i - 1} ({before.name}) "
+                             f"outputs {out}; build(layers, input_shape) chains the shapes")
 
 
 def build(layers: Sequence[Layer], input_shape: Sequence[int],

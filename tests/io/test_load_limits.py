@@ -21,6 +21,7 @@ from epynn_jax import cli, layers, network
 from epynn_jax.errors import ModelFileError
 from epynn_jax.io import checkpoint as ckpt
 from epynn_jax.io import load_model, save_model
+from epynn_jax.layers import base
 from epynn_jax.layers.base import Layer
 
 # A bound that only a time proportional to the layer count (333 s for this file before)
@@ -97,10 +98,10 @@ def test_epynn_jax_info_refuses_it_at_once(tmp_path):
 def test_a_file_at_the_layer_cap_loads_tracing_each_distinct_layer_once(tmp_path, monkeypatch):
     net = network.build([layers.Dense(2)] * ckpt.MAX_LAYERS, (2,))
     path = save_model(tmp_path / "deep.epynn", net, network.init(net, jax.random.key(0)))
-    traced = []
-    real = Layer._abstract_forward
-    monkeypatch.setattr(Layer, "_abstract_forward",
-                        lambda self, *a, **k: (traced.append(self), real(self, *a, **k))[1])
+    traced = []  # the tracing function replaced: its memo starts empty, as in a new process
+    real = base._abstract_forward
+    monkeypatch.setattr(base, "_abstract_forward",
+                        lambda layer, *a, **k: (traced.append(layer), real(layer, *a, **k))[1])
     m = load_model(path)
     assert m.net == net and len(traced) == 1
 

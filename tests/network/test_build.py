@@ -4,20 +4,23 @@ and its parameters' shapes once for its output shape and every later ask."""
 from __future__ import annotations
 
 from epynn_jax import layers, network
-from epynn_jax.layers.base import Layer
+from epynn_jax.layers import base
 from epynn_jax.maths.activations import ActivationHPars
 
 
 def _count_traces(monkeypatch) -> list:
-    """Record every layer whose output shape is traced (jax.eval_shape of its forward)."""
+    """Record every layer whose output shape is traced (jax.eval_shape of its forward).
+
+    The function that traces is replaced by a counting one, which the shapes' memo has
+    not seen: each layer's first ask is traced, and counted, as in a fresh process."""
     traced = []
-    real = Layer._abstract_forward
+    real = base._abstract_forward
 
-    def counting(self, *args, **kwargs):
-        traced.append(self)
-        return real(self, *args, **kwargs)
+    def counting(layer, *args, **kwargs):
+        traced.append(layer)
+        return real(layer, *args, **kwargs)
 
-    monkeypatch.setattr(Layer, "_abstract_forward", counting)
+    monkeypatch.setattr(base, "_abstract_forward", counting)
     return traced
 
 
