@@ -14,6 +14,7 @@ from epynn_jax.compat.dense.models import Dense
 from epynn_jax.compat.embedding.models import Embedding
 from epynn_jax.compat.lstm.models import LSTM
 from epynn_jax.compat.network.models import EpyNN
+from epynn_jax.compat.rnn.models import RNN
 from epynn_jax.layers.base import LayerError
 
 from .helpers import assert_same, lib, run
@@ -102,6 +103,25 @@ def test_input_that_does_not_fit_the_weights_is_named():
     with pytest.raises(LayerError, match="forward: " + fits):
         model.forward(X[:3, :4])
     assert model.predict(X[:3]).A.shape == (3, 2)  # the right shape still predicts
+
+
+def test_an_eager_forward_of_another_shape_leaves_predict_and_train_working():
+    """EpyNN's eager ``forward`` rebuilds each layer for the input it is given (a
+    recurrent layer takes any number of steps); predict and train then run networks
+    built for their own inputs, not assembled from the shapes those layers last saw
+    (train used to fail in the RNN's backward, and predict in the Embedding)."""
+    steps = RNG.normal(size=(40, 6, 2))
+    model = EpyNN([Embedding(X_data=steps, Y_data=LABELS, Y_encode=True, batch_size=8),
+                   RNN(3), Dense(2, softmax)])
+    model.initialize(loss="MSE", seed=1)
+    model.train(1, init_logs=False)
+    before = model.predict(steps[:3]).A
+    assert model.predict(steps[:3, :4]).A.shape == (3, 2)  # fewer steps
+    assert model.forward(steps[:3, :4]).shape == (3, 2)
+    np.testing.assert_allclose(model.predict(steps[:3]).A, before, rtol=1e-6)
+    model.forward(steps[:3, :4])
+    model.train(1, init_logs=False)
+    assert len(model.metrics["accuracy"][0]) == 2  # two epochs recorded on dtrain
 
 
 def test_weights_assigned_with_the_wrong_shape_are_named_at_train_and_evaluate():

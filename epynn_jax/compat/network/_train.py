@@ -32,7 +32,7 @@ from epynn_jax.maths import prng
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import epoch as core
 from epynn_jax.network import parallel
-from epynn_jax.network.model import Network
+from epynn_jax.network.model import Network, build
 from epynn_jax.network.optim import epynn_sgd
 
 __all__ = ["Segment", "plan", "check_input", "check_params", "train_epochs", "evaluate_sets",
@@ -58,8 +58,14 @@ def compiled_layer(layer):
     return layer.__dict__.get("_adapter")
 
 
-def plan(layers: list) -> list[Segment]:
-    """Segments of the model: maximal runs of compiled layers, and each eager layer alone."""
+def plan(layers: list, sample_shape: tuple[int, ...] | None = None) -> list[Segment]:
+    """Segments of the model: maximal runs of compiled layers, and each eager layer alone.
+
+    Each compiled run is the core's :func:`~epynn_jax.network.model.build` of its layers,
+    the first run's for ``sample_shape`` when given (the input about to run), any other's
+    for the shape its first layer last saw. A layer keeps the shape of the last input
+    EpyNN's eager ``forward`` gave it (a recurrent layer takes any number of steps), so
+    the run is built anew, never assembled from shapes that may no longer chain."""
     segs, run = [], []
     for i, layer in enumerate(layers):
         if compiled_layer(layer) is not None:
@@ -71,10 +77,18 @@ def plan(layers: list) -> list[Segment]:
         segs.append(Segment(False, (i,)))
     if run:
         segs.append(Segment(True, tuple(run)))
-    for s in segs:
+    for n, s in enumerate(segs):
         if s.compiled:
-            s.net = Network(tuple(compiled_layer(layers[i]) for i in s.indices))
+            fls = [compiled_layer(layers[i]) for i in s.indices]
+            shape = sample_shape if n == 0 and sample_shape is not None else fls[0].input_shape
+            s.net = build(fls, tuple(shape))
     return segs
+
+
+def train_sample_shape(model) -> tuple[int, ...] | None:
+    """The sample shape of the model's training set (None without one)."""
+    X = getattr(getattr(model.embedding, "dtrain", None), "X", None)
+    return None if X is None else tuple(np.shape(X)[1:])
 
 
 def check_input(model, shape: tuple[int, ...], where: str) -> None:
@@ -168,7 +182,7 @@ def train_epochs(model, start: int, stop: int, on_nonfinite: str = "stop", mesh=
                          f"got {on_nonfinite!r}")
     check_params(model, "EpyNN.train")
     model.diverged = None
-    segs = plan(model.layers)
+    segs = plan(model.layers, train_sample_shape(model))
     if len(segs) == 1 and segs[0].compiled:
         _train_compiled(model, segs[0].net, start, stop, on_nonfinite, mesh)
     else:
@@ -342,11 +356,15 @@ def _store_segments(model, segs, params, last) -> None:
 
 
 def forward_segments(model, segs: list[Segment], params: dict, X) -> np.ndarray:
-    """The model's output on ``X`` (no dropout), segment by segment."""
+    """The model's output on ``X`` (no dropout), segment by segment; a compiled run is
+    rebuilt for an input of another sample shape (more steps: :func:`check_input` has
+    checked that the parameters fit it)."""
     A = X
     for s, seg in enumerate(segs):
         if seg.compiled:
-            A = core.predict_jit(seg.net, params[s], to_device_array(A))
+            net, shape = seg.net, tuple(np.shape(A)[1:])
+            net = net if net.input_shape == shape else build(net.layers, shape, net.policy)
+            A = core.predict_jit(net, params[s], to_device_array(A))
         else:
             A = model.layers[seg.indices[0]].forward(np.asarray(A))
     return np.asarray(A)
