@@ -46,6 +46,7 @@ dtype, say).
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Callable
 
@@ -55,6 +56,7 @@ import numpy as np
 
 from epynn_jax.layers.base import Layer, LayerError, gradients_to_params
 from epynn_jax.network import checks, precision
+from epynn_jax.network.model import memory_limit
 from epynn_jax.network.precision import Policy
 
 __all__ = ["KeyCheck", "GradientReport", "check_layer", "policy_tolerance", "relative_error",
@@ -228,11 +230,32 @@ def check_layer(
     policy = precision.as_policy(policy, "check_layer")
     with x64(True):
         layer = _built(layer, X_shape)
+        _check_memory(layer, X_shape, batch)
         initial = _initial_parameters(layer, jax.random.fold_in(jax.random.key(seed), 1))
         _check_given(layer, X, params, {k: tuple(v.shape) for k, v in initial.items()})
         return _check(layer, X_shape, batch, seed, training, rtol, eps, max_entries,
                       directions, X, params if params is not None else initial, policy,
                       policy_rtol, drawn=params is None)
+
+
+#: How many float64 copies of X and of the parameters check_layer holds at once, about
+#: (X, dX, autodiff's and the finite differences' arrays, the parameters and gradients).
+_COPIES = 6
+
+
+def _check_memory(layer: Layer, X_shape: tuple[int, ...], batch: int) -> None:
+    """Raise ``ValueError`` before anything is drawn when the batch and the parameters,
+    in float64, would not fit in the memory free on the default device (a typo such as
+    ``X_shape=(784000,)`` for a Dense of 1000 units would fill the machine)."""
+    limit, where = memory_limit()
+    x = batch * math.prod(X_shape) * 8
+    p = sum(math.prod(s) for s in layer.param_shapes().values()) * 8
+    if limit is not None and _COPIES * (x + p) > limit:
+        raise ValueError(f"check_layer: {layer.name} on a batch of {batch} samples of shape "
+                         f"{X_shape} needs about {_COPIES * (x + p) / 2**30:.1f} GiB in float64 "
+                         f"(X {x / 2**30:.2g} GiB, parameters {p / 2**30:.2g} GiB, a few "
+                         f"copies of each); {where} has {limit / 2**30:.1f} GiB free. The check "
+                         "needs no more than a small X_shape and batch")
 
 
 def _sample_shape(X_shape) -> tuple[int, ...]:

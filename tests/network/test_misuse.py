@@ -233,6 +233,22 @@ def test_check_layer_refuses_wrong_arguments_naming_them(X_shape, kw, error, mat
         testing.check_layer(layers.Dense(2), X_shape, **kw)
 
 
+def test_check_layer_refuses_shapes_beyond_memory_before_drawing(monkeypatch):
+    """A batch or parameters larger than the memory free are named before anything is
+    drawn (X_shape=(10**6,) for a Dense of 10**5 units asked for 750 GiB and filled the
+    machine); the limit is the device's free memory, here set to 1 MiB."""
+    from epynn_jax import testing as module
+
+    monkeypatch.setattr(module, "memory_limit", lambda: (2**20, "the host"))
+    with pytest.raises(ValueError, match=r"check_layer: Dense on a batch of 3 samples of shape "
+                                         r"\(5000,\) needs about .* GiB in float64 .*the host "
+                                         r"has 0\.0 GiB free"):
+        testing.check_layer(layers.Dense(2), (5000,))
+    with pytest.raises(ValueError, match=r"parameters 0\.0\d+ GiB"):
+        testing.check_layer(layers.Dense(5000), (4,))
+    assert testing.check_layer(layers.Dense(2), (3,)).passed  # small: checked as before
+
+
 def test_check_layer_takes_numpy_ints_in_the_sample_shape():
     """As network.build does."""
     report = testing.check_layer(layers.Dense(2), (np.int64(3),))
