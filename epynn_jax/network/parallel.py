@@ -60,14 +60,16 @@ DATA_AXIS = "data"
 def as_mesh(mesh: Mesh | Sequence[Any]) -> Mesh:
     """A :class:`Mesh` with a ``'data'`` axis, from a Mesh or a sequence of devices.
 
-    A sequence of ``n`` devices becomes a one-axis mesh of shape ``(n,)``
-    named ``'data'``.
+    A sequence of ``n`` devices (a list, a tuple or a 1-D NumPy array of them) becomes a
+    one-axis mesh of shape ``(n,)`` named ``'data'``.
     """
     if isinstance(mesh, Mesh):
         if DATA_AXIS not in mesh.axis_names:
             raise ValueError(f"mesh: needs an axis named {DATA_AXIS!r} to shard the batch over, "
                              f"got axes {mesh.axis_names}")
         return mesh
+    if isinstance(mesh, np.ndarray) and mesh.ndim == 1 and mesh.dtype == object:
+        mesh = list(mesh)  # np.array(jax.devices()), as a Mesh is made from
     if isinstance(mesh, (str, bytes)) or not isinstance(mesh, Sequence):
         raise TypeError(f"mesh: expected a jax.sharding.Mesh or a list of devices, got {mesh!r}")
     devices = list(mesh)

@@ -78,10 +78,13 @@ def runs(tmp_path_factory):
 def test_as_mesh_from_devices():
     mesh = parallel.as_mesh(jax.devices()[:1])
     assert mesh.axis_names == ("data",) and parallel.data_size(mesh) == 1
+    # a 1-D array of devices, as a Mesh is made from, is a sequence of devices too
+    assert parallel.as_mesh(np.array(jax.devices()[:1])) == mesh
 
 
 @pytest.mark.parametrize("bad, error", [
-    ("cpu", TypeError), ([], ValueError), ([0, 1], TypeError),
+    ("cpu", TypeError), ([], ValueError), ([0, 1], TypeError), (np.array([0, 1]), TypeError),
+    (np.array(jax.devices()[:1] * 2), ValueError), (np.array([jax.devices()[:1]]), TypeError),
     (Mesh(np.array(jax.devices()[:1]), ("batch",)), ValueError),
 ])
 def test_as_mesh_rejects(bad, error):
