@@ -495,7 +495,7 @@ def fit(
 
     saved: dict[str, Path] = {}
     feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress, epochs,
-                     mesh)
+                     mesh, evaluate.values())
 
     def on_chunk(done: streaming.ChunkDone) -> None:
         """A streamed epoch's progress after each chunk: Ctrl-C and checkpoints see it."""
@@ -520,6 +520,7 @@ def fit(
                     state, scores, guard = _streamed_epoch(
                         net, optimizer.update, loss, metric_names, progress, feeder.epoch(epoch),
                         evaluate, check_finite, debug, mesh, eval_chunk, on_chunk)
+                    feeder.evaluated(epoch)  # a loader's next pass may start (streaming._Gate)
                 elif debug or replay:
                     state, scores, guard = run(net, optimizer.update, loss, metric_names,
                                                batch_size, progress.state, train, evaluate,
@@ -724,7 +725,7 @@ def _plan_data(net: Network, data: Mapping[str, Any], loss: str, train_split: st
 
 
 def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
-            progress: Progress, epochs: int, mesh) -> streaming.Feeder | None:
+            progress: Progress, epochs: int, mesh, evaluate=()) -> streaming.Feeder | None:
     """The reader of the streamed epochs (None: every epoch in memory). An in-memory fit
     resumed mid-epoch streams that one epoch from its training arrays on the host."""
     if plan.stream is None and not progress.batch:
@@ -735,7 +736,7 @@ def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
         train = streaming.ArraySource(net, "train", *(np.asarray(a) for a in given), loss,
                                       batch_size)
     return streaming.Feeder(train, stream, progress.state.key, progress.epoch,
-                            progress.batch, last, mesh)
+                            progress.batch, last, mesh, evaluate)
 
 
 def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks, evaluate,

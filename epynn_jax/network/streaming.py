@@ -650,14 +650,20 @@ class Feeder:
     after an epoch is ``split(key, 3)[0]``), reads and checks ``k`` batches at a
     time (:func:`chunk_batches`) and places them on the device, so the next
     epoch's first chunk is ready when this epoch ends. A loader is read ahead
-    the same way (its next pass starts while this one trains). :meth:`close` stops
-    the reader (``fit`` calls it when it ends, whatever the reason).
+    the same way (its next pass starts while this one trains), unless a loader is
+    also evaluated (``evaluated``: the sources ``fit`` evaluates after each epoch):
+    then the reader waits for :meth:`evaluated` before it starts the next pass (see
+    :class:`_Gate`). :meth:`close` stops the reader (``fit`` calls it when it ends,
+    whatever the reason).
     """
 
     def __init__(self, src, stream: Stream, key: jax.Array, epoch: int, start: int,
-                 epochs: int, mesh=None) -> None:
+                 epochs: int, mesh=None, evaluated: Iterable = ()) -> None:
         self.k = chunk_batches(stream, src.batch_bytes(), src.n_batches)
         self.src, self.first = src, epoch
+        loaders = isinstance(src, BatchSource) and any(isinstance(s, BatchSource)
+                                                      for s in evaluated)
+        self._gate = _Gate(epoch) if loaders and stream.prefetch else None
 
         def place(item):
             e, chunk = item
@@ -668,6 +674,8 @@ class Feeder:
 
     def _read(self, key: jax.Array, epoch: int, start: int, epochs: int) -> Iterator:
         for e in range(epoch, epochs):
+            if self._gate is not None and not self._gate.wait(e):
+                return  # closed while waiting
             next_key, shuffle_key, _ = _split3(key)
             for chunk in self.src.chunks(shuffle_key, start if e == epoch else 0, self.k):
                 yield e, chunk
@@ -683,8 +691,52 @@ class Feeder:
                 return
             yield item
 
+    def evaluated(self, e: int) -> None:
+        """Epoch ``e`` is trained and evaluated: the reader may start epoch ``e + 1``'s pass."""
+        if self._gate is not None:
+            self._gate.open(e + 1)
+
     def close(self) -> None:
+        if self._gate is not None:
+            self._gate.close()  # (first: a reader waiting at the gate must see the stop)
         self._reader.close()
+
+
+class _Gate:
+    """Holds the reader thread before an epoch's pass until ``fit`` has evaluated the
+    epoch before it.
+
+    A loader's batches can depend on the order of its passes (a shuffle drawn in
+    ``__iter__`` from a random state, perhaps shared with another loader). With
+    a loader evaluated after each epoch, a reader free to start the next training
+    pass would draw from that state while the evaluation does, in an order set by
+    thread timing: batches, and parameters, would differ from run to run and from
+    ``prefetch=0``. Waiting here keeps the passes in the order of ``prefetch=0``
+    (train e, evaluate e, train e + 1); the reader still reads ahead within a pass.
+    Arrays need no gate: their batches are keyed by epoch, whatever the timing.
+    """
+
+    def __init__(self, epoch: int) -> None:
+        self._cond = threading.Condition()
+        self._open = epoch  # the last epoch whose pass may start
+        self._closed = False
+
+    def open(self, epoch: int) -> None:
+        with self._cond:
+            self._open = max(self._open, epoch)
+            self._cond.notify_all()
+
+    def wait(self, epoch: int) -> bool:
+        """Wait until epoch ``epoch`` may start: True, or False when the gate was closed
+        (``fit`` ended: stopped early, interrupted, failed)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._closed or self._open >= epoch)
+            return not self._closed
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
 
 class ChunkDone(NamedTuple):
