@@ -36,6 +36,8 @@ their error grows with the number of steps (see ``docs/mixed-precision.md``).
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 import warnings
 from typing import Any
 
@@ -70,6 +72,21 @@ POLICY_NAMES = {
 """Names :func:`as_policy` accepts, as ``(compute, param, output)`` dtypes (``None``: default)."""
 
 _FIELDS = ("compute_dtype", "param_dtype", "output_dtype")
+
+#: The package's directory: frames of files under it are the library's, not the user's.
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def user_stacklevel(*skip) -> int:
+    """The ``stacklevel`` of a ``warnings.warn`` made in the function that calls this one
+    that names the first frame outside ``epynn_jax`` (the user's line, whichever entry
+    point of the library it went through), also passing frames running the code objects
+    ``skip`` (a dataclass's generated ``__init__``, whose file is ``<string>``)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                        or frame.f_code in skip):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _dtype_name(value: Any, field: str) -> str | None:
@@ -118,7 +135,7 @@ class Policy:
                 not jax.config.jax_enable_x64:
             warnings.warn(f"Policy {self}: float64 is float32 while JAX's 64-bit mode is off; "
                           "enable it first (jax.config.update('jax_enable_x64', True))",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=user_stacklevel(Policy.__init__.__code__))
 
     @property
     def default(self) -> bool:
