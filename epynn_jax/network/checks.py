@@ -426,9 +426,20 @@ def restore_opt_state(optimizer, params: Params, leaves: Sequence) -> Any:
         raise TypeError(f"restore_opt_state: leaves must be a sequence of arrays (the "
                         f"opt_state of a checkpoint loaded without an optimizer), got "
                         f"{type(leaves).__name__}")
+    from epynn_jax.network import optim
+
     reference = optimizer.init(params)
     ref_leaves, treedef = jax.tree_util.tree_flatten(reference)
     saved = getattr(leaves, "structure", None)
+    legacy = optim.legacy_loss_scale_state(reference)
+    if legacy is not None:  # a float16 state saved before its step counters: they start at 0
+        old_leaves, old_treedef = jax.tree_util.tree_flatten(legacy)
+        if len(leaves) == len(old_leaves) and saved in (None, str(old_treedef)):
+            import optax
+
+            old = restore_opt_state(optax.GradientTransformation(lambda p: legacy, None),
+                                    params, leaves)
+            return optim.upgraded_loss_scale_state(old)
     if saved is not None and saved != str(treedef):
         raise ValueError(f"optimizer state saved with another optimizer: the saved state is "
                          f"{saved[:300]}, this optimizer keeps {str(treedef)[:300]} (if it "

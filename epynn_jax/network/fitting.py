@@ -47,11 +47,12 @@ from epynn_jax.network.epoch import (
 from epynn_jax.network.model import Network, Params, check_input_shape
 from epynn_jax.network.optim import (
     LossScaleState,
+    SkippedStepsWarning,
     check_loss_scaling,
     epynn_sgd,
     loss_scaling,
 )
-from epynn_jax.network.precision import as_policy
+from epynn_jax.network.precision import as_policy, user_stacklevel
 
 if TYPE_CHECKING:
     import optax
@@ -72,6 +73,9 @@ class FitResult:
     checkpoints: dict[str, Path] = dataclasses.field(default_factory=dict)
     #: batches done of epoch ``epochs`` (a streamed fit interrupted mid-epoch), else 0
     batches: int = 0
+    #: the training steps of this call that loss scaling (float16) skipped, their
+    #: gradients not finite (:func:`~epynn_jax.network.optim.loss_scaling`), else 0
+    skipped_steps: int = 0
 
 
 class Progress(NamedTuple):
@@ -388,6 +392,9 @@ def fit(
     A checkpoint may be resumed under another policy (bitwise equality with an
     uninterrupted run then no longer holds; across float16's loss scaling the
     optimizer's own state carries over and the scale starts afresh or is dropped).
+    Under float16, ``FitResult.skipped_steps`` counts the steps loss scaling
+    skipped (gradients not finite); a call that skipped every step, and so
+    returns the parameters it was given, warns (``optim.SkippedStepsWarning``).
 
     ``eval_splits`` names the splits evaluated after every epoch (default: every
     split of ``data``; ``()``: none, the fastest epoch, with an empty history).
@@ -492,6 +499,7 @@ def fit(
             progress = progress._replace(state=state)
         train, evaluate = splits[train_split], {s: splits[s] for s in evaluated}
         run = functools.partial(_epoch, mesh=mesh, eval_chunk=eval_chunk)
+        first = progress.state.opt_state  # (its step counters: the skips of this call)
 
     saved: dict[str, Path] = {}
     feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress, epochs,
@@ -565,11 +573,16 @@ def fit(
         raise TrainingInterrupted(
             f"fit interrupted after {progress.epoch} completed epochs{within}"
             + (f"; checkpoint saved to {last}" if last else ""),
-            result=_result(progress, saved), checkpoint=last) from err
+            result=_result(progress, saved, _skips(first, progress.state)[0]),
+            checkpoint=last) from err
     finally:
         if feeder is not None:
             feeder.close()
-    return _result(progress, saved)
+    skipped, steps = _skips(first, progress.state)
+    if skipped and skipped == steps:  # float16: the parameters are the ones it was given
+        warnings.warn(_all_skipped(steps, progress.state.opt_state.scale), SkippedStepsWarning,
+                      stacklevel=user_stacklevel())
+    return _result(progress, saved, skipped)
 
 
 #: How long one compiled call of several epochs may run (see :class:`_Pacer`).
@@ -762,10 +775,34 @@ def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks,
     return state, fetch(scores), guard
 
 
-def _result(progress: Progress, saved: dict) -> FitResult:
+def _result(progress: Progress, saved: dict, skipped: int = 0) -> FitResult:
     s = progress.state
     return FitResult(s.params, s.opt_state, s.key, progress.history, progress.epoch, dict(saved),
-                     progress.batch)
+                     progress.batch, skipped)
+
+
+def _skips(first: Any, state: TrainState) -> tuple[int, int]:
+    """``(skipped, steps)``: the steps loss scaling skipped and the steps it was given
+    since its state ``first`` (the call's first), read once (four int32 scalars at the
+    end of a call); ``(0, 0)`` without loss scaling."""
+    last = state.opt_state
+    if not (isinstance(first, LossScaleState) and isinstance(last, LossScaleState)):
+        return 0, 0
+    skipped0, steps0, skipped, steps = (int(v) for v in fetch(
+        (first.skipped, first.steps, last.skipped, last.steps)))
+    return skipped - skipped0, steps - steps0
+
+
+def _all_skipped(steps: int, scale: jax.Array) -> str:
+    """SkippedStepsWarning's message: every one of ``steps`` steps was skipped."""
+    scale = float(fetch(scale))
+    exponent = np.log2(scale)
+    shown = f"2**{int(exponent)}" if exponent == int(exponent) else f"{scale:g}"
+    return (f"fit: loss scaling skipped all {steps} of {steps} training steps of this call "
+            f"(their float16 gradients were not finite at every loss scale tried, now "
+            f"{shown}): the parameters did not change. Scale the inputs to about unit size, "
+            "lower the learning rate, or train under the 'bfloat16' policy (float32's "
+            "range, no loss scaling)")
 
 
 def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 # optax is imported where an optimizer is built, not with this module: it is most of the
 # import time of the package (0.1-0.2 s), and `import epynn_jax` needs no optimizer.
 
-__all__ = ["epynn_sgd", "HYPERPARAMS", "LossScaleState", "loss_scaling", "loss_scale_of",
-           "is_loss_scaled", "check_loss_scaling", "describe"]
+__all__ = ["epynn_sgd", "HYPERPARAMS", "LossScaleState", "SkippedStepsWarning", "loss_scaling",
+           "loss_scale_of", "is_loss_scaled", "check_loss_scaling", "describe"]
 
 HYPERPARAMS = ("learning_rate", "cycle_descent", "decay_k", "cycle_epochs", "epochs",
                "first_epoch")
@@ -219,11 +219,45 @@ def _sgd(scheds: tuple[Schedule | None, ...], epochs: int, steps_per_epoch: int,
 
 class LossScaleState(NamedTuple):
     """The state of :func:`loss_scaling`: the current ``scale`` (float32 scalar), the
-    finite steps since it last changed, and the wrapped optimizer's state."""
+    finite steps since it last changed, the wrapped optimizer's state, and two int32
+    counters since ``init``: the ``steps`` it was given and how many of them it
+    ``skipped`` (``fit`` reports the skips of each call: ``FitResult.skipped_steps``)."""
 
     scale: jax.Array
     good_steps: jax.Array
     inner: Any
+    steps: jax.Array
+    skipped: jax.Array
+
+
+class _LossScaleStateV1(NamedTuple):
+    """:class:`LossScaleState` as checkpoints written before its counters hold it
+    (its class name, so that their recorded tree structure matches)."""
+
+    scale: jax.Array
+    good_steps: jax.Array
+    inner: Any
+
+
+_LossScaleStateV1.__name__ = _LossScaleStateV1.__qualname__ = "LossScaleState"
+
+
+def legacy_loss_scale_state(state: Any) -> Any:
+    """``state`` as a checkpoint written before the counters holds it (its first three
+    fields), if it is a :class:`LossScaleState`; else None."""
+    return _LossScaleStateV1(*state[:3]) if isinstance(state, LossScaleState) else None
+
+
+def upgraded_loss_scale_state(old: Any) -> LossScaleState:
+    """The :class:`LossScaleState` of a restored :func:`legacy_loss_scale_state` (the
+    counters start at 0)."""
+    return LossScaleState(old.scale, old.good_steps, old.inner,
+                          *(jax.device_put(np.int32(0)) for _ in range(2)))
+
+
+class SkippedStepsWarning(RuntimeWarning):
+    """``fit`` under loss scaling skipped every step of the call (gradients not finite at
+    every scale tried): the parameters did not change."""
 
 
 #: The smallest and largest loss scales :func:`loss_scaling` uses.
@@ -247,6 +281,10 @@ def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**
       the non-finite update reaches the parameters and ``fit``'s guard stops
       training with a :class:`~epynn_jax.errors.NonFiniteError`.
 
+    The state counts the steps and the skipped steps (``steps``, ``skipped``):
+    ``fit`` returns the skips of its call in ``FitResult.skipped_steps`` and
+    warns (:class:`SkippedStepsWarning`) when it skipped every step.
+
     The rule of PyTorch's ``GradScaler`` and Keras' ``LossScaleOptimizer``; S
     stays in [:data:`MIN_SCALE`, :data:`MAX_SCALE`]. ``fit`` wraps its optimizer
     in this when the network computes in float16 (bfloat16 has float32's range
@@ -269,8 +307,11 @@ def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**
     initial, growth_interval, factor = float(initial), int(growth_interval), float(factor)
 
     def init(params):
-        return LossScaleState(jnp.asarray(initial, jnp.float32), jnp.zeros((), jnp.int32),
-                              optimizer.init(params))
+        def zero():
+            return jnp.zeros((), jnp.int32)
+
+        return LossScaleState(jnp.asarray(initial, jnp.float32), zero(), optimizer.init(params),
+                              zero(), zero())
 
     def update(grads, state, params=None):
         grads = jax.tree.map(lambda g: g / state.scale.astype(g.dtype), grads)
@@ -284,7 +325,8 @@ def loss_scaling(optimizer: optax.GradientTransformation, initial: float = 2.0**
                           state.scale / factor)
         good = jnp.where(finite & ~grow, state.good_steps + 1, 0)
         return updates, LossScaleState(jnp.clip(scale, MIN_SCALE, MAX_SCALE),
-                                       good.astype(jnp.int32), inner)
+                                       good.astype(jnp.int32), inner, state.steps + 1,
+                                       state.skipped + skip.astype(jnp.int32))
 
     return optax.GradientTransformation(init, update)
 
