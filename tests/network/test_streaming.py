@@ -402,6 +402,7 @@ def test_split_kinds():
 SHRINK = """
 import os, sys, numpy as np
 from epynn_jax import layers, network
+from epynn_jax.network.streaming import Stream
 d = sys.argv[1]
 rng = np.random.default_rng(0)
 X = rng.standard_normal((512, 16)).astype(np.float32)
@@ -413,8 +414,10 @@ def cut(epoch, history):
     if epoch == 1:
         os.truncate(f"{d}/X.npy", 1000)
 try:
+    # no reader thread: with one, the next epoch's chunk may be read between the check
+    # and the cut (that race crashes, as docs/streaming.md says)
     network.fit(net, network.init(net, 0), {"dtrain": (X, Y)}, epochs=4, batch_size=32,
-                loss="CCE", callbacks=[cut])
+                loss="CCE", callbacks=[cut], stream=Stream(prefetch=0))
 except ValueError as e:
     print("RAISED", e)
 """
