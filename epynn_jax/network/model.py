@@ -436,9 +436,10 @@ def backward(net: Network, params: Params, fcs: tuple[dict, ...], dA: jax.Array)
     """
     check_net(net, "backward")
     gs, bcs = [None] * len(net.layers), [None] * len(net.layers)
+    last = len(net.layers) - 1
     for i in reversed(range(len(net.layers))):
         dA, bcs[i], gs[i] = precision.layer_backward(net.layers[i], net.policy, params[i],
-                                                     fcs[i], dA)
+                                                     fcs[i], dA, output=i == last)
     return dA, tuple(gs), tuple(bcs)
 
 

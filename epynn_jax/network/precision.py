@@ -222,14 +222,20 @@ def layer_forward(layer: Layer, policy: Policy, p: dict, X: jax.Array, key=None,
     return cast(A, c), fc
 
 
-def layer_backward(layer: Layer, policy: Policy, p: dict, fc: dict, dA: jax.Array
-                   ) -> tuple[jax.Array, dict, dict]:
+def layer_backward(layer: Layer, policy: Policy, p: dict, fc: dict, dA: jax.Array,
+                   output: bool = False) -> tuple[jax.Array, dict, dict]:
     """``(dX, bc, g)`` of ``layer`` under ``policy``: its ``backward`` then its
     ``compute_gradients``.
 
     ``p`` and ``dA`` are cast to the compute dtype before them; ``dX`` is
     returned in the compute dtype and every ``g['dk']`` in the dtype of
     ``p[k]`` (the parameters' dtype, so the optimizer gets float32 gradients).
+
+    Under float16, the network's ``output`` layer takes ``dA`` (dL/dA, in the output
+    dtype) as it is, so its backward runs in float32, as Keras advises for the last
+    layer under mixed precision: EpyNN's cross-entropy derivative ``-Y / A`` is beyond
+    float16's range (times the loss scale) as soon as an output is confidently wrong,
+    and cast down it made most early steps of a float16 run skip.
     """
     c = policy.compute
     X_shape = (dA.shape[0], *layer.input_shape)  # (the contract's checks: shapes only)
@@ -239,7 +245,9 @@ def layer_backward(layer: Layer, policy: Policy, p: dict, fc: dict, dA: jax.Arra
         checked_gradients(layer, p, g)
         return dX, bc, g
     pc = cast(p, c)
-    dX, bc = backward_result(layer, layer.backward(pc, fc, cast(dA, c)), X_shape)
+    if not (output and jnp.dtype(c) == jnp.float16):
+        dA = cast(dA, c)
+    dX, bc = backward_result(layer, layer.backward(pc, fc, dA), X_shape)
     g = layer.compute_gradients(pc, fc, bc)
     checked_gradients(layer, p, g)
     g = {k: v.astype(p[k[1:]].dtype) if k[1:] in p and _is_float(v) else v

@@ -43,12 +43,17 @@ def _fit(data, **kw):
     return params, result, [w for w in caught if "skipped" in str(w.message)]
 
 
+def _too_high():
+    return optim.loss_scaling(optax.sgd(0.1), initial=2.0**24)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_float16_fit_whose_every_step_was_skipped_warns(stream):
-    # inputs of 2e4 overflow the relu layer's float16 values: the gradients are not finite
-    # at any scale tried, all 6 steps (3 epochs of 2 batches) were skipped, and the
-    # parameters are the starting ones (several epochs per compiled call, or streamed)
-    params, result, caught = _fit(_data(2e4), stream=stream)
+    # a loss scale of 2**24 on a short run: the scaled gradients are beyond float16's range
+    # at every scale tried (2**24 halved at each step), all 6 steps (3 epochs of 2 batches)
+    # were skipped, and the parameters are the starting ones (several epochs per compiled
+    # call, or streamed)
+    params, result, caught = _fit(_data(1.0), optimizer=_too_high(), stream=stream)
     for a, b in zip(params, result.params):
         for k in a:
             np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
@@ -58,14 +63,15 @@ def test_a_float16_fit_whose_every_step_was_skipped_warns(stream):
     assert issubclass(w.category, optim.SkippedStepsWarning)
     assert issubclass(w.category, RuntimeWarning)
     message = str(w.message)
-    assert "all 6 of 6" in message and "2**9" in message  # 2**15 halved 6 times
+    assert "all 6 of 6" in message and "2**18" in message  # 2**24 halved 6 times
     assert "bfloat16" in message and "scale" in message
     assert w.filename == __file__  # the user's fit call, not a line in the library
 
 
 def test_skipped_steps_are_counted_without_a_warning_when_some_steps_trained():
-    # ordinary inputs: the first steps back the scale off from 2**15, then training goes on
-    _, result, caught = _fit(_data(1.0), epochs=4)
+    # inputs of 10: the first steps' summed gradients overflow and back the scale off from
+    # 2**15, then training goes on
+    _, result, caught = _fit(_data(10.0), epochs=4)
     assert 0 < result.skipped_steps < 8
     assert float(result.opt_state.scale) == 2.0**15 / 2**result.skipped_steps
     assert caught == []
@@ -78,9 +84,10 @@ def test_skipped_steps_are_counted_without_a_warning_when_some_steps_trained():
 def test_skipped_steps_count_per_call_across_a_resume(tmp_path):
     # the count is of the steps of this call: a resumed run counts its own
     ck = io.Checkpoints(tmp_path)
-    _, first, caught = _fit(_data(2e4), epochs=2, checkpoints=ck)
+    _, first, caught = _fit(_data(1.0), optimizer=_too_high(), epochs=2, checkpoints=ck)
     assert first.skipped_steps == 4 and len(caught) == 1
-    _, resumed, caught = _fit(_data(2e4), epochs=3, resume=io.load_checkpoint(ck.path("last")))
+    _, resumed, caught = _fit(_data(1.0), optimizer=_too_high(), epochs=3,
+                              resume=io.load_checkpoint(ck.path("last")))
     assert resumed.skipped_steps == 2 and len(caught) == 1
     assert "all 2 of 2" in str(caught[0].message)
 

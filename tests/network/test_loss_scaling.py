@@ -79,10 +79,14 @@ def _tiny_gradient_problem():
 
 def test_scaling_keeps_float16_gradients_that_underflow_without_it():
     X, Y = _tiny_gradient_problem()
-    f32 = network.build([layers.Dense(2, "identity")], (4,))
-    f16 = network.build([layers.Dense(2, "identity")], (4,), policy="float16")
+    # the second layer passes its input through (W = I): the first layer's backward runs
+    # in float16 (under float16 the output layer's runs in float32, see precision)
+    stack = [layers.Dense(2, "identity"), layers.Dense(2, "identity")]
+    f32 = network.build(stack, (4,))
+    f16 = network.build(stack, (4,), policy="float16")
     params = network.init(f32, 1)
-    params = ({"W": params[0]["W"], "b": jnp.full_like(params[0]["b"], 1e-4)},)
+    params = ({"W": params[0]["W"], "b": jnp.full_like(params[0]["b"], 1e-4)},
+              {"W": jnp.eye(2, dtype=jnp.float32), "b": jnp.zeros((1, 2), jnp.float32)})
     exact = objective.gradients(f32, params, X, Y, "MSE")[0][0]["W"]
     plain = objective.gradients(f16, params, X, Y, "MSE")[0][0]["W"]
     scale = jnp.asarray(2.0**15, jnp.float32)

@@ -116,7 +116,9 @@ def test_a_checkpoint_resumes_across_float16_s_loss_scaling(checkpoints, saved, 
     inner = result.opt_state.inner if resumed == "float16" else result.opt_state
     # the SGD's step count (its last leaf) carried over, 2 more steps on (a float16 run may
     # skip its first step while its scale backs off from 2**15)
-    count, before = int(jax.tree.leaves(inner)[-1]), int(np.asarray(ck.opt_state[-1]))
+    # (a float16 state's leaves end with the wrapped state's, then its two counters)
+    saved_count = ck.opt_state[-3 if saved == "float16" else -1]
+    count, before = int(jax.tree.leaves(inner)[-1]), int(np.asarray(saved_count))
     assert before + (1 if resumed == "float16" else 2) <= count <= before + 2
     assert count > 2  # more than a fresh state's 2 steps could count
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(result.params))
