@@ -135,18 +135,19 @@ def tree_finite(tree: Any) -> bool:
 #: nothing alive and a new array at a reused address is not taken for an old one.
 #: (JAX arrays are immutable: checked once, finite for good.) The last few only.
 _FINITE: dict[int, weakref.ref] = {}
+_IN_FLOAT16: dict[int, weakref.ref] = {}  # parameters checked within float16's range
 _FINITE_MAX = 256  # (a parameter tree and the data sets of a few fits)
 
 
-def _known_finite(a: jax.Array) -> bool:
-    ref = _FINITE.get(id(a))
+def _known(a: jax.Array, memo: dict = _FINITE) -> bool:
+    ref = memo.get(id(a))
     return ref is not None and ref() is a and not a.is_deleted()
 
 
-def _remember_finite(a: jax.Array) -> None:
-    while len(_FINITE) >= _FINITE_MAX:
-        del _FINITE[next(iter(_FINITE))]  # the oldest
-    _FINITE[id(a)] = weakref.ref(a)
+def _remember(a: jax.Array, memo: dict = _FINITE) -> None:
+    while len(memo) >= _FINITE_MAX:
+        del memo[next(iter(memo))]  # the oldest
+    memo[id(a)] = weakref.ref(a)
 
 
 def _finite_once(a) -> bool:
@@ -155,11 +156,11 @@ def _finite_once(a) -> bool:
     arrays are immutable: checked once, finite for good)."""
     if not isinstance(a, jax.Array):
         return all_finite(np.asarray(a))
-    if _known_finite(a):
+    if _known(a):
         return True
     ok = tree_finite(a)
     if ok:
-        _remember_finite(a)
+        _remember(a)
     return ok
 
 
@@ -294,7 +295,12 @@ def _check_float16_range(net: Network, a, what: str) -> None:
     """Under a float16 policy, raise unless the parameter ``a`` fits float16 (|a| <= 65504)."""
     if net.policy.compute_dtype != "float16" or not a.size:
         return
+    jax_array = isinstance(a, jax.Array)
+    if jax_array and _known(a, _IN_FLOAT16):  # immutable: checked once, for good
+        return
     top, limit = float(_max_abs(a)), float(jnp.finfo(jnp.float16).max)
+    if top <= limit and jax_array:
+        _remember(a, _IN_FLOAT16)
     if top > limit:
         raise ValueError(f"{what} holds values up to {top:.6g}, beyond float16 (at most "
                          f"{limit:.0f}), the compute dtype of policy {str(net.policy)!r}: "
@@ -306,7 +312,7 @@ def remember_finite(tree: Any) -> None:
     guard checks the parameters after every epoch)."""
     for a in jax.tree.leaves(tree):
         if isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer):
-            _remember_finite(a)
+            _remember(a)
 
 
 def check_key(key: Any, where: str = "fit") -> jax.Array:

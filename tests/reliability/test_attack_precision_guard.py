@@ -122,3 +122,19 @@ def test_a_checkpoint_resumes_across_float16_s_loss_scaling(checkpoints, saved, 
     assert before + (1 if resumed == "float16" else 2) <= count <= before + 2
     assert count > 2  # more than a fresh state's 2 steps could count
     assert all(bool(jnp.all(jnp.isfinite(a))) for a in jax.tree.leaves(result.params))
+
+
+def test_parameters_within_float16_are_read_once(monkeypatch):
+    """The range check reads a JAX array once: it is immutable (predict in a loop under a
+    float16 policy does not read every parameter back at every call)."""
+    from epynn_jax.network import checks
+
+    net = network.build([layers.Dense(3, "softmax")], (4,), policy="float16")
+    params = network.init(net, 0)
+    reads = []
+    real = checks._max_abs
+    monkeypatch.setattr(checks, "_max_abs", lambda a: (reads.append(a.shape), real(a))[1])
+    checks.check_params_finite(net, params)
+    assert sorted(reads) == [(1, 3), (4, 3)]
+    checks.check_params_finite(net, params)
+    assert len(reads) == 2
