@@ -28,7 +28,7 @@ from epynn_jax.layers.base import LayerError, float_dtype
 from epynn_jax.maths.activations import ActivationHPars
 from epynn_jax.maths.initializers import NP_INITIALIZERS
 
-__all__ = ["BuiltinLayer", "hpars_of", "to_device", "to_device_array"]
+__all__ = ["BuiltinLayer", "hpars_of", "for_compiled", "to_device", "to_device_array"]
 
 
 def hpars_of(se_hPars: dict | None) -> ActivationHPars:
@@ -55,6 +55,14 @@ def to_device(tree: dict) -> dict:
 def to_device_array(a) -> jax.Array:
     """One array as :func:`to_device` places it."""
     return jax.device_put(_host_copy(a, np.dtype(float_dtype())))
+
+
+def for_compiled(a):
+    """One array for a compiled call to place: a JAX array of the default float dtype as it
+    is, else a host copy in that dtype, which the call's C++ dispatch transfers (a
+    ``jax.device_put`` first, as :func:`to_device_array` does, cost a one-sample
+    ``predict`` tens of microseconds more)."""
+    return _host_copy(a, np.dtype(float_dtype()))
 
 
 def to_host(tree: dict) -> dict:

@@ -820,7 +820,7 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax
     if isinstance(X, jax.core.Tracer):  # under jit, grad or vmap: shapes only
         check_input_shape(net, tuple(X.shape), "X")
     else:
-        X = checks.as_float(X, "X")
+        X = checks.as_float_arg(X, "X")  # (placed by the compiled call)
         check_input_shape(net, tuple(X.shape), "X")
         checks.check_compute_range(net, X, "predict X")
     with _gc.paused():  # its first call traces (see network._gc)

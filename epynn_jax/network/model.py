@@ -134,6 +134,16 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int],
         raise LayerError(f"build: input_shape must be a tuple of positive ints (the sample "
                          f"shape without the batch axis, e.g. (5,)), got {input_shape!r}")
     shape = tuple(int(s) for s in input_shape)
+    layers = tuple(layers)
+    try:
+        hash(layers)
+    except TypeError:  # an unhashable custom layer: built every time
+        return _build(layers, shape, policy)
+    return _built_before(layers, shape, policy)
+
+
+def _build(layers: Sequence[Layer], shape: tuple[int, ...], policy: Policy) -> Network:
+    """:func:`build` itself, for a checked ``shape`` and ``policy``."""
     built = []
     # Output shapes are traced (eval_shape); a layer equal to one already built at the same
     # input shape has the same output shape, so a long stack of repeated layers traces once.
@@ -149,6 +159,13 @@ def build(layers: Sequence[Layer], input_shape: Sequence[int],
         built.append(layer)
         shape = out
     return Network(tuple(built), policy)
+
+
+#: Networks built, by (layers, sample shape, policy): layers are frozen and their
+#: ``compute_shapes`` pure, so the same arguments build the same Network. The facade
+#: builds its compiled runs for each ``predict`` and ``evaluate`` (0.2 ms for two Dense
+#: layers: traced output shapes and the chaining check). The last few only.
+_built_before = functools.lru_cache(maxsize=64)(_build)
 
 
 def _built(layer: Layer, built: Any, shape: tuple[int, ...]) -> Layer:

@@ -25,7 +25,13 @@ import jax
 import numpy as np
 
 from epynn_jax.compat import _report
-from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_device_array, to_host
+from epynn_jax.compat._builtin import (
+    BuiltinLayer,
+    for_compiled,
+    to_device,
+    to_device_array,
+    to_host,
+)
 from epynn_jax.compat.embedding.models import Embedding
 from epynn_jax.errors import NonFiniteError
 from epynn_jax.maths import prng
@@ -364,7 +370,7 @@ def forward_segments(model, segs: list[Segment], params: dict, X) -> np.ndarray:
         if seg.compiled:
             net, shape = seg.net, tuple(np.shape(A)[1:])
             net = net if net.input_shape == shape else build(net.layers, shape, net.policy)
-            A = core.predict_jit(net, params[s], to_device_array(A))
+            A = core.predict_jit(net, params[s], for_compiled(A))
         else:
             A = model.layers[seg.indices[0]].forward(np.asarray(A))
     return np.asarray(A)

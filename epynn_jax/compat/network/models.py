@@ -420,6 +420,8 @@ class EpyNN:
 
     def _current_params(self):
         plan = _train.plan(self.layers)
+        if len(plan) == 1 and plan[0].compiled:  # every layer: placed once per training
+            return plan, {0: self._device_params()}
         seg_params = {s: tuple(to_device(self.layers[i].p) for i in seg.indices)
                       for s, seg in enumerate(plan) if seg.compiled}
         return plan, seg_params
@@ -477,7 +479,7 @@ class EpyNN:
         if not dset.active:
             raise ValueError(f"{where} has no samples")
         # the core's check of an input: numbers, finite, placed on the device
-        X = checks.as_float(dset.X, where)
+        X = checks.as_float_arg(dset.X, where)
         self._check_sample_axis(tuple(X.shape), where)
         _train.check_input(self, tuple(X.shape), where)
         plan, seg_params = self._current_params()
