@@ -108,10 +108,13 @@ class EpyNN:
         self.training_loss = loss_functions(loss, self.output)
         self.loss = loss
         self.se_hPars = dict(se_hPars)
+        self._owned_hpars = [self.se_hPars]  # the copies train may complete in place
         for layer in self.layers:
             own = layer.__dict__.setdefault("_user_hPars", layer.se_hPars)
             layer._base_hPars = dict(own) if own else self.se_hPars
             layer.se_hPars = layer._base_hPars
+            if own:
+                self._owned_hpars.append(layer._base_hPars)
         self.seed = seed
         self._assign_seeds(seed)
         self._pending = None
@@ -320,8 +323,10 @@ class EpyNN:
         start = self._done_epochs
         self.epochs = start + int(epochs)
         for layer in self.layers:
-            base = getattr(layer, "_base_hPars", None) or self.se_hPars
-            layer.se_hPars, layer.lrate = schedule_lrate(base, self.epochs)
+            held = self._held_hpars(layer)
+            completed, layer.lrate = schedule_lrate(held, self.epochs)
+            held.update(completed)
+            layer.se_hPars = held
         if init_logs:
             self._init_report()
         if not verbose:
@@ -331,6 +336,22 @@ class EpyNN:
         self._start = start
         self._done_epochs = self.epochs
         _train.train_epochs(self, start, self.epochs, on_nonfinite, mesh)
+
+    def _held_hpars(self, layer) -> dict:
+        """The dict of hyperparameters ``layer`` trains with, as in EpyNN: the one it holds
+        (the model's, shared by every layer without its own), which each ``train``
+        completes in place (``epochs``, ``cycle_number``, and a default ``decay_k`` of
+        ``5 / cycle_epochs``). So a continued training keeps the first call's decay
+        constant, its rates going on down the same curve, and an edit of any layer's
+        ``se_hPars`` reaches the next ``train`` of every layer sharing that dict. The
+        dicts are the facade's copies from ``initialize``; one the user assigned since is
+        copied first, never mutated."""
+        held = layer.se_hPars if layer.se_hPars else self.se_hPars
+        owned = self.__dict__.setdefault("_owned_hpars", [])
+        if not any(held is d for d in owned):
+            held = dict(held)
+            owned.append(held)
+        return held
 
     def _device_data(self, where: str = "EpyNN.train") -> dict:
         """``{name: (X, Y)}``: every data set on the device (``dtrain`` first).
