@@ -212,9 +212,14 @@ def _describe(value: Any) -> str | None:
 
 
 def _leaf(x: Any) -> tuple | None:
-    """A dynamic argument's shape, dtype and weak type; None unless it is a JAX array.
-    Its device is not read (a key array's sharding costs 5 µs): :func:`_storable` holds
-    only with one device, and JAX's default device is in the trace context."""
+    """A dynamic argument's shape, dtype and weak type; None unless it is a JAX array or a
+    NumPy one (which the program places, as ``predict`` gives its checked input: see
+    :func:`~epynn_jax.network.checks.as_float_arg`). Its device is not read (a key array's
+    sharding costs 5 µs): :func:`_storable` holds only with one device, and JAX's default
+    device is in the trace context."""
+    if isinstance(x, np.ndarray):
+        canonical = x.dtype.isnative and jax.dtypes.canonicalize_dtype(x.dtype) == x.dtype
+        return (x.shape, x.dtype, False) if canonical else None
     if not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
         return None
     return (x.shape, x.dtype, bool(getattr(x, "weak_type", False)))
