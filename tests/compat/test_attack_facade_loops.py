@@ -1,6 +1,6 @@
 """What EpyNN users do with a model between and around ``train`` calls, against EpyNN
 1.2.13 (the oracle) in float64: continue training, edit the hyperparameters a layer
-holds.
+holds, change an activation's hyperparameter between calls.
 
 EpyNN repeats the last epoch when ``train`` is called again (a bug the facade fixes,
 see docs/compat.md); the oracle is made to continue at the next epoch as the facade
@@ -124,4 +124,23 @@ def test_an_edit_of_a_layers_hyperparameters_reaches_the_next_train(epynn, x64):
     _assert_same(ours, theirs)
     assert ours["lrate"][2][2:] == [0.01, 0.01]
     assert ours["shared"] and theirs["shared"]
+
+
+def test_a_softmax_temperature_edited_after_initialize_is_used(epynn, x64):
+    """EpyNN reads ``softmax_temperature`` (and the ELU/LReLU alphas) from the layer's
+    ``se_hPars`` at every forward and backward; the facade's functional layers kept
+    the values of ``initialize``: predictions and the next training ignored the edit."""
+    def scenario(ns):
+        model = _model(ns, {"learning_rate": 0.2})
+        helpers.quiet_call(model.train, 2, init_logs=False)
+        model.se_hPars["softmax_temperature"] = 3
+        before = np.array(helpers.quiet_call(model.predict, X[:6]).A, dtype=np.float64)
+        _continue(ns, model, 2, 2)
+        out = _state(model)
+        out["before"] = before
+        return out
+
+    ours, theirs = _both(scenario)
+    assert helpers.rel_err(ours["before"], theirs["before"]) < 1e-6  # no train in between
+    _assert_same(ours, theirs)
 

@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from epynn_jax.compat import _modelfile, _report
-from epynn_jax.compat._builtin import BuiltinLayer, to_device, to_device_array, to_host
+from epynn_jax.compat._builtin import BuiltinLayer, hpars_of, to_device, to_device_array, to_host
 from epynn_jax.compat._traced import try_trace
 from epynn_jax.compat.commons.io import encode_dataset, scale_features
 from epynn_jax.compat.commons.loss import loss_functions
@@ -327,6 +327,7 @@ class EpyNN:
             completed, layer.lrate = schedule_lrate(held, self.epochs)
             held.update(completed)
             layer.se_hPars = held
+        self._sync_activation_hpars()
         if init_logs:
             self._init_report()
         if not verbose:
@@ -352,6 +353,16 @@ class EpyNN:
             held = dict(held)
             owned.append(held)
         return held
+
+    def _sync_activation_hpars(self) -> None:
+        """Rebuild each built-in layer whose ``se_hPars`` now hold other activation
+        hyperparameters (``softmax_temperature``, ``ELU_alpha``, ``LRELU_alpha``) than
+        its functional layer was built with: EpyNN reads them at every forward and
+        backward, so an edit after ``initialize`` counts from the next call on."""
+        for layer in self.layers:
+            fl = getattr(layer, "_fl", None)
+            if _is_builtin(layer) and fl is not None and fl.hpars != hpars_of(layer.se_hPars):
+                layer._build(fl.input_shape)
 
     def _device_data(self, where: str = "EpyNN.train") -> dict:
         """``{name: (X, Y)}``: every data set on the device (``dtrain`` first).
@@ -440,6 +451,7 @@ class EpyNN:
     # -- EpyNN's per-call methods ---------------------------------------------------------
 
     def _current_params(self):
+        self._sync_activation_hpars()
         plan = _train.plan(self.layers)
         if len(plan) == 1 and plan[0].compiled:  # every layer: placed once per training
             return plan, {0: self._device_params()}
@@ -464,6 +476,7 @@ class EpyNN:
 
     def forward(self, X):
         """The output of every layer in turn (eager, no dropout); sets each layer's ``e``."""
+        self._sync_activation_hpars()
         A = X
         for layer in self.layers:
             layer.e = self.e
