@@ -39,6 +39,9 @@ class Dropout(Layer):
         p = self.drop_prob
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) < 1.0:
             raise LayerError(f"Dropout: drop_prob must be a number in [0, 1), got {p!r}")
+        # A Python float: a NumPy scalar (np.float32(0.3)) would promote a bfloat16 X to
+        # float32 in X * D / (1 - p), and hash unlike the equal layer of Dropout(0.3).
+        object.__setattr__(self, "drop_prob", float(p))
 
     @property
     def d(self) -> dict:
