@@ -35,9 +35,14 @@ Two formulations compute the same numbers; ``impl`` chooses one statically:
   windows tile the input (strides == filter size, EpyNN's default) P is a
   reshape and transpose of the input, and dXp the inverse.
 - ``'auto'`` (default), chosen at trace time from ``jax.default_backend()``:
-  ``'patches'`` on CPU; on GPU/TPU ``'patches'`` when the windows tile the
+  ``'patches'`` on CPU unless the windows overlap or skip (strides other than
+  the filter size) with more than 256 kernel offsets (fh * fw), whose slices
+  take longer to compile than the whole run saves (16 x 16: 14 s against
+  0.5 s; 64 x 64: minutes); on GPU/TPU ``'patches'`` when the windows tile the
   input or hold fewer than 144 values (fh * fw * channels), else ``'lax'``
   (the rule's measurements: ``docs/performance.md``, "Convolution").
+  ``'patches'`` asked for by name with windows that do not tile is refused
+  beyond 4,096 offsets (as Pooling's windows are).
 
 Neither builds EpyNN's (m, oh, ow, fh, fw, c, u) product tensor.
 
@@ -57,7 +62,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from epynn_jax.layers._windows import offset_slice, offset_unslice, pair
+from epynn_jax.layers._windows import MAX_OFFSETS, offset_slice, offset_unslice, pair
 from epynn_jax.layers.base import (
     Layer,
     LayerError,
@@ -72,6 +77,10 @@ from epynn_jax.maths import activations, initializers
 __all__ = ["Convolution"]
 
 IMPLS = ("auto", "lax", "patches")
+#: The most kernel offsets (fh * fw) 'auto' computes as patches on a CPU when the windows
+#: do not tile: one strided slice each, and the compile time grows faster than their number
+#: (on a 2-core CPU, 8 x 8: 3.7 s against lax's 0.5 s; 16 x 16: 14 s; 32 x 32: over a minute).
+CPU_PATCH_OFFSETS = 256
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -116,6 +125,12 @@ class Convolution(Layer):
                              f"got {self.use_bias!r}")
         if self.impl not in IMPLS:
             raise LayerError(f"Convolution: impl must be one of {IMPLS}, got {self.impl!r}")
+        if (self.impl == "patches" and strides != filter_size
+                and filter_size[0] * filter_size[1] > MAX_OFFSETS):
+            raise LayerError(f"Convolution: impl='patches' with filter_size {filter_size} and "
+                             f"strides {strides}: windows that do not tile the input are "
+                             f"sliced one kernel offset at a time, at most {MAX_OFFSETS} "
+                             "offsets (64 x 64); use impl='lax' or 'auto'")
         object.__setattr__(self, "filter_size", filter_size)
         object.__setattr__(self, "strides", strides)
         object.__setattr__(self, "activate", activate)
@@ -136,13 +151,15 @@ class Convolution(Layer):
         """The formulation used when traced now: ``impl``, with ``'auto'`` resolved."""
         if self.impl != "auto":
             return self.impl
+        fh, fw = self.filter_size
+        tiling = tuple(self.strides) == (fh, fw)
         if jax.default_backend() == "cpu":
-            return "patches"
+            # one slice per kernel offset: beyond CPU_PATCH_OFFSETS the compile time of
+            # the slices outgrows what patches save per step
+            return "patches" if tiling or fh * fw <= CPU_PATCH_OFFSETS else "lax"
         # XLA's convolution wins once the window holds >= 144 values and the windows
         # overlap; patches win for few channels and for tiling windows (measured on a
         # GPU: docs/performance.md, "Convolution").
-        fh, fw = self.filter_size
-        tiling = tuple(self.strides) == (fh, fw)
         channels = self.input_shape[-1] if self.input_shape else 1
         return "patches" if tiling or fh * fw * channels < 144 else "lax"
 
