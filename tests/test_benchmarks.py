@@ -141,6 +141,42 @@ def test_stream_benchmark_quick_run(tmp_path):
     assert "| Dense |" in proc.stdout
 
 
+# -- benchmarks/bench_latency.py: one predict call against a hand-written jit ----------
+
+
+def test_latency_ratio_is_the_median_of_round_ratios_of_time():
+    from benchmarks import bench_latency
+    # rounds: 4/2, 1/2, 3/3 -> 2.0, 0.5, 1.0: median 1.0 (a time ratio: 2.0 is twice as slow)
+    assert bench_latency.paired_ratio([2.0, 2.0, 3.0], [4.0, 1.0, 3.0]) == 1.0
+    with pytest.raises(ValueError, match="equally long"):
+        bench_latency.paired_ratio([], [])
+
+
+def test_latency_table():
+    from benchmarks import bench_latency
+    r = {"timings_s": {"hand-written jit": [40e-6, 60e-6], "predict (NumPy X)": [80e-6, 100e-6],
+                       "predict (device X)": [50e-6, 70e-6], "facade predict": [1e-4, 2e-4]},
+         "ratio": {"hand-written jit": 1.0, "predict (NumPy X)": 1.9,
+                   "predict (device X)": 1.2, "facade predict": 2.5}}
+    lines = bench_latency.render({1: r})
+    assert lines[2] == "| 1 | 50 | 90 | 60 | 150 | 1.90 | 1.20 | 2.50 |"
+
+
+def test_latency_benchmark_quick_run(tmp_path):
+    out = tmp_path / "latency.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_latency", "--quick",
+                           "--rows", "3", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())["3"]
+    for variant in ("hand-written jit", "predict (NumPy X)", "predict (device X)",
+                    "facade predict"):
+        assert len(result["timings_s"][variant]) == 2
+        assert all(t > 0 for t in result["timings_s"][variant])
+        assert result["ratio"][variant] > 0
+    assert "| 3 |" in proc.stdout
+
+
 # -- benchmarks/bench_cpu_kernels.py: XLA's default CPU kernels vs other options ---------
 
 
