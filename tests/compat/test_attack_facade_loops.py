@@ -144,3 +144,18 @@ def test_a_softmax_temperature_edited_after_initialize_is_used(epynn, x64):
     assert helpers.rel_err(ours["before"], theirs["before"]) < 1e-6  # no train in between
     _assert_same(ours, theirs)
 
+
+def test_the_batches_after_train_are_those_of_its_last_epoch(epynn, x64):
+    """EpyNN's ``embedding.batch_dtrain`` holds the batches of the last epoch trained (a
+    script may inspect or re-run the last batch). The facade's ``train`` shuffled index
+    arrays and left ``batch_dtrain`` as ``initialize``'s dry run had made it."""
+    def scenario(ns):
+        model = _model(ns, {"learning_rate": 0.2})
+        helpers.quiet_call(model.train, 2, init_logs=False)
+        return [(b.name, np.array(b.X), np.array(b.Y)) for b in model.embedding.batch_dtrain]
+
+    ours, theirs = _both(scenario)
+    assert [b[0] for b in ours] == [b[0] for b in theirs] == ["0", "1"]
+    for (_, xa, ya), (_, xb, yb) in zip(ours, theirs):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)

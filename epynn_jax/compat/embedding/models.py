@@ -146,7 +146,8 @@ class Embedding(BuiltinLayer):
         }
         self.trainable = False
         self._order = np.zeros(0, np.int64)
-        self.batch_dtrain: list[dataSet] = []
+        self._batch_idx = None
+        self.batch_dtrain = []
         if X_data is None:
             if Y_data is not None:
                 raise ValueError("Embedding: Y_data given without X_data")
@@ -207,7 +208,25 @@ class Embedding(BuiltinLayer):
         bs = self.se_dataset["batch_size"] or n
         n_batch = max(n // bs, 1)
         bs = min(bs, n)
-        return self._order[: n_batch * bs].reshape(n_batch, bs).copy()
+        idx = self._order[: n_batch * bs].reshape(n_batch, bs).copy()
+        self._batch_idx, self._batches = idx, None  # batch_dtrain: made when first read
+        return idx
+
+    @property
+    def batch_dtrain(self) -> list:
+        """The training batches of the last shuffle (a list of dataSets named '0', '1',
+        ...), as EpyNN's: after ``train``, those of its last epoch. Made when first read
+        (``train`` shuffles indices and never needs them)."""
+        if self._batches is None:
+            idx = self._batch_idx
+            self._batches = [] if idx is None else [
+                dataSet(self.dtrain.X[b], self.dtrain.Y[b], name=str(i))
+                for i, b in enumerate(idx)]
+        return self._batches
+
+    @batch_dtrain.setter
+    def batch_dtrain(self, value: list) -> None:
+        self._batches = value
 
     @property
     def dtrain_zip(self) -> list:
@@ -216,6 +235,4 @@ class Embedding(BuiltinLayer):
 
     def training_batches(self, init: bool = False) -> None:
         """Shuffle and split the training set into ``batch_dtrain`` (a list of dataSets)."""
-        idx = self.batch_indices(init)
-        self.batch_dtrain = [dataSet(self.dtrain.X[b], self.dtrain.Y[b], name=str(i))
-                             for i, b in enumerate(idx)]
+        self.batch_indices(init)
