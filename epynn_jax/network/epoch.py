@@ -34,7 +34,7 @@ from epynn_jax.errors import NonFiniteError
 from epynn_jax.layers.base import float_dtype, gradients_to_params
 from epynn_jax.maths import losses, prng
 from epynn_jax.maths import metrics as metrics_lib
-from epynn_jax.network import checks, parallel, programs
+from epynn_jax.network import _gc, checks, parallel, programs
 from epynn_jax.network.model import Network, Params, backward, forward
 from epynn_jax.network.objective import gradients
 from epynn_jax.network.optim import loss_scale_of
@@ -196,14 +196,27 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     params = checks.check_params(net, params, "evaluate")  # shapes: checked while tracing too
     checks.check_params_finite(net, params, "evaluate")  # values: not when traced
     checks.check_split(net, "evaluate", X, Y)
-    if not any(isinstance(a, jax.core.Tracer) for a in (X, Y)):  # called eagerly: the values
-        X, Y = checks.as_floats([X, Y], ["evaluate X", "evaluate Y"])
-        if {"BCE", "CCE", "MSLE"} & set(metric_names) and not isinstance(Y, jax.core.Tracer):
+    eager = not any(isinstance(a, jax.core.Tracer) for a in (X, Y))
+    if eager:  # called eagerly: the values
+        X, Y = (checks.as_float_arg(a, f"evaluate {w}") for a, w in ((X, "X"), (Y, "Y")))
+        if {"BCE", "CCE", "MSLE"} & set(metric_names):
             Yh = np.asarray(Y)
             for name in metric_names:  # a loss as a metric: labels where it is defined
                 checks.check_label_range(Yh, name, "evaluate Y")
         checks.check_compute_range(net, X, "evaluate X")
     chunk = _check_chunk(net, chunk, mesh)
+    if eager and not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(params)):
+        # one compiled program (op by op, a Dense model's evaluation of 1,000 samples took
+        # 15 times as long, and its first call compiled each operation apart: 2.9 s)
+        with _gc.paused():  # its first call traces (see network._gc)
+            scores = stored_evaluate(net, params, X, Y, metric_names, chunk, mesh)
+        return {name: scores[name] for name in metric_names}  # (a compiled dict is sorted)
+    return _evaluate(net, params, X, Y, metric_names, chunk, mesh)
+
+
+def _evaluate(net: Network, params: Params, X: jax.Array, Y: jax.Array,
+              metric_names: tuple[str, ...], chunk: int, mesh) -> dict:
+    """:func:`evaluate`'s computation, on checked arguments and a chunk size."""
     n = X.shape[0]
     groups = parallel.data_size(mesh) if mesh is not None else 1
     if n % groups:
@@ -306,6 +319,10 @@ def evaluate_splits(net: Network, params: Params, splits: Mapping[str, tuple],
 def scores(metric_names: tuple[str, ...], Y: jax.Array, A: jax.Array) -> dict:
     """``{metric: value}`` of given outputs ``A`` against labels ``Y`` (compiled)."""
     return {name: metrics_lib.metric(name, Y, A) for name in metric_names}
+
+
+evaluate_jit = jax.jit(_evaluate, static_argnames=("net", "metric_names", "chunk", "mesh"))
+evaluate_jit.__doc__ = """:func:`evaluate` of checked arguments, compiled; no validation."""
 
 
 @functools.partial(jax.jit, static_argnames=("net", "chunk"))
@@ -686,6 +703,15 @@ def stored_run_epoch(net: Network, update: Update, loss: str, metric_names: tupl
         lambda: jax.tree.structure((state, 0, {s: dict.fromkeys(metric_names, 0)
                                                for s in splits}, *((0,) if guard else ()))),
         dynamic_kw)
+
+
+def stored_evaluate(net: Network, params: Params, X, Y, metric_names: tuple[str, ...],
+                    chunk: int, mesh=None) -> dict:
+    """:func:`evaluate_jit` through the store of compiled programs (see
+    :func:`stored_run_epochs`)."""
+    return programs.call(evaluate_jit, "evaluate_jit", (net, metric_names, chunk, mesh),
+                         (net, params, X, Y, metric_names, chunk, mesh), {}, (params, X, Y),
+                         lambda: jax.tree.structure(dict.fromkeys(metric_names, 0)))
 
 
 def stored_predict(net: Network, params: Params, X: jax.Array, chunk: int | None = None

@@ -171,3 +171,50 @@ def test_facade_predict_sees_parameters_assigned_after_training(trained):
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="read-only"):  # what training left cannot change
         trained.layers[2].p["W"][0, 0] = 5.0
+
+
+# -- evaluate, called eagerly: one compiled program -----------------------------------------
+
+
+def test_evaluate_called_eagerly_runs_one_compiled_program():
+    from tests.network.test_fit_compiles import compiled
+
+    # 7 and 19 units: a network no other test builds, so every cache starts cold for it
+    net = network.build([layers.Dense(19, "tanh"), layers.Dense(7, "softmax")], (4,))
+    params = network.init(net, 1)
+    X = RNG.normal(size=(30, 4))
+    Y = np.eye(7)[RNG.integers(0, 7, 30)]
+    metrics = ("MSE", "accuracy", "CCE")
+    with compiled() as names:
+        first = network.evaluate(net, params, X, Y, metrics)
+    assert names == ["jit(_evaluate)"]  # op by op, it compiled each operation apart
+    with compiled() as names:
+        again = network.evaluate(net, params, X, Y, metrics)
+    assert names == []
+    assert list(first) == list(metrics)  # the caller's order, not the compiled dict's
+    A = _numpy_forward_tanh(params, X)
+    expected = {"MSE": np.mean((A - Y) ** 2),
+                "accuracy": np.mean(A.argmax(1) == Y.argmax(1)),
+                "CCE": np.mean(-np.sum(Y * np.log(A), axis=1))}
+    for name in metrics:
+        assert float(first[name]) == float(again[name])
+        np.testing.assert_allclose(float(first[name]), expected[name], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_traced_and_eager_agree():
+    net = network.build([layers.Dense(5, "relu"), layers.Dense(3, "softmax")], (4,))
+    params = network.init(net, 2)
+    X = RNG.normal(size=(10, 4)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[RNG.integers(0, 3, 10)]
+    eager = network.evaluate(net, params, X, Y, ("accuracy", "MSE"))
+    traced = jax.jit(lambda p, X, Y: network.evaluate(net, p, X, Y, ("accuracy", "MSE")))(
+        params, X, Y)
+    for name in ("accuracy", "MSE"):
+        np.testing.assert_allclose(float(eager[name]), float(traced[name]), rtol=1e-6)
+
+
+def _numpy_forward_tanh(params, X):
+    h = np.tanh(X @ np.asarray(params[0]["W"], np.float64) + params[0]["b"])
+    z = h @ np.asarray(params[1]["W"], np.float64) + params[1]["b"]
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
