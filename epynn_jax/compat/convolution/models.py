@@ -7,7 +7,7 @@ output size, and ``se_hPars`` is kept.
 
 from __future__ import annotations
 
-from epynn_jax.compat._builtin import BuiltinLayer
+from epynn_jax.compat._builtin import BuiltinLayer, check_initialization
 from epynn_jax.compat.commons.maths import activation_name, relu, xavier
 
 __all__ = ["Convolution"]
@@ -31,12 +31,16 @@ class Convolution(BuiltinLayer):
         super().__init__(se_hPars, unit_filters=unit_filters, filter_size=fsize, strides=stride,
                          padding=padding, use_bias=bool(use_bias),
                          activate=activation_name(activate, "Convolution: activate"))
+        self.initialization = check_initialization(initialization, "Convolution")
+        # every argument checked now, naming it (strides of three values failed in the
+        # unpacking below, "too many values to unpack", as in EpyNN; unit_filters=0
+        # trained EpyNN's network on no features at all)
+        self.to_functional()
         self.d["u"] = unit_filters
         self.d["fh"], self.d["fw"] = fsize
         self.d["sh"], self.d["sw"] = stride
         self.d["p"] = padding
         self.activate = activate
-        self.initialization = initialization
         self.use_bias = use_bias
         self.activation = {"activate": self._fkwargs["activate"]}
         self.trainable = True

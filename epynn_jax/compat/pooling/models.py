@@ -32,6 +32,7 @@ class Pooling(BuiltinLayer):
         if name not in _POOLS:
             raise ValueError(f"Pooling: pool must be np.max, np.min or np.mean, got {pool!r}")
         super().__init__(None, pool_size=psize, strides=stride, pool=_POOLS[name])
+        self.to_functional()  # pool_size and strides checked now, naming the argument
         self.d["ph"], self.d["pw"] = psize
         self.d["sh"], self.d["sw"] = stride
         self.pool = pool
