@@ -112,6 +112,20 @@ def _lazy_dict(name: str) -> property:
 _OWN_INITIALIZERS = {"xavier": maths.xavier, "orthogonal": maths.orthogonal}
 
 
+def check_initialization(init, where: str):
+    """``init`` when it can draw a layer's weights: a function ``f(shape, rng)`` (EpyNN's
+    ``xavier`` or ``orthogonal``, or the user's) or the name ``'xavier'`` or ``'orthogonal'``;
+    else an error naming ``where`` (such as ``'Dense'``) and the argument. (An unknown name
+    raised a bare ``KeyError`` at ``initialize``; ``None`` a ``TypeError`` about
+    activations; EpyNN fails on both inside its dry run.)"""
+    if callable(init) or (isinstance(init, str) and init in NP_INITIALIZERS):
+        return init
+    error = ValueError if isinstance(init, str) else TypeError
+    raise error(f"{where}: initialization must be an initializer function (epynn.commons."
+                f"maths.xavier or orthogonal, or your own f(shape, rng)) or one of the names "
+                f"{', '.join(map(repr, NP_INITIALIZERS))}; got {init!r}")
+
+
 def initializer_name(init) -> str:
     """The functional layer's ``initialization`` for an initializer given as a function
     or a name: xavier, orthogonal or zeros; any other (a user's function) gives xavier
@@ -198,7 +212,7 @@ class BuiltinLayer(Layer):
         self.d["u"] = unit_cells
         for k, f in activations.items():
             setattr(self, k, f)
-        self.initialization = initialization
+        self.initialization = check_initialization(initialization, type(self).__name__)
         self.clip_gradients = clip_gradients
         self.sequences = sequences
         self.activation = names
@@ -254,6 +268,7 @@ class BuiltinLayer(Layer):
             rng = np.random.default_rng()
         if key.startswith("b") or init is None:
             return np.zeros(shape)
+        check_initialization(init, self.name)  # also one assigned after the constructor
         if callable(init) and init is not _OWN_INITIALIZERS.get(name_of(init, "initialization")):
             # a user's function, even one named like a built-in, draws the values itself
             return np.asarray(init(shape, rng=rng), dtype=np.float64)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from epynn_jax.compat._builtin import BuiltinLayer
+from epynn_jax.compat._builtin import BuiltinLayer, check_initialization
 from epynn_jax.compat.commons.maths import activation_name, sigmoid, xavier
 
 __all__ = ["Dense"]
@@ -20,7 +20,7 @@ class Dense(BuiltinLayer):
                          activate=activation_name(activate, "Dense: activate"))
         self.d["u"] = units
         self.activate = activate
-        self.initialization = initialization
+        self.initialization = check_initialization(initialization, "Dense")
         self.activation = {"activate": self._fkwargs["activate"]}
         self.trainable = True
 
