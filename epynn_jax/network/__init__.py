@@ -10,8 +10,8 @@ devices).
 """
 
 from epynn_jax.network import checks, epoch, fitting, model, objective, optim, parallel, precision
-from epynn_jax.network.epoch import TrainState, evaluate, run_epoch, train_step
-from epynn_jax.network.fitting import FitResult, decide, fit, predict
+from epynn_jax.network.epoch import TrainState, run_epoch, train_step
+from epynn_jax.network.fitting import FitResult, decide, evaluate, fit, predict
 from epynn_jax.network.model import Network, apply, backward, build, forward, init
 from epynn_jax.network.objective import autodiff_gradients, gradients, loss_value
 from epynn_jax.network.optim import epynn_sgd

@@ -44,6 +44,7 @@ from epynn_jax.network.epoch import (
     stored_predict,
     stored_run_epochs,
 )
+from epynn_jax.network.epoch import evaluate as _evaluate
 from epynn_jax.network.model import Network, Params, check_input_shape
 from epynn_jax.network.optim import (
     LossScaleState,
@@ -805,26 +806,74 @@ def _all_skipped(steps: int, scale: jax.Array) -> str:
             "range, no loss scaling)")
 
 
-def predict(net: Network, params: Params, X, *, chunk: int | None = None) -> jax.Array:
+def predict(net: Network, params: Params, X, *, chunk: int | None = None,
+            stream: Any = None) -> jax.Array | np.ndarray:
     """The network's output on ``X`` (no dropout), ``chunk`` samples at a time (None: as
     many as :func:`~epynn_jax.network.epoch.eval_chunk` gives, as ``fit`` evaluates).
 
     ``X`` and ``params`` are checked first (shapes, dtypes, finite values); traced
     ones (``predict`` under ``jax.jit``, ``jax.grad`` or ``jax.vmap``) for their
-    shapes and dtypes only."""
+    shapes and dtypes only.
+
+    ``X`` is streamed from the host, as ``fit`` streams a split, when it is an
+    ``np.memmap`` or larger than half the device's memory, or with ``stream=True``
+    (or a :class:`~epynn_jax.network.streaming.Stream`: its ``prefetch`` and
+    ``memory_budget``): read, checked and placed a chunk at a time, never whole. The
+    output is then a NumPy array on the host."""
     checks.check_static(checks.check_net(net, "predict"), "predict")
     if chunk is not None:
         chunk = checks.positive_int(chunk, "chunk", "predict")
+    stream = streaming.as_stream(stream, "predict")
     params = checks.check_params(net, params, "predict")
     checks.check_params_finite(net, params, "predict")
     if isinstance(X, jax.core.Tracer):  # under jit, grad or vmap: shapes only
         check_input_shape(net, tuple(X.shape), "X")
+    elif stream is not None or (not isinstance(X, jax.Array)
+                                and streaming.streams_by_itself(X)):
+        return _predict_streamed(net, params, X, chunk, stream or streaming.Stream())
     else:
         X = checks.as_float_arg(X, "X")  # (placed by the compiled call)
         check_input_shape(net, tuple(X.shape), "X")
         checks.check_compute_range(net, X, "predict X")
     with _gc.paused():  # its first call traces (see network._gc)
         return stored_predict(net, params, X, chunk)
+
+
+def _predict_streamed(net: Network, params: Params, X, chunk: int | None,
+                      stream: streaming.Stream) -> np.ndarray:
+    """:func:`predict` of host data, a chunk at a time (its shapes checked first)."""
+    X = X if streaming.is_array(X) else np.asarray(X)  # (nested lists)
+    if not checks.is_real(X.dtype):
+        raise TypeError(f"X: expected numeric data, got dtype {X.dtype}")
+    check_input_shape(net, tuple(np.shape(X)), "X")
+    with _gc.paused():
+        return streaming.predict_array(net, params, X, stream, chunk)
+
+
+def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
+             chunk: int | None = None, *, mesh=None, stream: Any = None) -> dict:
+    """Every metric on one set: :func:`~epynn_jax.network.epoch.evaluate`, or, for data
+    ``fit`` would stream (an ``np.memmap``, arrays larger than half the device's memory)
+    or with ``stream=True``, the same metrics from the host a chunk at a time
+    (:func:`~epynn_jax.network.streaming.evaluate_source`): the set is never read
+    whole, and the metrics are those of one forward over it."""
+    tracing = any(isinstance(a, jax.core.Tracer) for a in (X, Y))
+    stream = streaming.as_stream(stream, "evaluate")
+    if tracing or (stream is None and not streaming.needs_stream((X, Y))):
+        return _evaluate(net, params, X, Y, metric_names, chunk, mesh=mesh)
+    metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
+    checks.check_net(net, "evaluate")
+    if chunk is not None:
+        chunk = checks.positive_int(chunk, "chunk", "evaluate")
+    params = checks.check_params(net, params, "evaluate")
+    checks.check_params_finite(net, params, "evaluate")
+    X, Y = (a if streaming.is_array(a) else np.asarray(a) for a in (X, Y))
+    # the labels checked in each chunk against the strictest loss among the metrics
+    labels = next((m for m in ("CCE", "BCE", "MSLE") if m in metric_names), "MSE")
+    src = streaming.ArraySource(net, "evaluate", X, Y, labels, int(np.shape(X)[0]) or 1)
+    with _gc.paused():
+        scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh)
+    return {name: scores[name] for name in metric_names}
 
 
 def decide(A: jax.Array) -> jax.Array:

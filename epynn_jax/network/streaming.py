@@ -61,15 +61,17 @@ from epynn_jax.network.epoch import (
     eval_chunk,
     evaluate,
     fetch,
+    predict_jit,
     step_keys,
     train_steps,
 )
 from epynn_jax.network.model import Network, Params, forward
 
-__all__ = ["Stream", "DEFAULT_BUDGET", "as_stream", "is_batch_iterable", "needs_stream",
-           "device_memory", "memory_budget", "chunk_batches", "process_rows", "train_chunk",
+__all__ = ["Stream", "DEFAULT_BUDGET", "as_stream", "is_array", "is_batch_iterable",
+           "needs_stream", "streams_by_itself", "device_memory", "memory_budget",
+           "chunk_batches", "process_rows", "train_chunk",
            "ArraySource", "BatchSource", "source", "Feeder", "stream_epoch", "evaluate_source",
-           "evaluate_split"]
+           "evaluate_split", "predict_array"]
 
 #: Device bytes for the chunks in flight (current, prefetched, being placed) where the
 #: device does not report its memory (a CPU): chunks of about 6 MiB. On a 2-core CPU the
@@ -108,24 +110,27 @@ class Stream:
             raise ValueError(f"Stream: prefetch must be an int >= 0, got {self.prefetch!r}")
 
 
-def as_stream(stream: Any) -> Stream | None:
-    """``fit``'s ``stream`` argument as a :class:`Stream` (``True``: defaults) or None."""
+def as_stream(stream: Any, where: str = "fit") -> Stream | None:
+    """The ``stream`` argument of ``fit`` (or of ``where``) as a :class:`Stream` (``True``:
+    defaults) or None."""
     if stream is None or stream is False:
         return None
     if stream is True:
         return Stream()
     if isinstance(stream, Stream):
         return stream
-    raise TypeError(f"fit: stream must be a Stream, True or None, got {stream!r}")
+    raise TypeError(f"{where}: stream must be a Stream, True or None, got {stream!r}")
 
 
-def _is_array(a: Any) -> bool:
+def is_array(a: Any) -> bool:
+    """Whether ``a`` is an array (NumPy, JAX, an array-like with ``shape`` and ``dtype``),
+    not nested lists."""
     return hasattr(a, "shape") and hasattr(a, "dtype")
 
 
 def is_batch_iterable(xy: Any) -> bool:
     """Whether a split is an iterable of batches rather than one ``(X, Y)`` pair of arrays."""
-    if _is_array(xy) or _is_pair(xy):
+    if is_array(xy) or _is_pair(xy):
         return False
     return isinstance(xy, Iterable) and not isinstance(xy, (str, bytes, Mapping))
 
@@ -133,7 +138,7 @@ def is_batch_iterable(xy: Any) -> bool:
 def _is_pair(xy: Any) -> bool:
     """An ``(X, Y)`` pair of arrays (or nested lists), not a list of two ``(X, Y)`` batches."""
     def is_batch(a: Any) -> bool:
-        return isinstance(a, (tuple, list)) and len(a) == 2 and all(_is_array(b) for b in a)
+        return isinstance(a, (tuple, list)) and len(a) == 2 and all(is_array(b) for b in a)
 
     return isinstance(xy, (tuple, list)) and len(xy) == 2 and not any(is_batch(a) for a in xy)
 
@@ -156,10 +161,17 @@ def needs_stream(xy: Any, device: Any = None) -> bool:
         return True
     if not _is_pair(xy):
         return False  # fit's checks say what is wrong with it
-    if any(isinstance(a, np.memmap) for a in xy):
+    return streams_by_itself(*xy, device=device)
+
+
+def streams_by_itself(*arrays: Any, device: Any = None) -> bool:
+    """Whether arrays given to ``fit``, ``evaluate`` or ``predict`` are streamed without being
+    asked: one is memory-mapped, or together they take more than half the device's
+    reported memory."""
+    if any(isinstance(a, np.memmap) for a in arrays):
         return True
     limit = device_memory(device)
-    nbytes = sum(int(getattr(a, "nbytes", 0)) for a in xy)
+    nbytes = sum(int(getattr(a, "nbytes", 0)) for a in arrays)
     return limit is not None and nbytes > limit // 2
 
 
@@ -303,6 +315,7 @@ def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray
     (aligned host buffers from :func:`_read` pass through without a copy)."""
     X, Y = checks.host_float(X, f"{where} X"), checks.host_float(Y, f"{where} Y")
     checks.check_label_range(Y, loss, f"{where} Y")
+    checks.check_compute_range(net, X, f"{where} X")  # (under a float16 policy)
     return X, Y
 
 
@@ -545,7 +558,7 @@ def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, 
         return BatchSource(net, name, xy, loss, stream.steps_per_epoch, epochs, batch_size)
     if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
         raise TypeError(f"data[{name!r}]: expected a pair (X, Y) or an iterable of batches")
-    X, Y = (a if _is_array(a) else np.asarray(a) for a in xy)  # nested lists: arrays
+    X, Y = (a if is_array(a) else np.asarray(a) for a in xy)  # nested lists: arrays
     n = int(np.shape(X)[0]) if len(np.shape(X)) else 0
     bs = n if batch_size is None else batch_size
     rows = slice(None)
@@ -838,3 +851,40 @@ def evaluate_split(net: Network, params: Params, split, metric_names: tuple[str,
     if isinstance(split, (ArraySource, BatchSource)):
         return evaluate_source(net, params, split, metric_names, chunk, mesh)
     return _evaluate_jit(net, params, *split, metric_names, chunk, mesh=mesh)
+
+
+def predict_array(net: Network, params: Params, X, stream: Stream,
+                  chunk: int | None = None) -> np.ndarray:
+    """The network's output on the host array ``X`` (an ``np.memmap``, or an array too
+    large for the device) as a NumPy array (n, *output_shape), ``c`` rows at a time: only
+    a chunk of ``X`` is ever read, checked (finite; within float16 under a float16
+    policy) and placed, ``stream.prefetch`` chunks ahead by a reader thread.
+
+    ``c`` is ``chunk``, else :func:`eval_chunk` rows, fewer if the chunks in flight
+    (``prefetch + 2``) would exceed ``stream``'s memory budget. The chunks are
+    contiguous, the last one overlapping the one before, so one compiled size serves
+    them all."""
+    n = int(np.shape(X)[0])
+    dtype = np.dtype(float_dtype())
+    if chunk is None:
+        row = max(math.prod(np.shape(X)[1:]) * dtype.itemsize, 1)
+        chunk = min(eval_chunk(net), memory_budget(stream) // (row * (stream.prefetch + 2)))
+    c = max(1, min(chunk, n))
+    files = _mapped_files(X)
+    out = np.empty((n, *net.output_shape), _forward_facts(net, dtype)[2])
+
+    def read(start: int) -> tuple[int, jax.Array]:
+        s = min(start, n - c)
+        where = f"predict X samples {s}-{s + c - 1}"
+        _check_mapped(files, where)
+        Xc = checks.host_float(_read(X, slice(s, s + c), "predict X"), where)
+        checks.check_compute_range(net, Xc, where)
+        return s, jax.device_put(Xc)
+
+    reader = _Prefetch(iter(range(0, n, c)), read, stream.prefetch)
+    try:
+        for s, Xc in reader:
+            out[s:s + c] = np.asarray(predict_jit(net, params, Xc, c))
+    finally:
+        reader.close()
+    return out
