@@ -54,9 +54,10 @@ class ActivationHPars:
     default is the exact gradient.
 
     The alphas are finite real numbers, the temperature a finite number > 0 and
-    ``epynn_softmax_grad`` a bool (NumPy scalars count, bools are not numbers): a
-    wrong type raises ``TypeError``, a value out of range ``ValueError``, each
-    naming the field, where the hyperparameters are made.
+    ``epynn_softmax_grad`` a bool (NumPy scalars count, kept as Python floats;
+    bools are not numbers): a wrong type raises ``TypeError``, a value out of
+    range ``ValueError``, each naming the field, where the hyperparameters are
+    made.
     """
 
     ELU_alpha: float = 1.0
@@ -71,6 +72,9 @@ class ActivationHPars:
                 raise TypeError(f"ActivationHPars: {field} must be a real number, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"ActivationHPars: {field} must be finite, got {value!r}")
+            # a Python float: a NumPy scalar (np.float32(0.2)) is strongly typed in JAX and
+            # promoted a bfloat16 layer's activation to float32 (and hashed unlike 0.2)
+            object.__setattr__(self, field, float(value))
         if not self.softmax_temperature > 0:
             raise ValueError(f"ActivationHPars: softmax_temperature must be > 0, "
                              f"got {self.softmax_temperature!r}")

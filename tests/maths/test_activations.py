@@ -162,3 +162,17 @@ def test_activation_name_must_be_string():
 def test_temperature_must_be_positive():
     with pytest.raises(ValueError, match="softmax_temperature"):
         ActivationHPars(softmax_temperature=0)
+
+
+@pytest.mark.parametrize("scalar", [np.float32, np.float64, np.float16])
+def test_numpy_scalar_hyperparameters_keep_a_bfloat16_activation_in_bfloat16(scalar):
+    hp = ActivationHPars(ELU_alpha=scalar(0.5), LRELU_alpha=scalar(0.25),
+                         softmax_temperature=scalar(2.0))
+    assert all(type(getattr(hp, f)) is float
+               for f in ("ELU_alpha", "LRELU_alpha", "softmax_temperature"))
+    assert hp == ActivationHPars(ELU_alpha=0.5, LRELU_alpha=0.25, softmax_temperature=2.0)
+    assert hash(hp) == hash(ActivationHPars(ELU_alpha=0.5, LRELU_alpha=0.25,
+                                            softmax_temperature=2.0))
+    x = jnp.array([-1.0, 0.5, 2.0], jnp.bfloat16)
+    for name in ("lrelu", "elu", "softmax"):
+        assert act.activate(name, x, hp).dtype == jnp.bfloat16, name
