@@ -293,3 +293,12 @@ def test_padding_takes_epynns_truthy_forward():
     X = np.ones((2, 3, 3, 1))
     np.testing.assert_array_equal(padding(X, 1, forward=1), padding(X, 1, forward=True))
     np.testing.assert_array_equal(padding(padding(X, 1), 1, forward=0), X)
+
+
+def test_softmax_on_a_recurrent_gate_names_the_gate():
+    from epynn_jax.compat.commons.maths import sigmoid
+
+    model = EpyNN([Embedding(X_data=X[:, :, None], Y_data=LABELS, Y_encode=True, batch_size=8),
+                   LSTM(3, activate_forget=softmax, activate_input=sigmoid), Dense(2, softmax)])
+    with pytest.raises(ValueError, match=r"layer 1 \(LSTM\): activate_forget='softmax'"):
+        model.initialize(loss="MSE", seed=1)

@@ -157,8 +157,10 @@ class EpyNN:
         layer.name = type(layer).__name__
         entry = self.network[id(layer)]
         entry.update(Layer=layer.name, Activation=layer.activation, Dimensions=layer.d)
-        if "softmax" in layer.activation.values() and layer.name != "Dense":
-            raise ValueError(f"layer {i} ({layer.name}): softmax can only be used in Dense")
+        gates = [k for k, v in layer.activation.items() if v == "softmax"]
+        if gates and layer.name != "Dense":
+            raise ValueError(f"layer {i} ({layer.name}): {', '.join(gates)}='softmax': softmax "
+                             "can only be used in Dense")
         say(f"Layer: {layer.name}")
         layer.e = 0
         return entry
