@@ -271,13 +271,39 @@ def check_params(net: Network, params: Any, where: str = "fit") -> Params:
             if not (hasattr(a, "shape") and hasattr(a, "dtype")):
                 raise TypeError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be an "
                                 f"array (NumPy or JAX), got {type(a).__name__}")
-            if tuple(a.shape) != shape or a.dtype not in PARAM_DTYPES:
+            # (a big-endian '>f4' is float32 too: NumPy's reading of another machine's file)
+            native = a.dtype.newbyteorder("=") if isinstance(a, np.ndarray) else a.dtype
+            if tuple(a.shape) != shape or native not in PARAM_DTYPES:
                 raise ValueError(f"{where}: layer {i} ({layer.name}) parameter {k!r} must be "
                                  f"float32 or float64 {shape}, got {a.dtype} {tuple(a.shape)}"
                                  + ("; keep parameters in 32 bits and compute in 16 with a "
                                     "precision policy (policy='bfloat16')"
                                     if a.dtype.itemsize == 2 else ""))
-    return tuple(params)
+    return tuple(_native(p) for p in params)
+
+
+def _native(p: Mapping) -> Mapping:
+    """``p`` with its NumPy arrays of another byte order (``'>f4'``) in the machine's own,
+    which compiled calls take (JAX refuses a big-endian argument); ``p`` itself when none."""
+    if not any(isinstance(a, np.ndarray) and not a.dtype.isnative for a in p.values()):
+        return p
+    return {k: a.astype(a.dtype.newbyteorder("=")) if isinstance(a, np.ndarray)
+            and not a.dtype.isnative else a for k, a in p.items()}
+
+
+def working_dtypes(params: Params) -> Params:
+    """``params`` with each JAX array in the dtype JAX computes in now: a float64 array made
+    while ``jax_enable_x64`` was on, given after it was switched off, becomes float32, as a
+    NumPy float64 one does when it is passed (``fit``'s compiled epoch would otherwise take
+    float64 parameters in and give float32 out: a JAX error from inside its loop)."""
+    def cast(a):
+        if not isinstance(a, jax.Array) or isinstance(a, jax.core.Tracer):
+            return a
+        dtype = jax.dtypes.canonicalize_dtype(a.dtype)
+        if dtype == a.dtype:
+            return a
+        return jax.device_put(np.asarray(a).astype(dtype), a.sharding)
+    return tuple({k: cast(a) for k, a in p.items()} for p in params)
 
 
 def check_params_finite(net: Network, params: Params, where: str = "fit") -> None:
@@ -366,15 +392,27 @@ def check_options(schedule, optimizer, callbacks, metrics) -> tuple:
     return metrics_lib.check_metrics(metrics, "fit: metrics")
 
 
-def check_opt_state(optimizer, params: Params, opt_state: Any) -> None:
-    """Raise unless ``opt_state`` has the tree structure and shapes ``optimizer.init`` gives."""
+def check_opt_state(optimizer, params: Params, opt_state: Any, where: str = "fit: opt_state"
+                    ) -> Any:
+    """``opt_state`` if it has the tree structure, shapes and dtypes ``optimizer.init``
+    gives for ``params``; else ``ValueError``. A leaf of another dtype of the same kind
+    (float64 kept from a run with ``jax_enable_x64`` on, or float32 from one without it)
+    is cast to the optimizer's (:func:`exact_cast`): the compiled epoch's carry must leave
+    with the dtypes it came in with."""
     expected = jax.eval_shape(optimizer.init, params)
+    leaves, refs = jax.tree.leaves(opt_state), jax.tree.leaves(expected)
     same = jax.tree.structure(expected) == jax.tree.structure(opt_state) and all(
-        tuple(np.shape(a)) == tuple(b.shape)
-        for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(expected)))
+        tuple(np.shape(a)) == tuple(b.shape) for a, b in zip(leaves, refs))
     if not same:
-        raise ValueError("fit: opt_state does not match the optimizer's state for these params "
+        raise ValueError(f"{where} does not match the optimizer's state for these params "
                          "(pass the optimizer it came from, or opt_state=None)")
+    if all(_is_key(b) or not hasattr(a, "dtype") or np.dtype(a.dtype) == np.dtype(b.dtype)
+           for a, b in zip(leaves, refs)):
+        return opt_state
+    out = [a if _is_key(b) or not hasattr(a, "dtype") or np.dtype(a.dtype) == np.dtype(b.dtype)
+           else jax.device_put(exact_cast(np.asarray(a), b.dtype, f"{where} leaf {j}"))
+           for j, (a, b) in enumerate(zip(leaves, refs))]
+    return jax.tree.unflatten(jax.tree.structure(opt_state), out)
 
 
 def _is_key(x: Any) -> bool:

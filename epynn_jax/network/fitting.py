@@ -120,16 +120,16 @@ class Checkpointer(Protocol):
     # or None): when set, fit streams its epochs so that there are chunks to save after.
 
 
-def data_fingerprint(splits: Mapping[str, Any]) -> dict:
+def data_fingerprint(splits: Mapping[str, Any], dtype: Any = None) -> dict:
     """``{split: {'n', 'X', 'Y', 'sha256'}}``: sizes, sample shapes and a hash of up to 64
-    evenly spaced samples (in the working float dtype), so a resume on other data is
-    noticed at a small cost.
+    evenly spaced samples (in ``dtype``, by default the working float dtype), so a resume
+    on other data is noticed at a small cost.
 
     The samples are taken on the host (``fit`` passes the arrays it was given): indexing
     a device array would compile a gather per array shape.
     """
     out = {}
-    dtype = np.dtype(float_dtype())
+    dtype = np.dtype(float_dtype() if dtype is None else dtype)
     for name, xy in splits.items():
         if isinstance(xy, streaming.BatchSource):  # a loader's batches: their shapes only
             out[name] = {"stream": True, "batch": xy.batch_size, "X": list(xy.sample_shapes[0]),
@@ -254,10 +254,11 @@ def _across_loss_scaling(optimizer, params: Params, leaves) -> Any:
 
 
 def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dict,
-            epochs: int, allow_new_data: bool, epoch_batches: int | None) -> Progress:
+            epochs: int, allow_new_data: bool, epoch_batches: int | None,
+            fingerprint: Callable[[Any], dict] | None = None) -> Progress:
     """The progress stored in the loaded checkpoint ``ck`` (``io.load_checkpoint``), once
     it is known to continue this fit (``epoch_batches``: the batches of one epoch here,
-    None if unknown)."""
+    None if unknown; ``fingerprint(dtype)``: this fit's data fingerprinted in ``dtype``)."""
     where = "fit: resume checkpoint"
     if (ck.net.layers, ck.net.input_shape) != (net.layers, net.input_shape):  # policy may differ
         raise ValueError(f"{where} holds another architecture "
@@ -266,6 +267,7 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
         raise ValueError(f"{where} is a model file, not a checkpoint (no epoch, optimizer "
                          "state or PRNG key)")
     key = checks.check_key(ck.key, where)
+    params = checks.working_dtypes(ck.params)  # (loaded with jax_enable_x64 on, now off)
     saved = checks.check_fit_metadata(ck.metadata or {}, where)
     for field in ("loss", "batch_size", "train_split"):
         if saved.get(field) != metadata[field]:
@@ -275,9 +277,12 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     opt_state = ck.opt_state
     if isinstance(opt_state, (tuple, list)):  # the saved leaves
         try:
-            opt_state = _restored_state(optimizer, ck.params, opt_state)
+            opt_state = _restored_state(optimizer, params, opt_state)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from None
+    else:  # restored when loaded: of this process's dtypes
+        opt_state = checks.check_opt_state(optimizer, params, opt_state,
+                                           f"{where}'s optimizer state")
     history = ck.history or {}
     want_m, got_m = set(empty_history), set(history)
     want_s = {s for d in empty_history.values() for s in d}
@@ -294,7 +299,10 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     if ck.epoch > epochs:
         raise ValueError(f"{where} is at epoch {ck.epoch}, beyond epochs={epochs} "
                          "(epochs is the TOTAL number of epochs)")
-    if not allow_new_data and "data" in saved and saved["data"] != metadata["data"]:
+    if not allow_new_data and "data" in saved and saved["data"] != metadata["data"] and not (
+            # saved with jax_enable_x64 switched the other way: samples hashed as float64
+            fingerprint is not None and saved["data"] == fingerprint(
+                np.float32 if np.dtype(float_dtype()) == np.float64 else np.float64)):
         changed = sorted(s for s in set(saved["data"]) | set(metadata["data"])
                          if saved["data"].get(s) != metadata["data"].get(s))
         raise ValueError(f"{where} was trained on other data (splits {changed} differ in "
@@ -311,7 +319,7 @@ def _resume(ck: Any, net: Network, optimizer, metadata: dict, empty_history: dic
     if epoch_batches is not None and batch > epoch_batches:  # == : all trained, not evaluated
         raise ValueError(f"{where} is {batch} batches into epoch {ck.epoch}, but an epoch of "
                          f"this fit has {epoch_batches} batches")
-    return Progress(TrainState(tuple(ck.params), opt_state, key), history, ck.epoch, batch)
+    return Progress(TrainState(params, opt_state, key), history, ck.epoch, batch)
 
 
 def fit(
@@ -441,7 +449,7 @@ def fit(
             raise TypeError(f"fit: resume takes a checkpoint loaded with "
                             f"epynn_jax.io.load_checkpoint(path), got {resume!r}")
         if resume is None or params is not None:  # resuming takes the checkpoint's params
-            params = checks.check_params(net, params)
+            params = checks.working_dtypes(checks.check_params(net, params))
             if resume is None:
                 checks.check_params_finite(net, params)
         loss = losses.check_loss(loss, net.output_activation)
@@ -471,8 +479,8 @@ def fit(
             metadata = {"loss": loss, "metrics": list(metric_names), "batch_size": batch_size,
                         "train_split": train_split, "epochs": epochs,
                         "schedule": dataclasses.asdict(schedule) if optimizer is None else None,
-                        "data": data_fingerprint({s: data[s] if s not in plan.sources else
-                                                  splits[s] for s in data})}
+                        "data": data_fingerprint(fingerprinted := {
+                            s: data[s] if s not in plan.sources else splits[s] for s in data})}
         scaled = False  # (EpyNN's SGD has no loss scaling)
         if optimizer is None:
             optimizer = epynn_sgd(schedule, epochs, steps)
@@ -484,12 +492,13 @@ def fit(
                                                       for m in metric_names}
         if resume is not None:
             progress = _resume(resume, net, optimizer, metadata, history, epochs, allow_new_data,
-                               _epoch_batches(plan, train_split))
+                               _epoch_batches(plan, train_split),
+                               functools.partial(data_fingerprint, fingerprinted))
         else:
             if opt_state is None:
                 opt_state = optimizer.init(params)
             else:
-                checks.check_opt_state(optimizer, params, opt_state)
+                opt_state = checks.check_opt_state(optimizer, params, opt_state)
             progress = Progress(TrainState(tuple(params), opt_state, checks.check_key(key)),
                                 history, 0)
         progress = progress._replace(history=_truncated(progress.history, progress.epoch))  # own
