@@ -64,7 +64,17 @@ def is_real(dtype: Any) -> bool:
     return dtype.kind in "biuf" or (dtype.kind == "V" and jnp.issubdtype(dtype, jnp.floating))
 
 
+def check_unmasked(a, where: str) -> None:
+    """Raise unless ``a`` is no masked array with masked values: ``np.asarray`` drops the
+    mask, so the values under it would be used as data."""
+    if isinstance(a, np.ma.MaskedArray) and np.ma.is_masked(a):
+        raise ValueError(f"{where}: a masked array with {int(np.ma.count_masked(a))} masked "
+                         "values; the values under the mask would be used as data: fill them "
+                         "(.filled(value)) or leave those samples out")
+
+
 def _numeric(a, where: str) -> np.ndarray:
+    check_unmasked(a, where)
     try:
         arr = np.asarray(a)
     except ValueError as err:  # a ragged nested list

@@ -851,6 +851,7 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None,
 def _predict_streamed(net: Network, params: Params, X, chunk: int | None,
                       stream: streaming.Stream) -> np.ndarray:
     """:func:`predict` of host data, a chunk at a time (its shapes checked first)."""
+    checks.check_unmasked(X, "X")  # (its rows are read through np.asarray)
     X = X if streaming.is_array(X) else np.asarray(X)  # (nested lists)
     if not checks.is_real(X.dtype):
         raise TypeError(f"X: expected numeric data, got dtype {X.dtype}")

@@ -330,6 +330,8 @@ class ArraySource:
     def __init__(self, net: Network, name: str, X, Y, loss: str, batch_size: int,
                  rows: slice = slice(None)) -> None:
         checks.check_split(net, name, X, Y)
+        for a, v in ((X, "X"), (Y, "Y")):  # (its rows are read through np.asarray)
+            checks.check_unmasked(a, f"{name} {v}")
         self.net, self.name, self.X, self.Y, self.loss = net, name, X, Y, loss
         self.n = int(np.shape(X)[0])
         self.batch_size = min(batch_size, self.n)
