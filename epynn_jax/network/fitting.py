@@ -148,6 +148,18 @@ def data_fingerprint(splits: Mapping[str, Any], dtype: Any = None) -> dict:
     return out
 
 
+def _stops(answer: Any) -> bool:
+    """Whether a callback's ``answer`` asks ``fit`` to stop: ``False``, NumPy's or JAX's
+    too (``return acc < 0.9`` on NumPy numbers gives ``np.False_``, which ``is False``
+    is not)."""
+    if answer is False:
+        return True
+    if isinstance(answer, (np.bool_, np.ndarray, jax.Array)) and not isinstance(
+            answer, jax.core.Tracer):
+        return np.shape(answer) == () and np.dtype(answer.dtype) == np.bool_ and not answer
+    return False
+
+
 def _append(history: dict, scores: dict) -> dict:
     """``history`` with one more epoch of ``scores`` ({split: {metric: value}}), in place
     (a copy per epoch made a long run quadratic; see :func:`_truncated` for Ctrl-C)."""
@@ -439,6 +451,9 @@ def fit(
             eval_chunk = checks.positive_int(eval_chunk, "eval_chunk")
         if not isinstance(data, Mapping):
             raise TypeError(f"fit: data must map split names to (X, Y), got {type(data).__name__}")
+        if not all(isinstance(s, str) for s in data):  # (mixed keys: JAX cannot sort them)
+            raise TypeError(f"fit: data's split names must be strings, got "
+                            f"{[s for s in data if not isinstance(s, str)][:5]}")
         metrics = checks.check_options(schedule, optimizer, callbacks, metrics)
         if checkpoints is not None and not all(callable(getattr(checkpoints, f, None)) for f in (
                 "start", "after_epoch", "finish", "interrupted")):
@@ -566,7 +581,7 @@ def fit(
                 replay = False
             if checkpoints is not None:
                 saved.update(checkpoints.after_epoch(net, progress, metadata))
-            if any(cb(progress.epoch - 1, progress.history) is False for cb in callbacks):
+            if any(_stops(cb(progress.epoch - 1, progress.history)) for cb in callbacks):
                 break
         if checkpoints is not None:
             saved.update(checkpoints.finish(net, progress, metadata))
