@@ -588,6 +588,10 @@ def check_split(net: Network, name: str, X, Y) -> None:
     if Yshape[:1] != Xshape[:1]:
         raise ValueError(f"{name}: X has {Xshape[0]} samples but Y has "
                          f"{Yshape[0] if Yshape else 0}")
+    if Yshape[1:] == () and net.output_shape == (1,):  # a label vector for one output unit
+        raise ValueError(f"{name} Y: labels of shape {Yshape} (one per sample) for the one "
+                         f"output unit of {net.layers[-1].name}, which needs shape "
+                         f"({Yshape[0]}, 1): pass Y.reshape(-1, 1)")
     if Yshape[1:] != net.output_shape:
         raise ValueError(
             f"{name} Y: labels of sample shape {Yshape[1:]} do not fit the output of "
