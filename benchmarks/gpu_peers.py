@@ -1,4 +1,4 @@
-"""epynn_jax against Flax, Equinox and PyTorch on the suite's five workloads (for a GPU).
+"""epynn_jax against Flax, Equinox and PyTorch on the suite's six workloads (for a GPU).
 
 Run from the repository root::
 
