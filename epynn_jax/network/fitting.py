@@ -843,7 +843,9 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None,
     ``np.memmap`` or larger than half the device's memory, or with ``stream=True``
     (or a :class:`~epynn_jax.network.streaming.Stream`: its ``prefetch`` and
     ``memory_budget``): read, checked and placed a chunk at a time, never whole. The
-    output is then a NumPy array on the host."""
+    output is then a NumPy array on the host. Not under a transformation of ``params``
+    (``jax.jit``, ``jax.grad``): a traced output cannot be written to the host, so ``X``
+    is then read whole, as in memory."""
     checks.check_static(checks.check_net(net, "predict"), "predict")
     if chunk is not None:
         chunk = checks.positive_int(chunk, "chunk", "predict")
@@ -852,8 +854,9 @@ def predict(net: Network, params: Params, X, *, chunk: int | None = None,
     checks.check_params_finite(net, params, "predict")
     if isinstance(X, jax.core.Tracer):  # under jit, grad or vmap: shapes only
         check_input_shape(net, tuple(X.shape), "X")
-    elif stream is not None or (not isinstance(X, jax.Array)
-                                and streaming.streams_by_itself(X)):
+    elif (stream is not None or (not isinstance(X, jax.Array)
+                                 and streaming.streams_by_itself(X))) and not any(
+            isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(params)):
         return _predict_streamed(net, params, X, chunk, stream or streaming.Stream())
     else:
         X = checks.as_float_arg(X, "X")  # (placed by the compiled call)
