@@ -898,7 +898,8 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     X, Y = (a if streaming.is_array(a) else np.asarray(a) for a in (X, Y))
     # the labels checked in each chunk against the strictest loss among the metrics
     labels = next((m for m in ("CCE", "BCE", "MSLE") if m in metric_names), "MSE")
-    src = streaming.ArraySource(net, "evaluate", X, Y, labels, int(np.shape(X)[0]) or 1)
+    src = streaming.ArraySource(net, "evaluate", X, Y, labels, int(np.shape(X)[0]) or 1,
+                                caller="evaluate")
     with _gc.paused():
         scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh)
     return {name: scores[name] for name in metric_names}

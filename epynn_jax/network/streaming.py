@@ -278,36 +278,54 @@ def _read(a, rows, where: str) -> np.ndarray:
     return out
 
 
-def _mapped_files(*arrays) -> tuple[tuple[str, int], ...]:
-    """``(path, size)`` of the file behind each memory-mapped array (``np.load(...,
-    mmap_mode='r')``, ``np.memmap``), as it is now."""
+def _mapped_files(*arrays) -> tuple[tuple[str, Any, int], ...]:
+    """``(path, mapping, size)`` of the file behind each memory-mapped array (``np.load(...,
+    mmap_mode='r')``, ``np.memmap``), as it is now (:func:`_mapped_size`)."""
     out = []
     for a in arrays:
         path = getattr(a, "filename", None) if isinstance(a, np.memmap) else None
         if path:
+            mapping = getattr(a, "_mmap", None)
             try:
-                out.append((str(path), os.path.getsize(path)))
+                out.append((str(path), mapping, _mapped_size(path, mapping)))
             except OSError:
                 continue
     return tuple(out)
 
 
-def _check_mapped(files: tuple[tuple[str, int], ...], where: str) -> None:
-    """Raise ``ValueError`` when a file behind a memory-mapped split has shrunk since
-    training began (cut short, or saved again smaller): reading past its end would kill
-    the process (SIGBUS), not raise. (A file cut between this check and the read still
-    does: the check catches a file changed between chunks.)"""
-    for path, size in files:
+def _mapped_size(path: str, mapping: Any) -> int:
+    """The size of the file ``mapping`` holds open (``mmap.size()``: the file it maps,
+    even once another file was put at ``path`` or ``path`` was deleted, which leaves the
+    mapped one whole and readable); that of the file at ``path`` when the mapping cannot
+    say. ``OSError`` when neither can be read."""
+    if mapping is not None:
         try:
-            now = os.path.getsize(path)
+            return int(mapping.size())
+        except (OSError, ValueError):  # (a closed mapping)
+            pass
+    return os.path.getsize(path)
+
+
+def _check_mapped(files: tuple[tuple[str, Any, int], ...], where: str,
+                  caller: str = "fit") -> None:
+    """Raise ``ValueError`` when a file behind a memory-mapped split has shrunk since
+    ``caller`` began streaming it (cut short, or written again in place smaller): reading
+    past its end would kill the process (SIGBUS), not raise. (A file cut between this
+    check and the read still does: the check catches a file changed between chunks.) A
+    file replaced at its path (``os.replace``) or deleted is still mapped whole: read on."""
+    for path, mapping, size in files:
+        try:
+            now = _mapped_size(path, mapping)
         except OSError as err:
             now, why = 0, f"cannot be read any more ({err.strerror or err})"
         else:
             why = f"shrank from {size} to {now} bytes"
         if now < size:
+            during = "training" if caller == "fit" else f"{caller} read it"
             raise ValueError(f"{where}: the file {path} behind the memory-mapped data {why} "
-                             "while training; its rows cannot be read. Keep a file unchanged "
-                             "while fit streams it (write a new file, then start a new fit)")
+                             f"while {during}; its rows cannot be read. Keep a file unchanged "
+                             f"while {caller} streams it (write the new data to a new file and "
+                             "os.replace it onto the path: the mapped file is read on whole)")
 
 
 def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
@@ -328,7 +346,7 @@ class ArraySource:
     """
 
     def __init__(self, net: Network, name: str, X, Y, loss: str, batch_size: int,
-                 rows: slice = slice(None)) -> None:
+                 rows: slice = slice(None), caller: str = "fit") -> None:
         checks.check_split(net, name, X, Y)
         for a, v in ((X, "X"), (Y, "Y")):  # (its rows are read through np.asarray)
             checks.check_unmasked(a, f"{name} {v}")
@@ -337,7 +355,7 @@ class ArraySource:
         self.batch_size = min(batch_size, self.n)
         self.n_batches = max(self.n // self.batch_size, 1)
         self.rows = rows  # this process's rows of every batch
-        self.files = _mapped_files(X, Y)
+        self.files, self.caller = _mapped_files(X, Y), caller  # (caller: named by errors)
 
     def batch_bytes(self) -> int:
         per = math.prod(np.shape(self.X)[1:]) + math.prod(np.shape(self.Y)[1:])
@@ -349,7 +367,7 @@ class ArraySource:
         for i in range(start, self.n_batches, k):
             idx = order[i:i + k]
             where = f"{self.name} batches {i}-{i + len(idx) - 1}"
-            _check_mapped(self.files, where)
+            _check_mapped(self.files, where, self.caller)
             rows = idx.ravel()
             X, Y = _check_values(self.net, where, _read(self.X, rows, f"{where} X"),
                                  _read(self.Y, rows, f"{where} Y"),
@@ -363,7 +381,7 @@ class ArraySource:
         c = min(c, self.n)
         for i in range(0, self.n, c):
             s = min(i, self.n - c)
-            _check_mapped(self.files, f"{self.name} samples {s}-{s + c - 1}")
+            _check_mapped(self.files, f"{self.name} samples {s}-{s + c - 1}", self.caller)
             X, Y = _check_values(self.net, f"{self.name} samples {s}-{s + c - 1}",
                                  _read(self.X, slice(s, s + c), f"{self.name} X"),
                                  _read(self.Y, slice(s, s + c), f"{self.name} Y"), self.loss)
@@ -878,7 +896,7 @@ def predict_array(net: Network, params: Params, X, stream: Stream,
     def read(start: int) -> tuple[int, jax.Array]:
         s = min(start, n - c)
         where = f"predict X samples {s}-{s + c - 1}"
-        _check_mapped(files, where)
+        _check_mapped(files, where, "predict")
         Xc = checks.host_float(_read(X, slice(s, s + c), "predict X"), where)
         checks.check_compute_range(net, Xc, where)
         return s, jax.device_put(Xc)

@@ -3,11 +3,15 @@ transformations of the parameters, and files changed while they are read."""
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
 from epynn_jax import layers, network
+from epynn_jax.network import streaming
+from epynn_jax.network.streaming import Stream
 
 NET = network.build([layers.Dense(4, "relu"), layers.Dense(3, "softmax")], (6,))
 PARAMS = network.init(NET, 1)
@@ -33,3 +37,54 @@ def test_predict_under_jit_and_grad_of_the_params_is_not_streamed(tmp_path, how)
     np.testing.assert_allclose(np.asarray(A), expected, rtol=1e-6, atol=1e-7)
     grads = jax.grad(lambda p: network.predict(NET, p, data, **kwargs)[:, 0].sum())(PARAMS)
     assert grads[0]["W"].shape == (6, 4) and np.isfinite(np.asarray(grads[0]["W"])).all()
+
+
+def _after_first_chunk(monkeypatch, action):
+    """Run ``action()`` once the first chunk of a stream was read (no reader thread)."""
+    read, done = streaming._read, []
+
+    def reading(a, rows, where):
+        out = read(a, rows, where)
+        if not done:
+            done.append(action())
+        return out
+
+    monkeypatch.setattr(streaming, "_read", reading)
+
+
+@pytest.mark.parametrize("change", ["replaced", "deleted"])
+def test_a_file_replaced_or_deleted_at_its_path_is_still_read_whole(tmp_path, monkeypatch,
+                                                                    change):
+    # The mapping holds the file it mapped: os.replace of a smaller file onto the path (an
+    # atomic save of new data) or deleting the path leaves it whole. The check read the
+    # size at the path and stopped the stream ("shrank", "cannot be read any more").
+    path = tmp_path / "X.npy"
+    Xm = _mapped(path, X)
+    expected = np.asarray(network.predict(NET, PARAMS, X))
+
+    def act():
+        if change == "deleted":
+            path.unlink()
+        else:
+            np.save(tmp_path / "new.npy", X[:2])
+            (tmp_path / "new.npy").replace(path)
+
+    _after_first_chunk(monkeypatch, act)
+    A = network.predict(NET, PARAMS, Xm, chunk=4, stream=Stream(prefetch=0))
+    np.testing.assert_allclose(A, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("call", ["predict", "evaluate"])
+def test_a_file_cut_in_place_while_predict_or_evaluate_reads_it_is_named(tmp_path,
+                                                                        monkeypatch, call):
+    # Cut by 4 bytes: its last page stays mapped, so even a missed check reads zeros, not
+    # past the end (SIGBUS). The error names the call reading it, not "training".
+    path = tmp_path / "X.npy"
+    Xm = _mapped(path, X)
+    Y = np.eye(3, dtype=np.float32)[RNG.integers(0, 3, len(X))]
+    _after_first_chunk(monkeypatch, lambda: os.truncate(path, os.path.getsize(path) - 4))
+    with pytest.raises(ValueError, match=rf"shrank from \d+ to \d+ bytes while {call} read it"):
+        if call == "predict":
+            network.predict(NET, PARAMS, Xm, chunk=4, stream=Stream(prefetch=0))
+        else:
+            network.evaluate(NET, PARAMS, Xm, Y, ("accuracy",), chunk=4)
