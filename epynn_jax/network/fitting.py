@@ -874,8 +874,9 @@ def _predict_streamed(net: Network, params: Params, X, chunk: int | None,
     if not checks.is_real(X.dtype):
         raise TypeError(f"X: expected numeric data, got dtype {X.dtype}")
     check_input_shape(net, tuple(np.shape(X)), "X")
-    with _gc.paused():
-        return streaming.predict_array(net, params, X, stream, chunk)
+    # (the collector is paused around each compiled call only: the stream reads the
+    # caller's data for as long as it takes, see network._gc)
+    return streaming.predict_array(net, params, X, stream, chunk)
 
 
 def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
@@ -900,8 +901,7 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     labels = next((m for m in ("CCE", "BCE", "MSLE") if m in metric_names), "MSE")
     src = streaming.ArraySource(net, "evaluate", X, Y, labels, int(np.shape(X)[0]) or 1,
                                 caller="evaluate")
-    with _gc.paused():
-        scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh)
+    scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh)
     return {name: scores[name] for name in metric_names}
 
 

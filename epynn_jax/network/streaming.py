@@ -50,7 +50,7 @@ import numpy as np
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths import prng
-from epynn_jax.network import checks, parallel
+from epynn_jax.network import _gc, checks, parallel
 from epynn_jax.network.epoch import (
     Guard,
     TrainState,
@@ -851,11 +851,14 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
     chunks (:func:`~epynn_jax.maths.metrics.statistics`), equal to one forward's metrics."""
     c = eval_chunk(net) if chunk is None else chunk
     total = None
-    for X, Y, mask in src.eval_chunks(c):
-        stats = _chunk_statistics(net, metric_names, params, *_place_flat(mesh, X, Y), mask)
+    for X, Y, mask in src.eval_chunks(c):  # (read with the collector on: see network._gc)
+        with _gc.paused():  # its first call traces
+            stats = _chunk_statistics(net, metric_names, params, *_place_flat(mesh, X, Y),
+                                      mask)
         total = stats if total is None else jax.tree.map(jnp.add, total, stats)
     dtype = _forward_facts(net, np.dtype(float_dtype()))[2]
-    return _from_statistics(metric_names, total, np.dtype(dtype))
+    with _gc.paused():
+        return _from_statistics(metric_names, total, np.dtype(dtype))
 
 
 def _place_flat(mesh, X, Y):
@@ -903,8 +906,10 @@ def predict_array(net: Network, params: Params, X, stream: Stream,
 
     reader = _Prefetch(iter(range(0, n, c)), read, stream.prefetch)
     try:
-        for s, Xc in reader:
-            out[s:s + c] = np.asarray(predict_jit(net, params, Xc, c))
+        for s, Xc in reader:  # (read with the collector on: see network._gc)
+            with _gc.paused():  # its first call traces
+                A = predict_jit(net, params, Xc, c)
+            out[s:s + c] = np.asarray(A)
     finally:
         reader.close()
     return out
