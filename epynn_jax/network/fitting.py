@@ -901,7 +901,8 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     labels = next((m for m in ("CCE", "BCE", "MSLE") if m in metric_names), "MSE")
     src = streaming.ArraySource(net, "evaluate", X, Y, labels, int(np.shape(X)[0]) or 1,
                                 caller="evaluate")
-    scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh)
+    scores = streaming.evaluate_source(net, params, src, metric_names, chunk, mesh,
+                                       stream or streaming.Stream())
     return {name: scores[name] for name in metric_names}
 
 

@@ -846,16 +846,33 @@ def _split3(key: jax.Array):
 
 
 def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, ...],
-                    chunk: int | None = None, mesh=None) -> dict:
+                    chunk: int | None = None, mesh=None, stream: Stream | None = None
+                    ) -> dict:
     """Every metric on a streamed split, one chunk at a time: the summed statistics of the
-    chunks (:func:`~epynn_jax.maths.metrics.statistics`), equal to one forward's metrics."""
+    chunks (:func:`~epynn_jax.maths.metrics.statistics`), equal to one forward's metrics.
+
+    With a ``stream`` (``network.evaluate``'s), ``stream.prefetch`` chunks are read and
+    placed ahead by a reader thread, and the default chunk is smaller when the chunks
+    in flight would pass its memory budget, as :func:`predict_array` reads; without
+    one (``fit``'s evaluation) they are read in the caller's thread."""
     c = eval_chunk(net) if chunk is None else chunk
+    depth = 0
+    if stream is not None:
+        depth = stream.prefetch
+        if chunk is None and isinstance(src, ArraySource):
+            row = math.prod(np.shape(src.X)[1:]) + math.prod(np.shape(src.Y)[1:])
+            row = max(row * np.dtype(float_dtype()).itemsize, 1)
+            c = max(1, min(c, memory_budget(stream) // (row * (depth + 2))))
+    reader = _Prefetch(src.eval_chunks(c), lambda xym: (*_place_flat(mesh, *xym[:2]), xym[2]),
+                       depth)
     total = None
-    for X, Y, mask in src.eval_chunks(c):  # (read with the collector on: see network._gc)
-        with _gc.paused():  # its first call traces
-            stats = _chunk_statistics(net, metric_names, params, *_place_flat(mesh, X, Y),
-                                      mask)
-        total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    try:
+        for X, Y, mask in reader:  # (read with the collector on: see network._gc)
+            with _gc.paused():  # its first call traces
+                stats = _chunk_statistics(net, metric_names, params, X, Y, mask)
+            total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+    finally:
+        reader.close()
     dtype = _forward_facts(net, np.dtype(float_dtype()))[2]
     with _gc.paused():
         return _from_statistics(metric_names, total, np.dtype(dtype))

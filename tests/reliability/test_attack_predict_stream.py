@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 
 import jax
 import numpy as np
@@ -98,8 +99,11 @@ class _Rows:
     def __init__(self, a):
         self.a, self.shape, self.dtype, self.collector_on = a, a.shape, a.dtype, []
 
+        self.threads: list[str] = []
+
     def __getitem__(self, rows):
         self.collector_on.append(gc.isenabled())
+        self.threads.append(threading.current_thread().name)
         return self.a[rows]
 
 
@@ -116,8 +120,25 @@ def test_a_stream_reads_the_callers_data_with_the_collector_on(call):
         np.testing.assert_allclose(A, np.asarray(network.predict(NET, PARAMS, X)),
                                    rtol=1e-6, atol=1e-7)
     else:
-        got = network.evaluate(NET, PARAMS, Xr, Y, ("accuracy", "CCE"), chunk=4, stream=True)
+        got = network.evaluate(NET, PARAMS, Xr, Y, ("accuracy", "CCE"), chunk=4,
+                                stream=Stream(prefetch=0))
         want = network.evaluate(NET, PARAMS, X, Y, ("accuracy", "CCE"))
         for name in want:
             np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-6)
     assert Xr.collector_on == [True] * 3 and gc.isenabled()
+
+
+def test_evaluate_reads_ahead_and_within_the_budget_its_stream_gives():
+    # docs/streaming.md: a Stream gives evaluate its prefetch and memory_budget, as it
+    # gives predict. evaluate read every chunk in the caller's thread, of eval_chunk rows
+    # whatever the budget (here: one read of all 10 rows, not 4 of 3).
+    Xr = _Rows(X)
+    Y = np.eye(3, dtype=np.float32)[RNG.integers(0, 3, len(X))]
+    row = (6 + 3) * 4 * (2 + 2)  # X and Y bytes of a row, times the chunks in flight
+    got = network.evaluate(NET, PARAMS, Xr, Y, ("accuracy", "CCE"),
+                           stream=Stream(prefetch=2, memory_budget=3 * row))
+    want = network.evaluate(NET, PARAMS, X, Y, ("accuracy", "CCE"))
+    for name in want:
+        np.testing.assert_allclose(float(got[name]), float(want[name]), rtol=1e-6)
+    assert len(Xr.threads) == 4 and set(Xr.threads) == {"epynn_jax-stream"}
+    assert "epynn_jax-stream" not in {t.name for t in threading.enumerate()}  # stopped
