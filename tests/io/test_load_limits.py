@@ -99,6 +99,7 @@ def test_a_file_at_the_layer_cap_loads_tracing_each_distinct_layer_once(tmp_path
     net = network.build([layers.Dense(2)] * ckpt.MAX_LAYERS, (2,))
     path = save_model(tmp_path / "deep.epynn", net, network.init(net, jax.random.key(0)))
     traced = []  # the tracing function replaced: its memo starts empty, as in a new process
+    network.model._built_before.cache_clear()  # and build's memo of networks, too
     real = base._abstract_forward
     monkeypatch.setattr(base, "_abstract_forward",
                         lambda layer, *a, **k: (traced.append(layer), real(layer, *a, **k))[1])
