@@ -160,6 +160,33 @@ def _stops(answer: Any) -> bool:
     return False
 
 
+def _call_back(callback: Callable, progress: Progress) -> bool:
+    """Call ``callback(epoch, history)``; whether it asks to stop (:func:`_stops`). It is given
+    ``fit``'s own history (a copy per epoch made a long run quadratic): one it changed is
+    refused here, naming it, before the next epoch appends to it or a checkpoint saves it
+    (an appended value made the checkpoint refuse to resume; a metric deleted, a
+    ``KeyError`` from inside ``fit``). The last checkpoint, saved before the call, is
+    intact."""
+    history = progress.history
+    before = _outline(history)
+    stop = _stops(callback(progress.epoch - 1, history))
+    if _outline(history) != before:
+        name = getattr(callback, "__qualname__", None) or repr(callback)
+        raise ValueError(f"fit: callback {name} changed the history it was given (a metric, "
+                         "a split, an epoch or the last values); a callback may read it, not "
+                         "change it: keep a copy (copy.deepcopy(history)) to edit or store")
+    return stop
+
+
+def _outline(history: Any) -> Any:
+    """``{metric: {split: (epochs, last value)}}`` of a history (None: not one any more)."""
+    try:
+        return {m: {s: (len(v), v[-1] if v else None) for s, v in splits.items()}
+                for m, splits in history.items()}
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
+
+
 def _append(history: dict, scores: dict) -> dict:
     """``history`` with one more epoch of ``scores`` ({split: {metric: value}}), in place
     (a copy per epoch made a long run quadratic; see :func:`_truncated` for Ctrl-C)."""
@@ -581,7 +608,7 @@ def fit(
                 replay = False
             if checkpoints is not None:
                 saved.update(checkpoints.after_epoch(net, progress, metadata))
-            if any(_stops(cb(progress.epoch - 1, progress.history)) for cb in callbacks):
+            if any(_call_back(cb, progress) for cb in callbacks):
                 break
         if checkpoints is not None:
             saved.update(checkpoints.finish(net, progress, metadata))

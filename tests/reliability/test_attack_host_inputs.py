@@ -153,3 +153,27 @@ def test_a_label_vector_for_one_output_unit_is_told_to_reshape(data):
     with pytest.raises(ValueError, match=r"dtrain Y: labels of shape \(16,\) .* needs shape "
                                          r"\(16, 1\): pass Y.reshape\(-1, 1\)"):
         network.fit(one, network.init(one, 0), {"dtrain": (X, Y[:, 0])}, epochs=1, loss="BCE")
+
+
+@pytest.mark.parametrize("change", [
+    lambda h: h["CCE"]["dval"].append(0.0),          # an epoch more
+    lambda h: h.pop("accuracy"),                     # a metric less
+    lambda h: h["CCE"].__setitem__("dval", 1.0),     # not a list any more
+    lambda h: h["CCE"]["dval"].__setitem__(-1, 0.0),  # the last value
+])
+def test_a_callback_that_changes_the_history_is_named_and_the_checkpoint_resumes(
+        net, params, data, tmp_path, change):
+    # was: an appended value saved a checkpoint that refused to resume ("history does not
+    # have 2 epochs"), a deleted metric a bare KeyError from inside fit
+    def editor(epoch, history):
+        if epoch == 1:
+            change(history)
+
+    kw = dict(KW, metrics=("accuracy",), key=1)
+    with pytest.raises(ValueError, match="callback .*editor changed the history"):
+        network.fit(net, params, data, epochs=3, callbacks=[editor],
+                    checkpoints=Checkpoints(tmp_path, every=1), **kw)
+    resumed = network.fit(net, params, data, epochs=3, resume=load_checkpoint(tmp_path), **kw)
+    straight = network.fit(net, params, data, epochs=3, **kw)
+    assert resumed.epochs == 3 and _same(resumed.params, straight.params)
+    assert resumed.history == straight.history
