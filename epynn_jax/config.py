@@ -25,7 +25,7 @@ freezes the objects the imports made for the garbage collector (``gc.freeze``).
 - a cache directory the user already chose (``JAX_COMPILATION_CACHE_DIR`` or
   ``jax.config.update('jax_compilation_cache_dir', ...)``) is kept;
 - :func:`enable_compilation_cache` ``(False)`` switches it off at any time;
-- while it is on, ``fit``'s and ``predict``'s programs are also kept in its
+- while it is on, ``fit``'s, ``predict``'s and ``evaluate``'s programs are also kept in its
   ``epynn_jax-programs`` subdirectory, keyed on what determines them, and read
   back in a later process without being traced (``epynn_jax.network.programs``;
   ``EPYNN_JAX_NO_PROGRAM_STORE=1`` leaves that part out).
