@@ -189,10 +189,14 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     With a ``mesh`` whose ``'data'`` axis has ``d`` devices and ``n`` divisible
     by ``d``, the set is taken as ``d`` contiguous blocks (its sharding) and
     each chunk holds ``c`` rows of every block, so each device evaluates its own
-    rows; ``chunk`` then counts the samples of all devices together.
+    rows; ``chunk`` then counts the samples of all devices together. ``mesh`` is what
+    ``fit`` takes: a Mesh with a ``'data'`` axis or a sequence of devices
+    (:func:`~epynn_jax.network.parallel.as_mesh`).
     """
     metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
     checks.check_net(net, "evaluate")
+    if mesh is not None:  # a list of devices as fit takes it; else a TypeError naming mesh
+        mesh = parallel.as_mesh(mesh)
     params = checks.check_params(net, params, "evaluate")  # shapes: checked while tracing too
     checks.check_params_finite(net, params, "evaluate")  # values: not when traced
     checks.check_split(net, "evaluate", X, Y)

@@ -915,6 +915,8 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     whole, and the metrics are those of one forward over it."""
     tracing = any(isinstance(a, jax.core.Tracer) for a in (X, Y))
     stream = streaming.as_stream(stream, "evaluate")
+    if mesh is not None:  # what fit takes (a list of devices too), checked as fit checks it
+        mesh = parallel.as_mesh(mesh)
     if tracing or (stream is None and not streaming.needs_stream((X, Y))):
         return _evaluate(net, params, X, Y, metric_names, chunk, mesh=mesh)
     metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
