@@ -274,3 +274,26 @@ def test_a_custom_layer_class_is_never_imported(tmp_path, x64):
         read_model(str(path))
     assert "json.tool" not in sys.modules
     assert issubclass(Scale, Layer)
+
+
+@pytest.mark.parametrize("init_logs", [True, False])
+def test_a_read_model_cannot_train_and_says_what_to_do(tmp_path, init_logs):
+    """docs/compat.md: a read model's Embedding holds no data, so it does not train further
+    (it raised a bare IndexError or AttributeError '_key', after counting the epochs); the
+    error names EpyNN.train and the way: a model with data, initialize(), the read weights."""
+    model = make("dense", train=1)
+    model.write(str(tmp_path / "m.epynn"))
+    back = read_model(str(tmp_path / "m.epynn"))
+    with pytest.raises(ValueError, match=r"EpyNN\.train.*read_model") as err:
+        back.train(1, init_logs=init_logs)
+    assert "initialize()" in str(err.value) and "Embedding" in str(err.value)
+    assert back.epochs == model.epochs  # nothing changed
+    assert_same_model(model, back)
+    X = DATA["flat"][:7]
+    np.testing.assert_array_equal(back.predict(X).A, model.predict(X).A)
+    # the way the error gives: a model with data, initialized, the read weights assigned
+    fresh = make("dense")
+    for layer, read in zip(fresh.layers, back.layers):
+        layer.p = {k: np.array(v) for k, v in read.p.items()}
+    fresh.train(1, init_logs=False)
+    assert fresh.epochs == 1

@@ -319,6 +319,12 @@ class EpyNN:
                              f"epoch table every verbose epochs; 0: the default), got {verbose}")
         if not self.initialized:
             self.initialize()
+        if "_key" not in self.__dict__:  # initialized by read_model, never by initialize()
+            raise ValueError(
+                "EpyNN.train: a model from read_model does not train further (its Embedding "
+                "holds no data, as docs/compat.md says); build a model with an Embedding of "
+                "data, initialize() it, assign each layer's p from the read model and train "
+                "that one")
         self._device_data()  # the data checked (labels in the loss's range) before any change
         if mesh is not None:
             mesh = _train.check_mesh(self, mesh)
