@@ -89,6 +89,7 @@ import importlib
 import io
 import json
 import math
+import numbers
 import os
 import re
 import secrets
@@ -433,6 +434,14 @@ def _build_network(doc: dict, resolver: _Resolver) -> Network:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _count_arg(value: Any, name: str, where: str = "save_model") -> int:
+    """An int argument ``>= 0`` as a Python int: any ``numbers.Integral`` but a bool (a
+    NumPy int too, as ``fit`` takes), else ``ValueError`` naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{where}: {name} must be an int >= 0, got {value!r}")
+    return int(value)
 
 
 def _is_key(x: Any) -> bool:
@@ -939,6 +948,9 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     ``model.json`` beyond ``MAX_JSON_BYTES``) before anything is written; a path that
     cannot be written (:func:`atomic_write`) raises ``OSError`` naming it. Every array's
     index entry holds the SHA-256 of its ``.npy`` member. Returns the path.
+
+    ``epoch`` and ``batch`` take any ``numbers.Integral`` but a bool (a NumPy int too),
+    stored as a Python int.
     """
     if isinstance(net, Network) and len(net.layers) > MAX_LAYERS:
         raise ValueError(f"save_model: the network has {len(net.layers)} layers; model files "
@@ -949,10 +961,8 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     index = {name: _host_array(a, name, _PARAM_KINDS)[1] for name, a in arrays.items()}
     checkpoint = None
     if opt_state is not None or key is not None or epoch is not None:
-        if epoch is not None and (not _is_int(epoch) or epoch < 0):
-            raise ValueError(f"save_model: epoch must be an int >= 0, got {epoch!r}")
-        if not _is_int(batch) or batch < 0:
-            raise ValueError(f"save_model: batch must be an int >= 0, got {batch!r}")
+        epoch = None if epoch is None else _count_arg(epoch, "epoch")
+        batch = _count_arg(batch, "batch")
         leaves = jax.tree_util.tree_leaves(opt_state) if opt_state is not None else []
         for j, leaf in enumerate(leaves):
             arrays[f"opt_state/{j}"], index[f"opt_state/{j}"] = _host_array(
@@ -961,7 +971,7 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
             arrays["key"], index["key"] = _key_entry(key)
         checkpoint = {"epoch": epoch, "opt_state": None if opt_state is None else len(leaves)}
         if batch:
-            checkpoint["batch"] = int(batch)
+            checkpoint["batch"] = batch
         structure = None if opt_state is None else state_structure(opt_state)
         if structure is not None:
             checkpoint["opt_structure"] = structure

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from epynn_jax.io.checkpoint import save_checkpoint
 from epynn_jax.maths import metrics as metrics_lib
+from epynn_jax.network.checks import positive_int
 from epynn_jax.network.fitting import Progress
 from epynn_jax.network.model import Network
 
@@ -45,8 +46,10 @@ class Checkpoints:
     (``fit`` then streams the epoch in chunks of ``N`` batches); a resume
     continues at the batch it records.
 
-    Arguments are checked here; ``fit`` checks ``best`` against its metrics and splits
-    (:meth:`start`) before any tracing.
+    ``every`` and ``every_batches`` take any ``numbers.Integral`` >= 1 but a bool (a NumPy
+    int too, as ``fit``'s ``epochs``), kept as Python ints. Arguments are checked here;
+    ``fit`` checks ``best`` against its metrics and splits (:meth:`start`) before any
+    tracing.
     """
 
     def __init__(self, directory: str | os.PathLike, every: int | None = None,
@@ -55,10 +58,10 @@ class Checkpoints:
         self.directory = Path(directory)
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"Checkpoints: {str(self.directory)!r} is not a directory")
-        for name, value in (("every", every), ("every_batches", every_batches)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < 1):
-                raise ValueError(f"Checkpoints: {name} must be a positive int, got {value!r}")
+        if every is not None:
+            every = positive_int(every, "every", "Checkpoints")
+        if every_batches is not None:
+            every_batches = positive_int(every_batches, "every_batches", "Checkpoints")
         if best is not None:
             if not (isinstance(best, (tuple, list)) and len(best) == 3):
                 raise ValueError("Checkpoints: best must be a (metric, split, mode) triple, e.g. "
