@@ -852,11 +852,24 @@ class _Hashing:
         return self.f.write(b)
 
 
+def _json_number(x: Any) -> Any:
+    """``json.dumps``'s ``default``: a NumPy scalar or 0-d array (NumPy or JAX) of bools,
+    ints or floats as the Python bool, int or float it holds (a NaN or inf float is then
+    written as Python's are: ``NaN``, ``Infinity``); anything else is not JSON-serializable."""
+    if isinstance(x, (np.generic, np.ndarray, jax.Array)) and np.ndim(x) == 0 \
+            and checks.is_real(x.dtype):
+        arr = np.asarray(x)
+        kind = arr.dtype.kind
+        return bool(arr) if kind == "b" else int(arr) if kind in "iu" else float(arr)
+    raise TypeError(f"Object of type {type(x).__name__} is not JSON serializable")
+
+
 def _json_dict(value: Any, what: str) -> Any:
     """``value`` as it will be read back from the file (JSON: tuples become lists), once it
-    is JSON-serializable and every key of its objects a str (:func:`_check_keys`)."""
+    is JSON-serializable (NumPy scalars and 0-d arrays as Python numbers:
+    :func:`_json_number`) and every key of its objects a str (:func:`_check_keys`)."""
     try:
-        doc = json.loads(json.dumps(value))
+        doc = json.loads(json.dumps(value, default=_json_number))
     except (TypeError, ValueError, RecursionError) as err:
         raise TypeError(f"save_model: {what} must be JSON-serializable: {err}") from None
     _check_keys(value, what)
@@ -950,7 +963,10 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     index entry holds the SHA-256 of its ``.npy`` member. Returns the path.
 
     ``epoch`` and ``batch`` take any ``numbers.Integral`` but a bool (a NumPy int too),
-    stored as a Python int.
+    stored as a Python int; NumPy scalars and 0-d arrays in ``metadata``, ``history`` and
+    ``extras`` are written as the Python numbers they hold (a NaN or inf float as JSON
+    ``NaN``/``Infinity``, as a Python float is); any other value JSON cannot hold raises
+    ``TypeError`` naming the argument.
     """
     if isinstance(net, Network) and len(net.layers) > MAX_LAYERS:
         raise ValueError(f"save_model: the network has {len(net.layers)} layers; model files "

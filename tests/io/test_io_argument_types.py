@@ -1,6 +1,9 @@
-"""The io functions take the argument types ``fit`` takes: NumPy ints for ints."""
+"""The io functions take the argument types ``fit`` takes: NumPy ints for ints, NumPy
+scalars in a history."""
 
 from __future__ import annotations
+
+import math
 
 import jax
 import numpy as np
@@ -38,3 +41,22 @@ def test_checkpoint_epoch_and_batch_take_numpy_ints(tmp_path, model):
             save_model(tmp_path / "x.epynn", net, params, epoch=bad)
         with pytest.raises(ValueError, match="save_model: batch must be an int >= 0"):
             save_model(tmp_path / "x.epynn", net, params, epoch=1, batch=bad)
+
+
+def test_history_and_metadata_take_numpy_scalars(tmp_path, model):
+    net, params = model
+    history = {"loss": {"dtrain": [np.float32(0.5), np.int64(2), np.array(0.25),
+                                   np.float32("nan"), np.float64("inf")]}}
+    m = load_model(save_model(tmp_path / "m.epynn", net, params, history=history,
+                              metadata={"lr": np.float32(0.5)}))
+    values = m.history["loss"]["dtrain"]
+    assert values[:3] == [0.5, 2, 0.25] and math.isnan(values[3]) and values[4] == math.inf
+    assert m.metadata == {"lr": 0.5}
+    # NumPy NaN is written as a Python NaN is
+    python = load_model(save_model(tmp_path / "p.epynn", net, params,
+                                   history={"loss": {"dtrain": [float("nan")]}}))
+    assert math.isnan(python.history["loss"]["dtrain"][0])
+    for bad in (np.complex64(1j), np.array([1.0]), object()):
+        with pytest.raises(TypeError, match="save_model: history must be JSON-serializable"):
+            save_model(tmp_path / "x.epynn", net, params, history={"loss": {"dtrain": [bad]}})
+    assert not (tmp_path / "x.epynn").exists()
