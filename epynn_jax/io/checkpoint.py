@@ -444,6 +444,16 @@ def _count_arg(value: Any, name: str, where: str = "save_model") -> int:
     return int(value)
 
 
+def path_arg(path: Any, name: str = "path", where: str = "save_model") -> str:
+    """A path argument as a str: a str, bytes (``os.fsdecode``) or ``os.PathLike``; anything
+    else (an int file descriptor included) raises ``TypeError`` naming the argument."""
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"{where}: {name} must be a str, bytes or os.PathLike path, got "
+                        f"{type(path).__name__}") from None
+
+
 def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -767,15 +777,15 @@ def _remove_stale_temps(path: Path, min_age_s: float | None = None) -> list[Path
 def _write_target(path: str | os.PathLike) -> tuple[Path, Path]:
     """The regular file :func:`atomic_write` replaces for ``path`` (a link followed) and
     its directory, or an ``OSError`` naming ``path``, before anything is created."""
-    text = os.fsdecode(os.fspath(path))
+    text = path_arg(path, where="atomic_write")
     if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
         raise IsADirectoryError(f"cannot write {text}: it ends with a path separator, so it "
                                 "names a directory; give the path of a file")
-    target = Path(path)
+    target = Path(text)
     if target.is_symlink():
         target = Path(os.path.realpath(target))
         if target.is_symlink():  # realpath stops where the links loop
-            raise OSError(f"cannot write {path}: a loop of symbolic links (at {target})")
+            raise OSError(f"cannot write {text}: a loop of symbolic links (at {target})")
     if target.exists() and not target.is_file():
         raise OSError(f"{target} exists and is not a regular file ({_kind(target.stat())}): "
                       "give the path of a file to write")
@@ -962,12 +972,14 @@ def save_model(path: str | os.PathLike, net: Network, params: Params, *,
     cannot be written (:func:`atomic_write`) raises ``OSError`` naming it. Every array's
     index entry holds the SHA-256 of its ``.npy`` member. Returns the path.
 
-    ``epoch`` and ``batch`` take any ``numbers.Integral`` but a bool (a NumPy int too),
-    stored as a Python int; NumPy scalars and 0-d arrays in ``metadata``, ``history`` and
-    ``extras`` are written as the Python numbers they hold (a NaN or inf float as JSON
-    ``NaN``/``Infinity``, as a Python float is); any other value JSON cannot hold raises
-    ``TypeError`` naming the argument.
+    ``path`` is a str, bytes (decoded with ``os.fsdecode``) or ``os.PathLike``, as for
+    every path of this module (:func:`path_arg`). ``epoch`` and ``batch`` take any
+    ``numbers.Integral`` but a bool (a NumPy int too), stored as a Python int; NumPy
+    scalars and 0-d arrays in ``metadata``, ``history`` and ``extras`` are written as the
+    Python numbers they hold (a NaN or inf float as JSON ``NaN``/``Infinity``, as a Python
+    float is); any other value JSON cannot hold raises ``TypeError`` naming the argument.
     """
+    path = path_arg(path)
     if isinstance(net, Network) and len(net.layers) > MAX_LAYERS:
         raise ValueError(f"save_model: the network has {len(net.layers)} layers; model files "
                          f"hold at most {MAX_LAYERS}, so the file could not be loaded (raise "
@@ -1403,8 +1415,8 @@ def open_regular(path: str | os.PathLike, what: str = "model file") -> io.Buffer
 
 def _load(path: str | os.PathLike, allow_modules: Sequence[str],
           custom_layers: Mapping[str, type] | None) -> Model:
+    path = Path(path_arg(path, where="load_model"))
     resolver = _Resolver(allow_modules, custom_layers)
-    path = Path(path)
     with open_regular(path) as f:  # a missing or unreadable file raises the usual OSError
         try:
             zf = zipfile.ZipFile(f)
@@ -1433,11 +1445,12 @@ def load_model(path: str | os.PathLike, *, allow_modules: Sequence[str] = (),
     ``allow_modules`` names modules (and their submodules) that may be
     imported for custom layer classes; ``custom_layers`` maps a class name
     (``"MyLayer"`` or ``"mypkg.layers:MyLayer"``) to the class itself. Nothing
-    else outside ``epynn_jax`` is imported. Raises :class:`ModelFileError` for
-    any problem with the file's content, ``OSError`` when ``path`` is missing or not
-    a regular file (:func:`open_regular`: a named pipe would block forever). In a
-    checkpoint, ``opt_state`` is the tuple of the optimizer state's leaves (see
-    :func:`load_checkpoint`).
+    else outside ``epynn_jax`` is imported. ``path`` is a str, bytes (``os.fsdecode``) or
+    ``os.PathLike`` (anything else: ``TypeError`` naming it). Raises
+    :class:`ModelFileError` for any problem with the file's content, ``OSError`` when
+    ``path`` is missing or not a regular file (:func:`open_regular`: a named pipe would
+    block forever). In a checkpoint, ``opt_state`` is the tuple of the optimizer state's
+    leaves (see :func:`load_checkpoint`).
     """
     return _load(path, allow_modules, custom_layers)
 
@@ -1470,6 +1483,7 @@ def load_checkpoint(path: str | os.PathLike, optimizer: Any = None, *,
     fingerprint) have the wrong types
     (:func:`~epynn_jax.network.checks.check_fit_metadata`).
     """
+    path = path_arg(path, where="load_checkpoint")
     if Path(path).is_dir():
         path = Path(path) / "last.epynn"
     model = load_model(path, allow_modules=allow_modules, custom_layers=custom_layers)

@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from epynn_jax.io.checkpoint import save_checkpoint
+from epynn_jax.io.checkpoint import path_arg, save_checkpoint
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network.checks import positive_int
 from epynn_jax.network.fitting import Progress
@@ -46,16 +46,17 @@ class Checkpoints:
     (``fit`` then streams the epoch in chunks of ``N`` batches); a resume
     continues at the batch it records.
 
-    ``every`` and ``every_batches`` take any ``numbers.Integral`` >= 1 but a bool (a NumPy
-    int too, as ``fit``'s ``epochs``), kept as Python ints. Arguments are checked here;
-    ``fit`` checks ``best`` against its metrics and splits (:meth:`start`) before any
-    tracing.
+    ``directory`` is a str, bytes or ``os.PathLike`` (as every path of
+    :mod:`~epynn_jax.io.checkpoint`); ``every`` and ``every_batches`` take any
+    ``numbers.Integral`` >= 1 but a bool (a NumPy int too, as ``fit``'s ``epochs``),
+    kept as Python ints. Arguments are checked here; ``fit`` checks ``best`` against its
+    metrics and splits (:meth:`start`) before any tracing.
     """
 
     def __init__(self, directory: str | os.PathLike, every: int | None = None,
                  best: tuple[str, str, str] | None = None,
                  every_batches: int | None = None) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(path_arg(directory, "directory", "Checkpoints"))
         if self.directory.exists() and not self.directory.is_dir():
             raise ValueError(f"Checkpoints: {str(self.directory)!r} is not a directory")
         if every is not None:

@@ -1,9 +1,10 @@
 """The io functions take the argument types ``fit`` takes: NumPy ints for ints, NumPy
-scalars in a history."""
+scalars in a history, bytes paths (as ``os.open`` and ``read_format`` do)."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import jax
 import numpy as np
@@ -11,7 +12,7 @@ import optax
 import pytest
 
 from epynn_jax import layers, network
-from epynn_jax.io import Checkpoints, load_model, save_checkpoint, save_model
+from epynn_jax.io import Checkpoints, load_checkpoint, load_model, save_checkpoint, save_model
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +61,18 @@ def test_history_and_metadata_take_numpy_scalars(tmp_path, model):
         with pytest.raises(TypeError, match="save_model: history must be JSON-serializable"):
             save_model(tmp_path / "x.epynn", net, params, history={"loss": {"dtrain": [bad]}})
     assert not (tmp_path / "x.epynn").exists()
+
+
+def test_bytes_paths_are_taken_as_str_paths(tmp_path, model):
+    net, params = model
+    path = os.fsencode(tmp_path / "m.epynn")
+    assert save_model(path, net, params) == tmp_path / "m.epynn"
+    assert load_model(path).net == net
+    opt = optax.sgd(0.1)
+    save_checkpoint(tmp_path / "last.epynn", net, params, opt_state=opt.init(params),
+                    key=jax.random.key(1), epoch=1)
+    assert load_checkpoint(os.fsencode(tmp_path)).epoch == 1
+    assert Checkpoints(os.fsencode(tmp_path)).directory == tmp_path
+    for call in (lambda: save_model(3, net, params), lambda: load_model(3)):
+        with pytest.raises(TypeError, match="_model: path must be a str, bytes or os.PathLike"):
+            call()
