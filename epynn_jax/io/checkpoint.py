@@ -438,9 +438,13 @@ def _is_int(x: Any) -> bool:
 
 def _count_arg(value: Any, name: str, where: str = "save_model") -> int:
     """An int argument ``>= 0`` as a Python int: any ``numbers.Integral`` but a bool (a
-    NumPy int too, as ``fit`` takes), else ``ValueError`` naming it."""
+    NumPy int too, as ``fit`` takes) below 2**63 (what the loader takes back), else
+    ``ValueError`` naming it."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{where}: {name} must be an int >= 0, got {value!r}")
+    if value >= _INT64:
+        raise ValueError(f"{where}: {name} must be below 2**63 (a file holds 64-bit ints), "
+                         f"got {value!r}")
     return int(value)
 
 

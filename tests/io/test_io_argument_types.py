@@ -76,3 +76,18 @@ def test_bytes_paths_are_taken_as_str_paths(tmp_path, model):
     for call in (lambda: save_model(3, net, params), lambda: load_model(3)):
         with pytest.raises(TypeError, match="_model: path must be a str, bytes or os.PathLike"):
             call()
+
+
+def test_a_count_the_loader_would_refuse_is_refused_when_saving(tmp_path):
+    import jax
+
+    from epynn_jax import layers, network
+    from epynn_jax.io import save_model
+
+    net = network.build([layers.Dense(2)], (3,))
+    params = network.init(net, jax.random.key(0))
+    for kw in ({"epoch": 2**63}, {"epoch": 1, "batch": 2**63}):
+        name = list(kw)[-1]
+        with pytest.raises(ValueError, match=f"{name} must be below 2\\*\\*63"):
+            save_model(tmp_path / "m.epynn", net, params, **kw)
+    assert not list(tmp_path.iterdir())
