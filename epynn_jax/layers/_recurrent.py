@@ -17,7 +17,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from epynn_jax.layers.base import Layer, LayerError, check_input, count, float_dtype
+from epynn_jax.layers.base import (
+    Layer,
+    LayerError,
+    check_input,
+    count,
+    float_dtype,
+    initialization,
+)
 from epynn_jax.maths import activations, initializers, prng
 
 __all__ = [
@@ -47,8 +54,7 @@ def check_fields(layer: Layer, activation_fields: tuple[str, ...]) -> None:
                 f"{name}: softmax is only allowed in Dense layers, not as {field} of {name}"
             )
         object.__setattr__(layer, field, act)
-    init = initializers.check_initializer(layer.initialization, name)
-    object.__setattr__(layer, "initialization", init)
+    object.__setattr__(layer, "initialization", initialization(layer.initialization, name))
     for flag in ("clip_gradients", "sequences"):
         if not isinstance(getattr(layer, flag), bool):
             raise LayerError(f"{name}: {flag} must be True or False, got {getattr(layer, flag)!r}")

@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 import jax
 import jax.numpy as jnp
 
+from epynn_jax.maths import initializers
 from epynn_jax.maths.activations import DEFAULT_HPARS, ActivationHPars
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "checked_gradients",
     "check_input",
     "count",
+    "initialization",
     "float_dtype",
 ]
 
@@ -357,6 +359,16 @@ def count(value: object, what: str, minimum: int = 1) -> int:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise LayerError(f"{what} must be {kind}, got {value!r}")
     return int(value)
+
+
+def initialization(value: object, layer: str) -> str:
+    """``value`` as the name of a known initializer (a name, or one of
+    :mod:`epynn_jax.maths.initializers`' functions), else :class:`LayerError` naming
+    ``layer`` and its argument ``initialization``, as the other hyperparameters are."""
+    try:
+        return initializers.check_initializer(value, f"{layer}: initialization")
+    except ValueError as err:
+        raise LayerError(str(err)) from None
 
 
 def check_input(layer: Layer, X_shape: tuple[int, ...], ndim: int | None = None) -> None:

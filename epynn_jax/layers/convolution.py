@@ -71,6 +71,7 @@ from epynn_jax.layers.base import (
     check_X,
     count,
     float_dtype,
+    initialization,
 )
 from epynn_jax.maths import activations, initializers
 
@@ -116,7 +117,7 @@ class Convolution(Layer):
         if activate == "softmax":
             raise LayerError("Convolution: softmax is not supported as a convolution activation "
                              "(EpyNN allows it only in Dense); use e.g. 'relu'")
-        init = initializers.check_initializer(self.initialization, "Convolution")
+        init = initialization(self.initialization, "Convolution")
         if init == "orthogonal":  # a 2-D rule; the kernel is 4-D (EpyNN fails there too)
             raise LayerError("Convolution: orthogonal initialization needs a 2-D weight "
                              "matrix, and a kernel is (fh, fw, c, u); use 'xavier'")

@@ -31,6 +31,7 @@ from epynn_jax.layers.base import (
     check_X,
     count,
     float_dtype,
+    initialization,
 )
 from epynn_jax.maths import activations, initializers
 
@@ -49,9 +50,7 @@ class Dense(Layer):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "activate", activations.check_activation(self.activate, "Dense"))
-        object.__setattr__(
-            self, "initialization", initializers.check_initializer(self.initialization, "Dense")
-        )
+        object.__setattr__(self, "initialization", initialization(self.initialization, "Dense"))
         object.__setattr__(self, "units", count(self.units, "Dense: units"))
 
     @property

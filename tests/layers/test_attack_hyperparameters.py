@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from epynn_jax import layers
 from epynn_jax.layers import Convolution, Dropout, LayerError
 from epynn_jax.layers import convolution as conv_module
 
@@ -96,3 +97,28 @@ def test_a_large_overlapping_filter_on_cpu_computes_the_definition(on_cpu, x64):
     assert A.shape == (2, 2, 3, 2)
     np.testing.assert_allclose(A, Z, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(g["dW"], dW, rtol=1e-10, atol=1e-10)
+
+
+# -- initialization: an unknown or wrongly-typed one -------------------------------------
+
+
+@pytest.mark.parametrize("make", [
+    lambda i: layers.Dense(2, initialization=i), lambda i: layers.RNN(2, initialization=i),
+    lambda i: layers.LSTM(2, initialization=i), lambda i: layers.GRU(2, initialization=i),
+    lambda i: layers.Convolution(2, initialization=i)],
+    ids=["Dense", "RNN", "LSTM", "GRU", "Convolution"])
+@pytest.mark.parametrize("bad", ["he", "Xavier", 3, None, ["xavier"], lambda k, s: k],
+                         ids=["he", "Xavier", "int", "None", "list", "lambda"])
+def test_an_unknown_initialization_is_a_layer_error_naming_layer_and_argument(make, bad):
+    """It was a bare ValueError from maths.initializers naming the layer only; the other
+    hyperparameters are refused with a LayerError naming the layer and the argument."""
+    with pytest.raises(LayerError) as err:
+        make(bad)
+    name = make("xavier").name
+    assert str(err.value).startswith(f"{name}: initialization")
+    assert "xavier" in str(err.value)  # the known ones
+
+
+def test_a_known_initialization_is_kept_by_name():
+    assert layers.Dense(2, initialization="zeros").initialization == "zeros"
+    assert layers.GRU(2, initialization="xavier").initialization == "xavier"

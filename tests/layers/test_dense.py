@@ -143,7 +143,7 @@ def test_rejects_bad_units(units):
 def test_rejects_unknown_names():
     with pytest.raises(ValueError, match="Dense: unknown activation 'softplus'"):
         Dense(2, "softplus")
-    with pytest.raises(ValueError, match="Dense: unknown initializer 'he'"):
+    with pytest.raises(ValueError, match="Dense: initialization: unknown initializer 'he'"):
         Dense(2, "relu", "he")
 
 
