@@ -113,7 +113,7 @@ class Convolution(Layer):
         strides = (filter_size if self.strides is None
                    else pair(self.strides, "strides", "Convolution"))
         object.__setattr__(self, "padding", count(self.padding, "Convolution: padding", 0))
-        activate = activations.check_activation(self.activate, "Convolution")
+        activate = activations.check_activation(self.activate, "Convolution.activate")
         if activate == "softmax":
             raise LayerError("Convolution: softmax is not supported as a convolution activation "
                              "(EpyNN allows it only in Dense); use e.g. 'relu'")

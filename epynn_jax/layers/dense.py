@@ -49,7 +49,8 @@ class Dense(Layer):
     initialization: str = "xavier"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "activate", activations.check_activation(self.activate, "Dense"))
+        activate = activations.check_activation(self.activate, "Dense.activate")
+        object.__setattr__(self, "activate", activate)
         object.__setattr__(self, "initialization", initialization(self.initialization, "Dense"))
         object.__setattr__(self, "units", count(self.units, "Dense: units"))
 

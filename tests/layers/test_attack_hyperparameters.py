@@ -122,3 +122,15 @@ def test_an_unknown_initialization_is_a_layer_error_naming_layer_and_argument(ma
 def test_a_known_initialization_is_kept_by_name():
     assert layers.Dense(2, initialization="zeros").initialization == "zeros"
     assert layers.GRU(2, initialization="xavier").initialization == "xavier"
+
+
+@pytest.mark.parametrize("make, where", [
+    (lambda a: layers.Dense(2, a), "Dense.activate"),
+    (lambda a: layers.Convolution(2, (2, 2), activate=a), "Convolution.activate"),
+    (lambda a: layers.RNN(2, activate=a), "RNN.activate"),
+])
+def test_an_unknown_activation_names_the_layer_and_the_argument(make, where):
+    with pytest.raises(ValueError, match=rf"^{where}: unknown activation 'softplus'"):
+        make("softplus")
+    with pytest.raises(TypeError, match=rf"^{where}: activation must be a name"):
+        make(3)

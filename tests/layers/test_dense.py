@@ -141,7 +141,7 @@ def test_rejects_bad_units(units):
 
 
 def test_rejects_unknown_names():
-    with pytest.raises(ValueError, match="Dense: unknown activation 'softplus'"):
+    with pytest.raises(ValueError, match="Dense.activate: unknown activation 'softplus'"):
         Dense(2, "softplus")
     with pytest.raises(ValueError, match="Dense: initialization: unknown initializer 'he'"):
         Dense(2, "relu", "he")

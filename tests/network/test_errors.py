@@ -62,7 +62,7 @@ def test_unbuilt_layers_in_network():
 
 
 def test_unknown_names():
-    with pytest.raises(ValueError, match="Dense: unknown activation 'relu6'"):
+    with pytest.raises(ValueError, match="Dense.activate: unknown activation 'relu6'"):
         layers.Dense(2, "relu6")
     with pytest.raises(ValueError, match="Dense: initialization: unknown initializer 'he_normal'"):
         layers.Dense(2, "relu", "he_normal")
