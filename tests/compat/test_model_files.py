@@ -297,3 +297,15 @@ def test_a_read_model_cannot_train_and_says_what_to_do(tmp_path, init_logs):
         layer.p = {k: np.array(v) for k, v in read.p.items()}
     fresh.train(1, init_logs=False)
     assert fresh.epochs == 1
+
+
+def test_a_read_model_cannot_evaluate_and_says_what_to_do(tmp_path):
+    """A read model's evaluate() appended nothing and returned quietly: no data to score."""
+    model = make("dense", train=1)
+    model.write(str(tmp_path / "m.epynn"))
+    back = read_model(str(tmp_path / "m.epynn"))
+    before = {k: [list(v) for v in vals] for k, vals in back.metrics.items()}
+    with pytest.raises(ValueError, match=r"EpyNN\.evaluate: a model from read_model has no "
+                                         r"data sets.*predict\(X\)"):
+        back.evaluate()
+    assert {k: [list(v) for v in vals] for k, vals in back.metrics.items()} == before

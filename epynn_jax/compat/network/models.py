@@ -319,12 +319,7 @@ class EpyNN:
                              f"epoch table every verbose epochs; 0: the default), got {verbose}")
         if not self.initialized:
             self.initialize()
-        if "_key" not in self.__dict__:  # initialized by read_model, never by initialize()
-            raise ValueError(
-                "EpyNN.train: a model from read_model does not train further (its Embedding "
-                "holds no data, as docs/compat.md says); build a model with an Embedding of "
-                "data, initialize() it, assign each layer's p from the read model and train "
-                "that one")
+        self._refuse_read_model("EpyNN.train", "does not train further")
         self._device_data()  # the data checked (labels in the loss's range) before any change
         if mesh is not None:
             mesh = _train.check_mesh(self, mesh)
@@ -472,9 +467,19 @@ class EpyNN:
             raise RuntimeError(f"{where}: the model is not initialized; call "
                                "model.initialize(...) or model.train(...) first")
 
+    def _refuse_read_model(self, where: str, what: str) -> None:
+        """Raise if this model came from ``read_model``: its Embedding holds no data."""
+        if "_key" not in self.__dict__:  # initialized by read_model, never by initialize()
+            raise ValueError(
+                f"{where}: a model from read_model {what} (its Embedding holds no data, as "
+                "docs/compat.md says; predict(X) runs it on new data); build a model with an "
+                "Embedding of data, initialize() it, assign each layer's p from the read "
+                "model and use that one")
+
     def evaluate(self) -> None:
         """Evaluate every data set (no dropout) and append each metric."""
         self._check_ready("EpyNN.evaluate")
+        self._refuse_read_model("EpyNN.evaluate", "has no data sets to evaluate")
         _train.check_params(self, "EpyNN.evaluate")
         plan, seg_params = self._current_params()
         outputs, scores = _train.evaluate_sets(self, plan, seg_params,
