@@ -570,6 +570,9 @@ def _stack(start: int, batches: list) -> Chunk:
 def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, epochs: int,
            stream: Stream, mesh=None) -> ArraySource | BatchSource:
     """The host-side source of one streamed split (arrays, or an iterable of batches)."""
+    if isinstance(xy, tuple) and len(xy) != 2 and xy and all(is_array(a) for a in xy):
+        raise TypeError(f"fit: data[{name!r}] is a tuple of {len(xy)} arrays; a split is a "
+                        "pair (X, Y) of arrays, or an iterable of (X, Y) batches")
     if is_batch_iterable(xy):
         if jax.process_count() > 1:
             raise ValueError(f"fit: data[{name!r}] is an iterable of batches; under "

@@ -129,3 +129,11 @@ def test_float16_range_is_checked_in_every_streamed_chunk(arrays, tmp_path):
     with pytest.raises(ValueError, match="do not fit float16"):
         network.fit(net, params, {"dtrain": (Xm, Y)}, epochs=1, batch_size=256, loss="CCE",
                     eval_splits=())
+
+
+def test_a_split_of_three_arrays_is_named_as_not_a_pair(arrays):
+    X, Y = arrays
+    # was: "batch 0 is not an (X, Y) pair, got ndarray (map the loader's records ...)"
+    with pytest.raises(TypeError, match=r"data\['dtrain'\] is a tuple of 3 arrays; a split is "
+                                        r"a pair \(X, Y\)"):
+        network.fit(NET, PARAMS, {"dtrain": (X[:40], Y[:40], Y[:40])}, epochs=1)
