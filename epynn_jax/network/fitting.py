@@ -917,7 +917,8 @@ def evaluate(net: Network, params: Params, X, Y, metric_names: Sequence[str],
     stream = streaming.as_stream(stream, "evaluate")
     if mesh is not None:  # what fit takes (a list of devices too), checked as fit checks it
         mesh = parallel.as_mesh(mesh)
-    if tracing or (stream is None and not streaming.needs_stream((X, Y))):
+    on_device = all(isinstance(a, jax.Array) for a in (X, Y))  # chunked there, not read back
+    if tracing or (stream is None and (on_device or not streaming.needs_stream((X, Y)))):
         return _evaluate(net, params, X, Y, metric_names, chunk, mesh=mesh)
     metric_names = metrics_lib.check_metrics(metric_names, "evaluate: metric_names")
     checks.check_net(net, "evaluate")

@@ -137,3 +137,23 @@ def test_a_split_of_three_arrays_is_named_as_not_a_pair(arrays):
     with pytest.raises(TypeError, match=r"data\['dtrain'\] is a tuple of 3 arrays; a split is "
                                         r"a pair \(X, Y\)"):
         network.fit(NET, PARAMS, {"dtrain": (X[:40], Y[:40], Y[:40])}, epochs=1)
+
+
+def test_arrays_larger_than_half_the_device_stream_unless_already_on_it(arrays, monkeypatch):
+    import jax
+
+    X, Y = arrays
+    streamed = []
+    source = streaming.evaluate_source
+    monkeypatch.setattr(streaming, "evaluate_source", lambda *a, **k: (
+        streamed.append(True), source(*a, **k))[1])
+    monkeypatch.setattr(streaming, "device_memory", lambda device=None: 2**10)  # 1 KiB
+    host = network.evaluate(NET, PARAMS, X, Y, METRICS)
+    assert streamed == [True]
+    A = network.predict(NET, PARAMS, X)
+    assert isinstance(A, np.ndarray)  # streamed: on the host
+    on_device = network.evaluate(NET, PARAMS, jax.device_put(X), jax.device_put(Y), METRICS)
+    assert streamed == [True]  # a set already on the device is chunked there
+    assert not isinstance(network.predict(NET, PARAMS, jax.device_put(X)), np.ndarray)
+    for name in METRICS:
+        np.testing.assert_allclose(float(host[name]), float(on_device[name]), rtol=1e-5)
