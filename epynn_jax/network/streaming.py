@@ -848,6 +848,15 @@ def _split3(key: jax.Array):
     return tuple(prng.split(key, 3))
 
 
+def _rows_in_budget(net: Network, stream: Stream, *arrays) -> int:
+    """Rows per chunk of ``arrays`` read from the host: :func:`eval_chunk`'s, fewer when the
+    chunks in flight (``prefetch + 2``: read ahead, being placed, computed) would pass the
+    stream's memory budget; at least one."""
+    row = sum(math.prod(np.shape(a)[1:]) for a in arrays) * np.dtype(float_dtype()).itemsize
+    per_chunk = max(row, 1) * (stream.prefetch + 2)
+    return max(1, min(eval_chunk(net), memory_budget(stream) // per_chunk))
+
+
 def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, ...],
                     chunk: int | None = None, mesh=None, stream: Stream | None = None
                     ) -> dict:
@@ -863,9 +872,7 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
     if stream is not None:
         depth = stream.prefetch
         if chunk is None and isinstance(src, ArraySource):
-            row = math.prod(np.shape(src.X)[1:]) + math.prod(np.shape(src.Y)[1:])
-            row = max(row * np.dtype(float_dtype()).itemsize, 1)
-            c = max(1, min(c, memory_budget(stream) // (row * (depth + 2))))
+            c = _rows_in_budget(net, stream, src.X, src.Y)
     reader = _Prefetch(src.eval_chunks(c), lambda xym: (*_place_flat(mesh, *xym[:2]), xym[2]),
                        depth)
     total = None
@@ -910,8 +917,7 @@ def predict_array(net: Network, params: Params, X, stream: Stream,
     n = int(np.shape(X)[0])
     dtype = np.dtype(float_dtype())
     if chunk is None:
-        row = max(math.prod(np.shape(X)[1:]) * dtype.itemsize, 1)
-        chunk = min(eval_chunk(net), memory_budget(stream) // (row * (stream.prefetch + 2)))
+        chunk = _rows_in_budget(net, stream, X)
     c = max(1, min(chunk, n))
     files = _mapped_files(X)
     out = np.empty((n, *net.output_shape), _forward_facts(net, dtype)[2])
