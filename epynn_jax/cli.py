@@ -491,6 +491,10 @@ def cmd_info(args: argparse.Namespace, out) -> int:
 
 #: The first bytes of every .npy file (numpy's format: magic string, then version).
 NPY_MAGIC = b"\x93NUMPY"
+#: An input .npy of more data bytes than this is memory-mapped, not read: ``predict``
+#: then reads, checks and places it a chunk at a time (an input larger than the host's
+#: memory runs too).
+MAP_INPUT_BYTES = 256 * 2**20
 
 
 def _read_input(text: str):
@@ -522,7 +526,10 @@ def _read_npy(f, text: str):
         raise CLIError(f"input {text} is not a .npy file{what}; write the array with numpy.save")
     try:
         f.seek(0)
-        _check_npy_size(f, text)
+        header = _check_npy_size(f, text)
+        if header is not None and header[0] > MAP_INPUT_BYTES:  # predict reads it by chunks
+            _, shape, fortran, dtype, offset = header
+            return np.memmap(f, dtype, "r", offset, shape, "F" if fortran else "C")
         f.seek(0)
         return np.lib.format.read_array(f, allow_pickle=False)
     except ValueError as err:
@@ -532,10 +539,11 @@ def _read_npy(f, text: str):
         raise CLIError(f"cannot read input {text} as a .npy array: {err}") from None
 
 
-def _check_npy_size(f, text: str) -> None:
+def _check_npy_size(f, text: str) -> tuple | None:
     """Raise unless the data the .npy header at ``f`` declares fits in the file: a few
-    bytes must not make numpy allocate terabytes. (Object arrays hold a pickle, which
-    reading refuses.)"""
+    bytes must not make numpy allocate terabytes. Returns ``(bytes declared, shape,
+    fortran_order, dtype, offset of the data)`` (None for an object array: it holds a
+    pickle, which reading refuses)."""
     import math
     import os
 
@@ -544,15 +552,16 @@ def _check_npy_size(f, text: str) -> None:
     version = np.lib.format.read_magic(f)
     read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                    else np.lib.format.read_array_header_2_0)
-    shape, _, dtype = read_header(f)  # numpy caps the header it parses
+    shape, fortran, dtype = read_header(f)  # numpy caps the header it parses
     if dtype.hasobject:
-        return
+        return None
     declared = math.prod(shape) * dtype.itemsize
     data = os.fstat(f.fileno()).st_size - f.tell()
     if declared > data:
         raise CLIError(f"input {text}: its .npy header declares an array {tuple(shape)} of "
                        f"{dtype} ({declared} bytes), but the file holds {data} bytes of data "
                        "(truncated or damaged)")
+    return declared, tuple(shape), fortran, dtype, f.tell()
 
 
 def _write_output(text: str, A) -> Path:

@@ -229,3 +229,27 @@ def test_an_out_folder_that_is_a_file_fails_before_training(tmp_path):
     code, out, err = run("train", "dummy_boolean", "--out", str(tmp_path / "file"))
     assert_one_line_error(code, err, 1, "--out")
     assert "epoch" not in out
+
+
+def test_predict_maps_a_large_input_and_streams_it(trained, tmp_path, monkeypatch):
+    from epynn_jax import network
+
+    _, _, folder = trained
+    model = str(folder / f"dummy_boolean_perceptron{cli.MODEL_SUFFIX}")
+    X = np.zeros((40, 11), np.float32)
+    X[:20] = 1.0
+    np.save(tmp_path / "x.npy", np.asfortranarray(X))  # a Fortran-ordered file maps too
+    code, _, err = run("predict", model, str(tmp_path / "x.npy"), "--out",
+                       str(tmp_path / "read.npy"))
+    assert code == 0, err
+    given = []
+    real = network.predict
+    monkeypatch.setattr(network, "predict", lambda net, p, X, **k: (
+        given.append(type(X)), real(net, p, X, **k))[1])
+    monkeypatch.setattr(cli, "MAP_INPUT_BYTES", 1000)  # the input's 1,760 bytes are "large"
+    code, _, err = run("predict", model, str(tmp_path / "x.npy"), "--out",
+                       str(tmp_path / "mapped.npy"))
+    assert code == 0, err
+    assert given == [np.memmap]  # mapped, so predict streamed it
+    np.testing.assert_allclose(np.load(tmp_path / "mapped.npy"), np.load(tmp_path / "read.npy"),
+                               rtol=1e-6)
