@@ -54,12 +54,13 @@ from epynn_jax.network import _gc, checks, parallel
 from epynn_jax.network.epoch import (
     Guard,
     TrainState,
+    _check_chunk,
     _forward_facts,
     epoch_batches,
     epoch_guard,
     epoch_ok,
     eval_chunk,
-    evaluate,
+    evaluate_jit,
     fetch,
     predict_jit,
     step_keys,
@@ -241,9 +242,6 @@ def _chunk_statistics(net: Network, metric_names: tuple[str, ...], params: Param
 @functools.partial(jax.jit, static_argnames=("metric_names", "dtype"))
 def _from_statistics(metric_names: tuple[str, ...], stats: dict, dtype) -> dict:
     return {name: metrics_lib.from_statistics(name, stats, dtype) for name in metric_names}
-
-
-_evaluate_jit = jax.jit(evaluate, static_argnames=("net", "metric_names", "chunk", "mesh"))
 
 
 # -- sources -----------------------------------------------------------------------------
@@ -900,7 +898,7 @@ def evaluate_split(net: Network, params: Params, split, metric_names: tuple[str,
     arrays."""
     if isinstance(split, (ArraySource, BatchSource)):
         return evaluate_source(net, params, split, metric_names, chunk, mesh)
-    return _evaluate_jit(net, params, *split, metric_names, chunk, mesh=mesh)
+    return evaluate_jit(net, params, *split, metric_names, _check_chunk(net, chunk, mesh), mesh)
 
 
 def predict_array(net: Network, params: Params, X, stream: Stream,
