@@ -23,8 +23,8 @@ from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network.model import Network, Params, check_input_shape, check_net
 
-__all__ = ["ALIGN", "aligned", "all_finite", "is_real", "host_float", "as_floats", "as_float",
-           "as_float_arg", "positive_int", "PARAM_DTYPES", "check_bool", "check_net",
+__all__ = ["ALIGN", "aligned", "all_finite", "is_real", "host_float", "as_floats", "as_float_arg",
+           "positive_int", "PARAM_DTYPES", "check_bool", "check_net",
            "check_static", "check_params", "check_params_finite", "remember_finite",
            "check_compute_range", "check_key", "exact_cast", "check_options", "check_opt_state",
            "restore_opt_state", "check_fit_metadata", "check_split", "check_pair",
@@ -204,11 +204,6 @@ def as_floats(arrays: Sequence, wheres: Sequence[str]) -> list[jax.Array]:
         for i, placed in zip(host, jax.device_put([out[i] for i in host])):
             out[i] = placed
     return out
-
-
-def as_float(a, where: str) -> jax.Array:
-    """One array as :func:`as_floats` places it."""
-    return as_floats([a], [where])[0]
 
 
 def as_float_arg(a, where: str) -> jax.Array | np.ndarray:
@@ -576,7 +571,7 @@ def check_split(net: Network, name: str, X, Y) -> None:
     """Validate the shapes of one split (or one streamed batch) ``(X, Y)`` named ``name``
     in errors: ranks and sizes against the network, labels that fit the output (same
     shape per sample). Reads no data: the values are checked as they are converted
-    (:func:`host_float`, :func:`as_float`; a memory-mapped set's batch by batch as it
+    (:func:`host_float`, :func:`as_float_arg`; a memory-mapped set's batch by batch as it
     streams).
     """
     for a, v in ((X, "X"), (Y, "Y")):
