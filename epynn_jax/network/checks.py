@@ -8,6 +8,7 @@ compiled code takes (device arrays in the working float dtype, a PRNG key).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import weakref
@@ -106,7 +107,7 @@ def host_float(a, where: str, *, own: bool = False) -> np.ndarray:
     return out
 
 
-def _default_device() -> Any:
+def default_device() -> Any:
     """The device ``jax.device_put`` places on (``jax.default_device`` honoured)."""
     d = jax.config.jax_default_device
     if d is None:
@@ -181,7 +182,7 @@ def _kept_on_device(a, where: str) -> bool:
     (another device, several) go through the host like NumPy data, so that every split
     lands on the same device."""
     if not (isinstance(a, jax.Array) and a.dtype == np.dtype(float_dtype())
-            and a.is_fully_addressable and a.devices() == {_default_device()}):
+            and a.is_fully_addressable and a.devices() == {default_device()}):
         return False
     if not _finite_once(a):
         raise ValueError(f"{where}: contains NaN or inf values")
@@ -355,17 +356,28 @@ def remember_finite(tree: Any) -> None:
             _remember(a)
 
 
+@functools.lru_cache(maxsize=64)
+def _seed_key(seed: int, impl: str) -> jax.Array:
+    """``jax.random.key(seed)`` under the PRNG implementation ``impl``, made once: a key is
+    immutable, and making one eagerly cost ``fit`` about 0.15 ms per call."""
+    return jax.random.key(seed)
+
+
 def check_key(key: Any, where: str = "fit") -> jax.Array:
     """A PRNG key: ``None`` is ``jax.random.key(0)``, an int ``n >= 0`` is
     ``jax.random.key(n)``; a single typed key (shape ``()``) and a legacy key (uint32
     data of shape ``(2,)``) pass as they are. Anything else (a batch of keys, key data
     of another shape or dtype) raises ``TypeError`` naming ``where``."""
     if key is None:
-        return jax.random.key(0)
+        key = 0
     if isinstance(key, numbers.Integral) and not isinstance(key, bool):
         if not 0 <= key < 2**63:
             raise ValueError(f"{where}: an int seed must be in [0, 2**63), got {key!r}")
-        return jax.random.key(int(key))
+        made = _seed_key(int(key), jax.config.jax_default_prng_impl)
+        if made.is_deleted():  # (a caller deleted the key fit returned: make it again)
+            _seed_key.cache_clear()
+            made = _seed_key(int(key), jax.config.jax_default_prng_impl)
+        return made
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key) \
             and key.shape == ():
         return key

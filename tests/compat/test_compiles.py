@@ -4,6 +4,7 @@ new shape, about 10 ms each, ten of them in a CNN's first ``train``)."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -34,7 +35,9 @@ def _model(n: int, features: int, units: int) -> EpyNN:
 def test_placing_data_and_parameters_compiles_nothing():
     # Shapes no other test uses (17 features, 9 and 23 units), so every cache starts cold.
     model = _model(60, 17, 9)
-    model.initialize(loss="MSE", seed=1, metrics=["accuracy"])  # the key's seeding, once
+    model.initialize(loss="MSE", seed=1, metrics=["accuracy"])
+    jax.random.key(3)  # the key's seeding, compiled once per process (fit's int seeds are
+    #                    made once: this process may have made seed 1's key already)
     with compiled() as names:
         model.train(2, init_logs=False)
     assert names == ["jit(run_epoch)"]

@@ -218,3 +218,29 @@ def _numpy_forward_tanh(params, X):
     z = h @ np.asarray(params[1]["W"], np.float64) + params[1]["b"]
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
+
+
+def test_fit_makes_an_int_seeds_key_once_and_again_if_it_was_deleted(net_params, monkeypatch):
+    # fit(key=None) or key=int made jax.random.key(n) eagerly at every call (about
+    # 0.15 ms); a key is immutable, so it is made once per seed and PRNG implementation
+    from epynn_jax.network import checks
+
+    made = []
+    real = jax.random.key
+    monkeypatch.setattr(jax.random, "key", lambda seed, **k: (made.append(seed),
+                                                               real(seed, **k))[1])
+    checks._seed_key.cache_clear()
+    net, params = net_params
+    X = np.ones((8, 4), np.float32)
+    Y = np.eye(3, dtype=np.float32)[np.arange(8) % 3]
+    first = network.fit(net, params, {"dtrain": (X, Y)}, epochs=1, key=7, eval_splits=())
+    again = network.fit(net, params, {"dtrain": (X, Y)}, epochs=1, key=7, eval_splits=())
+    network.fit(net, params, {"dtrain": (X, Y)}, epochs=1, eval_splits=())  # None: seed 0
+    assert made == [7, 0]
+    np.testing.assert_array_equal(jax.random.key_data(first.key),
+                                  jax.random.key_data(again.key))
+    checks.check_key(7).delete()  # a caller may delete the key it was given
+    key = checks.check_key(7)
+    assert not key.is_deleted() and made == [7, 0, 7]
+    np.testing.assert_array_equal(jax.random.key_data(key),
+                                  jax.random.key_data(real(7)))
