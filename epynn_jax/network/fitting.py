@@ -554,8 +554,8 @@ def fit(
         first = progress.state.opt_state  # (its step counters: the skips of this call)
 
     saved: dict[str, Path] = {}
-    feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress, epochs,
-                     mesh, evaluate.values())
+    streamed = plan.stream is not None or bool(progress.batch)  # (see _feeder)
+    feeder: streaming.Feeder | None = None
 
     def on_chunk(done: streaming.ChunkDone) -> None:
         """A streamed epoch's progress after each chunk: Ctrl-C and checkpoints see it."""
@@ -568,18 +568,22 @@ def fit(
     # (no callback, no checkpoint, not streamed, not debugging); else one.
     pacer = (_Pacer((net, optimizer.update, loss, metric_names, batch_size, check_finite,
                      mesh, eval_chunk, _shapes({train_split: train, **evaluate})))
-             if not (callbacks or checkpoints is not None or debug or feeder is not None)
-             else None)
+             if not (callbacks or checkpoints is not None or debug or streamed) else None)
     replay = False  # the next epoch failed in a call of its own: replay it to locate it
+    head = None  # streamed: the next epoch's first chunk, dispatched while this one ended
     one_by_one = 0  # a call of several epochs failed: one epoch per call up to this one
     try:
+        # (in the try: Ctrl-C while it reads the first chunk is an interrupted fit)
+        feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress,
+                         epochs, mesh, evaluate.values())
         while progress.epoch < epochs:
             epoch = progress.epoch
             try:
                 if feeder is not None and (plan.stream is not None or epoch == feeder.first):
-                    state, scores, guard = _streamed_epoch(
+                    state, scores, guard, head = _streamed_epoch(
                         net, optimizer.update, loss, metric_names, progress, feeder.epoch(epoch),
-                        evaluate, check_finite, debug, mesh, eval_chunk, on_chunk)
+                        evaluate, check_finite, debug, mesh, eval_chunk, on_chunk, head,
+                        functools.partial(feeder.first_of, epoch + 1))
                     feeder.evaluated(epoch)  # a loader's next pass may start (streaming._Gate)
                 elif debug or replay:
                     state, scores, guard = run(net, optimizer.update, loss, metric_names,
@@ -805,26 +809,29 @@ def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
 
 
 def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks, evaluate,
-                    check_finite: bool, debug: bool, mesh, eval_chunk, on_chunk):
+                    check_finite: bool, debug: bool, mesh, eval_chunk, on_chunk,
+                    head=None, ahead=None):
     """One epoch from a host stream (:func:`~epynn_jax.network.streaming.stream_epoch`),
-    then every evaluated split; returns ``(state, scores, guard)`` like the in-memory
-    epoch (a failed chunk: the last good state, no scores, its guard)."""
+    then every evaluated split; returns ``(state, scores, guard, head)``: the in-memory
+    epoch's three (a failed chunk: the last good state, no scores, its guard) and the
+    next epoch's first chunk, dispatched ahead (``head``/``ahead``: see ``stream_epoch``;
+    never under ``debug``, which runs op by op)."""
     ctx = contextlib.ExitStack()
     if debug:  # op by op, so the first bad operation raises
         for cm in (jax.disable_jit(), jax.debug_nans(True), jax.debug_infs(True)):
             ctx.enter_context(cm)
     with ctx:
-        state, failed = streaming.stream_epoch(net, update, loss, progress.state, chunks,
-                                               guard=check_finite, mesh=mesh,
-                                               on_chunk=on_chunk)
+        state, failed, head = streaming.stream_epoch(
+            net, update, loss, progress.state, chunks, guard=check_finite, mesh=mesh,
+            on_chunk=on_chunk, head=head, ahead=None if debug else ahead)
         if failed is not None:
-            return state, {}, failed
+            return state, {}, failed, None
         scores = {s: streaming.evaluate_split(net, state.params, xy, metric_names, eval_chunk,
                                               mesh) for s, xy in evaluate.items()}
     guard = None
     if check_finite:  # every chunk's guard was read: the epoch is good (scores are checked next)
         guard = _healthy(net, progress.batch)
-    return state, fetch(scores), guard
+    return state, fetch(scores), guard, head
 
 
 def _result(progress: Progress, saved: dict, skipped: int = 0) -> FitResult:

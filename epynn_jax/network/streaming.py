@@ -23,7 +23,11 @@ loader's (shuffle there, over the whole set).
 The host checks each chunk's guard flags one chunk behind the device (the next
 chunk is already queued), so ``fit`` knows the last good state after every
 chunk: Ctrl-C and ``Checkpoints(every_batches=N)`` save mid-epoch, with the
-number of batches done; ``resume`` continues at that batch.
+number of batches done; ``resume`` continues at that batch. Across epochs too:
+the next epoch's first chunk is queued before an epoch's last guard is read
+(:func:`stream_epoch`'s ``ahead``), so the device does not wait while the host
+ends the epoch; a stop, a failure or the end of ``fit`` drops that chunk's
+outputs unread.
 
 Under ``jax.distributed`` (several processes) each process reads only its
 rows of every batch (:func:`process_rows`) and the global batch is assembled
@@ -71,8 +75,8 @@ from epynn_jax.network.model import Network, Params, forward
 __all__ = ["Stream", "DEFAULT_BUDGET", "as_stream", "is_array", "is_batch_iterable",
            "needs_stream", "streams_by_itself", "device_memory", "memory_budget",
            "chunk_batches", "process_rows", "train_chunk",
-           "ArraySource", "BatchSource", "source", "Feeder", "stream_epoch", "evaluate_source",
-           "evaluate_split", "predict_array"]
+           "ArraySource", "BatchSource", "source", "Feeder", "Head", "stream_epoch",
+           "evaluate_source", "evaluate_split", "predict_array"]
 
 #: Device bytes for the chunks in flight (current, prefetched, being placed) where the
 #: device does not report its memory (a CPU): chunks of about 6 MiB. On a 2-core CPU the
@@ -359,9 +363,17 @@ class ArraySource:
         per = math.prod(np.shape(self.X)[1:]) + math.prod(np.shape(self.Y)[1:])
         return self.batch_size * per * np.dtype(float_dtype()).itemsize
 
-    def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
-        """Chunks of ``k`` batches from batch ``start`` to the end of the epoch."""
-        order = np.asarray(_epoch_order(shuffle_key, self.n, self.batch_size))[:, self.rows]
+    def orders(self, key: jax.Array) -> Iterator[np.ndarray]:
+        """The batch order of each epoch from the one whose state key is ``key`` on: the
+        in-memory epoch's row indices (n_batches, batch_size), this process's columns,
+        and the next epoch's key, from one compiled call (:func:`_epoch_order`)."""
+        while True:
+            key, order = _epoch_order(key, self.n, self.batch_size)
+            yield np.asarray(order)[:, self.rows]
+
+    def chunks(self, order: np.ndarray, start: int, k: int) -> Iterator[Chunk]:
+        """Chunks of ``k`` batches of the epoch ``order`` (:meth:`orders`), from batch
+        ``start`` to the end of the epoch."""
         for i in range(start, self.n_batches, k):
             idx = order[i:i + k]
             where = f"{self.name} batches {i}-{i + len(idx) - 1}"
@@ -489,9 +501,14 @@ class BatchSource:
                           "len() equal to the batches of every pass, or pass "
                           "Stream(steps_per_epoch=N)")
 
-    def chunks(self, shuffle_key: jax.Array, start: int, k: int) -> Iterator[Chunk]:
+    def orders(self, key: jax.Array) -> Iterator[None]:
+        """No order of its own: the loader's (:meth:`ArraySource.orders`)."""
+        del key
+        return itertools.repeat(None)
+
+    def chunks(self, order: None, start: int, k: int) -> Iterator[Chunk]:
         """Chunks of ``k`` checked batches (fewer at the end of the pass)."""
-        del shuffle_key  # the loader's order
+        del order  # the loader's order
         pending: list[tuple[np.ndarray, np.ndarray]] = []
         i = start
         first_of_chunk = start
@@ -594,14 +611,34 @@ def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, 
 # -- the host loop -----------------------------------------------------------------------
 
 
-def _place(mesh, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
-    """A chunk on the device(s): split over the mesh's ``'data'`` axis along the batch axis.
+def _put(device: Any, *arrays: np.ndarray) -> tuple:
+    """Host ``arrays`` for a compiled call on the one ``device`` (the caller's default
+    device, read in its thread: a reader thread does not see a ``jax.default_device``
+    context). On a CPU the aligned host buffers themselves: the call takes them in its
+    dispatch without a copy (8 us for 100 MB), where a ``jax.device_put`` cost the reader
+    20-50 us per array. Elsewhere ``jax.device_put`` to ``device``, so the transfer
+    overlaps the device's compute."""
+    if device.platform != "cpu":
+        return tuple(jax.device_put(a, device) for a in arrays)
+    return tuple(a if a.flags.c_contiguous and not a.ctypes.data % checks.ALIGN
+                 else _aligned_copy(a) for a in arrays)
+
+
+def _aligned_copy(a: np.ndarray) -> np.ndarray:
+    out = checks.aligned(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
+def _place(mesh, device, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """A chunk for the compiled step: :func:`_put` on ``device``, or with a ``mesh`` split
+    over its ``'data'`` axis along the batch axis.
 
     Under ``jax.distributed`` each process holds only its rows of every batch
     (:func:`process_rows`) and the global chunk is assembled from them.
     """
     if mesh is None:
-        return jax.device_put(X), jax.device_put(Y)
+        return _put(device, X, Y)
     out = []
     for a in (X, Y):
         sharding = parallel.batch_sharded(mesh, a.ndim, axis=1)
@@ -616,11 +653,18 @@ def _place(mesh, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.Array]:
 class _Prefetch:
     """Iterate ``place(item)`` for the items of ``items``, ``depth`` read and placed ahead
     by a daemon thread (``depth=0``: in the caller's thread). An exception in the reader is
-    raised in the caller with its traceback; :meth:`close` stops the reader."""
+    raised in the caller with its traceback; :meth:`close` stops the reader.
+
+    With a thread, the first item is read in the caller's thread, when this is made
+    (its errors raise here): the caller waits for it either way, and starting a thread
+    and handing an item over cost more than a small chunk's read (a one-epoch streamed
+    ``fit`` of a small Dense set took 1.5 ms, 0.3 ms of it waiting for the first chunk).
+    """
 
     def __init__(self, items: Iterator, place: Callable, depth: int) -> None:
         self.items, self.place, self.depth = items, place, depth
         self.stop = threading.Event()
+        self.first = [place(item) for item in itertools.islice(items, 1 if depth else 0)]
         if depth:
             self.q: queue.Queue = queue.Queue(maxsize=depth)
             self.thread = threading.Thread(target=self._read, daemon=True,
@@ -647,6 +691,8 @@ class _Prefetch:
         self._put(_END)
 
     def __iter__(self) -> Iterator[Any]:
+        while self.first:
+            yield self.first.pop()
         if not self.depth:
             for item in self.items:
                 yield self.place(item)
@@ -678,12 +724,14 @@ class _Prefetch:
 class Feeder:
     """The chunks of every epoch of one ``fit`` call, read ahead of the device.
 
-    One reader (a thread, unless ``stream.prefetch == 0``) walks the epochs
-    ``epoch, ..., epochs - 1`` (the first from batch ``start``): it derives each
-    epoch's shuffle key from the state key the way the epoch does (the key
-    after an epoch is ``split(key, 3)[0]``), reads and checks ``k`` batches at a
-    time (:func:`chunk_batches`) and places them on the device, so the next
-    epoch's first chunk is ready when this epoch ends. A loader is read ahead
+    One reader (a thread, unless ``stream.prefetch == 0``; the first chunk is read
+    when the feeder is made, in the caller's thread: see :class:`_Prefetch`) walks
+    the epochs ``epoch, ..., epochs - 1`` (the first from batch ``start``): it takes
+    each epoch's batch order from the source (arrays: the in-memory epoch's, drawn
+    from the state key as the epoch draws it, :meth:`ArraySource.orders`), reads and
+    checks ``k`` batches at a time (:func:`chunk_batches`) and places them for the
+    caller's device (:func:`_put`), so the next epoch's first chunk is ready when
+    this epoch ends (:meth:`first_of` hands it over before). A loader is read ahead
     the same way (its next pass starts while this one trains), unless a loader is
     also evaluated (``evaluated``: the sources ``fit`` evaluates after each epoch):
     then the reader waits for :meth:`evaluated` before it starts the next pass (see
@@ -699,31 +747,70 @@ class Feeder:
                                                       for s in evaluated)
         self._gate = _Gate(epoch) if loaders and stream.prefetch else None
 
+        device = checks.default_device()  # (here: the caller's thread; see _put)
+
         def place(item):
             e, chunk = item
-            return e, None if chunk is None else (chunk.start, *_place(mesh, chunk.X, chunk.Y))
+            return e, None if chunk is None else (chunk.start,
+                                                  *_place(mesh, device, chunk.X, chunk.Y))
 
         self._reader = _Prefetch(self._read(key, epoch, start, epochs), place, stream.prefetch)
         self._items = iter(self._reader)
+        self._back: list = []  # what :meth:`first_of` took and gives back: an item, an error
+        self.last, self.reads_ahead = epochs, bool(stream.prefetch)
 
     def _read(self, key: jax.Array, epoch: int, start: int, epochs: int) -> Iterator:
+        orders = self.src.orders(key)
         for e in range(epoch, epochs):
             if self._gate is not None and not self._gate.wait(e):
                 return  # closed while waiting
-            next_key, shuffle_key, _ = _split3(key)
-            for chunk in self.src.chunks(shuffle_key, start if e == epoch else 0, self.k):
+            for chunk in self.src.chunks(next(orders), start if e == epoch else 0, self.k):
                 yield e, chunk
             yield e, None  # the end of epoch e
-            key = next_key
+
+    def _next(self) -> tuple[int, Any]:
+        """The reader's next ``(epoch, chunk or None)``, or what :meth:`first_of` gave back."""
+        if self._back:
+            item = self._back.pop()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        return next(self._items)  # (StopIteration: the reader has read every epoch)
 
     def epoch(self, e: int) -> Iterator[tuple[int, jax.Array, jax.Array]]:
-        """``(first batch, X, Y)`` of each chunk of epoch ``e`` (the epochs in order)."""
-        for got, item in self._items:  # a for loop: leaving early keeps the reader open
+        """``(first batch, X, Y)`` of each chunk of epoch ``e`` (the epochs in order; after
+        :meth:`first_of` took its first chunk, the others)."""
+        while True:  # (leaving early keeps the reader open)
+            try:
+                got, item = self._next()
+            except StopIteration:
+                return
             if got != e:
                 raise RuntimeError(f"streaming: the reader is at epoch {got}, not {e}")
             if item is None:
                 return
             yield item
+
+    def first_of(self, e: int) -> tuple[int, jax.Array, jax.Array] | None:
+        """Epoch ``e``'s first chunk, taken while epoch ``e - 1``'s last one trains (then
+        :meth:`epoch` yields the others), or None: ``e`` is past this feeder's epochs, the
+        stream reads in the training loop (``prefetch=0``: a callback's change to the
+        arrays is then read by the next epoch), or a loader's next pass waits for the
+        evaluation (:class:`_Gate`). An error reading it is given back, raised where
+        epoch ``e`` reads its chunks: epoch ``e - 1`` ends, is recorded and saved first."""
+        if e >= self.last or not self.reads_ahead or self._gate is not None:
+            return None
+        try:
+            got, item = self._next()
+        except StopIteration:
+            return None
+        except Exception as err:  # noqa: BLE001 - given back, raised by epoch(e)
+            self._back.append(err)
+            return None
+        if got != e or item is None:
+            self._back.append((got, item))
+            return None
+        return item
 
     def evaluated(self, e: int) -> None:
         """Epoch ``e`` is trained and evaluated: the reader may start epoch ``e + 1``'s pass."""
@@ -781,12 +868,25 @@ class ChunkDone(NamedTuple):
     state: TrainState
 
 
+class Head(NamedTuple):
+    """An epoch's first chunk, dispatched by :func:`stream_epoch` before the epoch before
+    it was settled: ``start`` (the state it trained from: that epoch's end state) and the
+    chunk's pending outputs."""
+
+    start: TrainState
+    keys: tuple   # ``_split3(start.key)``: the epoch's next, shuffle and step keys
+    pending: tuple
+
+
 def stream_epoch(net: Network, update, loss: str, state: TrainState,
                  chunks: Iterable[tuple[int, jax.Array, jax.Array]], *, guard: bool = True,
-                 mesh=None, on_chunk: Callable[[ChunkDone], None] | None = None
-                 ) -> tuple[TrainState, Guard | None]:
+                 mesh=None, on_chunk: Callable[[ChunkDone], None] | None = None,
+                 head: Head | None = None,
+                 ahead: Callable[[], tuple[int, jax.Array, jax.Array] | None] | None = None
+                 ) -> tuple[TrainState, Guard | None, Head | None]:
     """One epoch over the placed ``chunks`` of a :class:`Feeder`; returns ``(state after
-    it, None)``, or ``(last good state, the failed Guard)`` when a chunk's guard fails.
+    it, None, head)``, or ``(last good state, the failed Guard, None)`` when a chunk's guard
+    fails.
 
     ``state`` is the state at the START of the epoch, except its parameters and
     optimizer state, which are those after the batches before the first chunk
@@ -796,11 +896,25 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
     key is still the epoch's first: a checkpoint of it resumes this epoch). The
     failed Guard's ``bad_step`` is the epoch's batch index, and the epoch stops
     there (the caller raises).
+
+    Across epochs: ``ahead()`` gives the next epoch's first chunk (or None), which
+    is dispatched from this epoch's end state before this epoch's last guard is
+    read, so the device does not wait while the host ends the epoch (reads its
+    guard, records, evaluates, calls back). It is returned as a :class:`Head`,
+    which the next epoch's call takes as ``head`` (its first chunk, not read
+    again from ``chunks``); a caller that stops drops it (its outputs are never
+    read: the state stays this epoch's). A ``head`` that did not start from
+    ``state`` is dispatched again from it.
     """
-    key, _, step_key = _split3(state.key)
+    fresh = head is not None and all(a is b for a, b in zip(head.start, state))
+    key, _, step_key = head.keys if fresh else _split3(state.key)
     good = state
     pending: tuple | None = None
     failed: Guard | None = None
+
+    def dispatch(first, X, Y, params, opt_state, step_key=step_key) -> tuple:
+        return (first, X, Y, *train_chunk(net, update, loss, params, opt_state, step_key,
+                                          np.int32(first), X, Y, guard, mesh=mesh))
 
     def settle(item) -> bool:
         nonlocal good, failed
@@ -818,26 +932,40 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             on_chunk(ChunkDone(first + n, good))
         return True
 
+    nxt: Head | None = None
     try:
         params, opt_state = state.params, state.opt_state
+        if head is not None:
+            pending = head.pending if fresh else dispatch(*head.pending[:3], params, opt_state)
+            params, opt_state = pending[3], pending[4]
         for first, X, Y in chunks:
-            params, opt_state, costs, ok = train_chunk(
-                net, update, loss, params, opt_state, step_key, np.int32(first), X, Y,
-                guard, mesh=mesh)
+            item = dispatch(first, X, Y, params, opt_state)
+            params, opt_state = item[3], item[4]
             if pending is not None and not settle(pending):  # one chunk behind the device
-                return good, failed
-            pending = (first, X, Y, params, opt_state, costs, ok)
+                return good, failed, None
+            pending = item
+        if ahead is not None and (chunk := ahead()) is not None:  # the next epoch's first
+            keys = _split3(key)
+            nxt = Head(TrainState(params, opt_state, key), keys,
+                       dispatch(*chunk, params, opt_state, keys[2]))
         if pending is not None and not settle(pending):
-            return good, failed
+            return good, failed, None
     except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good
         if pending is not None:
             settle(pending)
         raise
-    return TrainState(good.params, good.opt_state, key), None
+    return TrainState(good.params, good.opt_state, key), None, nxt  # (nxt.start's arrays)
 
 
-#: :func:`~epynn_jax.network.epoch.epoch_batches` as one compiled call per set size
-_epoch_order = jax.jit(epoch_batches, static_argnums=(1, 2))
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _epoch_order(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """``(next epoch's key, batch order (n_batches, batch_size))`` of the epoch whose state
+    key is ``key``: the in-memory epoch's (the first and, through
+    :func:`~epynn_jax.network.epoch.epoch_batches`, the second of ``split(key, 3)``), in
+    one compiled call. (Drawing several epochs' orders per call saved nothing: on a CPU
+    the permutation's compute, about 80 us for 683 samples, is most of the call.)"""
+    next_key, shuffle_key, _ = prng.split(key, 3)
+    return next_key, epoch_batches(shuffle_key, n, batch_size)
 
 
 @jax.jit
@@ -871,8 +999,9 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
         depth = stream.prefetch
         if chunk is None and isinstance(src, ArraySource):
             c = _rows_in_budget(net, stream, src.X, src.Y)
-    reader = _Prefetch(src.eval_chunks(c), lambda xym: (*_place_flat(mesh, *xym[:2]), xym[2]),
-                       depth)
+    device = checks.default_device()  # (the caller's: see _put)
+    reader = _Prefetch(src.eval_chunks(c),
+                       lambda xym: (*_place_flat(mesh, device, *xym[:2]), xym[2]), depth)
     total = None
     try:
         for X, Y, mask in reader:  # (read with the collector on: see network._gc)
@@ -886,9 +1015,9 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
         return _from_statistics(metric_names, total, np.dtype(dtype))
 
 
-def _place_flat(mesh, X, Y):
+def _place_flat(mesh, device, X, Y):
     if mesh is None:
-        return jax.device_put(X), jax.device_put(Y)
+        return _put(device, X, Y)
     return parallel.shard_samples(X, mesh), parallel.shard_samples(Y, mesh)
 
 
@@ -926,8 +1055,9 @@ def predict_array(net: Network, params: Params, X, stream: Stream,
         _check_mapped(files, where, "predict")
         Xc = checks.host_float(_read(X, slice(s, s + c), "predict X"), where)
         checks.check_compute_range(net, Xc, where)
-        return s, jax.device_put(Xc)
+        return s, _put(device, Xc)[0]
 
+    device = checks.default_device()  # (the caller's: see _put)
     reader = _Prefetch(iter(range(0, n, c)), read, stream.prefetch)
     try:
         for s, Xc in reader:  # (read with the collector on: see network._gc)

@@ -125,8 +125,8 @@ def test_memmap_larger_than_the_budget_streams_in_chunks(tmp_path, monkeypatch):
     budget = 64 * 2**10                        # the device may hold 64 KiB of chunks
     placed = []
     place = streaming._place
-    monkeypatch.setattr(streaming, "_place", lambda mesh, a, b: (
-        placed.append(a.nbytes + b.nbytes), place(mesh, a, b))[1])
+    monkeypatch.setattr(streaming, "_place", lambda mesh, device, a, b: (
+        placed.append(a.nbytes + b.nbytes), place(mesh, device, a, b))[1])
     net = network.build([layers.Dense(4, "relu"), layers.Dense(2, "softmax")], (width,))
     params = network.init(net, 0)
     kw = dict(batch_size=64, loss="CCE", stream=Stream(memory_budget=budget), eval_splits=())
