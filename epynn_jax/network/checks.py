@@ -621,7 +621,15 @@ def check_pair(net: Network, name: str, xy: Any) -> None:
     no data read)."""
     if not (isinstance(xy, (tuple, list)) and len(xy) == 2):
         raise TypeError(f"data[{name!r}]: expected a pair (X, Y)")
-    check_split(net, name, *xy)
+    try:
+        check_split(net, name, *xy)
+    except ValueError as err:
+        if all(isinstance(b, (tuple, list)) and len(b) == 2
+               and all(isinstance(a, (tuple, list)) for a in b) for b in xy):
+            raise ValueError(f"{err}. If data[{name!r}] is a list of two (X, Y) batches, give "
+                             "their X and Y as arrays (np.asarray): two batches of nested "
+                             "lists cannot be told from one (X, Y) pair") from None
+        raise
 
 
 def check_data(net: Network, data: Mapping[str, tuple], loss: str) -> dict[str, tuple]:

@@ -169,6 +169,21 @@ def test_fit_data_structure(net, params, no_trace):
     no_trace.assert_not_called()
 
 
+def test_two_batches_of_nested_lists_are_told_apart_in_the_error(net, params, no_trace):
+    # [(X0, Y0), (X1, Y1)] of nested lists reads as one pair (X = (X0, Y0)); it was
+    # refused as "dtrain X: not an array of one shape" with no word of batches
+    X, Y = _XY(m=2)
+    batch = (X.tolist(), Y.tolist())
+    with pytest.raises(ValueError, match=r"dtrain X: .*If data\['dtrain'\] is a list of two "
+                                         r"\(X, Y\) batches, give their X and Y as arrays"):
+        network.fit(net, params, {"dtrain": [batch, batch]}, epochs=1)
+    batches = [tuple(np.asarray(a) for a in batch)] * 2  # as arrays: two batches, trained
+    assert network.fit(net, params, {"dtrain": batches}, epochs=1, eval_splits=()).epochs == 1
+    with pytest.raises(ValueError, match="not an array of one shape") as err:  # no batches
+        network.fit(net, params, {"dtrain": ([[1.0], [1.0, 2.0]], Y)}, epochs=1)
+    assert "batches" not in str(err.value)
+
+
 # -- batch size and epochs -----------------------------------------------------------------
 
 
