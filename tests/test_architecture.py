@@ -10,18 +10,51 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "epynn_jax"
 
-# room (module prefix) -> the rooms of ours it may import, besides itself
+_NET = "epynn_jax.network"
+# The network rooms in the order of the page's table: each may import those above it.
+_NETWORK_ORDER = tuple(f"{_NET}.{m}" for m in (
+    "precision", "_gc", "parallel", "model", "objective", "optim", "checks", "programs",
+    "epoch", "streaming", "fitting"))
+
+
+def _above(module: str) -> tuple[str, ...]:
+    return _NETWORK_ORDER[:_NETWORK_ORDER.index(module)]
+
+
+# room (a module or a package prefix) -> the rooms of ours it may import, besides itself:
+# the "may import" column of docs/architecture.md's table, room by room
 ALLOWED = {
     "epynn_jax.errors": (),
     "epynn_jax.config": (),
     "epynn_jax.maths": ("epynn_jax.errors",),
     "epynn_jax.layers": ("epynn_jax.maths", "epynn_jax.errors"),
     "epynn_jax.data": ("epynn_jax.maths", "epynn_jax.errors"),
-    "epynn_jax.network": ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.errors"),
+    f"{_NET}.precision": ("epynn_jax.layers.base",),
+    f"{_NET}._gc": (),
+    f"{_NET}.parallel": (),
+    f"{_NET}.model": ("epynn_jax.layers", "epynn_jax.maths", f"{_NET}.precision",
+                      f"{_NET}._gc"),
+    f"{_NET}.objective": (f"{_NET}.model", "epynn_jax.layers", "epynn_jax.maths"),
+    f"{_NET}.optim": ("epynn_jax.maths", "epynn_jax.layers.base"),
+    f"{_NET}.checks": (f"{_NET}.model", f"{_NET}.optim", "epynn_jax.maths",
+                       "epynn_jax.layers.base"),
+    f"{_NET}.programs": (f"{_NET}.model", f"{_NET}.optim", "epynn_jax.maths"),
+    f"{_NET}.epoch": (*_above(f"{_NET}.epoch"), "epynn_jax.maths", "epynn_jax.layers.base",
+                      "epynn_jax.errors"),
+    f"{_NET}.streaming": (*_above(f"{_NET}.streaming"), "epynn_jax.maths",
+                          "epynn_jax.layers.base"),
+    f"{_NET}.fitting": (*_above(f"{_NET}.fitting"), "epynn_jax.maths", "epynn_jax.layers.base",
+                        "epynn_jax.errors"),
+    _NET: ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.errors"),  # its __init__
+    "epynn_jax.io.checkpoint": (f"{_NET}.model", f"{_NET}.checks", f"{_NET}.precision",
+                                "epynn_jax.layers.base", "epynn_jax.errors"),
+    "epynn_jax.io.checkpointing": ("epynn_jax.io.checkpoint", f"{_NET}.model", f"{_NET}.checks",
+                                   f"{_NET}.fitting.Progress", "epynn_jax.maths"),
+    "epynn_jax.io.report": (),
     "epynn_jax.io": ("epynn_jax.network", "epynn_jax.layers", "epynn_jax.maths",
-                     "epynn_jax.data", "epynn_jax.errors"),
-    "epynn_jax.testing": ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.network",
-                          "epynn_jax.errors"),
+                     "epynn_jax.data", "epynn_jax.errors"),  # its __init__
+    "epynn_jax.testing": ("epynn_jax.layers", f"{_NET}.checks", f"{_NET}.model",
+                          f"{_NET}.precision"),
 }
 
 
@@ -79,6 +112,18 @@ def test_a_layer_imports_only_maths_the_base_and_private_helpers(path):
         ok = _within(t, ("epynn_jax.maths", "epynn_jax.errors", "epynn_jax.layers.base")) or (
             t.startswith("epynn_jax.layers._"))
         assert ok, f"layers/{path.name} imports {t}"
+
+
+@pytest.mark.parametrize("package", ["network", "io"])
+def test_every_module_of_network_and_io_has_its_row(package):
+    # a new module gets its own rule (and its row in the page's table), not its package's
+    for path in (PACKAGE / package).glob("*.py"):
+        name = _module_name(path)
+        if path.name != "__init__.py":
+            assert _room(name) == name, f"{name} has no rule of its own in ALLOWED"
+            row = f"`{package}/{path.name}`"
+            page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+            assert row in page, f"docs/architecture.md has no row {row}"
 
 
 def test_network_never_imports_io():
