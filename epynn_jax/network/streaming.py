@@ -616,12 +616,20 @@ def _put(device: Any, *arrays: np.ndarray) -> tuple:
     device, read in its thread: a reader thread does not see a ``jax.default_device``
     context). On a CPU the aligned host buffers themselves: the call takes them in its
     dispatch without a copy (8 us for 100 MB), where a ``jax.device_put`` cost the reader
-    20-50 us per array. Elsewhere ``jax.device_put`` to ``device``, so the transfer
-    overlaps the device's compute."""
+    20-50 us per array. Elsewhere :func:`_device_put`, so the transfer overlaps the
+    device's compute."""
     if device.platform != "cpu":
-        return tuple(jax.device_put(a, device) for a in arrays)
+        return _device_put(device, *arrays)
     return tuple(a if a.flags.c_contiguous and not a.ctypes.data % checks.ALIGN
                  else _aligned_copy(a) for a in arrays)
+
+
+def _device_put(device: Any, *arrays: np.ndarray) -> tuple:
+    """``arrays`` placed on ``device`` but not committed to it, as a ``jax.device_put`` in
+    the caller's thread places them: a compiled call follows parameters committed to
+    another device instead of refusing the mix."""
+    with jax.default_device(device):
+        return tuple(jax.device_put(a) for a in arrays)
 
 
 def _aligned_copy(a: np.ndarray) -> np.ndarray:

@@ -39,7 +39,21 @@ want = network.fit(net, params, {"dtrain": (X, Y)}, **kw)
 devices = {str(d) for leaf in jax.tree.leaves(got.params) for d in leaf.devices()}
 same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(got.params),
                                                  jax.tree.leaves(want.params)))
-print("RESULT " + json.dumps({"seen": sorted(set(seen)), "placed": len(seen),
+# an accelerator's branch (device_put by the reader): placed on d1, not committed there,
+# so parameters committed to d0 while d1 is the default still train (a committed chunk
+# made the compiled call refuse the mix of devices)
+chunk = streaming._device_put(d1, X)[0]
+streaming._put = lambda device, *arrays: (seen.append(str(device)),
+                                          streaming._device_put(device, *arrays))[1]
+on_d0 = jax.device_put(params, jax.devices()[0])
+with jax.default_device(d1):
+    mixed = network.fit(net, on_d0, {"dtrain": (X, Y)}, stream=True, **kw)
+mixed_same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(mixed.params),
+                                                       jax.tree.leaves(want.params)))
+print("RESULT " + json.dumps({"chunk_committed": bool(chunk.committed),
+                              "chunk_on": [str(d) for d in chunk.devices()],
+                              "mixed_same": bool(mixed_same),
+                              "seen": sorted(set(seen)), "placed": len(seen),
                               "params_on": sorted(devices), "same": bool(same),
                               "predict": bool(np.allclose(A, network.predict(net, got.params, X))),
                               "accuracy": float(scores["accuracy"]), "d1": str(d1)}))
@@ -54,3 +68,4 @@ def test_streamed_chunks_go_to_the_callers_default_device():
     assert r["placed"] >= 3 + 4 + 4
     assert r["params_on"] == [r["d1"]] and r["same"] and r["predict"]
     assert 0.0 <= r["accuracy"] <= 1.0
+    assert not r["chunk_committed"] and r["chunk_on"] == [r["d1"]] and r["mixed_same"]
