@@ -36,6 +36,7 @@ with ``jax.make_array_from_process_local_data`` over the ``mesh``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -658,6 +659,23 @@ def _place(mesh, device, X: np.ndarray, Y: np.ndarray) -> tuple[jax.Array, jax.A
     return out[0], out[1]
 
 
+def _callers_settings() -> Callable[[], contextlib.ExitStack]:
+    """The caller's JAX settings that reading a chunk depends on, to enter in a reader
+    thread: JAX's setting contexts (``jax.enable_x64(True)``, ``jax.default_device``) hold
+    in the thread that entered them, and a new thread starts from the process-wide ones.
+    Under ``with jax.enable_x64(True)`` the reader read float32 chunks for a float64
+    ``fit``."""
+    x64, device = jax.config.jax_enable_x64, jax.config.jax_default_device
+
+    def enter() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.enable_x64(x64))
+        stack.enter_context(jax.default_device(device))
+        return stack
+
+    return enter
+
+
 class _Prefetch:
     """Iterate ``place(item)`` for the items of ``items``, ``depth`` read and placed ahead
     by a daemon thread (``depth=0``: in the caller's thread). An exception in the reader is
@@ -673,6 +691,7 @@ class _Prefetch:
         self.items, self.place, self.depth = items, place, depth
         self.stop = threading.Event()
         self.first = [place(item) for item in itertools.islice(items, 1 if depth else 0)]
+        self.settings = _callers_settings()
         if depth:
             self.q: queue.Queue = queue.Queue(maxsize=depth)
             self.thread = threading.Thread(target=self._read, daemon=True,
@@ -690,9 +709,10 @@ class _Prefetch:
 
     def _read(self) -> None:
         try:
-            for item in self.items:
-                if self.stop.is_set() or not self._put(self.place(item)):
-                    return
+            with self.settings():
+                for item in self.items:
+                    if self.stop.is_set() or not self._put(self.place(item)):
+                        return
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._put(err)
             return

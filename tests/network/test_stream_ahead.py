@@ -7,7 +7,8 @@ and reads, one dispatch per chunk (the chunk dispatched ahead is not dispatched
 again), the same parameters as the in-memory fit, a callback's stop and a failed
 epoch dropping the chunk dispatched ahead, an error reading the next epoch raised
 only after this epoch is recorded, ``prefetch=0`` and ``debug`` reading nothing ahead,
-and the first chunk read in the caller's thread.
+the first chunk read in the caller's thread, and the reader thread reading under the
+caller's 64-bit mode.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import threading
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -149,3 +151,30 @@ def test_the_first_chunk_is_read_in_the_callers_thread(monkeypatch):
     assert len(threads) == 6  # X and Y of 3 chunks
     assert threads[:2] == [threading.current_thread().name] * 2
     assert set(threads[2:]) == {"epynn_jax-stream"}
+
+
+def test_the_reader_thread_reads_in_the_callers_64_bit_mode(monkeypatch):
+    # jax.enable_x64(True) holds in the thread that entered it: the reader thread read
+    # float32 chunks for a float64 fit (and predict), so a streamed fit was no longer the
+    # in-memory one
+    dtypes = []
+    read = streaming._read
+
+    def reading(a, rows, where):
+        out = read(a, rows, where)
+        dtypes.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(streaming, "_read", reading)
+    with jax.enable_x64(True):
+        got = network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=3, stream=True, **KW)
+        want = network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=3, **KW)
+        A = network.predict(NET, got.params, X, chunk=8, stream=True)
+        scores = network.evaluate(NET, got.params, X, Y, ("accuracy", "CCE"), chunk=8,
+                                  stream=True)
+        assert A.dtype == np.float64
+        np.testing.assert_array_equal(A, np.asarray(network.predict(NET, got.params, X)))
+        np.testing.assert_allclose(float(scores["CCE"]), float(network.evaluate(
+            NET, got.params, X, Y, ("CCE",))["CCE"]), rtol=1e-12)
+    assert len(dtypes) > 6 and set(dtypes) == {np.dtype(np.float64)}
+    chex.assert_trees_all_equal(got.params, want.params)
