@@ -54,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.layers.base import Layer, LayerError, gradients_to_params
+from epynn_jax.layers.base import Layer, LayerError, gradients_to_params, x64_mode
 from epynn_jax.network import checks, precision
 from epynn_jax.network.model import memory_limit
 from epynn_jax.network.precision import Policy
@@ -65,10 +65,7 @@ __all__ = ["KeyCheck", "GradientReport", "check_layer", "policy_tolerance", "rel
 
 def x64(enabled: bool = True):
     """Context manager switching ``jax_enable_x64`` on (scoped), across JAX versions."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # JAX < 0.6
-        from jax.experimental import enable_x64 as ctx
-    return ctx(enabled)
+    return x64_mode(enabled)
 
 
 def relative_error(a, b, tiny: float = 1e-12) -> float:

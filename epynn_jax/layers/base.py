@@ -86,6 +86,15 @@ def float_dtype():
     return jax.dtypes.canonicalize_dtype(float)  # no array is created (no dispatch)
 
 
+def x64_mode(enabled: bool):
+    """A context manager that sets ``jax_enable_x64`` to ``enabled`` in this thread (scoped),
+    across JAX versions (``jax.enable_x64``; ``jax.experimental.enable_x64`` before 0.6)."""
+    ctx = getattr(jax, "enable_x64", None)
+    if ctx is None:  # JAX < 0.6
+        from jax.experimental import enable_x64 as ctx
+    return ctx(enabled)
+
+
 def _unbound(cls: type) -> list[str]:
     """The contract functions ``cls`` still takes from :class:`Layer` (bound nowhere)."""
     return [name for name in FUNCTIONS if getattr(cls, name) is getattr(Layer, name)]

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.layers.base import float_dtype
+from epynn_jax.layers.base import float_dtype, x64_mode
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths import prng
 from epynn_jax.network import _gc, checks, parallel
@@ -669,7 +669,7 @@ def _callers_settings() -> Callable[[], contextlib.ExitStack]:
 
     def enter() -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
-        stack.enter_context(jax.enable_x64(x64))
+        stack.enter_context(x64_mode(x64))
         stack.enter_context(jax.default_device(device))
         return stack
 

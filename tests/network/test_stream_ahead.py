@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 
 import chex
-import jax
 import numpy as np
 import pytest
 
@@ -24,6 +23,7 @@ from epynn_jax import Schedule, layers, network
 from epynn_jax.errors import NonFiniteError
 from epynn_jax.network import streaming
 from epynn_jax.network.streaming import Stream
+from epynn_jax.testing import x64
 
 N, BATCH = 48, 16                 # 3 batches per epoch: one chunk
 NET = network.build([layers.Dense(5, "relu"), layers.Dense(2, "softmax")], (4,))
@@ -166,7 +166,7 @@ def test_the_reader_thread_reads_in_the_callers_64_bit_mode(monkeypatch):
         return out
 
     monkeypatch.setattr(streaming, "_read", reading)
-    with jax.enable_x64(True):
+    with x64():
         got = network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=3, stream=True, **KW)
         want = network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=3, **KW)
         A = network.predict(NET, got.params, X, chunk=8, stream=True)
