@@ -556,6 +556,7 @@ def fit(
     saved: dict[str, Path] = {}
     streamed = plan.stream is not None or bool(progress.batch)  # (see _feeder)
     feeder: streaming.Feeder | None = None
+    opened: list[streaming.Feeder] = []  # closed at the end, even if made half (Ctrl-C)
 
     def on_chunk(done: streaming.ChunkDone) -> None:
         """A streamed epoch's progress after each chunk: Ctrl-C and checkpoints see it."""
@@ -575,7 +576,7 @@ def fit(
     try:
         # (in the try: Ctrl-C while it reads the first chunk is an interrupted fit)
         feeder = _feeder(net, plan, train, data[train_split], loss, batch_size, progress,
-                         epochs, mesh, evaluate.values())
+                         epochs, mesh, evaluate.values(), opened)
         while progress.epoch < epochs:
             epoch = progress.epoch
             try:
@@ -632,8 +633,8 @@ def fit(
             result=_result(progress, saved, _skips(first, progress.state)[0]),
             checkpoint=last) from err
     finally:
-        if feeder is not None:
-            feeder.close()
+        for made in opened:
+            made.close()
     skipped, steps = _skips(first, progress.state)
     if skipped and skipped == steps:  # float16: the parameters are the ones it was given
         warnings.warn(_all_skipped(steps, progress.state.opt_state.scale), SkippedStepsWarning,
@@ -794,7 +795,8 @@ def _plan_data(net: Network, data: Mapping[str, Any], loss: str, train_split: st
 
 
 def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
-            progress: Progress, epochs: int, mesh, evaluate=()) -> streaming.Feeder | None:
+            progress: Progress, epochs: int, mesh, evaluate=(), opened: list | None = None
+            ) -> streaming.Feeder | None:
     """The reader of the streamed epochs (None: every epoch in memory). An in-memory fit
     resumed mid-epoch streams that one epoch from its training arrays on the host."""
     if plan.stream is None and not progress.batch:
@@ -805,7 +807,7 @@ def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
         train = streaming.ArraySource(net, "train", *(np.asarray(a) for a in given), loss,
                                       batch_size)
     return streaming.Feeder(train, stream, progress.state.key, progress.epoch,
-                            progress.batch, last, mesh, evaluate)
+                            progress.batch, last, mesh, evaluate, opened)
 
 
 def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks, evaluate,

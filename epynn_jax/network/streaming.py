@@ -331,10 +331,14 @@ def _check_mapped(files: tuple[tuple[str, Any, int], ...], where: str,
                              "os.replace it onto the path: the mapped file is read on whole)")
 
 
-def _check_values(net: Network, where: str, X, Y, loss: str) -> tuple[np.ndarray, np.ndarray]:
+def _check_values(net: Network, where: str, X, Y, loss: str, own: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """A chunk's values (finite, labels in range), as host arrays of the working dtype
-    (aligned host buffers from :func:`_read` pass through without a copy)."""
-    X, Y = checks.host_float(X, f"{where} X"), checks.host_float(Y, f"{where} Y")
+    (aligned host buffers from :func:`_read` pass through without a copy; ``own=True``:
+    always buffers of their own, for a loader's arrays, which it may refill while the
+    compiled call that took them runs)."""
+    X = checks.host_float(X, f"{where} X", own=own)
+    Y = checks.host_float(Y, f"{where} Y", own=own)
     checks.check_label_range(Y, loss, f"{where} Y")
     checks.check_compute_range(net, X, f"{where} X")  # (under a float16 policy)
     return X, Y
@@ -510,7 +514,7 @@ class BatchSource:
     def chunks(self, order: None, start: int, k: int) -> Iterator[Chunk]:
         """Chunks of ``k`` checked batches (fewer at the end of the pass)."""
         del order  # the loader's order
-        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        pending = _Stack(k)  # (each batch copied in when read: a loader may reuse its buffers)
         i = start
         first_of_chunk = start
         short: tuple[int, int] | None = None
@@ -529,11 +533,11 @@ class BatchSource:
             if np.shape(X)[0] != self.batch_size:
                 short = (i, int(np.shape(X)[0]))
                 continue
-            pending.append(_check_values(self.net, where, X, Y, self.loss))
+            pending.add(*_check_values(self.net, where, X, Y, self.loss))
             i += 1
-            if len(pending) == k:
-                yield _stack(first_of_chunk, pending)
-                pending, first_of_chunk = [], i
+            if pending.n == k:
+                yield pending.take(first_of_chunk)
+                first_of_chunk = i
         if i == start == 0 and short is None:
             raise self._empty_pass()
         if short is not None:
@@ -545,8 +549,8 @@ class BatchSource:
                                          f"Stream(steps_per_epoch={self.n_batches - 1})"
                                          if self.steps is None and self.n_batches else ""),
                           stacklevel=2)
-        if pending:
-            yield _stack(first_of_chunk, pending)
+        if pending.n:
+            yield pending.take(first_of_chunk)
 
     def eval_chunks(self, c: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Every batch of one pass (the last one too, whatever its size), all rows counted."""
@@ -556,7 +560,7 @@ class BatchSource:
             i += 1
             X, Y = self._pair(item, i)
             checks.check_split(self.net, f"{self.name} batch {i}", X, Y)
-            X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss)
+            X, Y = _check_values(self.net, f"{self.name} batch {i}", X, Y, self.loss, own=True)
             yield X, Y, np.ones(X.shape[0], bool)
         if i < 0:
             raise self._empty_pass()
@@ -573,14 +577,26 @@ class BatchSource:
 _END = object()
 
 
-def _stack(start: int, batches: list) -> Chunk:
-    out = []
-    for j in range(2):
-        stacked = checks.aligned((len(batches), *batches[0][j].shape), batches[0][j].dtype)
-        for i, b in enumerate(batches):
-            stacked[i] = b[j]
-        out.append(stacked)
-    return Chunk(start, *out)
+class _Stack:
+    """Up to ``k`` batches copied, as they are read, into aligned ``(k, batch, ...)``
+    buffers: a loader that refills one buffer for each batch cannot change a batch read
+    before (holding its arrays until the chunk was full trained the last batch ``k``
+    times)."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.n, self.out = k, 0, None
+
+    def add(self, X: np.ndarray, Y: np.ndarray) -> None:
+        if self.out is None:
+            self.out = tuple(checks.aligned((self.k, *a.shape), a.dtype) for a in (X, Y))
+        self.out[0][self.n], self.out[1][self.n] = X, Y
+        self.n += 1
+
+    def take(self, start: int) -> Chunk:
+        """The chunk of the batches added (its first: epoch batch ``start``); empties."""
+        X, Y = (a[:self.n] for a in self.out)  # (a first rows' view: contiguous, aligned)
+        self.n, self.out = 0, None
+        return Chunk(start, X, Y)
 
 
 def source(net: Network, name: str, xy: Any, loss: str, batch_size: int | None, epochs: int,
@@ -678,8 +694,10 @@ def _callers_settings() -> Callable[[], contextlib.ExitStack]:
 
 class _Prefetch:
     """Iterate ``place(item)`` for the items of ``items``, ``depth`` read and placed ahead
-    by a daemon thread (``depth=0``: in the caller's thread). An exception in the reader is
-    raised in the caller with its traceback; :meth:`close` stops the reader.
+    by a daemon thread (``depth=0``: in the caller's thread), which :meth:`start` starts.
+    An exception in the reader is raised in the caller with its traceback; :meth:`close`
+    stops the reader. Start it where a ``finally`` closes it: a Ctrl-C between a thread's
+    start and the assignment of its owner left the thread running.
 
     With a thread, the first item is read in the caller's thread, when this is made
     (its errors raise here): the caller waits for it either way, and starting a thread
@@ -696,7 +714,11 @@ class _Prefetch:
             self.q: queue.Queue = queue.Queue(maxsize=depth)
             self.thread = threading.Thread(target=self._read, daemon=True,
                                            name="epynn_jax-stream")
+
+    def start(self) -> _Prefetch:
+        if self.depth:
             self.thread.start()
+        return self
 
     def _put(self, item: Any) -> bool:
         while not self.stop.is_set():
@@ -710,9 +732,14 @@ class _Prefetch:
     def _read(self) -> None:
         try:
             with self.settings():
-                for item in self.items:
-                    if self.stop.is_set() or not self._put(self.place(item)):
+                while not self.stop.is_set():  # (before each read: closed while starting)
+                    item = next(self.items, _END)
+                    if item is _END:
+                        break
+                    if not self._put(self.place(item)):
                         return
+                else:
+                    return
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
             self._put(err)
             return
@@ -746,7 +773,10 @@ class _Prefetch:
                     self.q.get_nowait()
                 except queue.Empty:
                     break
-            self.thread.join(timeout=5)
+            try:
+                self.thread.join(timeout=5)
+            except RuntimeError:  # never started, or interrupted as it started: it stops
+                pass  # at its first look at self.stop
 
 
 class Feeder:
@@ -768,7 +798,11 @@ class Feeder:
     """
 
     def __init__(self, src, stream: Stream, key: jax.Array, epoch: int, start: int,
-                 epochs: int, mesh=None, evaluated: Iterable = ()) -> None:
+                 epochs: int, mesh=None, evaluated: Iterable = (),
+                 opened: list | None = None) -> None:
+        self._gate = self._reader = None
+        if opened is not None:  # (first: a Ctrl-C from here on finds it there, to close)
+            opened.append(self)
         self.k = chunk_batches(stream, src.batch_bytes(), src.n_batches)
         self.src, self.first = src, epoch
         loaders = isinstance(src, BatchSource) and any(isinstance(s, BatchSource)
@@ -786,6 +820,7 @@ class Feeder:
         self._items = iter(self._reader)
         self._back: list = []  # what :meth:`first_of` took and gives back: an item, an error
         self.last, self.reads_ahead = epochs, bool(stream.prefetch)
+        self._reader.start()
 
     def _read(self, key: jax.Array, epoch: int, start: int, epochs: int) -> Iterator:
         orders = self.src.orders(key)
@@ -848,7 +883,8 @@ class Feeder:
     def close(self) -> None:
         if self._gate is not None:
             self._gate.close()  # (first: a reader waiting at the gate must see the stop)
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
 
 
 class _Gate:
@@ -898,12 +934,14 @@ class ChunkDone(NamedTuple):
 
 class Head(NamedTuple):
     """An epoch's first chunk, dispatched by :func:`stream_epoch` before the epoch before
-    it was settled: ``start`` (the state it trained from: that epoch's end state) and the
-    chunk's pending outputs."""
+    it was settled: ``start`` (the state it trained from: that epoch's end state), the
+    chunk ``(first batch, X, Y)`` and its pending outputs (None: its dispatch failed, and
+    is made again, where its error belongs, by the epoch it is the first chunk of)."""
 
     start: TrainState
     keys: tuple   # ``_split3(start.key)``: the epoch's next, shuffle and step keys
-    pending: tuple
+    chunk: tuple
+    pending: tuple | None
 
 
 def stream_epoch(net: Network, update, loss: str, state: TrainState,
@@ -932,7 +970,8 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
     which the next epoch's call takes as ``head`` (its first chunk, not read
     again from ``chunks``); a caller that stops drops it (its outputs are never
     read: the state stays this epoch's). A ``head`` that did not start from
-    ``state`` is dispatched again from it.
+    ``state``, or whose dispatch failed (out of device memory, say: the error is then
+    raised by the next epoch, once this one is recorded), is dispatched again from it.
     """
     fresh = head is not None and all(a is b for a, b in zip(head.start, state))
     key, _, step_key = head.keys if fresh else _split3(state.key)
@@ -964,7 +1003,8 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
     try:
         params, opt_state = state.params, state.opt_state
         if head is not None:
-            pending = head.pending if fresh else dispatch(*head.pending[:3], params, opt_state)
+            pending = (head.pending if fresh and head.pending is not None else
+                       dispatch(*head.chunk, params, opt_state))
             params, opt_state = pending[3], pending[4]
         for first, X, Y in chunks:
             item = dispatch(first, X, Y, params, opt_state)
@@ -974,8 +1014,11 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             pending = item
         if ahead is not None and (chunk := ahead()) is not None:  # the next epoch's first
             keys = _split3(key)
-            nxt = Head(TrainState(params, opt_state, key), keys,
-                       dispatch(*chunk, params, opt_state, keys[2]))
+            try:
+                dispatched = dispatch(*chunk, params, opt_state, keys[2])
+            except Exception:  # noqa: BLE001 - e.g. out of device memory: dispatched again,
+                dispatched = None  # and raised, by the next epoch, once this one is done
+            nxt = Head(TrainState(params, opt_state, key), keys, chunk, dispatched)
         if pending is not None and not settle(pending):
             return good, failed, None
     except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good
@@ -1032,7 +1075,7 @@ def evaluate_source(net: Network, params: Params, src, metric_names: tuple[str, 
                        lambda xym: (*_place_flat(mesh, device, *xym[:2]), xym[2]), depth)
     total = None
     try:
-        for X, Y, mask in reader:  # (read with the collector on: see network._gc)
+        for X, Y, mask in reader.start():  # (read with the collector on: see network._gc)
             with _gc.paused():  # its first call traces
                 stats = _chunk_statistics(net, metric_names, params, X, Y, mask)
             total = stats if total is None else jax.tree.map(jnp.add, total, stats)
@@ -1088,7 +1131,7 @@ def predict_array(net: Network, params: Params, X, stream: Stream,
     device = checks.default_device()  # (the caller's: see _put)
     reader = _Prefetch(iter(range(0, n, c)), read, stream.prefetch)
     try:
-        for s, Xc in reader:  # (read with the collector on: see network._gc)
+        for s, Xc in reader.start():  # (read with the collector on: see network._gc)
             with _gc.paused():  # its first call traces
                 A = predict_jit(net, params, Xc, c)
             out[s:s + c] = np.asarray(A)
