@@ -554,7 +554,7 @@ def fit(
         first = progress.state.opt_state  # (its step counters: the skips of this call)
 
     saved: dict[str, Path] = {}
-    streamed = plan.stream is not None or bool(progress.batch)  # (see _feeder)
+    streamed = _streams(plan, progress)
     feeder: streaming.Feeder | None = None
     opened: list[streaming.Feeder] = []  # closed at the end, even if made half (Ctrl-C)
 
@@ -794,12 +794,18 @@ def _plan_data(net: Network, data: Mapping[str, Any], loss: str, train_split: st
     return _DataPlan(splits, frozenset(sources), stream, batch_size, steps)
 
 
+def _streams(plan: _DataPlan, progress: Progress) -> bool:
+    """Whether ``fit`` reads a host stream (:func:`_feeder`): streamed splits, or an
+    in-memory fit resumed mid-epoch."""
+    return plan.stream is not None or bool(progress.batch)
+
+
 def _feeder(net, plan: _DataPlan, train, given, loss: str, batch_size: int,
             progress: Progress, epochs: int, mesh, evaluate=(), opened: list | None = None
             ) -> streaming.Feeder | None:
     """The reader of the streamed epochs (None: every epoch in memory). An in-memory fit
     resumed mid-epoch streams that one epoch from its training arrays on the host."""
-    if plan.stream is None and not progress.batch:
+    if not _streams(plan, progress):
         return None
     stream, last = plan.stream, epochs
     if stream is None:
