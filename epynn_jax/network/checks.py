@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import numbers
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -155,10 +156,14 @@ def _known(a: jax.Array, memo: dict = _FINITE) -> bool:
     return ref is not None and ref() is a and not a.is_deleted()
 
 
+_MEMO_LOCK = threading.Lock()  # fits in threads fill the memos at once
+
+
 def _remember(a: jax.Array, memo: dict = _FINITE) -> None:
-    while len(memo) >= _FINITE_MAX:
-        del memo[next(iter(memo))]  # the oldest
-    memo[id(a)] = weakref.ref(a)
+    with _MEMO_LOCK:  # (two threads evicting the same oldest entry: a KeyError)
+        while len(memo) >= _FINITE_MAX:
+            del memo[next(iter(memo))]  # the oldest
+        memo[id(a)] = weakref.ref(a)
 
 
 def _finite_once(a) -> bool:

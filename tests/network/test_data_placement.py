@@ -104,6 +104,40 @@ def test_a_jax_array_is_checked_once(net, params, monkeypatch):
     assert checks._known(many[-1]) and not checks._known(many[0])
 
 
+def test_memo_filled_from_threads_at_once(monkeypatch):
+    """Fits in threads remember arrays at once: two threads evicting the same oldest entry
+    raised a KeyError (in 8 threads, switching every microsecond, it did within a few
+    rounds)."""
+    import sys
+    import threading
+
+    monkeypatch.setattr(checks, "_FINITE", {})
+    arrays = [jnp.full((1,), float(i), jnp.float32) for i in range(4 * checks._FINITE_MAX)]
+    errors = []
+
+    def remember(k):
+        try:
+            for a in arrays[k::8]:
+                checks._remember(a, checks._FINITE)
+        except Exception as e:  # noqa: BLE001 (collected for the assert)
+            errors.append(repr(e))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(10):
+            checks._FINITE.clear()
+            threads = [threading.Thread(target=remember, args=(k,)) for k in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(checks._FINITE) == checks._FINITE_MAX
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 @pytest.mark.parametrize("where", ["X", "Y"])
 def test_non_finite_jax_array_is_named(net, params, where):
     X, Y = (jnp.asarray(a, jnp.float32) for a in _XY())
