@@ -161,6 +161,7 @@ _MEMO_LOCK = threading.Lock()  # fits in threads fill the memos at once
 
 def _remember(a: jax.Array, memo: dict = _FINITE) -> None:
     with _MEMO_LOCK:  # (two threads evicting the same oldest entry: a KeyError)
+        memo.pop(id(a), None)  # a dead array's entry at this address: the new one is newest
         while len(memo) >= _FINITE_MAX:
             del memo[next(iter(memo))]  # the oldest
         memo[id(a)] = weakref.ref(a)

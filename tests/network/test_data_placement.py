@@ -3,6 +3,8 @@ arrays used where they are, values checked before anything is traced."""
 
 from __future__ import annotations
 
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -102,6 +104,32 @@ def test_a_jax_array_is_checked_once(net, params, monkeypatch):
     checks.as_floats(many, ["m"] * len(many))
     assert len(checks._FINITE) == checks._FINITE_MAX
     assert checks._known(many[-1]) and not checks._known(many[0])
+
+
+def test_memo_keeps_the_newest_at_a_reused_address():
+    """An array remembered at the address of a dead one's entry is the newest entry, not
+    the dead one's old place: it outlives the next evictions (in place, it went first; the
+    placement test above then failed now and then, as addresses of earlier tests' dead
+    arrays came back)."""
+    memo = {}
+    arrays = [jnp.full((1,), float(i), jnp.float32) for i in range(checks._FINITE_MAX + 2)]
+    reused, others, later = arrays[0], arrays[1:-2], arrays[-2:]
+
+    class Dead:
+        pass
+
+    dead = Dead()
+    checks._remember(others[0], memo)
+    memo[id(reused)] = weakref.ref(dead)  # the next oldest: a dead array at this address
+    del dead
+    for a in others[1:]:
+        checks._remember(a, memo)
+    checks._remember(reused, memo)
+    for a in later:  # full: each evicts the oldest
+        checks._remember(a, memo)
+    assert len(memo) == checks._FINITE_MAX
+    assert checks._known(reused, memo) and all(checks._known(a, memo) for a in later)
+    assert not checks._known(others[0], memo) and not checks._known(others[1], memo)
 
 
 def test_memo_filled_from_threads_at_once(monkeypatch):
