@@ -212,6 +212,35 @@ class Embedding(BuiltinLayer):
         self._batch_idx, self._batches = idx, None  # batch_dtrain: made when first read
         return idx
 
+    def _shuffle_state(self):
+        """What the next :meth:`batch_indices` draws from (the generator's state, the
+        order it shuffles in place, the batches of the last draw), for ``train`` to go
+        back to when an epoch it drew for was not trained; ``None`` for a generator it
+        cannot read (``np_rng`` set to another object)."""
+        rng = getattr(self, "np_rng", None)
+        if rng is None:
+            state = np.random.get_state()
+        elif isinstance(rng, np.random.Generator):
+            state = rng.bit_generator.state
+        elif isinstance(rng, np.random.RandomState):
+            state = rng.get_state()
+        else:
+            return None
+        return rng, state, self._order.copy(), self._batch_idx
+
+    def _set_shuffle_state(self, saved) -> None:
+        """Back to a :meth:`_shuffle_state` (nothing when the generator was replaced since)."""
+        if saved is None or getattr(self, "np_rng", None) is not saved[0]:
+            return
+        rng, state, order, batch_idx = saved
+        if rng is None:
+            np.random.set_state(state)
+        elif isinstance(rng, np.random.Generator):
+            rng.bit_generator.state = state
+        else:
+            rng.set_state(state)
+        self._order, self._batch_idx, self._batches = order, batch_idx, None
+
     @property
     def batch_dtrain(self) -> list:
         """The training batches of the last shuffle (a list of dataSets named '0', '1',

@@ -216,6 +216,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     # then feeds a layer, though nothing reads it).
     k = 1 if isinstance(model.layers[0], Embedding) else 0
     fixed, params, train_net = params[:k], tuple(params[k:]), Network(net.layers[k:])
+    drawn = {start: model.embedding._shuffle_state()}  # the shuffle before epoch e's draw
     idx = model.embedding.batch_indices().astype(np.int32)
     opt = optimizer(model.layers, range(k, len(model.layers)), stop, start, idx.shape[0])
     state = core.TrainState(params, opt.init(params), model._key)
@@ -227,9 +228,11 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
         state, splits = parallel.place(mesh, state, splits, "dtrain")
     track = not _report.is_quiet(model) and _report.interactive()
     t0 = time.time()
+    recorded = None  # the last epoch recorded: (e, state before it, its outputs, its batches)
 
     def settle(e: int, before: core.TrainState, out: tuple, batches) -> bool:
         """Record epoch ``e`` (True), or stop at it (False: a NaN or inf)."""
+        nonlocal recorded
         scores, ok, cost = core.fetch((out[2], out[3] if guard else None,
                                        out[1][-1] if track else None))
         model._set_epoch(e)
@@ -247,36 +250,71 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
             _nonfinite(model, err, on_nonfinite)
             return False
         model._record(scores)
+        recorded = (e, before, out, batches)
         if track:
             model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"), float(cost))
         model.report()
         return True
 
     last = None  # (epoch, state before it, its outputs, its batches): dispatched, not read
-    for e in range(start, stop):
-        if e > start:
-            idx = model.embedding.batch_indices().astype(np.int32)
-        # the core's epoch, read from its store of compiled programs when a run before this
-        # one compiled it (an explicit transfer of the batch order: a device array)
-        out = core.stored_run_epoch(train_net, opt.update, model.loss, names, idx.shape[1],
-                                    state, splits["dtrain"], splits, guard,
-                                    idx=jax.device_put(idx), mesh=mesh)
-        if last is not None and not settle(*last):
+    try:
+        for e in range(start, stop):
+            if e > start:
+                drawn = {e - 1: drawn.get(e - 1), e: model.embedding._shuffle_state()}
+                idx = model.embedding.batch_indices().astype(np.int32)
+            # the core's epoch, read from its store of compiled programs when a run before
+            # this one compiled it (an explicit transfer of the batch order: a device array)
+            out = core.stored_run_epoch(train_net, opt.update, model.loss, names, idx.shape[1],
+                                        state, splits["dtrain"], splits, guard,
+                                        idx=jax.device_put(idx), mesh=mesh)
+            if last is not None and not settle(*last):
+                return
+            last, state = (e, state, out, idx), out[0]
+        if not settle(*last):
             return
-        last, state = (e, state, out, idx), out[0]
-    if not settle(*last):
-        return
+    except BaseException as err:  # Ctrl-C, a failing report: keep the epochs recorded
+        if model.diverged is err:  # (on_nonfinite='raise': the layers are kept already)
+            raise
+        done = start if recorded is None else recorded[0] + 1
+        if done in drawn:  # its order was drawn, not trained: the next train draws it again
+            model.embedding._set_shuffle_state(drawn[done])
+        if recorded is None:
+            model._done_epochs = start
+            _note(err, "EpyNN.train: stopped before an epoch of this call was recorded; the "
+                       "model keeps the weights it had")
+        else:  # the layers' weights, key and epoch count agree with model.metrics
+            _keep_epoch(model, fixed, train_net, opt, splits, recorded)
+            _note(err, f"EpyNN.train: stopped after epoch {recorded[0]}; the model keeps the "
+                       f"weights of its {recorded[0] + 1} epochs trained (train() goes on "
+                       "from there)")
+        raise
+    _keep_epoch(model, fixed, train_net, opt, splits, last)
+
+
+def _keep_epoch(model, fixed: tuple, train_net: Network, opt, splits: dict,
+                recorded: tuple) -> None:
+    """The model as epoch ``recorded[0]`` left it: its weights and key in the layers and
+    the model, its last batch's caches and every set's outputs computed when first read.
+    ``recorded``: (epoch, state before it, its outputs, its batch order)."""
+    e, before, out, batches = recorded
+    state = out[0]
     model._key = state.key
     model._store_params(fixed + state.params)
-    before, last_idx = last[1], last[3]
+    model._set_epoch(e)
+    model._done_epochs = e + 1
     model._pending = lambda: (core.last_step_caches(
-        train_net, opt.update, model.loss, before, splits["dtrain"], last_idx),
-        splits["dtrain"][0][last_idx[-1]])
-    model._pending_skip = k
+        train_net, opt.update, model.loss, before, splits["dtrain"], batches),
+        splits["dtrain"][0][batches[-1]])
+    model._pending_skip = len(fixed)
     for dset in model.embedding.dsets:  # outputs A and decisions P, computed when first read
         X = splits[dset.name][0]
         dset._defer(lambda X=X: core.stored_predict(train_net, state.params, X),
                     dset.Y.shape[1] > 1)
+
+
+def _note(err: BaseException, said: str) -> None:
+    if hasattr(err, "add_note"):  # Python >= 3.11
+        err.add_note(said)
 
 
 def _finite(model, scores: dict) -> bool:
@@ -294,56 +332,92 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
             for s, seg in enumerate(segs) if seg.compiled}
     opt_states = {s: opts[s].init(params[s]) for s in opts}
     splits = model._device_data()
-    X, Y = splits["dtrain"]
-    key = model._key
+    carry = {"key": model._key}
     t0 = time.time()
     last = {}
     outputs = {}
-    for e in range(start, stop):
-        model._set_epoch(e)
-        if e > start:
-            idx = model.embedding.batch_indices()
-        cost = None
-        for b in idx:
-            b = jax.device_put(np.asarray(b))  # (jnp.asarray compiles per shape)
-            A, fcs, shapes = X[b], {}, {}
-            for s, seg in enumerate(segs):
-                if seg.compiled:
-                    key, sub = prng.split(key)
-                    A, fcs[s] = core.forward_jit(seg.net, params[s], to_device_array(A),
-                                                 sub, True)
-                else:
-                    shapes[s] = np.shape(A)
-                    A = layers[seg.indices[0]].forward(np.asarray(A))
-            cost, dA = core.loss_and_deriv(model.loss, Y[b], to_device_array(A))
-            for s in reversed(range(len(segs))):
-                seg = segs[s]
-                if seg.compiled:
-                    dA, params[s], opt_states[s], gs, bcs = core.backward_update(
-                        seg.net, opts[s].update, params[s], opt_states[s], fcs[s],
-                        to_device_array(dA))
-                    last[s] = (fcs[s], bcs, gs)
-                else:
-                    layer = layers[seg.indices[0]]
-                    dA = layer.backward(np.asarray(dA))
-                    check_dX(layer, seg.indices[0], dA, shapes[s], f"EpyNN.train (epoch {e})")
-                    layer.compute_gradients()
-                    layer.update_parameters()
-        outputs, scores = evaluate_sets(model, segs, params, splits)
-        if on_nonfinite != "ignore" and not (_finite(model, scores) and math.isfinite(float(cost))):
-            named = scores if not _finite(model, scores) else {"the last batch": {model.loss: cost}}
-            err = core.non_finite_error(None, e, None, core.TrainState((), None, key),
-                                        {}, "EpyNN.train", named, advice=ADVICE)
-            model._done_epochs = e
-            _store_segments(model, segs, params, last)
-            _nonfinite(model, err, on_nonfinite)
-            return
-        model._record(scores)
-        model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"), cost)
-        model.report()
-    model._key = key
+    recorded = None  # the last epoch recorded
+    try:
+        for e in range(start, stop):
+            model._set_epoch(e)
+            if e > start:
+                idx = model.embedding.batch_indices()
+            outputs, cost = _segmented_epoch(model, segs, e, idx, params, opts, opt_states,
+                                             splits, carry, last)
+            scores = outputs.pop(None)
+            if on_nonfinite != "ignore" and not (_finite(model, scores)
+                                                 and math.isfinite(float(cost))):
+                named = (scores if not _finite(model, scores)
+                         else {"the last batch": {model.loss: cost}})
+                err = core.non_finite_error(None, e, None,
+                                            core.TrainState((), None, carry["key"]),
+                                            {}, "EpyNN.train", named, advice=ADVICE)
+                model._done_epochs = e
+                _store_segments(model, segs, params, last)
+                _nonfinite(model, err, on_nonfinite)
+                return
+            model._record(scores)
+            recorded = e
+            model._progress(e, t0, scores.get("dtrain", {}).get("accuracy"), cost)
+            model.report()
+    except BaseException as err:  # Ctrl-C, a custom layer's error: keep where it stopped
+        if model.diverged is err:
+            raise
+        done = start if recorded is None else recorded + 1
+        _keep_segments(model, segs, params, last, carry["key"], done)
+        _note(err, f"EpyNN.train: stopped in epoch {done}; the layers keep the weights of "
+                   f"the last batch trained, as EpyNN's do ({done} epochs recorded)")
+        raise
+    model._key = carry["key"]
     _store_segments(model, segs, params, last)
     model._set_outputs(outputs)
+
+
+def _keep_segments(model, segs, params, last, key, done: int) -> None:
+    """After an error in epoch ``done``: the custom layers have updated themselves batch
+    by batch, as in EpyNN; the compiled segments keep the weights of the same batch, and
+    the model counts the ``done`` epochs recorded."""
+    model._key = key
+    _store_segments(model, segs, params, last)
+    if done:
+        model._set_epoch(done - 1)
+    model._done_epochs = done
+
+
+def _segmented_epoch(model, segs, e, idx, params, opts, opt_states, splits, carry, last):
+    """One epoch batch by batch (``params``, ``opt_states``, ``last`` and the key in
+    ``carry`` updated in place after each batch: an error mid-epoch finds them at the
+    batch it stopped in); its outputs and scores (under ``None``) and last cost."""
+    layers = model.layers
+    X, Y = splits["dtrain"]
+    cost = None
+    for b in idx:
+        b = jax.device_put(np.asarray(b))  # (jnp.asarray compiles per shape)
+        A, fcs, shapes = X[b], {}, {}
+        for s, seg in enumerate(segs):
+            if seg.compiled:
+                carry["key"], sub = prng.split(carry["key"])
+                A, fcs[s] = core.forward_jit(seg.net, params[s], to_device_array(A),
+                                             sub, True)
+            else:
+                shapes[s] = np.shape(A)
+                A = layers[seg.indices[0]].forward(np.asarray(A))
+        cost, dA = core.loss_and_deriv(model.loss, Y[b], to_device_array(A))
+        for s in reversed(range(len(segs))):
+            seg = segs[s]
+            if seg.compiled:
+                dA, params[s], opt_states[s], gs, bcs = core.backward_update(
+                    seg.net, opts[s].update, params[s], opt_states[s], fcs[s],
+                    to_device_array(dA))
+                last[s] = (fcs[s], bcs, gs)
+            else:
+                layer = layers[seg.indices[0]]
+                dA = layer.backward(np.asarray(dA))
+                check_dX(layer, seg.indices[0], dA, shapes[s], f"EpyNN.train (epoch {e})")
+                layer.compute_gradients()
+                layer.update_parameters()
+    outputs, scores = evaluate_sets(model, segs, params, splits)
+    return {**outputs, None: scores}, cost
 
 
 def _store_segments(model, segs, params, last) -> None:
