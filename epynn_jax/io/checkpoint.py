@@ -827,6 +827,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     a path ending in a separator (``IsADirectoryError``), a loop of links, and a
     directory that does not exist (``FileNotFoundError``) or is not one
     (``NotADirectoryError``): each error names ``path`` (:func:`_write_target`).
+    An ``OSError`` while writing (a full disk, a file-size limit) is raised as the same
+    type and ``errno`` with ``filename`` set to ``path`` (the system's names no file).
     """
     path, directory = _write_target(path)
     _remove_stale_temps(directory / path.name)
@@ -847,9 +849,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
         if kept is not None:
             os.chmod(tmp, kept)  # the umask may have taken bits the old file had
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:
+            # a full disk or a file-size limit, found writing: name the file (the OS does not)
+            raise type(err)(err.errno, f"{err.strerror} (nothing written to it; a file "
+                            "there before is kept)", str(path)) from err
         raise
     _fsync_dir(directory)
     return path

@@ -8,6 +8,7 @@ and that have not been written to for ``STALE_TEMP_AGE_S`` seconds.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import stat
@@ -235,3 +236,43 @@ def test_a_path_that_cannot_be_written_is_named_before_any_temp_file(tmp_path):
         assert f"cannot write {target}" in str(caught.value) and ".tmp" not in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "loopa", "loopb"]
     assert loop.is_symlink() and (tmp_path / "file").read_bytes() == b"x"
+
+
+# Saves a model over argv[1] under a file-size limit smaller than the model (a full disk, as
+# the writer sees it), and prints the error it gets.
+LIMITED = textwrap.dedent("""
+    import resource, signal, sys
+    import jax
+    from epynn_jax import layers, network
+    from epynn_jax.io import save_model
+
+    net = network.build([layers.Dense(64)], (256,))
+    params = network.init(net, jax.random.key(1))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (its default ends the process)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+    try:
+        save_model(sys.argv[1], net, params)
+    except OSError as err:
+        print(type(err).__name__, err.errno, err.filename, "|", err)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_a_write_past_the_file_size_limit_names_the_file_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "model.epynn"
+    net = network.build([layers.Dense(64)], (256,))
+    save_model(target, net, network.init(net, jax.random.key(0)))
+    before = target.read_bytes()
+    assert len(before) > 20_000
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
+        "PYTHONPATH", "")]), JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", LIMITED, str(target)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    kind, number, filename, message = (*out.stdout.split(" ", 3)[:3],
+                                       out.stdout.split("|", 1)[1].strip())
+    assert (kind, int(number), filename) == ("OSError", errno.EFBIG, str(target)), out.stdout
+    assert "nothing written to it; a file there before is kept" in message
+    assert target.read_bytes() == before  # the old model, whole
+    assert _temps(tmp_path, target.name) == []
+    load_model(target)
