@@ -415,6 +415,9 @@ def fit(
     ``FitResult``) and ``.checkpoint``. (Without callbacks or checkpoints, small
     epochs run several per compiled call, up to about 0.2 s of them: the epochs
     of the call a Ctrl-C interrupts are lost, as an interrupted epoch is.)
+    Any other error once training has begun (a callback's, a checkpoint save's, a
+    loader's) is raised unchanged with ``err.fit_result``: the ``FitResult`` of the
+    epochs (and streamed batches) done before it.
 
     Non-finite guard (``check_finite=True``): when a batch's loss or any
     layer's gradient or updated parameters become NaN or inf, or the training
@@ -554,6 +557,7 @@ def fit(
         first = progress.state.opt_state  # (its step counters: the skips of this call)
 
     saved: dict[str, Path] = {}
+    began = (progress.epoch, progress.batch)  # (a resume may begin mid-epoch)
     streamed = _streams(plan, progress)
     feeder: streaming.Feeder | None = None
     opened: list[streaming.Feeder] = []  # closed at the end, even if made half (Ctrl-C)
@@ -632,6 +636,11 @@ def fit(
             + (f"; checkpoint saved to {last}" if last else ""),
             result=_result(progress, saved, _skips(first, progress.state)[0]),
             checkpoint=last) from err
+    except Exception as err:  # a callback's, a checkpoint's or a loader's: keep what trained
+        if not isinstance(err, NonFiniteError) and (progress.epoch, progress.batch) != began:
+            _keep_progress(err, progress._replace(
+                history=_truncated(progress.history, progress.epoch)), saved, first)
+        raise
     finally:
         for made in opened:
             made.close()
@@ -840,6 +849,25 @@ def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks,
     if check_finite:  # every chunk's guard was read: the epoch is good (scores are checked next)
         guard = _healthy(net, progress.batch)
     return state, fetch(scores), guard, head
+
+
+def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any) -> None:
+    """``err`` stopped ``fit`` after it trained: give it the state of the epochs (and
+    streamed batches) completed, as ``err.fit_result`` (a :class:`FitResult`), and a
+    note saying so; the error itself goes on unchanged."""
+    try:
+        skipped = _skips(first, progress.state)[0]
+    except Exception:  # noqa: BLE001 (a device that failed: the count is not worth a 2nd error)
+        skipped = 0
+    try:
+        err.fit_result = _result(progress, saved, skipped)
+    except (AttributeError, TypeError):  # (an exception type that takes no attributes)
+        return
+    within = f" and {progress.batch} batches of the next" if progress.batch else ""
+    if hasattr(err, "add_note"):  # Python >= 3.11
+        err.add_note(f"fit: {progress.epoch} epochs{within} were trained before this error; "
+                     "their parameters, optimizer state, key and history are in its "
+                     "fit_result")
 
 
 def _result(progress: Progress, saved: dict, skipped: int = 0) -> FitResult:
