@@ -39,8 +39,9 @@ def _best_value(values: Sequence[float], mode: str) -> float | None:
 
 
 class Checkpoints:
-    """Save ``last`` every ``every`` epochs (and at the end, and on Ctrl-C) and ``best``
-    when ``best = (metric, split, 'max' | 'min')`` improves, in ``directory``.
+    """Save ``last`` every ``every`` epochs (and at the end, and on Ctrl-C or an error
+    that stops ``fit``) and ``best`` when ``best = (metric, split, 'max' | 'min')``
+    improves, in ``directory``.
 
     ``every_batches=N`` also saves ``last`` after every ``N`` batches of an epoch
     (``fit`` then streams the epoch in chunks of ``N`` batches); a resume
@@ -126,6 +127,8 @@ class Checkpoints:
         return {"last": self._save("last", net, progress, metadata)}
 
     def interrupted(self, net: Network, progress: Progress, metadata: dict) -> Path | None:
+        """Ctrl-C or an error stopped ``fit``: ``last`` holds what was trained (the epochs
+        and batches of ``progress``), unless it holds it already."""
         if self._last == (progress.epoch, progress.batch):
             return self.path("last")
         return self._save("last", net, progress, metadata)

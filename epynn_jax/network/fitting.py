@@ -400,7 +400,7 @@ def fit(
 
     ``checkpoints`` (e.g. ``epynn_jax.io.Checkpoints(directory, every=5,
     best=('accuracy', 'dval', 'max'))``) is told after every epoch, at the end and
-    on Ctrl-C, and saves what its policy says. ``resume`` (a checkpoint loaded with
+    on Ctrl-C or an error, and saves what its policy says. ``resume`` (a checkpoint loaded with
     ``epynn_jax.io.load_checkpoint``) continues a run: params, optimizer state,
     PRNG key and history come from it (``params``, ``opt_state`` and ``key`` are
     then ignored), and training runs from its epoch up to ``epochs``, the TOTAL.
@@ -417,7 +417,8 @@ def fit(
     of the call a Ctrl-C interrupts are lost, as an interrupted epoch is.)
     Any other error once training has begun (a callback's, a checkpoint save's, a
     loader's) is raised unchanged with ``err.fit_result``: the ``FitResult`` of the
-    epochs (and streamed batches) done before it.
+    epochs (and streamed batches) done before it, which ``checkpoints`` also saves
+    (as on Ctrl-C).
 
     Non-finite guard (``check_finite=True``): when a batch's loss or any
     layer's gradient or updated parameters become NaN or inf, or the training
@@ -638,8 +639,13 @@ def fit(
             checkpoint=last) from err
     except Exception as err:  # a callback's, a checkpoint's or a loader's: keep what trained
         if not isinstance(err, NonFiniteError) and (progress.epoch, progress.batch) != began:
-            _keep_progress(err, progress._replace(
-                history=_truncated(progress.history, progress.epoch)), saved, first)
+            try:
+                kept = progress._replace(history=_truncated(progress.history, progress.epoch))
+            except (AttributeError, TypeError, KeyError):  # a callback broke it: nothing whole
+                kept = None
+            if kept is not None:
+                _keep_progress(err, kept, saved, first,
+                               _save_on_error(err, checkpoints, net, kept, metadata))
         raise
     finally:
         for made in opened:
@@ -851,23 +857,47 @@ def _streamed_epoch(net, update, loss, metric_names, progress: Progress, chunks,
     return state, fetch(scores), guard, head
 
 
-def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any) -> None:
+def _save_on_error(err: Exception, checkpoints: Any, net: Network, progress: Progress,
+                   metadata: dict) -> Path | None:
+    """The checkpoint ``checkpoints`` saves of ``progress`` when ``err`` stopped ``fit``
+    (as on Ctrl-C: a script that dies of ``err`` can resume from it); ``None`` without
+    checkpoints, or when that save fails too (a full disk: ``err`` gains a note)."""
+    if checkpoints is None:
+        return None
+    try:
+        return checkpoints.interrupted(net, progress, metadata)
+    except Exception as again:  # noqa: BLE001 (err is the error to raise; this one is told)
+        _note(err, f"fit: nor could the checkpoint of what was trained be saved: {again}")
+        return None
+
+
+def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any,
+                   checkpoint: Path | None) -> None:
     """``err`` stopped ``fit`` after it trained: give it the state of the epochs (and
     streamed batches) completed, as ``err.fit_result`` (a :class:`FitResult`), and a
-    note saying so; the error itself goes on unchanged."""
+    note saying so and where ``checkpoint`` saved it; the error itself goes on
+    unchanged."""
     try:
         skipped = _skips(first, progress.state)[0]
     except Exception:  # noqa: BLE001 (a device that failed: the count is not worth a 2nd error)
         skipped = 0
+    if checkpoint is not None:
+        saved = {**saved, "last": checkpoint}
     try:
         err.fit_result = _result(progress, saved, skipped)
     except (AttributeError, TypeError):  # (an exception type that takes no attributes)
         return
-    within = f" and {progress.batch} batches of the next" if progress.batch else ""
+    done = f"{progress.epoch} epoch{'s' * (progress.epoch != 1)}"
+    if progress.batch:
+        done += f" and {progress.batch} batches of the next"
+    _note(err, f"fit: trained {done} before this error; its fit_result holds them "
+               "(parameters, optimizer state, key, history)"
+               + (f"; checkpoint saved to {checkpoint}" if checkpoint is not None else ""))
+
+
+def _note(err: BaseException, note: str) -> None:
     if hasattr(err, "add_note"):  # Python >= 3.11
-        err.add_note(f"fit: {progress.epoch} epochs{within} were trained before this error; "
-                     "their parameters, optimizer state, key and history are in its "
-                     "fit_result")
+        err.add_note(note)
 
 
 def _result(progress: Progress, saved: dict, skipped: int = 0) -> FitResult:

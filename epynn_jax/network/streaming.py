@@ -999,6 +999,12 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             on_chunk(ChunkDone(first + n, good))
         return True
 
+    def settle_pending() -> bool:  # (a settle cut short is done again by the handlers)
+        nonlocal pending
+        ok = settle(pending)
+        pending = None
+        return ok
+
     nxt: Head | None = None
     try:
         params, opt_state = state.params, state.opt_state
@@ -1009,7 +1015,7 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
         for first, X, Y in chunks:
             item = dispatch(first, X, Y, params, opt_state)
             params, opt_state = item[3], item[4]
-            if pending is not None and not settle(pending):  # one chunk behind the device
+            if pending is not None and not settle_pending():  # one chunk behind the device
                 return good, failed, None
             pending = item
         if ahead is not None and (chunk := ahead()) is not None:  # the next epoch's first
@@ -1019,11 +1025,16 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             except Exception:  # noqa: BLE001 - e.g. out of device memory: dispatched again,
                 dispatched = None  # and raised, by the next epoch, once this one is done
             nxt = Head(TrainState(params, opt_state, key), keys, chunk, dispatched)
-        if pending is not None and not settle(pending):
+        if pending is not None and not settle_pending():
             return good, failed, None
     except KeyboardInterrupt:  # the chunk already dispatched counts, if it is good
         if pending is not None:
             settle(pending)
+        raise
+    except Exception:  # reading or placing the next chunk failed: the one in flight counts
+        if pending is not None:
+            with contextlib.suppress(Exception):  # (the error to raise is the first one)
+                settle(pending)
         raise
     return TrainState(good.params, good.opt_state, key), None, nxt  # (nxt.start's arrays)
 
