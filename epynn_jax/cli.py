@@ -419,10 +419,17 @@ def cmd_train(args: argparse.Namespace, out) -> int:
         _remove_empty(directory, *([folder] if created else []))
         raise
     except Exception as err:
-        _remove_empty(directory, *([folder] if created else []))  # never a saved checkpoint
         if isinstance(err, NonFiniteError):
+            _remove_empty(directory, *([folder] if created else []))  # no checkpoint saved
             raise _diverged(err, lr, batch) from None
-        raise
+        kept = getattr(err, "fit_result", None)  # trained before the error: fit saved it
+        saved = kept.checkpoints.get("last") if kept is not None and kept.epochs else None
+        if saved is None:  # (nothing trained in this call: fit saved nothing)
+            _remove_empty(directory, *([folder] if created else []))
+            raise
+        command = _resume_command(args, model_name, epochs, lr, Path(saved))
+        raise CLIError(f"{type(err).__name__}: {err}\nafter {kept.epochs} of {epochs} epochs; "
+                       f"checkpoint saved to {saved}. Resume with:\n  {command}") from err
     seconds = time.perf_counter() - start
     final = report.final_metrics(result.history)
     out.write(f"trained in {seconds:.1f} s"

@@ -141,6 +141,50 @@ def test_ctrl_c_saves_a_checkpoint_and_the_printed_command_resumes_to_the_same_m
     assert final(resumed_out) == final(plain_out)
 
 
+def test_an_error_mid_run_saves_a_checkpoint_and_prints_the_resume_command(tmp_path,
+                                                                          monkeypatch):
+    """An error after some epochs (here the reporter's: a full disk under its log, say)
+    ends the command with the error, and, as Ctrl-C does, a checkpoint and the command that
+    resumes it; the resumed run ends where an uninterrupted one does."""
+    call = report.Reporter.__call__
+
+    def full_at_5(self, epoch, history):
+        call(self, epoch, history)
+        if epoch + 1 == 5:
+            raise OSError(28, "No space left on device")
+
+    argv = ["train", "dummy_boolean", "--epochs", "12", "--lr", "0.05", "--no-plot"]
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        m.setattr(report.Reporter, "__call__", full_at_5)
+        code, _, err = run(*argv, "--out", str(out))
+    assert code == 1
+    said, where, command_line = err.splitlines()
+    assert said == "epynn-jax train: error: OSError: [Errno 28] No space left on device"
+    ck_path = out / "dummy_boolean_perceptron.checkpoint" / "last.epynn"
+    assert where == f"after 5 of 12 epochs; checkpoint saved to {ck_path}. Resume with:"
+    assert checkpoint.load_checkpoint(ck_path).epoch == 5
+    code, _, err = run(*shlex.split(command_line)[1:])
+    assert code == 0, err
+    code, _, err = run(*argv, "--out", str(tmp_path / "plain"))
+    assert code == 0, err
+    resumed, _ = load_params(out / "dummy_boolean_perceptron.epynn")
+    plain, _ = load_params(tmp_path / "plain" / "dummy_boolean_perceptron.epynn")
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, plain, strict=True))
+
+
+def test_an_error_before_an_epoch_is_done_is_one_line_and_leaves_no_folder(tmp_path,
+                                                                          monkeypatch):
+    def failing(net, params, data, *, directory, resume, **options):
+        raise OSError(28, "No space left on device")  # (fit gives it no fit_result)
+
+    monkeypatch.setattr(cli, "_fit_checkpointed", failing)
+    code, _, err = run("train", "dummy_boolean", "--out", str(tmp_path / "out"))
+    assert code == 1
+    assert err == "epynn-jax train: error: OSError: [Errno 28] No space left on device\n"
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture
 def interrupted_run(tmp_path, monkeypatch):
     """An in-process run of dummy_boolean stopped by Ctrl-C after its 5th epoch."""
