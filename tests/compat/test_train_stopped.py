@@ -134,7 +134,7 @@ def test_a_stop_before_any_epoch_is_recorded_leaves_the_model_as_it_was(monkeypa
         for k in pa:
             np.testing.assert_array_equal(pa[k], pb[k])
     if NOTES:
-        assert "before an epoch of this call was recorded" in "".join(info.value.__notes__)
+        assert "before an epoch of this call was kept" in "".join(info.value.__notes__)
     m.train(5, init_logs=False)  # the order it drew and did not train is drawn again
     full = model()
     full.train(2, init_logs=False)
@@ -188,3 +188,30 @@ def test_a_custom_layer_model_keeps_the_batch_it_stopped_at(monkeypatch):
             b.train(4, init_logs=False)
     assert b._done_epochs == 3 and lengths(b) == {3}
     assert_same_weights(a, b)
+
+
+def test_weights_that_cannot_be_read_back_are_dropped_with_their_epochs(monkeypatch):
+    """A device that fails reading back the weights after the error: the model goes back
+    to the state before the call (weights, epoch count AND the epochs in metrics) and
+    the error says why, never half of each."""
+    m = model()
+    m.train(2, init_logs=False)
+    before, key = weights(m), m._key
+    with monkeypatch.context() as patch:
+        raise_at(patch, EpyNN, "_record", 4, KeyboardInterrupt())
+        patch.setattr(EpyNN, "_store_params", lambda self, params: 1 / 0)
+        with pytest.raises(KeyboardInterrupt) as info:
+            m.train(5, init_logs=False)
+    assert m._done_epochs == 2 and lengths(m) == {2} and m._key is key
+    for pa, pb in zip(weights(m), before):
+        for k in pa:
+            np.testing.assert_array_equal(pa[k], pb[k])
+    if NOTES:
+        notes = "".join(info.value.__notes__)
+        assert "could not be read back (ZeroDivisionError" in notes
+        assert "before an epoch of this call was kept" in notes
+    m.train(5, init_logs=False)  # as if the call had never run: its shuffles drawn again
+    full = model()
+    full.train(2, init_logs=False)
+    full.train(5, init_logs=False)
+    assert_same_weights(m, full)

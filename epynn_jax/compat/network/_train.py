@@ -217,6 +217,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     k = 1 if isinstance(model.layers[0], Embedding) else 0
     fixed, params, train_net = params[:k], tuple(params[k:]), Network(net.layers[k:])
     drawn = {start: model.embedding._shuffle_state()}  # the shuffle before epoch e's draw
+    first_draw = drawn[start]
     idx = model.embedding.batch_indices().astype(np.int32)
     opt = optimizer(model.layers, range(k, len(model.layers)), stop, start, idx.shape[0])
     state = core.TrainState(params, opt.init(params), model._key)
@@ -273,22 +274,46 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
         if not settle(*last):
             return
     except BaseException as err:  # Ctrl-C, a failing report: keep the epochs recorded
-        if model.diverged is err:  # (on_nonfinite='raise': the layers are kept already)
-            raise
-        done = start if recorded is None else recorded[0] + 1
-        if done in drawn:  # its order was drawn, not trained: the next train draws it again
-            model.embedding._set_shuffle_state(drawn[done])
-        if recorded is None:
-            model._done_epochs = start
-            _note(err, "EpyNN.train: stopped before an epoch of this call was recorded; the "
-                       "model keeps the weights it had")
-        else:  # the layers' weights, key and epoch count agree with model.metrics
-            _keep_epoch(model, fixed, train_net, opt, splits, recorded)
-            _note(err, f"EpyNN.train: stopped after epoch {recorded[0]}; the model keeps the "
-                       f"weights of its {recorded[0] + 1} epochs trained (train() goes on "
-                       "from there)")
+        if model.diverged is not err:  # (on_nonfinite='raise': the layers are kept already)
+            _stopped(model, err, start, recorded, {start: first_draw, **drawn},
+                     lambda r: _keep_epoch(model, fixed, train_net, opt, splits, r))
         raise
     _keep_epoch(model, fixed, train_net, opt, splits, last)
+
+
+def _stopped(model, err: BaseException, start: int, recorded, drawn: dict, keep) -> None:
+    """After ``err`` stopped the compiled ``train``: ``keep(recorded)`` the last epoch
+    recorded (the layers' weights, key and epoch count then agree with ``model.metrics``),
+    or, with none recorded or its weights unreadable, go back to the model before the
+    call; the batch order drawn for the first epoch not kept is drawn again by the next
+    ``train`` (``drawn``: the shuffle's state before epoch e's draw). ``err`` gains a
+    note saying which."""
+    kept = None
+    if recorded is not None:
+        try:
+            keep(recorded)
+            kept = recorded[0]
+        except Exception as again:  # noqa: BLE001 (a device that failed: err is the error)
+            _note(err, f"EpyNN.train: the weights of the epochs recorded could not be read "
+                       f"back ({type(again).__name__}: {again}); they are dropped")
+    done = start if kept is None else kept + 1
+    if done in drawn:
+        model.embedding._set_shuffle_state(drawn[done])
+    if kept is None:
+        model._done_epochs = start
+        _trim_metrics(model, start)
+        _note(err, "EpyNN.train: stopped before an epoch of this call was kept; the model "
+                   "keeps the weights it had")
+    else:
+        _note(err, f"EpyNN.train: stopped after epoch {kept}; the model keeps the weights of "
+                   f"its {kept + 1} epochs trained (train() goes on from there)")
+
+
+def _trim_metrics(model, epochs: int) -> None:
+    """``model.metrics`` cut to ``epochs`` epochs (the epochs whose weights the layers hold)."""
+    for values in model.metrics.values():
+        for history in values:
+            del history[epochs:]
 
 
 def _keep_epoch(model, fixed: tuple, train_net: Network, opt, splits: dict,
@@ -298,8 +323,8 @@ def _keep_epoch(model, fixed: tuple, train_net: Network, opt, splits: dict,
     ``recorded``: (epoch, state before it, its outputs, its batch order)."""
     e, before, out, batches = recorded
     state = out[0]
+    model._store_params(fixed + state.params)  # (first: the one step that reads the device)
     model._key = state.key
-    model._store_params(fixed + state.params)
     model._set_epoch(e)
     model._done_epochs = e + 1
     model._pending = lambda: (core.last_step_caches(
@@ -364,7 +389,11 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
         if model.diverged is err:
             raise
         done = start if recorded is None else recorded + 1
-        _keep_segments(model, segs, params, last, carry["key"], done)
+        try:
+            _keep_segments(model, segs, params, last, carry["key"], done)
+        except Exception as again:  # noqa: BLE001 (a device that failed: err is the error)
+            _note(err, f"EpyNN.train: the compiled layers' weights could not be read back "
+                       f"({type(again).__name__}: {again})")
         _note(err, f"EpyNN.train: stopped in epoch {done}; the layers keep the weights of "
                    f"the last batch trained, as EpyNN's do ({done} epochs recorded)")
         raise
