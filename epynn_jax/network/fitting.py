@@ -160,14 +160,13 @@ def _stops(answer: Any) -> bool:
     return False
 
 
-def _call_back(callback: Callable, progress: Progress) -> bool:
-    """Call ``callback(epoch, history)``; whether it asks to stop (:func:`_stops`). It is given
-    ``fit``'s own history (a copy per epoch made a long run quadratic): one it changed is
-    refused here, naming it, before the next epoch appends to it or a checkpoint saves it
-    (an appended value made the checkpoint refuse to resume; a metric deleted, a
-    ``KeyError`` from inside ``fit``). The last checkpoint, saved before the call, is
-    intact."""
-    history = progress.history
+def _call_back(callback: Callable, progress: Progress, history: dict) -> bool:
+    """Call ``callback(epoch, history)``; whether it asks to stop (:func:`_stops`).
+
+    ``history`` is the callbacks' copy of ``fit``'s own (:func:`_synced`): a callback
+    that changes it cannot change what ``fit`` records, saves or returns, even when it
+    then raises. One it changed is refused here, naming it (the refusal says that the
+    callback's intent, whatever it was, did not happen)."""
     before = _outline(history)
     stop = _stops(callback(progress.epoch - 1, history))
     if _outline(history) != before:
@@ -176,6 +175,31 @@ def _call_back(callback: Callable, progress: Progress) -> bool:
                          "a split, an epoch or the last values); a callback may read it, not "
                          "change it: keep a copy (copy.deepcopy(history)) to edit or store")
     return stop
+
+
+def _call_backs(callbacks: Sequence[Callable], progress: Progress,
+                view: dict | None) -> tuple[bool, dict]:
+    """Call ``callbacks`` in turn until one asks to stop: ``(whether one did, the
+    callbacks' history)``, given the one of the last epoch (``view``, None at first).
+    (A loop, not ``any()`` over a generator: a callback's ``StopIteration`` would leave
+    a generator as ``RuntimeError``, PEP 479.)"""
+    view = _synced(view, progress.history)
+    for callback in callbacks:
+        if _call_back(callback, progress, view):
+            return True, view
+    return False, view
+
+
+def _synced(view: dict | None, history: dict) -> dict:
+    """The callbacks' copy of ``history``: made once per ``fit`` call, then brought up to
+    date by appending the epochs it lacks (a copy per epoch made a long run quadratic)."""
+    if view is None:
+        return {m: {s: list(v) for s, v in d.items()} for m, d in history.items()}
+    for m, d in history.items():
+        for s, v in d.items():
+            mine = view[m][s]
+            mine.extend(v[len(mine):])
+    return view
 
 
 def _outline(history: Any) -> Any:
@@ -395,7 +419,8 @@ def fit(
     metric or loss names; the training loss is always appended. The default
     optimizer is EpyNN's SGD with ``schedule`` (which depends on the total
     ``epochs``). Each callback is called as ``callback(epoch, history)`` after
-    every epoch and may return ``False`` to stop. Returns params, optimizer
+    every epoch (a copy of the history, to read: changing it is refused) and may
+    return ``False`` to stop. Returns params, optimizer
     state, key and the history ``{metric: {split: [value per epoch]}}``.
 
     ``checkpoints`` (e.g. ``epynn_jax.io.Checkpoints(directory, every=5,
@@ -559,6 +584,7 @@ def fit(
 
     saved: dict[str, Path] = {}
     began = (progress.epoch, progress.batch)  # (a resume may begin mid-epoch)
+    view = None  # the callbacks' copy of the history (_call_backs)
     streamed = _streams(plan, progress)
     feeder: streaming.Feeder | None = None
     opened: list[streaming.Feeder] = []  # closed at the end, even if made half (Ctrl-C)
@@ -618,8 +644,10 @@ def fit(
                 replay = False
             if checkpoints is not None:
                 saved.update(checkpoints.after_epoch(net, progress, metadata))
-            if any(_call_back(cb, progress) for cb in callbacks):
-                break
+            if callbacks:
+                stop, view = _call_backs(callbacks, progress, view)
+                if stop:
+                    break
         if checkpoints is not None:
             saved.update(checkpoints.finish(net, progress, metadata))
         if check_finite:  # the guard found them finite: the next fit or predict need not read them
@@ -644,8 +672,8 @@ def fit(
             except (AttributeError, TypeError, KeyError):  # a callback broke it: nothing whole
                 kept = None
             if kept is not None:
-                _keep_progress(err, kept, saved, first,
-                               _save_on_error(err, checkpoints, net, kept, metadata))
+                _keep_progress(err, kept, saved, first, functools.partial(
+                    _save_on_error, err, checkpoints, net, kept, metadata))
         raise
     finally:
         for made in opened:
@@ -861,32 +889,36 @@ def _save_on_error(err: Exception, checkpoints: Any, net: Network, progress: Pro
                    metadata: dict) -> Path | None:
     """The checkpoint ``checkpoints`` saves of ``progress`` when ``err`` stopped ``fit``
     (as on Ctrl-C: a script that dies of ``err`` can resume from it); ``None`` without
-    checkpoints, or when that save fails too (a full disk: ``err`` gains a note)."""
+    checkpoints, or when that save fails too or is interrupted (``err`` gains a note:
+    ``err`` is raised either way)."""
     if checkpoints is None:
         return None
     try:
         return checkpoints.interrupted(net, progress, metadata)
-    except Exception as again:  # noqa: BLE001 (err is the error to raise; this one is told)
-        _note(err, f"fit: nor could the checkpoint of what was trained be saved: {again}")
+    except (Exception, KeyboardInterrupt) as again:  # noqa: BLE001 (err is the one to raise)
+        why = "Ctrl-C" if isinstance(again, KeyboardInterrupt) else again
+        _note(err, f"fit: nor could the checkpoint of what was trained be saved: {why}")
         return None
 
 
 def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any,
-                   checkpoint: Path | None) -> None:
+                   save: Callable[[], Path | None]) -> None:
     """``err`` stopped ``fit`` after it trained: give it the state of the epochs (and
-    streamed batches) completed, as ``err.fit_result`` (a :class:`FitResult`), and a
-    note saying so and where ``checkpoint`` saved it; the error itself goes on
-    unchanged."""
+    streamed batches) completed, as ``err.fit_result`` (a :class:`FitResult`), then
+    ``save()`` it as a checkpoint, and a note saying so and where; the error itself goes
+    on unchanged (one that takes no attribute gets neither)."""
     try:
         skipped = _skips(first, progress.state)[0]
     except Exception:  # noqa: BLE001 (a device that failed: the count is not worth a 2nd error)
         skipped = 0
-    if checkpoint is not None:
-        saved = {**saved, "last": checkpoint}
+    result = _result(progress, saved, skipped)
     try:
-        err.fit_result = _result(progress, saved, skipped)
-    except (AttributeError, TypeError):  # (an exception type that takes no attributes)
+        err.fit_result = result
+    except Exception:  # noqa: BLE001 (__slots__, or a __setattr__ that refuses: err goes on)
         return
+    checkpoint = save()  # (after fit_result: a Ctrl-C during the save loses nothing)
+    if checkpoint is not None:
+        result.checkpoints["last"] = checkpoint
     done = f"{progress.epoch} epoch{'s' * (progress.epoch != 1)}"
     if progress.batch:
         done += f" and {progress.batch} batches of the next"

@@ -999,10 +999,13 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             on_chunk(ChunkDone(first + n, good))
         return True
 
-    def settle_pending() -> bool:  # (a settle cut short is done again by the handlers)
-        nonlocal pending
+    settling = False  # a settle of `pending` began: an error from it is not the next read's
+
+    def settle_pending() -> bool:  # (one cut short by Ctrl-C is done again by its handler)
+        nonlocal pending, settling
+        settling = True
         ok = settle(pending)
-        pending = None
+        pending, settling = None, False
         return ok
 
     nxt: Head | None = None
@@ -1032,7 +1035,7 @@ def stream_epoch(net: Network, update, loss: str, state: TrainState,
             settle(pending)
         raise
     except Exception:  # reading or placing the next chunk failed: the one in flight counts
-        if pending is not None:
+        if pending is not None and not settling:  # (on_chunk's own error: told once)
             with contextlib.suppress(Exception):  # (the error to raise is the first one)
                 settle(pending)
         raise

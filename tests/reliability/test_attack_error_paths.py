@@ -19,13 +19,14 @@ NumPy layer whose ``forward`` fails on the first batch.
 The reference is an oracle run: a callback returning ``False`` at the same epoch, an
 uninterrupted run, or (facade) ``train(k)`` with a steady schedule; bitwise.
 
-Found broken (marked xfail, strict): a callback's ``StopIteration`` comes out as
-``RuntimeError`` (PEP 479: the callbacks run in a generator expression); an exception
-whose ``__setattr__`` raises other than AttributeError/TypeError is replaced by that
-error; a Ctrl-C during the error's checkpoint save escapes bare and the epochs are lost;
-a callback that breaks fit's history and then raises gets an unresumable ``last`` saved
-over a good one; a raising ``after_batches`` is called twice for one chunk; and the
-facade's segmented path rewrites untouched float64 weights as float32.
+Found broken, and fixed since (each test says what it was): a callback's
+``StopIteration`` came out as ``RuntimeError`` (PEP 479: the callbacks run in a
+generator expression); an exception whose ``__setattr__`` raises other than
+AttributeError/TypeError is replaced by that error; a Ctrl-C during the error's
+checkpoint save escapes bare and the epochs are lost; a callback that breaks fit's
+history and then raises gets an unresumable ``last`` saved over a good one; a raising
+``after_batches`` is called twice for one chunk; and the facade's segmented path
+rewrites untouched float64 weights as float32.
 """
 
 from __future__ import annotations
@@ -247,10 +248,9 @@ def test_the_second_callbacks_error_after_the_first_returned():
     same_state(result, oracle)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fit calls the callbacks in a generator expression (any(_call_back(cb, ...) for cb in "
-    "callbacks)): PEP 479 turns a callback's StopIteration into RuntimeError('generator "
-    "raised StopIteration'), so the error is not re-raised unchanged"))
+# was (fixed since): fit calls the callbacks in a generator expression (any(_call_back(cb,
+# ...) for cb in callbacks)): PEP 479 turns a callback's StopIteration into
+# RuntimeError('generator raised StopIteration'), so the error is not re-raised unchanged
 def test_a_callback_raising_stop_iteration_is_raised_unchanged():
     error = StopIteration("enough")
     with pytest.raises(StopIteration) as info:
@@ -300,10 +300,9 @@ def test_an_exception_refusing_attributes_is_raised_unchanged():
     assert type(info.value) is Frozen and str(info.value) == "mine"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fitting._keep_progress catches only AttributeError/TypeError around "
-    "err.fit_result = ...: an exception whose __setattr__ raises anything else "
-    "(RuntimeError here) replaces the callback's error with the __setattr__ one"))
+# was (fixed since): fitting._keep_progress catches only AttributeError/TypeError around
+# err.fit_result = ...: an exception whose __setattr__ raises anything else (RuntimeError
+# here) replaces the callback's error with the __setattr__ one
 def test_an_exception_refusing_attributes_otherwise_is_raised_unchanged():
     with pytest.raises(FrozenRuntime) as info:
         network.fit(NET, PARAMS, DATA, callbacks=[raise_after(1, FrozenRuntime("mine"))], **KW)
@@ -341,11 +340,11 @@ def test_an_error_inside_checkpoints_interrupted_keeps_the_first_error(tmp_path)
         assert not info.value.__notes__[1].endswith(str(kept.checkpoints["last"]))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fit's `except Exception` calls _save_on_error (checkpoints.interrupted) BEFORE "
-    "_keep_progress gives err its fit_result, and _save_on_error catches only Exception: a "
-    "KeyboardInterrupt during that save escapes bare (not a TrainingInterrupted, no .result), "
-    "its __context__ (the callback's error) has no fit_result either: the 3 epochs are lost"))
+# was (fixed since): fit's `except Exception` calls _save_on_error
+# (checkpoints.interrupted) BEFORE _keep_progress gives err its fit_result, and
+# _save_on_error catches only Exception: a KeyboardInterrupt during that save escapes bare
+# (not a TrainingInterrupted, no .result), its __context__ (the callback's error) has no
+# fit_result either: the 3 epochs are lost
 def test_ctrl_c_while_fit_saves_the_errors_checkpoint_keeps_the_epochs(tmp_path):
     """A Ctrl-C during the save that follows an error: whatever is raised (the
     KeyboardInterrupt, as a Ctrl-C must stop), the epochs trained are not lost with it."""
@@ -497,11 +496,10 @@ def test_facade_custom_layer_failing_on_the_first_batch(monkeypatch, quiet):
     assert all(np.all(np.isfinite(v)) for p in weights(m) for v in p.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_train._train_segmented's except: _keep_segments -> _store_segments writes every compiled "
-    "layer's p back from the device (float32) even when no batch was trained: a fresh "
-    "model's float64 Dense weights come back rounded to float32, where the compiled path "
-    "(_stopped, nothing kept) leaves the layers' weights exactly as they were"))
+# was (fixed since): _train._train_segmented's except: _keep_segments -> _store_segments
+# writes every compiled layer's p back from the device (float32) even when no batch was
+# trained: a fresh model's float64 Dense weights come back rounded to float32, where the
+# compiled path (_stopped, nothing kept) leaves the layers' weights exactly as they were
 def test_facade_custom_layer_failing_on_the_first_batch_leaves_the_weights_exact(
         monkeypatch, quiet):
     m = model(custom=True)
@@ -534,14 +532,13 @@ def test_facade_compiled_model_stopped_before_any_epoch_leaves_the_weights_exact
 # -- fit: more of the error's checkpoint --------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fit's `except Exception` saves progress.history as the callback left it: "
-    "_call_back refuses a changed history only when the callback returns, so a callback "
-    "that clears (or edits) fit's own history and then raises makes "
-    "_save_on_error/checkpoints.interrupted overwrite `last` (saved good at epoch 2) with "
-    "an epoch-3 checkpoint whose history has 0 entries for accuracy/dval; the note "
-    "names it as the checkpoint to resume, and resume refuses it ('history does not have "
-    "3 epochs in every entry'); err.fit_result.history is as corrupted"))
+# was (fixed since): fit's `except Exception` saves progress.history as the callback left
+# it: _call_back refuses a changed history only when the callback returns, so a callback
+# that clears (or edits) fit's own history and then raises makes
+# _save_on_error/checkpoints.interrupted overwrite `last` (saved good at epoch 2) with an
+# epoch-3 checkpoint whose history has 0 entries for accuracy/dval; the note names it as
+# the checkpoint to resume, and resume refuses it ('history does not have 3 epochs in
+# every entry'); err.fit_result.history is as corrupted
 def test_a_callback_that_breaks_the_history_then_raises_leaves_a_resumable_checkpoint(
         tmp_path):
     straight = network.fit(NET, PARAMS, DATA, **KW)
@@ -594,12 +591,11 @@ def test_a_failing_mid_epoch_save_keeps_the_batch_it_reached(tmp_path, prefetch)
     assert readers() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "streaming.stream_epoch: settle_pending() clears `pending` only after settle() returns; "
-    "when on_chunk itself raises (fit's checkpoints.after_batches: a failing save), the "
-    "`except Exception` handler settles the same chunk again, so after_batches is called "
-    "twice for (epoch 1, batch 2): a failed save is silently retried, a policy's "
-    "after_batches sees one chunk twice"))
+# was (fixed since): streaming.stream_epoch: settle_pending() clears `pending` only after
+# settle() returns; when on_chunk itself raises (fit's checkpoints.after_batches: a
+# failing save), the `except Exception` handler settles the same chunk again, so
+# after_batches is called twice for (epoch 1, batch 2): a failed save is silently retried,
+# a policy's after_batches sees one chunk twice
 def test_after_batches_is_told_of_each_chunk_once_when_it_raises(tmp_path):
     told = []
 

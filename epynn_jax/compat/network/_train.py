@@ -450,18 +450,20 @@ def _segmented_epoch(model, segs, e, idx, params, opts, opt_states, splits, carr
 
 
 def _store_segments(model, segs, params, last) -> None:
+    """The compiled segments' weights (and last caches) in their layers: those a batch
+    trained (``last``); the others keep their arrays as they were (a float64 ``p``
+    is not rounded through the device's float32)."""
     for s, seg in enumerate(segs):
-        if not seg.compiled:
+        if not seg.compiled or s not in last:
             continue
         for j, i in enumerate(seg.indices):
             layer = model.layers[i]
             layer.p.clear()
             layer.p.update(to_host(params[s][j]))
-            if s in last:
-                for name, tree in zip(("fc", "bc", "g"), last[s]):
-                    target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
-                    target.clear()
-                    target.update(to_host(tree[j]))
+            for name, tree in zip(("fc", "bc", "g"), last[s]):
+                target = layer.__dict__.get("_" + name, layer.__dict__.get(name))
+                target.clear()
+                target.update(to_host(tree[j]))
 
 
 def forward_segments(model, segs: list[Segment], params: dict, X) -> np.ndarray:
