@@ -52,10 +52,12 @@ def weights(m: EpyNN) -> list[dict]:
     return [{k: np.array(v) for k, v in layer.p.items()} for layer in m.layers]
 
 
-def assert_same_weights(a: EpyNN, b: EpyNN) -> None:
-    for i, (pa, pb) in enumerate(zip(weights(a), weights(b))):
+def assert_same_weights(a: EpyNN, b: EpyNN | list[dict]) -> None:
+    """The same weights, values and dtypes (``b``: a model, or :func:`weights` of one)."""
+    for i, (pa, pb) in enumerate(zip(weights(a), b if isinstance(b, list) else weights(b))):
         assert pa.keys() == pb.keys(), i
         for k in pa:
+            assert pa[k].dtype == pb[k].dtype, (i, k)
             np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"layer {i} {k}")
 
 
@@ -130,9 +132,7 @@ def test_a_stop_before_any_epoch_is_recorded_leaves_the_model_as_it_was(monkeypa
         with pytest.raises(KeyboardInterrupt) as info:
             m.train(5, init_logs=False)
     assert m._done_epochs == 2 and lengths(m) == {2}
-    for pa, pb in zip(weights(m), before):
-        for k in pa:
-            np.testing.assert_array_equal(pa[k], pb[k])
+    assert_same_weights(m, before)
     if NOTES:
         assert "before an epoch of this call was kept" in "".join(info.value.__notes__)
     m.train(5, init_logs=False)  # the order it drew and did not train is drawn again
@@ -203,9 +203,7 @@ def test_weights_that_cannot_be_read_back_are_dropped_with_their_epochs(monkeypa
         with pytest.raises(KeyboardInterrupt) as info:
             m.train(5, init_logs=False)
     assert m._done_epochs == 2 and lengths(m) == {2} and m._key is key
-    for pa, pb in zip(weights(m), before):
-        for k in pa:
-            np.testing.assert_array_equal(pa[k], pb[k])
+    assert_same_weights(m, before)
     if NOTES:
         notes = "".join(info.value.__notes__)
         assert "could not be read back (ZeroDivisionError" in notes

@@ -52,6 +52,9 @@ from epynn_jax.errors import TrainingInterrupted
 from epynn_jax.io import Checkpoints, load_checkpoint
 from epynn_jax.network.streaming import Stream
 from tests.compat.test_custom_layer import make_affine
+from tests.compat.test_train_stopped import assert_same_weights, lengths, raise_at, weights
+from tests.network.test_fit_errors_keep_progress import assert_same_state as same_state
+from tests.network.test_fit_errors_keep_progress import raise_after, stop_after
 
 NOTES = sys.version_info >= (3, 11)
 N, BATCH = 40, 8  # 5 batches an epoch
@@ -68,25 +71,6 @@ READER = "epynn_jax-stream"
 
 class Boom(Exception):
     """The error a probe raises."""
-
-
-def stop_after(n: int):
-    return lambda epoch, history: epoch < n
-
-
-def raise_after(n: int, error: BaseException):
-    def callback(epoch, history):
-        if epoch == n:
-            raise error
-    return callback
-
-
-def same_state(a, b) -> None:
-    chex.assert_trees_all_equal(a.params, b.params)
-    chex.assert_trees_all_equal(a.opt_state, b.opt_state)
-    chex.assert_trees_all_equal(jax.random.key_data(a.key), jax.random.key_data(b.key))
-    assert a.history == b.history
-    assert (a.epochs, a.batches) == (b.epochs, b.batches)
 
 
 def batches_of(x, y):
@@ -380,35 +364,6 @@ def model(schedule: str = "steady", custom: bool = False, lr: float = 0.05) -> E
     return m
 
 
-def weights(m: EpyNN) -> list[dict]:
-    return [{k: np.array(v) for k, v in layer.p.items()} for layer in m.layers]
-
-
-def assert_same_weights(a: EpyNN, b: EpyNN) -> None:
-    for i, (pa, pb) in enumerate(zip(weights(a), weights(b))):
-        assert pa.keys() == pb.keys(), i
-        for k in pa:
-            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"layer {i} {k}")
-
-
-def raise_at(monkeypatch, obj, name: str, call: int, error: BaseException) -> None:
-    """``obj.name`` raises ``error`` at its ``call``-th call (1-based), else runs."""
-    real, calls = getattr(obj, name), [0]
-
-    def patched(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == call:
-            raise error
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(obj, name, patched)
-
-
-def lengths(m: EpyNN) -> set[int]:
-    return {len(values[i]) for values in m.metrics.values()
-            for i in range(len(m.embedding.dsets))}
-
-
 def test_facade_stopped_under_a_mesh_goes_on_bitwise(monkeypatch, quiet):
     devices = jax.devices()[:1]
     full = model("exp_decay")
@@ -500,33 +455,19 @@ def test_facade_custom_layer_failing_on_the_first_batch(monkeypatch, quiet):
 # writes every compiled layer's p back from the device (float32) even when no batch was
 # trained: a fresh model's float64 Dense weights come back rounded to float32, where the
 # compiled path (_stopped, nothing kept) leaves the layers' weights exactly as they were
-def test_facade_custom_layer_failing_on_the_first_batch_leaves_the_weights_exact(
-        monkeypatch, quiet):
-    m = model(custom=True)
+@pytest.mark.parametrize("custom", [True, False], ids=["segmented", "compiled"])
+def test_facade_stopped_before_anything_trained_leaves_the_weights_exact(monkeypatch, quiet,
+                                                                          custom):
+    """A fresh model's float64 weights, stopped before a batch (a custom layer's forward)
+    or an epoch (compiled) was trained, keep their dtype and values."""
+    m = model(custom=custom)
     before = weights(m)
+    obj, name = (type(m.layers[2]), "forward") if custom else (EpyNN, "_record")
     with monkeypatch.context() as patch:
-        raise_at(patch, type(m.layers[2]), "forward", 1, Boom("custom forward"))
+        raise_at(patch, obj, name, 1, Boom("stopped"))
         with pytest.raises(Boom):
             m.train(3, init_logs=False)
-    for i, (pa, pb) in enumerate(zip(weights(m), before)):
-        for k in pa:
-            assert pa[k].dtype == pb[k].dtype, (i, k)
-            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"layer {i} {k}")
-
-
-def test_facade_compiled_model_stopped_before_any_epoch_leaves_the_weights_exact(
-        monkeypatch, quiet):
-    """The compiled path's counterpart (it holds): a fresh model's float64 weights."""
-    m = model()
-    before = weights(m)
-    with monkeypatch.context() as patch:
-        raise_at(patch, EpyNN, "_record", 1, Boom())
-        with pytest.raises(Boom):
-            m.train(3, init_logs=False)
-    for i, (pa, pb) in enumerate(zip(weights(m), before)):
-        for k in pa:
-            assert pa[k].dtype == pb[k].dtype, (i, k)
-            np.testing.assert_array_equal(pa[k], pb[k], err_msg=f"layer {i} {k}")
+    assert_same_weights(m, before)
 
 
 # -- fit: more of the error's checkpoint --------------------------------------------------
