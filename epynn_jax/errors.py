@@ -7,6 +7,8 @@
 - :class:`TrainingInterrupted` (a ``KeyboardInterrupt``): Ctrl-C during
   ``fit``; carries the state at the end of the last completed epoch and the
   path of the checkpoint written for it (if checkpointing was on).
+
+:func:`add_note` adds a line to someone else's error where Python can.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ModelFileError", "NonFiniteError", "TrainingInterrupted"]
+__all__ = ["ModelFileError", "NonFiniteError", "TrainingInterrupted", "add_note"]
+
+
+def add_note(err: BaseException, note: str) -> None:
+    """``err.add_note(note)`` (shown under the error's message) on Python >= 3.11; nothing
+    on 3.10, or for an error that takes no note."""
+    if hasattr(err, "add_note"):
+        try:
+            err.add_note(note)
+        except Exception:  # noqa: BLE001 (a __setattr__ that refuses: err goes on as it is)
+            pass
 
 
 class ModelFileError(ValueError):

@@ -42,7 +42,7 @@ ALLOWED = {
     f"{_NET}.epoch": (*_above(f"{_NET}.epoch"), "epynn_jax.maths", "epynn_jax.layers.base",
                       "epynn_jax.errors"),
     f"{_NET}.streaming": (*_above(f"{_NET}.streaming"), "epynn_jax.maths",
-                          "epynn_jax.layers.base"),
+                          "epynn_jax.layers.base", "epynn_jax.errors"),
     f"{_NET}.fitting": (*_above(f"{_NET}.fitting"), "epynn_jax.maths", "epynn_jax.layers.base",
                         "epynn_jax.errors"),
     _NET: ("epynn_jax.layers", "epynn_jax.maths", "epynn_jax.errors"),  # its __init__

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epynn_jax.errors import NonFiniteError, TrainingInterrupted
+from epynn_jax.errors import NonFiniteError, TrainingInterrupted, add_note
 from epynn_jax.layers.base import float_dtype
 from epynn_jax.maths import losses
 from epynn_jax.maths import metrics as metrics_lib
@@ -425,8 +425,8 @@ def fit(
 
     ``checkpoints`` (e.g. ``epynn_jax.io.Checkpoints(directory, every=5,
     best=('accuracy', 'dval', 'max'))``) is told after every epoch, at the end and
-    on Ctrl-C or an error, and saves what its policy says. ``resume`` (a checkpoint loaded with
-    ``epynn_jax.io.load_checkpoint``) continues a run: params, optimizer state,
+    on Ctrl-C or an error, and saves what its policy says. ``resume`` (a checkpoint
+    loaded with ``epynn_jax.io.load_checkpoint``) continues a run: params, optimizer state,
     PRNG key and history come from it (``params``, ``opt_state`` and ``key`` are
     then ignored), and training runs from its epoch up to ``epochs``, the TOTAL.
     Resuming with the same arguments gives bitwise the parameters of an
@@ -667,13 +667,9 @@ def fit(
             checkpoint=last) from err
     except Exception as err:  # a callback's, a checkpoint's or a loader's: keep what trained
         if not isinstance(err, NonFiniteError) and (progress.epoch, progress.batch) != began:
-            try:
-                kept = progress._replace(history=_truncated(progress.history, progress.epoch))
-            except (AttributeError, TypeError, KeyError):  # a callback broke it: nothing whole
-                kept = None
-            if kept is not None:
-                _keep_progress(err, kept, saved, first, functools.partial(
-                    _save_on_error, err, checkpoints, net, kept, metadata))
+            kept = progress._replace(history=_truncated(progress.history, progress.epoch))
+            _keep_progress(err, kept, saved, first, functools.partial(
+                _save_on_error, err, checkpoints, net, kept, metadata))
         raise
     finally:
         for made in opened:
@@ -897,7 +893,7 @@ def _save_on_error(err: Exception, checkpoints: Any, net: Network, progress: Pro
         return checkpoints.interrupted(net, progress, metadata)
     except (Exception, KeyboardInterrupt) as again:  # noqa: BLE001 (err is the one to raise)
         why = "Ctrl-C" if isinstance(again, KeyboardInterrupt) else again
-        _note(err, f"fit: nor could the checkpoint of what was trained be saved: {why}")
+        add_note(err, f"fit: nor could the checkpoint of what was trained be saved: {why}")
         return None
 
 
@@ -906,7 +902,7 @@ def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any,
     """``err`` stopped ``fit`` after it trained: give it the state of the epochs (and
     streamed batches) completed, as ``err.fit_result`` (a :class:`FitResult`), then
     ``save()`` it as a checkpoint, and a note saying so and where; the error itself goes
-    on unchanged (one that takes no attribute gets neither)."""
+    on unchanged (one that takes no attribute gets only the checkpoint)."""
     try:
         skipped = _skips(first, progress.state)[0]
     except Exception:  # noqa: BLE001 (a device that failed: the count is not worth a 2nd error)
@@ -915,21 +911,16 @@ def _keep_progress(err: Exception, progress: Progress, saved: dict, first: Any,
     try:
         err.fit_result = result
     except Exception:  # noqa: BLE001 (__slots__, or a __setattr__ that refuses: err goes on)
-        return
+        pass
     checkpoint = save()  # (after fit_result: a Ctrl-C during the save loses nothing)
     if checkpoint is not None:
         result.checkpoints["last"] = checkpoint
     done = f"{progress.epoch} epoch{'s' * (progress.epoch != 1)}"
     if progress.batch:
         done += f" and {progress.batch} batches of the next"
-    _note(err, f"fit: trained {done} before this error; its fit_result holds them "
+    add_note(err, f"fit: trained {done} before this error; its fit_result holds them "
                "(parameters, optimizer state, key, history)"
                + (f"; checkpoint saved to {checkpoint}" if checkpoint is not None else ""))
-
-
-def _note(err: BaseException, note: str) -> None:
-    if hasattr(err, "add_note"):  # Python >= 3.11
-        err.add_note(note)
 
 
 def _result(progress: Progress, saved: dict, skipped: int = 0) -> FitResult:

@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from epynn_jax.errors import add_note
 from epynn_jax.layers.base import float_dtype, x64_mode
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.maths import prng
@@ -469,8 +470,7 @@ class BatchSource:
         try:
             return next(items, _END)
         except Exception as err:
-            if hasattr(err, "add_note"):  # Python 3.11+
-                err.add_note(f"(raised by data[{self.name!r}] while fit read its batch {i})")
+            add_note(err, f"(raised by data[{self.name!r}] while fit read its batch {i})")
             raise
 
     def _batches(self, start: int) -> Iterator[Any]:

@@ -33,7 +33,7 @@ from epynn_jax.compat._builtin import (
     to_host,
 )
 from epynn_jax.compat.embedding.models import Embedding
-from epynn_jax.errors import NonFiniteError
+from epynn_jax.errors import NonFiniteError, add_note
 from epynn_jax.maths import prng
 from epynn_jax.maths.schedules import Schedule
 from epynn_jax.network import epoch as core
@@ -294,7 +294,7 @@ def _stopped(model, err: BaseException, start: int, recorded, drawn: dict, keep)
             keep(recorded)
             kept = recorded[0]
         except Exception as again:  # noqa: BLE001 (a device that failed: err is the error)
-            _note(err, f"EpyNN.train: the weights of the epochs recorded could not be read "
+            add_note(err, f"EpyNN.train: the weights of the epochs recorded could not be read "
                        f"back ({type(again).__name__}: {again}); they are dropped")
     done = start if kept is None else kept + 1
     if done in drawn:
@@ -302,10 +302,10 @@ def _stopped(model, err: BaseException, start: int, recorded, drawn: dict, keep)
     if kept is None:
         model._done_epochs = start
         _trim_metrics(model, start)
-        _note(err, "EpyNN.train: stopped before an epoch of this call was kept; the model "
+        add_note(err, "EpyNN.train: stopped before an epoch of this call was kept; the model "
                    "keeps the weights it had")
     else:
-        _note(err, f"EpyNN.train: stopped after epoch {kept}; the model keeps the weights of "
+        add_note(err, f"EpyNN.train: stopped after epoch {kept}; the model keeps the weights of "
                    f"its {kept + 1} epochs trained (train() goes on from there)")
 
 
@@ -335,11 +335,6 @@ def _keep_epoch(model, fixed: tuple, train_net: Network, opt, splits: dict,
         X = splits[dset.name][0]
         dset._defer(lambda X=X: core.stored_predict(train_net, state.params, X),
                     dset.Y.shape[1] > 1)
-
-
-def _note(err: BaseException, said: str) -> None:
-    if hasattr(err, "add_note"):  # Python >= 3.11
-        err.add_note(said)
 
 
 def _finite(model, scores: dict) -> bool:
@@ -392,9 +387,9 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
         try:
             _keep_segments(model, segs, params, last, carry["key"], done)
         except Exception as again:  # noqa: BLE001 (a device that failed: err is the error)
-            _note(err, f"EpyNN.train: the compiled layers' weights could not be read back "
+            add_note(err, f"EpyNN.train: the compiled layers' weights could not be read back "
                        f"({type(again).__name__}: {again})")
-        _note(err, f"EpyNN.train: stopped in epoch {done}; the layers keep the weights of "
+        add_note(err, f"EpyNN.train: stopped in epoch {done}; the layers keep the weights of "
                    f"the last batch trained, as EpyNN's do ({done} epochs recorded)")
         raise
     model._key = carry["key"]

@@ -36,6 +36,7 @@ from epynn_jax.compat.commons.models import dataSet
 from epynn_jax.compat.commons.schedule import schedule_lrate
 from epynn_jax.compat.network import _train
 from epynn_jax.compat.settings import se_hPars as _DEFAULT_HPARS
+from epynn_jax.errors import add_note
 from epynn_jax.layers.base import LayerError, float_dtype
 from epynn_jax.maths import metrics as metrics_lib
 from epynn_jax.network import checks
@@ -283,8 +284,8 @@ class EpyNN:
                         self)
             _report.say("Known forward shapes: " + ", ".join(
                 f"{k}: {v}" for k, v in layer.fs.items()), self)
-        if i is not None and hasattr(err, "add_note"):  # (else the error says it all)
-            err.add_note(msg)
+        if i is not None:  # (else the error says it all)
+            add_note(err, msg)
 
     # -- training -----------------------------------------------------------------------
 
