@@ -278,10 +278,13 @@ class FrozenRuntime(Frozen):
     error = RuntimeError
 
 
-def test_an_exception_refusing_attributes_is_raised_unchanged():
+def test_an_exception_refusing_attributes_is_raised_unchanged(tmp_path):
+    """No fit_result and no note can be given to it; the checkpoint is still saved."""
     with pytest.raises(Frozen) as info:
-        network.fit(NET, PARAMS, DATA, callbacks=[raise_after(1, Frozen("mine"))], **KW)
+        network.fit(NET, PARAMS, DATA, callbacks=[raise_after(1, Frozen("mine"))],
+                    checkpoints=Checkpoints(tmp_path, every=5), **KW)
     assert type(info.value) is Frozen and str(info.value) == "mine"
+    assert load_checkpoint(tmp_path / "last.epynn").epoch == 2
 
 
 # was (fixed since): fitting._keep_progress catches only AttributeError/TypeError around
