@@ -216,8 +216,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     # then feeds a layer, though nothing reads it).
     k = 1 if isinstance(model.layers[0], Embedding) else 0
     fixed, params, train_net = params[:k], tuple(params[k:]), Network(net.layers[k:])
-    drawn = {start: model.embedding._shuffle_state()}  # the shuffle before epoch e's draw
-    first_draw = drawn[start]
+    # the shuffle's state before the draw of epoch e, for the first epoch and the last two
+    drawn = {start: model.embedding._shuffle_state()}
     idx = model.embedding.batch_indices().astype(np.int32)
     opt = optimizer(model.layers, range(k, len(model.layers)), stop, start, idx.shape[0])
     state = core.TrainState(params, opt.init(params), model._key)
@@ -261,7 +261,8 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
     try:
         for e in range(start, stop):
             if e > start:
-                drawn = {e - 1: drawn.get(e - 1), e: model.embedding._shuffle_state()}
+                drawn = {start: drawn[start], e - 1: drawn.get(e - 1),
+                         e: model.embedding._shuffle_state()}
                 idx = model.embedding.batch_indices().astype(np.int32)
             # the core's epoch, read from its store of compiled programs when a run before
             # this one compiled it (an explicit transfer of the batch order: a device array)
@@ -275,7 +276,7 @@ def _train_compiled(model, net: Network, start: int, stop: int, on_nonfinite: st
             return
     except BaseException as err:  # Ctrl-C, a failing report: keep the epochs recorded
         if model.diverged is not err:  # (on_nonfinite='raise': the layers are kept already)
-            _stopped(model, err, start, recorded, {start: first_draw, **drawn},
+            _stopped(model, err, start, recorded, drawn,
                      lambda r: _keep_epoch(model, fixed, train_net, opt, splits, r))
         raise
     _keep_epoch(model, fixed, train_net, opt, splits, last)
