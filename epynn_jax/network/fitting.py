@@ -654,15 +654,18 @@ def fit(
             checks.remember_finite(progress.state.params)
     except KeyboardInterrupt as err:
         progress = progress._replace(history=_truncated(progress.history, progress.epoch))
-        last = None
+        last, unsaved = None, ""
         if checkpoints is not None:
-            last = checkpoints.interrupted(net, progress, metadata)
+            try:
+                last = checkpoints.interrupted(net, progress, metadata)
+            except (Exception, KeyboardInterrupt) as again:  # noqa: BLE001 (a full disk, a 2nd
+                unsaved = f"; its checkpoint could not be saved: {again!r}"  # Ctrl-C: told)
             if last is not None:
                 saved["last"] = last
         within = f" and {progress.batch} batches of the next" if progress.batch else ""
         raise TrainingInterrupted(
             f"fit interrupted after {progress.epoch} completed epochs{within}"
-            + (f"; checkpoint saved to {last}" if last else ""),
+            + (f"; checkpoint saved to {last}" if last else "") + unsaved,
             result=_result(progress, saved, _skips(first, progress.state)[0]),
             checkpoint=last) from err
     except Exception as err:  # a callback's, a checkpoint's or a loader's: keep what trained

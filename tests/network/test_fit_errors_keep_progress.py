@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from epynn_jax import io, network
-from epynn_jax.errors import NonFiniteError
+from epynn_jax.errors import NonFiniteError, TrainingInterrupted
 
 NOTES = sys.version_info >= (3, 11)
 RNG = np.random.default_rng(4)
@@ -172,3 +172,33 @@ def test_the_guards_own_error_keeps_its_own_state(net, params):
     with pytest.raises(NonFiniteError) as info:
         network.fit(net, jax.tree.map(lambda a: a * 1e30, params), {"dtrain": (X, Y)}, **KW)
     assert not hasattr(info.value, "fit_result") and info.value.params is not None
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"),
+                                     KeyboardInterrupt()], ids=["full-disk", "second-ctrl-c"])
+def test_ctrl_c_whose_checkpoint_cannot_be_saved_still_hands_back_the_epochs(net, params,
+                                                                             tmp_path,
+                                                                             failure):
+    """Ctrl-C, then the save of its checkpoint fails (a full disk) or is interrupted (a
+    second Ctrl-C): still the TrainingInterrupted with the epochs done, saying why there
+    is no checkpoint. (The save's error came out instead, the epochs lost with it.)"""
+
+    class Failing(io.Checkpoints):
+        def _save(self, *args):
+            raise failure
+
+    def ctrl_c_after(n):
+        def callback(epoch, history):
+            if epoch == n:
+                raise KeyboardInterrupt
+        return callback
+
+    oracle = network.fit(net, params, {"dtrain": (X, Y)}, callbacks=[stop_after(2)], **KW)
+    with pytest.raises(TrainingInterrupted) as info:
+        network.fit(net, params, {"dtrain": (X, Y)}, callbacks=[ctrl_c_after(2)],
+                    checkpoints=Failing(tmp_path), **KW)
+    assert_same_state(info.value.result, oracle)
+    assert info.value.checkpoint is None
+    assert str(info.value).startswith("fit interrupted after 3 completed epochs; its "
+                                      "checkpoint could not be saved: ")
+    assert type(failure).__name__ in str(info.value)
