@@ -8,6 +8,8 @@
   ``fit``; carries the state at the end of the last completed epoch and the
   path of the checkpoint written for it (if checkpointing was on).
 
+Any other error that stops ``network.fit`` once training has begun (a callback's, a
+checkpoint save's, a loader's) is raised as it is, with ``fit_result``: the epochs done.
 :func:`add_note` adds a line to someone else's error where Python can.
 """
 
