@@ -1,4 +1,5 @@
-"""Shared fixtures: a scoped float64 switch, the EpyNN 1.2.13 oracle, trace budgets."""
+"""Shared fixtures: a scoped float64 switch, the EpyNN 1.2.13 oracle, trace budgets, the
+streamed fit's dispatch and read events."""
 
 from __future__ import annotations
 
@@ -89,6 +90,30 @@ def epoch_traces(trace_budget):
     from epynn_jax.network import epoch
 
     return lambda splits: trace_budget(epoch, "evaluate", splits)
+
+
+@pytest.fixture
+def events(monkeypatch):
+    """What a streamed ``fit`` asks of the device, in order: ``'d'`` for each chunk
+    dispatched (``streaming.train_chunk``), ``'r'`` for each chunk guard the host reads
+    (``streaming.fetch`` of a flag)."""
+    from epynn_jax.network import streaming
+
+    seen: list[str] = []
+    chunk, fetch = streaming.train_chunk, streaming.fetch
+
+    def dispatch(*a, **k):
+        seen.append("d")
+        return chunk(*a, **k)
+
+    def read(tree):
+        if isinstance(tree, np.ndarray | np.bool_) or getattr(tree, "shape", None) == ():
+            seen.append("r")
+        return fetch(tree)
+
+    monkeypatch.setattr(streaming, "train_chunk", dispatch)
+    monkeypatch.setattr(streaming, "fetch", read)
+    return seen
 
 
 @pytest.fixture(autouse=True, scope="module")

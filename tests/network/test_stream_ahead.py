@@ -34,27 +34,6 @@ Y = np.eye(2, dtype=np.float32)[RNG.integers(0, 2, N)]
 KW = dict(batch_size=BATCH, key=5, loss="CCE", eval_splits=())
 
 
-@pytest.fixture
-def events(monkeypatch):
-    """``'d'`` for each chunk dispatched (``train_chunk``), ``'r'`` for each chunk guard
-    read by the host (``fetch`` of the guard flag), in order."""
-    seen: list[str] = []
-    chunk, fetch = streaming.train_chunk, streaming.fetch
-
-    def dispatch(*a, **k):
-        seen.append("d")
-        return chunk(*a, **k)
-
-    def read(tree):
-        if isinstance(tree, np.ndarray | np.bool_) or getattr(tree, "shape", None) == ():
-            seen.append("r")
-        return fetch(tree)
-
-    monkeypatch.setattr(streaming, "train_chunk", dispatch)
-    monkeypatch.setattr(streaming, "fetch", read)
-    return seen
-
-
 def test_the_next_epochs_chunk_is_queued_before_this_epochs_guard_is_read(events):
     result = network.fit(NET, PARAMS, {"dtrain": (X, Y)}, epochs=3, stream=True, **KW)
     # one chunk per epoch: epoch 1's is dispatched before epoch 0's guard is read, and

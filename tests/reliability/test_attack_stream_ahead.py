@@ -753,26 +753,13 @@ def test_a_loader_resumed_mid_epoch_with_the_lookahead_is_the_uninterrupted_run(
 # -- debug and the reader thread -----------------------------------------------------------
 
 
-def test_debug_streams_several_chunks_without_the_lookahead(monkeypatch):
-    seen: list[str] = []
-    chunk, fetch = streaming.train_chunk, streaming.fetch
-
-    def dispatch(*a, **k):
-        seen.append("d")
-        return chunk(*a, **k)
-
-    def read(tree):
-        seen.append("r")
-        return fetch(tree)
-
-    monkeypatch.setattr(streaming, "train_chunk", dispatch)
-    monkeypatch.setattr(streaming, "fetch", read)
+def test_debug_streams_several_chunks_without_the_lookahead(events, monkeypatch):
     net = network.build([layers.Dense(5, "relu"), layers.Dense(2, "softmax")], (4,))
     params = network.init(net, 2)  # (no Dropout: op by op, it is slow)
     kw = dict(epochs=2, **{**KW, "eval_splits": (), "batch_size": 16})  # 3 batches
     got = network.fit(net, params, DATA, debug=True, stream=Stream(chunk_batches=2), **kw)
     # per epoch: chunk 0, chunk 1, guard 0, guard 1; the next epoch only after
-    assert seen == ["d", "d", "r", "r"] * 2
+    assert events == ["d", "d", "r", "r"] * 2
     monkeypatch.undo()
     want = network.fit(net, params, DATA, **kw)
     for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(want.params)):
