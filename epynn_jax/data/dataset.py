@@ -340,12 +340,15 @@ def _classes(classes) -> list:
 
 def _bounds(bounds, where: str) -> tuple[float, float]:
     ok = isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(
-        isinstance(b, numbers.Real) and not isinstance(b, bool) and np.isfinite(b)
-        for b in bounds)
-    if not ok or bounds[0] > bounds[1]:
+        isinstance(b, numbers.Real) and not isinstance(b, bool) for b in bounds)
+    try:  # (compared as floats: a float32 bound against a huge int overflowed in the cast)
+        low, high = (float(b) for b in bounds) if ok else (0.0, 0.0)
+    except OverflowError:  # an int beyond the float range
+        ok = False
+    if not ok or not (np.isfinite(low) and np.isfinite(high)) or low > high:
         raise ValueError(f"{where}: bounds must be (min, max) finite numbers with min <= max, "
                          f"got {bounds!r}")
-    return float(bounds[0]), float(bounds[1])
+    return low, high
 
 
 def scale_features(X, bounds: tuple[float, float] | None = None) -> np.ndarray:

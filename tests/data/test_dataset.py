@@ -280,6 +280,20 @@ def test_scale_features_needs_numbers_and_bounds_with_a_span():
         ds.scale_features([1.0, 2.0], bounds=(2.0, 1.0))
 
 
+def test_scale_features_bounds_of_mixed_types_compare_as_floats():
+    """A float32 bound against an int beyond float32 (found by the fuzz test: NumPy cast
+    the int to float32, with an overflow warning, to compare them); an int beyond every
+    float is a ValueError naming the bounds (it was NumPy's TypeError from isfinite)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_allclose(
+            ds.scale_features([1.0, 3.0], bounds=(np.float32(1.0), 10**40)), [0.0, 2e-40])
+    with pytest.raises(ValueError, match=r"bounds must be \(min, max\) finite numbers"):
+        ds.scale_features([1.0, 2.0], bounds=(0, 10**400))
+
+
 def test_index_elements_refuses_empty_input_and_nan():
     for empty in ([], np.zeros((0, 3))):
         with pytest.raises(ValueError, match="index_elements: X is empty"):
