@@ -90,3 +90,27 @@ def test_a_zero_over_zero_metric_is_nan_as_in_epynn_and_training_goes_on(capsys)
     assert m.diverged is None and capsys.readouterr().err == ""
     assert len(m.metrics["MSE"][0]) == 2 and np.isfinite(m.metrics["MSE"][0]).all()
     assert np.isnan(m.metrics["NPV"][0]).all() and m.metrics["accuracy"][0] == [1.0, 1.0]
+
+
+def test_a_model_with_custom_layers_keeps_the_last_good_weights_too():
+    """The segmented path (an eager NumPy custom layer between compiled ones): the epoch
+    that made NaN is dropped as in the compiled path, the custom layer's ``p`` included.
+    (It kept the NaN weights of that epoch while its line said "the last good epoch".)"""
+    from epynn_jax.compat.commons.models import Layer
+    from tests.compat.test_custom_layer import make_affine
+
+    emb = Embedding(X_data=X, Y_data=Y, batch_size=8)
+    m = EpyNN([emb, Dense(4, identity), make_affine(Layer)(), Dense(1, identity)],
+              name="boom")
+    m.initialize(loss="MSE", seed=1, se_hPars={**EXPLODE})
+    assert m.layers[2]._mode[0] == "eager"
+    before = [{k: v.copy() for k, v in layer.p.items()} for layer in m.layers]
+    key = m._key
+    with np.errstate(all="ignore"):  # (the NumPy layer's own inf * 0 while it diverges)
+        m.train(3, init_logs=False)
+    assert isinstance(m.diverged, NonFiniteError) and m.diverged.epoch == 0
+    assert m._done_epochs == 0 and m._key is key
+    for i, (layer, p0) in enumerate(zip(m.layers, before)):
+        for k in p0:  # untouched: no epoch was good (the compiled ones never left float64)
+            assert layer.p[k].dtype == p0[k].dtype, (i, k)
+            np.testing.assert_array_equal(layer.p[k], p0[k], err_msg=f"layer {i} {k}")

@@ -363,6 +363,7 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
             model._set_epoch(e)
             if e > start:
                 idx = model.embedding.batch_indices()
+            good = (dict(params), dict(last), carry["key"], _custom_weights(model, segs))
             outputs, cost = _segmented_epoch(model, segs, e, idx, params, opts, opt_states,
                                              splits, carry, last)
             scores = outputs.pop(None)
@@ -370,11 +371,9 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
                                                  and math.isfinite(float(cost))):
                 named = (scores if not _finite(model, scores)
                          else {"the last batch": {model.loss: cost}})
-                err = core.non_finite_error(None, e, None,
-                                            core.TrainState((), None, carry["key"]),
+                err = core.non_finite_error(None, e, None, core.TrainState((), None, good[2]),
                                             {}, "EpyNN.train", named, advice=ADVICE)
-                model._done_epochs = e
-                _store_segments(model, segs, params, last)
+                _back_to(model, segs, e, *good)  # the weights of the last good epoch
                 _nonfinite(model, err, on_nonfinite)
                 return
             model._record(scores)
@@ -396,6 +395,24 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
     model._key = carry["key"]
     _store_segments(model, segs, params, last)
     model._set_outputs(outputs)
+
+
+def _custom_weights(model, segs) -> dict[int, dict]:
+    """A copy of every custom layer's ``p`` (they update their arrays in place)."""
+    return {i: {k: np.array(v, copy=True) for k, v in model.layers[i].p.items()}
+            for seg in segs if not seg.compiled for i in seg.indices}
+
+
+def _back_to(model, segs, e: int, params, last, key, custom: dict) -> None:
+    """The model as epoch ``e`` found it (an epoch that made NaN or inf is dropped): the
+    compiled segments' weights and caches, the key, and the custom layers' ``p`` (their
+    own other state, if any, is theirs)."""
+    for i, p in custom.items():
+        model.layers[i].p.clear()
+        model.layers[i].p.update(p)
+    model._key = key
+    _store_segments(model, segs, params, last)
+    model._done_epochs = e
 
 
 def _keep_segments(model, segs, params, last, key, done: int) -> None:
