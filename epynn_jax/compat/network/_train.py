@@ -363,17 +363,19 @@ def _train_segmented(model, segs: list[Segment], start: int, stop: int,
             model._set_epoch(e)
             if e > start:
                 idx = model.embedding.batch_indices()
-            good = (dict(params), dict(last), carry["key"], _custom_weights(model, segs))
-            outputs, cost = _segmented_epoch(model, segs, e, idx, params, opts, opt_states,
-                                             splits, carry, last)
-            scores = outputs.pop(None)
+            good = (None if on_nonfinite == "ignore" else  # (the epoch's start, to go back to)
+                    (dict(params), dict(last), carry["key"], _custom_weights(model, segs)))
+            outputs, scores, cost = _segmented_epoch(model, segs, e, idx, params, opts,
+                                                     opt_states, splits, carry, last)
             if on_nonfinite != "ignore" and not (_finite(model, scores)
                                                  and math.isfinite(float(cost))):
                 named = (scores if not _finite(model, scores)
                          else {"the last batch": {model.loss: cost}})
                 err = core.non_finite_error(None, e, None, core.TrainState((), None, good[2]),
                                             {}, "EpyNN.train", named, advice=ADVICE)
-                _back_to(model, segs, e, *good)  # the weights of the last good epoch
+                params0, last0, key0, custom0 = good  # the weights of the last good epoch
+                _keep_segments(model, segs, params0, last0, key0, e, custom0)
+                model._set_epoch(e)  # (the epoch that failed, as the compiled path leaves it)
                 _nonfinite(model, err, on_nonfinite)
                 return
             model._record(scores)
@@ -403,22 +405,16 @@ def _custom_weights(model, segs) -> dict[int, dict]:
             for seg in segs if not seg.compiled for i in seg.indices}
 
 
-def _back_to(model, segs, e: int, params, last, key, custom: dict) -> None:
-    """The model as epoch ``e`` found it (an epoch that made NaN or inf is dropped): the
-    compiled segments' weights and caches, the key, and the custom layers' ``p`` (their
-    own other state, if any, is theirs)."""
-    for i, p in custom.items():
+def _keep_segments(model, segs, params, last, key, done: int, custom: dict | None = None
+                   ) -> None:
+    """The model after ``done`` epochs recorded: the compiled segments' weights
+    ``params`` (and caches ``last``), the key, and, given ``custom`` (a
+    :func:`_custom_weights` copy: an epoch that made NaN or inf is dropped), the custom
+    layers' ``p``; without it, the custom layers keep what they updated batch by batch,
+    as EpyNN's do (their own other state, if any, is theirs)."""
+    for i, p in (custom or {}).items():
         model.layers[i].p.clear()
         model.layers[i].p.update(p)
-    model._key = key
-    _store_segments(model, segs, params, last)
-    model._done_epochs = e
-
-
-def _keep_segments(model, segs, params, last, key, done: int) -> None:
-    """After an error in epoch ``done``: the custom layers have updated themselves batch
-    by batch, as in EpyNN; the compiled segments keep the weights of the same batch, and
-    the model counts the ``done`` epochs recorded."""
     model._key = key
     _store_segments(model, segs, params, last)
     if done:
@@ -429,7 +425,7 @@ def _keep_segments(model, segs, params, last, key, done: int) -> None:
 def _segmented_epoch(model, segs, e, idx, params, opts, opt_states, splits, carry, last):
     """One epoch batch by batch (``params``, ``opt_states``, ``last`` and the key in
     ``carry`` updated in place after each batch: an error mid-epoch finds them at the
-    batch it stopped in); its outputs and scores (under ``None``) and last cost."""
+    batch it stopped in); its outputs, scores and last cost."""
     layers = model.layers
     X, Y = splits["dtrain"]
     cost = None
@@ -459,7 +455,7 @@ def _segmented_epoch(model, segs, e, idx, params, opts, opt_states, splits, carr
                 layer.compute_gradients()
                 layer.update_parameters()
     outputs, scores = evaluate_sets(model, segs, params, splits)
-    return {**outputs, None: scores}, cost
+    return outputs, scores, cost
 
 
 def _store_segments(model, segs, params, last) -> None:
